@@ -1,0 +1,301 @@
+//! Data sets and the batches drawn from them.
+//!
+//! Names used everywhere (CLI, configs, docs): `mnist`, `shapes`, `toy2d:<name>`, `text:<name or path>`.
+//! Image data sets keep raw 8-bit pixels in memory; the [`Preprocessing`] chosen for a run turns them into
+//! model inputs each time a batch is drawn (so dynamic binarisation and dequantisation noise are fresh every
+//! time, and drawn from dgm's seeded [`Rng`](crate::rng::Rng)).
+
+pub mod mnist;
+pub mod shapes;
+pub mod text;
+pub mod toy2d;
+pub mod transforms;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use transforms::{Preprocessing, Range};
+
+use crate::model::Batch;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// The environment variable that points at the data directory (e.g. `DGM_DATA=../shared/data`).
+pub const DATA_ENV: &str = "DGM_DATA";
+
+/// Which part of a data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training examples.
+    Train,
+    /// Held out from training, for model selection (MNIST: the last 10k of the 60k training images).
+    Validation,
+    /// The test set (MNIST: t10k).
+    Test,
+}
+
+impl Split {
+    /// Parses `train`, `validation` (or `val`), `test`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(Split::Train),
+            "validation" | "val" | "valid" => Ok(Split::Validation),
+            "test" => Ok(Split::Test),
+            _ => Err(Error::unknown("split", s, &["train", "validation", "test"])),
+        }
+    }
+
+    /// The lower-case name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// The values one example is made of.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// Raw 8-bit pixels, `n * c * h * w` values in (n, c, h, w) order.
+    U8(Vec<u8>),
+    /// Real values (e.g. 2-D points), `n * dim` values.
+    F32(Vec<f32>),
+}
+
+/// An in-memory data set of fixed-shape examples, with optional class labels and captions.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// The name it was loaded by (e.g. `mnist`, `toy2d:moons`).
+    pub name: String,
+    /// Shape of one example: `[c, h, w]` for images, `[d]` for vectors.
+    pub example_shape: Vec<usize>,
+    /// The values.
+    pub storage: Storage,
+    /// One class label per example, when the data set has classes.
+    pub labels: Option<Vec<u32>>,
+    /// Number of classes (labels are in `0..num_classes`).
+    pub num_classes: Option<usize>,
+    /// Names of the classes, in label order.
+    pub class_names: Option<Vec<String>>,
+    /// One English caption per example, when the data set has captions.
+    pub captions: Option<Vec<String>>,
+}
+
+impl Dataset {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        let per = self.example_dim();
+        match &self.storage {
+            Storage::U8(v) => v.len() / per,
+            Storage::F32(v) => v.len() / per,
+        }
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of values in one example (the data dimension used for bits/dim).
+    pub fn example_dim(&self) -> usize {
+        self.example_shape.iter().product::<usize>().max(1)
+    }
+
+    /// True for 8-bit image data.
+    pub fn is_image(&self) -> bool {
+        matches!(self.storage, Storage::U8(_))
+    }
+
+    /// Builds the batch of examples `indices`, preprocessed by `prep` (randomness from `rng`).
+    pub fn batch(
+        &self,
+        indices: &[usize],
+        prep: &Preprocessing,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Batch> {
+        let d = self.example_dim();
+        let mut values = Vec::with_capacity(indices.len() * d);
+        for &i in indices {
+            if i >= self.len() {
+                return Err(Error::invalid(
+                    "index",
+                    format!("{i} out of range for {} examples", self.len()),
+                ));
+            }
+            match &self.storage {
+                Storage::U8(v) => prep.apply_u8(&v[i * d..(i + 1) * d], i, rng, &mut values)?,
+                Storage::F32(v) => prep.apply_f32(&v[i * d..(i + 1) * d], &mut values)?,
+            }
+        }
+        let mut shape = vec![indices.len()];
+        shape.extend_from_slice(&self.example_shape);
+        let x = Tensor::from_vec(values, shape, device)?;
+        let labels = match &self.labels {
+            Some(l) => Some(Tensor::from_vec(
+                indices.iter().map(|&i| l[i]).collect::<Vec<u32>>(),
+                indices.len(),
+                device,
+            )?),
+            None => None,
+        };
+        let captions = self
+            .captions
+            .as_ref()
+            .map(|c| indices.iter().map(|&i| c[i].clone()).collect());
+        Ok(Batch {
+            x,
+            labels,
+            captions,
+        })
+    }
+
+    /// Keeps only the examples `range` (used to split MNIST's 60k into 50k train / 10k validation).
+    pub fn slice(&self, start: usize, end: usize) -> Dataset {
+        let d = self.example_dim();
+        let storage = match &self.storage {
+            Storage::U8(v) => Storage::U8(v[start * d..end * d].to_vec()),
+            Storage::F32(v) => Storage::F32(v[start * d..end * d].to_vec()),
+        };
+        Dataset {
+            name: self.name.clone(),
+            example_shape: self.example_shape.clone(),
+            storage,
+            labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
+            num_classes: self.num_classes,
+            class_names: self.class_names.clone(),
+            captions: self.captions.as_ref().map(|c| c[start..end].to_vec()),
+        }
+    }
+}
+
+/// A parsed data set name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSpec {
+    /// MNIST digits, 1×28×28, from IDX files under the data directory.
+    Mnist,
+    /// Procedurally generated RGB 32×32 coloured shapes with labels and captions.
+    Shapes,
+    /// A 2-D toy density by name (see [`toy2d::NAMES`]).
+    Toy2d(String),
+    /// A byte-level text corpus: a name under the data directory (`tinyshakespeare`) or a file path.
+    Text(String),
+}
+
+/// The data set names `--help` lists.
+pub const DATASET_NAMES: &[&str] = &["mnist", "shapes", "toy2d:<name>", "text:<name or path>"];
+
+impl DataSpec {
+    /// Parses a data set name such as `mnist`, `shapes`, `toy2d:moons`, `text:tinyshakespeare`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "mnist" => return Ok(DataSpec::Mnist),
+            "shapes" => return Ok(DataSpec::Shapes),
+            _ => {}
+        }
+        if let Some(name) = s.strip_prefix("toy2d:") {
+            if !toy2d::NAMES.contains(&name) {
+                return Err(Error::unknown("toy2d data set", name, toy2d::NAMES));
+            }
+            return Ok(DataSpec::Toy2d(name.to_string()));
+        }
+        if let Some(name) = s.strip_prefix("text:") {
+            if name.is_empty() {
+                return Err(Error::invalid(
+                    "data",
+                    "text: needs a corpus name or a file path, e.g. text:tinyshakespeare",
+                ));
+            }
+            return Ok(DataSpec::Text(name.to_string()));
+        }
+        let toys: Vec<String> = toy2d::NAMES.iter().map(|n| format!("toy2d:{n}")).collect();
+        let mut opts: Vec<&str> = vec!["mnist", "shapes"];
+        opts.extend(toys.iter().map(|s| s.as_str()));
+        opts.push("text:<name or path>");
+        Err(Error::unknown("data set", s, &opts))
+    }
+
+    /// The canonical name (inverse of [`DataSpec::parse`]).
+    pub fn name(&self) -> String {
+        match self {
+            DataSpec::Mnist => "mnist".into(),
+            DataSpec::Shapes => "shapes".into(),
+            DataSpec::Toy2d(n) => format!("toy2d:{n}"),
+            DataSpec::Text(n) => format!("text:{n}"),
+        }
+    }
+
+    /// The preprocessing a run uses by default for this data set.
+    pub fn default_preprocessing(&self) -> Preprocessing {
+        match self {
+            DataSpec::Mnist => Preprocessing::Binarize { dynamic: true },
+            DataSpec::Shapes => Preprocessing::Scale {
+                range: Range::ZeroOne,
+                dequantize: true,
+            },
+            DataSpec::Toy2d(_) | DataSpec::Text(_) => Preprocessing::Identity,
+        }
+    }
+}
+
+/// Where data sets are looked for: `explicit` (from `--data-dir`) if given, else `$DGM_DATA`, else `./data`.
+pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(DATA_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from("data"),
+    }
+}
+
+/// Options for generated data sets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratedSizes {
+    /// Number of generated training examples (shapes, toy2d).
+    pub train: usize,
+    /// Number of generated validation examples.
+    pub validation: usize,
+    /// Number of generated test examples.
+    pub test: usize,
+}
+
+impl Default for GeneratedSizes {
+    fn default() -> Self {
+        Self {
+            train: 20_000,
+            validation: 2_000,
+            test: 2_000,
+        }
+    }
+}
+
+/// Loads the image / vector data set `spec`, split `split`. Text corpora are loaded with [`text::load`].
+/// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data.
+pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -> Result<Dataset> {
+    let split_seed = match split {
+        Split::Train => 0,
+        Split::Validation => 1,
+        Split::Test => 2,
+    };
+    let n = match split {
+        Split::Train => sizes.train,
+        Split::Validation => sizes.validation,
+        Split::Test => sizes.test,
+    };
+    match spec {
+        DataSpec::Mnist => mnist::load_split(dir, split),
+        DataSpec::Shapes => Ok(shapes::generate(n, 0x05_A9E5_u64.wrapping_add(split_seed), &shapes::ShapesConfig::default())),
+        DataSpec::Toy2d(name) => toy2d::generate(name, n, 0x70E2D_u64.wrapping_add(split_seed)),
+        DataSpec::Text(_) => Err(Error::Unsupported(format!(
+            "data set '{}' is a text corpus; image and 2-D models need mnist, shapes or toy2d:<name>",
+            spec.name()
+        ))),
+    }
+}

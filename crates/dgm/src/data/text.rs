@@ -1,0 +1,1 @@
+//! Byte-level text corpora (placeholder: being written).

@@ -1,0 +1,116 @@
+//! dgm's error type. Every message names the bad value and, where there is a fixed set, the valid options.
+
+use std::path::PathBuf;
+
+/// Errors returned by the dgm library.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// An error from candle (tensor shape mismatch, device error, ...). Usually a bug, not user input.
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A data file exists but its content is wrong (bad magic number, truncated, inconsistent counts).
+    #[error("{}: {msg}", path.display())]
+    CorruptData {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+
+    /// A data set was asked for but its files are not where we looked.
+    #[error("data set '{name}' not found: {msg}")]
+    DataNotFound {
+        /// The data set name (e.g. `mnist`).
+        name: String,
+        /// Where we looked and how to get it.
+        msg: String,
+    },
+
+    /// A name (model, data set, sampler, metric, key ...) is not one we know.
+    #[error("unknown {what} '{value}'; valid options: {options}")]
+    Unknown {
+        /// What kind of name this is ("model", "data set", ...).
+        what: &'static str,
+        /// The name that was given.
+        value: String,
+        /// The names that would have been accepted, comma separated.
+        options: String,
+    },
+
+    /// A value was given for a known key but it is not acceptable.
+    #[error("invalid value for {key}: {msg}")]
+    InvalidValue {
+        /// The key or argument (e.g. `model.latent_dim`).
+        key: String,
+        /// Why the value is rejected.
+        msg: String,
+    },
+
+    /// A checkpoint or run directory is missing, incomplete or does not match its config.
+    #[error("checkpoint {}: {msg}", path.display())]
+    Checkpoint {
+        /// The run directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+
+    /// Training produced a NaN or infinite loss.
+    #[error("loss became {loss} at step {step}; stopped (the last good checkpoint is kept)")]
+    NonFinite {
+        /// The step at which the loss stopped being finite.
+        step: u64,
+        /// The loss value (NaN or ±inf).
+        loss: f64,
+    },
+
+    /// An operation a model does not support (e.g. likelihood of a GAN).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Unknown`] from a list of valid options.
+    pub fn unknown(what: &'static str, value: impl Into<String>, options: &[&str]) -> Self {
+        Error::Unknown {
+            what,
+            value: value.into(),
+            options: options.join(", "),
+        }
+    }
+
+    /// Builds an [`Error::InvalidValue`].
+    pub fn invalid(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::InvalidValue {
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Builds an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error comes from what the user asked for (bad name, value, file, checkpoint)
+    /// rather than from a failure inside dgm. The CLI exits with code 2 for these.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Error::Candle(_) | Error::NonFinite { .. })
+    }
+}
+
+/// dgm's result type.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,21 @@
+//! # dgm: deep generative models in Rust
+//!
+//! One API for every family of deep generative model (see [`model`]): autoregressive models, normalizing
+//! flows, latent-variable models (VAEs), implicit models (GANs), energy-based models and diffusion /
+//! score-based models, on top of candle. Likelihoods are comparable across families (exact / bound / estimate,
+//! in nats and bits/dim on the same preprocessing), randomness is seeded through [`rng::Rng`], and training
+//! runs are reproducible bit for bit.
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod image_io;
+pub mod model;
+pub mod models;
+pub mod nn;
+pub mod rng;
+pub mod train;
+
+pub use error::{Error, Result};

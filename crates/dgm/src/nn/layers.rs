@@ -1,0 +1,112 @@
+//! dgm's layer types. Model files build every linear / conv / norm layer through these types, so that the
+//! implementation behind them (candle's stock ops today, dgm's own CPU kernels later) can be swapped without
+//! touching any model file. Initialisation follows PyTorch's defaults so that side-by-side benchmarks with
+//! PyTorch train the same model.
+
+use candle_core::{Module, Tensor};
+use candle_nn::init::Init;
+use candle_nn::VarBuilder;
+
+use crate::Result;
+
+/// PyTorch's default init for a layer with `fan_in` inputs: U(−1/√fan_in, 1/√fan_in) for weight and bias.
+fn torch_uniform(fan_in: usize) -> Init {
+    let b = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Init::Uniform { lo: -b, up: b }
+}
+
+/// A fully connected layer `y = x Wᵀ + b`, W of shape (out, in) as in PyTorch.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer with bias, variables `weight` and `bias` under `vb`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let init = torch_uniform(in_dim);
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
+        let bias = vb.get_with_hints(out_dim, "bias", init)?;
+        Ok(Self {
+            weight,
+            bias: Some(bias),
+        })
+    }
+
+    /// Applies the layer to `(…, in)` → `(…, out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let l = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
+        Ok(l.forward(x)?)
+    }
+}
+
+/// A 2-D convolution, weight (out, in, k, k).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// A k×k convolution with bias.
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let init = torch_uniform(in_ch * k * k);
+        let weight = vb.get_with_hints((out_ch, in_ch, k, k), "weight", init)?;
+        let bias = vb.get_with_hints(out_ch, "bias", init)?;
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    /// `(b, in, h, w)` → `(b, out, h', w')`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let b = self.bias.reshape((1, (), 1, 1))?;
+        Ok(y.broadcast_add(&b)?)
+    }
+}
+
+/// Nearest-neighbour 2× upsampling: `(b, c, h, w)` → `(b, c, 2h, 2w)`.
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    Ok(x.upsample_nearest2d(2 * h, 2 * w)?)
+}
+
+/// An embedding table (n, dim), e.g. for class labels.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    /// `n` embeddings of size `dim`, initialised N(0, 1) as in PyTorch.
+    pub fn new(n: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+        let table = vb.get_with_hints(
+            (n, dim),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        Ok(Self { table })
+    }
+
+    /// `(b,)` u32 indices → `(b, dim)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.table.index_select(ids, 0)?)
+    }
+}
