@@ -299,3 +299,16 @@ pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -
         ))),
     }
 }
+
+/// The data directory for tests that need real data: `$DGM_DATA`, a relative value resolved against the
+/// workspace root (tests run with the crate directory as their working directory). `None` when unset.
+#[cfg(test)]
+pub(crate) fn test_data_dir() -> Option<PathBuf> {
+    let v = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty())?;
+    let p = PathBuf::from(v);
+    if p.is_absolute() {
+        Some(p)
+    } else {
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p))
+    }
+}

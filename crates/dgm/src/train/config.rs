@@ -1,0 +1,322 @@
+//! The run configuration: everything needed to rebuild a run's model, data and training, saved as
+//! `config.toml` in the run directory (beside the weights, never inside them). `--set key=value` overrides
+//! any key by its dotted path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataSpec, GeneratedSizes, Preprocessing};
+use crate::{models, Error, Result};
+
+/// A whole run: seed, model, data and training settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed for everything random in the run (init, data order, noise).
+    pub seed: u64,
+    /// The model: `name` plus the model's own config keys.
+    pub model: ModelSection,
+    /// The data set and its preprocessing.
+    pub data: DataConfig,
+    /// Optimiser and loop settings.
+    pub train: TrainConfig,
+}
+
+/// The `[model]` table: the registry name and the model's own keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSection {
+    /// Registry name (`vae`, `iwae`, `cvae`, ...).
+    pub name: String,
+    /// The model's config keys (see the model's `Config`).
+    #[serde(flatten)]
+    pub config: toml::Table,
+}
+
+/// The `[data]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Data set name: `mnist`, `shapes`, `toy2d:<name>`.
+    pub name: String,
+    /// How raw data become model inputs.
+    pub preprocessing: Preprocessing,
+    /// Sizes of generated data sets (shapes, toy2d); ignored for files.
+    #[serde(default)]
+    pub sizes: GeneratedSizes,
+}
+
+/// The `[train]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Number of optimiser steps.
+    pub steps: u64,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are accumulated per optimiser step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam β₁.
+    pub beta1: f64,
+    /// Adam β₂.
+    pub beta2: f64,
+    /// Adam ε.
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW); 0 = Adam.
+    pub weight_decay: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: u64,
+    /// Cosine decay to `lr * min_lr_ratio` at the last step (1.0 = constant after warm-up).
+    pub min_lr_ratio: f64,
+    /// Clip gradients to this global L2 norm (0 = no clipping).
+    pub grad_clip: f64,
+    /// EMA decay of the weights (0 = no EMA; the EMA then equals the weights).
+    pub ema_decay: f64,
+    /// Log a metrics line every this many steps.
+    pub log_every: u64,
+    /// Validation loss every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Batches of validation data per validation.
+    pub eval_batches: usize,
+    /// Sample grid every this many steps (0 = only at the end).
+    pub sample_every: u64,
+    /// Checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 128,
+            grad_accum: 1,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 100,
+            min_lr_ratio: 0.1,
+            grad_clip: 0.0,
+            ema_decay: 0.999,
+            log_every: 50,
+            eval_every: 1000,
+            eval_batches: 10,
+            sample_every: 1000,
+            checkpoint_every: 1000,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects settings that cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |k: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    format!("train.{k}"),
+                    format!("{v} must be positive"),
+                ))
+            }
+        };
+        pos("steps", self.steps as f64)?;
+        pos("batch_size", self.batch_size as f64)?;
+        pos("grad_accum", self.grad_accum as f64)?;
+        pos("lr", self.lr)?;
+        pos("eps", self.eps)?;
+        pos("log_every", self.log_every as f64)?;
+        pos("eval_batches", self.eval_batches as f64)?;
+        for (k, v) in [
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("ema_decay", self.ema_decay),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(Error::invalid(
+                    format!("train.{k}"),
+                    format!("{v} must be in [0, 1)"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(Error::invalid(
+                "train.min_lr_ratio",
+                format!("{} must be in [0, 1]", self.min_lr_ratio),
+            ));
+        }
+        if self.weight_decay < 0.0 || self.grad_clip < 0.0 {
+            return Err(Error::invalid(
+                "train",
+                "weight_decay and grad_clip must be ≥ 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RunConfig {
+    /// The default config for model `model` on data set `data`.
+    pub fn new(model: &str, data: &str) -> Result<Self> {
+        let spec = DataSpec::parse(data)?;
+        let config = models::default_config(model)?;
+        let mut train = TrainConfig::default();
+        if let DataSpec::Toy2d(_) = spec {
+            train.batch_size = 256;
+        }
+        Ok(Self {
+            seed: 0,
+            model: ModelSection {
+                name: model.to_string(),
+                config,
+            },
+            data: DataConfig {
+                name: spec.name(),
+                preprocessing: spec.default_preprocessing(),
+                sizes: Default::default(),
+            },
+            train,
+        })
+    }
+
+    /// Parses a `config.toml`.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let c: RunConfig =
+            toml::from_str(text).map_err(|e| Error::invalid("config", one_line(&e.to_string())))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The TOML text of this config.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::invalid("config", e.to_string()))
+    }
+
+    /// Checks names and values (model keys against the model's config, data name, training values).
+    pub fn validate(&self) -> Result<()> {
+        DataSpec::parse(&self.data.name)?;
+        self.train.validate()?;
+        let defaults = models::default_config(&self.model.name)?;
+        if let Some(k) = self
+            .model
+            .config
+            .keys()
+            .find(|k| !defaults.contains_key(*k))
+        {
+            let mut opts: Vec<&str> = vec!["name"];
+            opts.extend(defaults.keys().map(|s| s.as_str()));
+            return Err(Error::unknown("key in [model]", k.clone(), &opts));
+        }
+        Ok(())
+    }
+
+    /// Applies one `key=value` override, e.g. `train.lr=3e-4`, `model.latent_dim=16`, `seed=3`.
+    /// The key must exist; the value is parsed as TOML (a bare word is taken as a string) and must have the
+    /// type of the current value.
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (key, raw) = assignment
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("--set", format!("'{assignment}' is not key=value")))?;
+        let (key, raw) = (key.trim(), raw.trim());
+        let mut root =
+            toml::Table::try_from(&*self).map_err(|e| Error::invalid("config", e.to_string()))?;
+        let path: Vec<&str> = key.split('.').collect();
+        set_path(&mut root, &path, 0, raw)?;
+        let new: RunConfig = RunConfig::deserialize(toml::Value::Table(root))
+            .map_err(|e| Error::invalid(key, one_line(&e.to_string())))?;
+        new.validate()?;
+        *self = new;
+        Ok(())
+    }
+}
+
+/// Sets `path[i..]` inside `table` to `raw`, naming the full dotted key in errors.
+fn set_path(table: &mut toml::Table, path: &[&str], i: usize, raw: &str) -> Result<()> {
+    let shown = path[..=i].join(".");
+    if !table.contains_key(path[i]) {
+        let opts: Vec<&str> = table.keys().map(|s| s.as_str()).collect();
+        return Err(Error::unknown("config key", shown, &opts));
+    }
+    let entry = match table.get_mut(path[i]) {
+        Some(e) => e,
+        None => return Err(Error::unknown("config key", shown, &[])),
+    };
+    if i + 1 == path.len() {
+        *entry = parse_value(raw, entry, &shown)?;
+        return Ok(());
+    }
+    match entry {
+        toml::Value::Table(t) => set_path(t, path, i + 1, raw),
+        _ => Err(Error::invalid(shown, "is a value, not a table")),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses `raw` as a TOML value of the same type as `current`.
+fn parse_value(raw: &str, current: &toml::Value, key: &str) -> Result<toml::Value> {
+    let parsed: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    use toml::Value as V;
+    let expected = current.type_str();
+    match (current, parsed) {
+        (V::Float(_), V::Integer(i)) => Ok(V::Float(i as f64)),
+        (V::Integer(_), V::Integer(i)) if i < 0 => {
+            Err(Error::invalid(key, format!("{i} must not be negative")))
+        }
+        (V::Table(_), V::String(_)) => Err(Error::invalid(
+            key,
+            format!("'{raw}' is not a table; set its keys instead"),
+        )),
+        (cur, p) if std::mem::discriminant(cur) == std::mem::discriminant(&p) => Ok(p),
+        (_, p) => Err(Error::invalid(
+            key,
+            format!("'{raw}' is a {}, expected a {expected}", p.type_str()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_overrides_known_keys_and_rejects_unknown() -> Result<()> {
+        let mut c = RunConfig::new("vae", "mnist")?;
+        c.set("train.lr=3e-4")?;
+        assert_eq!(c.train.lr, 3e-4);
+        c.set("train.lr=1")?; // integer accepted for a float
+        assert_eq!(c.train.lr, 1.0);
+        c.set("seed=42")?;
+        assert_eq!(c.seed, 42);
+        c.set("data.preprocessing.dynamic=false")?;
+        assert_eq!(
+            c.data.preprocessing,
+            Preprocessing::Binarize { dynamic: false }
+        );
+        let e = c.set("train.lrr=1").unwrap_err().to_string();
+        assert!(e.contains("train.lrr") && e.contains("batch_size"), "{e}");
+        let e = c.set("train.steps=abc").unwrap_err().to_string();
+        assert!(e.contains("train.steps") && e.contains("integer"), "{e}");
+        assert!(c.set("train.steps=-5").is_err());
+        assert!(c.set("train.beta1=1.5").is_err());
+        assert!(c.set("nokey").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn toml_round_trip() -> Result<()> {
+        let c = RunConfig::new("vae", "shapes")?;
+        let text = c.to_toml()?;
+        assert_eq!(RunConfig::from_toml(&text)?, c);
+        assert!(RunConfig::from_toml(&text.replace("[train]", "[train]\nbogus = 1")).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,377 @@
+//! The training loop for every family that minimises one loss.
+//!
+//! Reproducibility: step s draws its noise from `Rng::stream(seed ^ STEP_SALT, s)` and its examples from
+//! [`Loader`] (a function of seed and batch number), so a run interrupted at any checkpoint and resumed ends
+//! with weights bit-identical to an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use candle_core::Device;
+use serde_json::{json, Map, Value};
+
+use crate::checkpoint::{load_tensors, save_tensors};
+use crate::data::{Dataset, Split};
+use crate::image_io::save_samples;
+use crate::model::{Batch, Model, SampleOptions};
+use crate::models;
+use crate::nn::Params;
+use crate::rng::Rng;
+use crate::train::ema::Ema;
+use crate::train::loader::Loader;
+use crate::train::log::{MetricsLog, Progress};
+use crate::train::optim::{
+    accumulate, collect_grads, global_grad_norm, lr_at, AdamW, AdamWParams, Grads,
+};
+use crate::train::run::{data_info, load_data, RunDir, TrainState};
+use crate::train::{plot, RunConfig};
+use crate::{Error, Result};
+
+const STEP_SALT: u64 = 0x57E9_0000_5A17;
+const EVAL_SALT: u64 = 0xE7A1_0000_5A17;
+const SAMPLE_SEED: u64 = 1234;
+
+/// How to run training (things that are not part of the run's config).
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Where data sets are found.
+    pub data_dir: PathBuf,
+    /// The device to train on.
+    pub device: Device,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current step with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Stop (with a checkpoint) after this many steps in this session, to train in chunks.
+    pub stop_after: Option<u64>,
+    /// No console output.
+    pub quiet: bool,
+}
+
+impl TrainOptions {
+    /// Options for the CPU with data under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            device: Device::Cpu,
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_after: None,
+            quiet: false,
+        }
+    }
+}
+
+/// How training ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainOutcome {
+    /// Reached `train.steps`.
+    Finished {
+        /// Steps done.
+        step: u64,
+        /// Mean training loss of the last logged window.
+        last_loss: f64,
+    },
+    /// Stopped early (Ctrl-C or `stop_after`) with a checkpoint; `dgm train --resume` continues.
+    Interrupted {
+        /// Steps done.
+        step: u64,
+    },
+}
+
+struct Session {
+    dir: RunDir,
+    cfg: RunConfig,
+    params: Params,
+    model: Box<dyn Model>,
+    ema: Ema,
+    ema_model: Box<dyn Model>,
+    opt: AdamW,
+    train: Dataset,
+    val: Dataset,
+    step: u64,
+}
+
+impl Session {
+    fn checkpoint(&self) -> Result<()> {
+        let d = &self.dir;
+        save_tensors(&d.model_path(), &self.params.snapshot()?)?;
+        save_tensors(&d.ema_path(), &self.ema.params.snapshot()?)?;
+        save_tensors(&d.optimizer_path(), &self.opt.state())?;
+        // state.json last: it names the step the other files belong to
+        d.save_state(&TrainState {
+            step: self.step,
+            adam_t: self.opt.t,
+            seed: self.cfg.seed,
+            rng: Rng::stream(self.cfg.seed ^ STEP_SALT, self.step).state(self.cfg.seed ^ STEP_SALT),
+            finished: self.step >= self.cfg.train.steps,
+            dgm_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+
+    fn validation_loss(&self, model: &dyn Model) -> Result<f64> {
+        let t = &self.cfg.train;
+        let prep = self.cfg.data.preprocessing.for_eval();
+        let mut rng = Rng::stream(self.cfg.seed ^ EVAL_SALT, 0);
+        let n = self.val.len();
+        let bs = t.batch_size.min(n);
+        let mut total = 0.0;
+        let mut count = 0;
+        for b in 0..t.eval_batches {
+            let start = b * bs;
+            if start + bs > n {
+                break;
+            }
+            let idx: Vec<usize> = (start..start + bs).collect();
+            let batch = self.val.batch(&idx, &prep, &mut rng, &self.cfg_device())?;
+            let out = model.loss(&batch, &mut rng)?;
+            total += out
+                .loss
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            count += 1;
+        }
+        Ok(if count == 0 {
+            f64::NAN
+        } else {
+            total / count as f64
+        })
+    }
+
+    fn cfg_device(&self) -> Device {
+        self.params.device().clone()
+    }
+
+    fn write_samples(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.dir.samples_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let n = if self.train.is_image() { 64 } else { 2000 };
+        let mut opts = SampleOptions::seeded(SAMPLE_SEED);
+        if let Some(k) = self.ema_model.num_classes() {
+            // 8 rows of one class each where possible
+            opts.condition =
+                crate::model::Condition::Class((0..n).map(|i| ((i / 8) % k) as u32).collect());
+        }
+        let x = self.ema_model.sample(n, &opts)?;
+        let path = dir.join(name);
+        save_samples(&path, &x, &self.cfg.data.preprocessing)?;
+        Ok(path)
+    }
+}
+
+/// Trains the run in `run_dir`: a new run from `cfg` when `resume` is false (the directory must not hold a
+/// run already), or continues the checkpoint there (then `cfg` must be the run's own config, possibly with
+/// more steps).
+pub fn train(
+    run_dir: &Path,
+    cfg: &RunConfig,
+    resume: bool,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
+    let dir = RunDir::new(run_dir);
+    let mut cfg = cfg.clone();
+    cfg.validate()?;
+    let dev = &opts.device;
+    let train = load_data(&cfg, Split::Train, &opts.data_dir)?;
+    let val = load_data(&cfg, Split::Validation, &opts.data_dir)?;
+    if !resume {
+        if dir.config_path().exists() {
+            return Err(Error::Checkpoint {
+                path: run_dir.to_path_buf(),
+                msg: "already holds a run; use `dgm train --resume DIR` to continue it, or choose another --out".into(),
+            });
+        }
+        let info = data_info(&train, &cfg);
+        models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        dir.save_config(&cfg)?;
+    }
+    let t = cfg.train.clone();
+    let params = Params::new(cfg.seed, dev);
+    let model = models::build(&cfg.model.name, &cfg.model.config, params.var_builder())?;
+    let ema_params = Params::new(cfg.seed, dev);
+    let ema_model = models::build(&cfg.model.name, &cfg.model.config, ema_params.var_builder())?;
+    let ema = Ema::new(&params, ema_params, t.ema_decay)?;
+    let adam = AdamWParams {
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+    };
+    let mut opt = AdamW::new(params.vars(), adam)?;
+    let mut step = 0;
+    if resume {
+        let state = dir.load_state()?;
+        params.assign(&load_tensors(&dir.model_path(), dev)?, &dir.model_path())?;
+        ema.params
+            .assign(&load_tensors(&dir.ema_path(), dev)?, &dir.ema_path())?;
+        opt.load_state(&load_tensors(&dir.optimizer_path(), dev)?, state.adam_t)
+            .map_err(|e| Error::Checkpoint {
+                path: dir.optimizer_path(),
+                msg: e.to_string(),
+            })?;
+        step = state.step;
+        dir.save_config(&cfg)?; // may carry a new step count
+    }
+    let metrics = MetricsLog::open(&dir.metrics_path(), resume.then_some(step))?;
+    let mut s = Session {
+        dir,
+        cfg,
+        params,
+        model,
+        ema,
+        ema_model,
+        opt,
+        train,
+        val,
+        step,
+    };
+    let mut loader = Loader::new(s.train.len(), t.batch_size, s.cfg.seed)?;
+    let vars = s.params.vars();
+    let progress = Progress::new(step, t.steps, opts.quiet);
+    if !opts.quiet && step == 0 {
+        progress.println(&format!(
+            "training {} on {} ({} examples, {}) with {} parameters → {}",
+            s.cfg.model.name,
+            s.cfg.data.name,
+            s.train.len(),
+            s.cfg.data.preprocessing.describe(),
+            s.params.num_parameters(),
+            run_dir.display()
+        ));
+    }
+    let session_start = step;
+    let mut window: Vec<(String, f64)> = Vec::new();
+    let mut window_n = 0usize;
+    let mut last_loss = f64::NAN;
+    while s.step < t.steps {
+        let lr = lr_at(s.step, t.steps, t.lr, t.warmup_steps, t.min_lr_ratio);
+        let mut rng = Rng::stream(s.cfg.seed ^ STEP_SALT, s.step);
+        let mut grads: Grads = vec![None; vars.len()];
+        let mut parts: Vec<(String, f64)> = Vec::new();
+        for micro in 0..t.grad_accum {
+            let idx = loader
+                .indices(s.step * t.grad_accum as u64 + micro as u64)
+                .to_vec();
+            let batch: Batch = s
+                .train
+                .batch(&idx, &s.cfg.data.preprocessing, &mut rng, dev)?;
+            let out = s.model.loss(&batch, &mut rng)?;
+            let loss = out
+                .loss
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            if !loss.is_finite() {
+                progress.finish();
+                return Err(Error::NonFinite {
+                    step: s.step + 1,
+                    loss,
+                });
+            }
+            accumulate(&mut grads, collect_grads(&vars, &out.loss.backward()?))?;
+            add_parts(&mut parts, &[("loss".to_string(), loss)], t.grad_accum);
+            add_parts(&mut parts, &out.parts, t.grad_accum);
+        }
+        let scale = 1.0 / t.grad_accum as f64;
+        let norm = global_grad_norm(&grads)? * scale;
+        if !norm.is_finite() {
+            progress.finish();
+            return Err(Error::NonFinite {
+                step: s.step + 1,
+                loss: norm,
+            });
+        }
+        let clip = if t.grad_clip > 0.0 && norm > t.grad_clip {
+            t.grad_clip / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        s.opt.step(&grads, lr, scale * clip)?;
+        s.ema.update(&vars, s.step)?;
+        s.step += 1;
+        for (k, v) in parts {
+            match window.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 += v,
+                None => window.push((k, v)),
+            }
+        }
+        window_n += 1;
+
+        let last = s.step == t.steps;
+        if s.step % t.log_every == 0 || last {
+            let mut rec = Map::new();
+            rec.insert("step".into(), json!(s.step));
+            for (k, v) in &window {
+                rec.insert(k.clone(), json!(v / window_n as f64));
+            }
+            rec.insert("lr".into(), json!(lr));
+            rec.insert("grad_norm".into(), json!(norm));
+            rec.insert("it_s".into(), json!(progress.rate(s.step)));
+            last_loss = rec.get("loss").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let msg = window
+                .iter()
+                .map(|(k, v)| format!("{k} {:.4}", v / window_n as f64))
+                .collect::<Vec<_>>()
+                .join(" ");
+            metrics.write(&rec)?;
+            progress.update(s.step, &msg, true);
+            window.clear();
+            window_n = 0;
+        } else {
+            progress.update(s.step, "", false);
+        }
+        if (t.eval_every > 0 && s.step % t.eval_every == 0) || last {
+            let v = s.validation_loss(s.model.as_ref())?;
+            let ve = s.validation_loss(s.ema_model.as_ref())?;
+            let mut rec = Map::new();
+            rec.insert("step".into(), json!(s.step));
+            rec.insert("val_loss".into(), json!(v));
+            rec.insert("val_loss_ema".into(), json!(ve));
+            metrics.write(&rec)?;
+            progress.println(&format!(
+                "step {} validation loss {v:.4} (EMA weights {ve:.4})",
+                s.step
+            ));
+        }
+        if t.sample_every > 0 && s.step % t.sample_every == 0 && !last {
+            s.write_samples(&format!("step-{:07}.png", s.step))?;
+        }
+        let interrupted = opts.stop.load(Ordering::SeqCst)
+            || opts.stop_after.is_some_and(|n| s.step - session_start >= n);
+        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every == 0) || last || interrupted {
+            s.checkpoint()?;
+        }
+        if interrupted && !last {
+            progress.finish();
+            if !opts.quiet {
+                println!(
+                    "stopped at step {} with a checkpoint; continue with: dgm train --resume {}",
+                    s.step,
+                    run_dir.display()
+                );
+            }
+            return Ok(TrainOutcome::Interrupted { step: s.step });
+        }
+    }
+    progress.finish();
+    let grid = s.write_samples("samples.png")?;
+    if s.dir.metrics_path().exists() {
+        let title = format!("{} on {}", s.cfg.model.name, s.cfg.data.name);
+        plot::loss_curve(&s.dir.metrics_path(), &s.dir.path.join("loss.svg"), &title)?;
+    }
+    if !opts.quiet {
+        println!("done: {} steps; samples in {}", s.step, grid.display());
+    }
+    Ok(TrainOutcome::Finished {
+        step: s.step,
+        last_loss,
+    })
+}
+
+fn add_parts(acc: &mut Vec<(String, f64)>, parts: &[(String, f64)], n: usize) {
+    for (k, v) in parts {
+        let v = v / n as f64;
+        match acc.iter_mut().find(|(name, _)| name == k) {
+            Some(e) => e.1 += v,
+            None => acc.push((k.clone(), v)),
+        }
+    }
+}
