@@ -5,7 +5,7 @@
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-const DATA_SALT: u64 = 0xDA7A_0F_0DE2;
+const DATA_SALT: u64 = 0x00DA_7A0F_0DE2;
 
 /// Batches of example indices, reshuffled every epoch; the incomplete last batch of an epoch is dropped.
 pub struct Loader {

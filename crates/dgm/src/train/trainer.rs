@@ -296,7 +296,7 @@ pub fn train(
         window_n += 1;
 
         let last = s.step == t.steps;
-        if s.step % t.log_every == 0 || last {
+        if s.step.is_multiple_of(t.log_every) || last {
             let mut rec = Map::new();
             rec.insert("step".into(), json!(s.step));
             for (k, v) in &window {
@@ -318,7 +318,7 @@ pub fn train(
         } else {
             progress.update(s.step, "", false);
         }
-        if (t.eval_every > 0 && s.step % t.eval_every == 0) || last {
+        if (t.eval_every > 0 && s.step.is_multiple_of(t.eval_every)) || last {
             let v = s.validation_loss(s.model.as_ref())?;
             let ve = s.validation_loss(s.ema_model.as_ref())?;
             let mut rec = Map::new();
@@ -331,12 +331,15 @@ pub fn train(
                 s.step
             ));
         }
-        if t.sample_every > 0 && s.step % t.sample_every == 0 && !last {
+        if t.sample_every > 0 && s.step.is_multiple_of(t.sample_every) && !last {
             s.write_samples(&format!("step-{:07}.png", s.step))?;
         }
         let interrupted = opts.stop.load(Ordering::SeqCst)
             || opts.stop_after.is_some_and(|n| s.step - session_start >= n);
-        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every == 0) || last || interrupted {
+        if (t.checkpoint_every > 0 && s.step.is_multiple_of(t.checkpoint_every))
+            || last
+            || interrupted
+        {
             s.checkpoint()?;
         }
         if interrupted && !last {

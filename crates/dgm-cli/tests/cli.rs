@@ -1,0 +1,580 @@
+//! Integration tests: run the real `dgm` binary on tiny configs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn dgm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dgm"));
+    c.env_remove("DGM_DATA");
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dgm-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The shared data directory, if `DGM_DATA` is set (a relative path is taken from the workspace root).
+fn shared_data() -> Option<PathBuf> {
+    let v = std::env::var_os("DGM_DATA")?;
+    let p = PathBuf::from(v);
+    let p = if p.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
+    } else {
+        p
+    };
+    p.join("mnist").is_dir().then_some(p)
+}
+
+fn run(c: &mut Command) -> Output {
+    c.stdin(Stdio::null()).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Bad input: exit code 2, one line on stderr that contains each of `needles`, no panic.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}; stderr: {err}",
+        o.status.code()
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks '{n}': {err}");
+    }
+}
+
+const TINY: &[&str] = &[
+    "--set",
+    "model.hidden=[32]",
+    "--set",
+    "model.latent_dim=2",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "data.sizes.train=256",
+    "--set",
+    "data.sizes.validation=64",
+    "--set",
+    "data.sizes.test=64",
+    "--set",
+    "train.log_every=5",
+    "--set",
+    "train.eval_batches=2",
+    "--quiet",
+];
+
+fn train_tiny(out: &Path, model: &str, data: &str, steps: u64, extra: &[&str]) -> Output {
+    run(dgm()
+        .args(["train", model, "--data", data, "--out"])
+        .arg(out)
+        .args(["--steps", &steps.to_string(), "--seed", "7"])
+        .args(TINY)
+        .args(extra))
+}
+
+#[test]
+fn help_lists_models_and_data_sets() {
+    for sub in [
+        vec!["--help"],
+        vec!["train", "--help"],
+        vec!["sample", "--help"],
+        vec!["eval", "--help"],
+    ] {
+        let o = run(dgm().args(&sub));
+        assert!(o.status.success());
+        let s = stdout(&o);
+        for n in ["vae", "iwae", "cvae", "mnist", "shapes", "toy2d:", "text:"] {
+            assert!(s.contains(n), "{sub:?} help lacks {n}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let d = tmp("bad");
+    let out = d.join("r");
+    let o = run(dgm()
+        .args(["train", "vea", "--data", "shapes", "--out"])
+        .arg(&out));
+    assert_bad_input(&o, &["vea", "vae, iwae, cvae"]);
+    let o = run(dgm()
+        .args(["train", "vae", "--data", "mnst", "--out"])
+        .arg(&out));
+    assert_bad_input(&o, &["mnst", "mnist", "shapes", "toy2d:moons"]);
+    let o = run(dgm()
+        .args(["train", "vae", "--data", "toy2d:blobs", "--out"])
+        .arg(&out));
+    assert_bad_input(&o, &["blobs", "checkerboard"]);
+    let o = run(dgm()
+        .args([
+            "train",
+            "vae",
+            "--data",
+            "shapes",
+            "--set",
+            "train.lrr=1",
+            "--out",
+        ])
+        .arg(&out));
+    assert_bad_input(&o, &["train.lrr", "lr"]);
+    let o = run(dgm()
+        .args([
+            "train",
+            "vae",
+            "--data",
+            "shapes",
+            "--set",
+            "model.latent_dim=many",
+            "--out",
+        ])
+        .arg(&out));
+    assert_bad_input(&o, &["model.latent_dim", "many"]);
+    let o = run(dgm()
+        .args([
+            "train",
+            "vae",
+            "--data",
+            "shapes",
+            "--set",
+            "model.arch=rnn",
+            "--out",
+        ])
+        .arg(&out));
+    assert_bad_input(&o, &["rnn", "mlp", "conv"]);
+    let o = run(dgm()
+        .args([
+            "train", "vae", "--data", "shapes", "--set", "nonsense", "--out",
+        ])
+        .arg(&out));
+    assert_bad_input(&o, &["nonsense"]);
+    // MNIST missing: says where it looked
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(dgm()
+        .args(["train", "vae", "--data", "mnist", "--data-dir"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(&out));
+    assert_bad_input(&o, &["mnist", "empty"]);
+    // corrupt MNIST: a file with the wrong magic number
+    let bad = d.join("corrupt");
+    std::fs::create_dir_all(bad.join("mnist")).unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(
+            bad.join("mnist").join(f),
+            [0u8, 0, 8, 4, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28],
+        )
+        .unwrap();
+    }
+    let o = run(dgm()
+        .args(["train", "vae", "--data", "mnist", "--data-dir"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out));
+    assert_bad_input(&o, &["train-images-idx3-ubyte", "magic"]);
+    // missing run directory
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(d.join("nope"))
+        .args(["--out", "x.png"]));
+    assert_bad_input(&o, &["nope", "no such run"]);
+    let o = run(dgm().args(["eval", "--run"]).arg(d.join("nope")));
+    assert_bad_input(&o, &["nope"]);
+    let o = run(dgm().args(["train", "--resume"]).arg(d.join("nope")));
+    assert_bad_input(&o, &["nope"]);
+    let o = run(dgm().args(["eval", "--run", "x", "--weights", "best"]));
+    assert_bad_input(&o, &["best", "ema, model"]);
+    // a checkpoint that does not match its config
+    let r = d.join("run");
+    let o = train_tiny(&r, "vae", "toy2d:moons", 3, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = std::fs::read_to_string(r.join("config.toml")).unwrap();
+    std::fs::write(
+        r.join("config.toml"),
+        cfg.replace("latent_dim = 2", "latent_dim = 3"),
+    )
+    .unwrap();
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--out"])
+        .arg(d.join("s.png")));
+    assert_bad_input(&o, &["shape", "config"]);
+    std::fs::write(
+        r.join("config.toml"),
+        cfg.replace("latent_dim = 2", "latent_dim = 2\nbogus = 1"),
+    )
+    .unwrap();
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--out"])
+        .arg(d.join("s.png")));
+    assert_bad_input(&o, &["bogus"]);
+    // training into an existing run
+    std::fs::write(r.join("config.toml"), &cfg).unwrap();
+    let o = train_tiny(&r, "vae", "toy2d:moons", 3, &[]);
+    assert_bad_input(&o, &["already holds a run", "--resume"]);
+    // class for an unconditional model
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--class", "1", "--out"])
+        .arg(d.join("s.png")));
+    assert_bad_input(&o, &["class"]);
+}
+
+#[test]
+fn train_sample_eval_encode_interpolate_on_shapes() {
+    let d = tmp("shapes");
+    let r = d.join("run");
+    let o = train_tiny(
+        &r,
+        "vae",
+        "shapes",
+        10,
+        &[
+            "--set",
+            "train.sample_every=5",
+            "--set",
+            "train.eval_every=5",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "config.toml",
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "samples/samples.png",
+        "samples/step-0000005.png",
+    ] {
+        assert!(r.join(f).is_file(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(r.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() >= 4, "{metrics}");
+    assert!(metrics.contains("\"kl\"") && metrics.contains("\"val_loss\""));
+    let png = d.join("grid.png");
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "9", "--seed", "3", "--out"])
+        .arg(&png));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = std::fs::read(&png).unwrap();
+    assert_eq!(&img[1..4], b"PNG");
+    // same seed, same picture
+    let png2 = d.join("grid2.png");
+    assert!(run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "9", "--seed", "3", "--out"])
+        .arg(&png2))
+    .status
+    .success());
+    assert_eq!(img, std::fs::read(&png2).unwrap());
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--iwae-k", "8", "--limit", "20"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("lower bound (ELBO)")
+            && s.contains("estimate (IWAE-8)")
+            && s.contains("bits/dim"),
+        "{s}"
+    );
+    assert!(r.join("eval-test.json").is_file());
+    let csv = d.join("codes.csv");
+    let o = run(dgm()
+        .args(["encode", "--run"])
+        .arg(&r)
+        .args(["--limit", "5", "--out"])
+        .arg(&csv));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 6);
+    assert!(text.starts_with("index,label,z0,z1\n"));
+    let strip = d.join("strip.png");
+    let o = run(dgm()
+        .args(["interpolate", "--run"])
+        .arg(&r)
+        .args(["--from", "0", "--to", "3", "--steps", "5", "--out"])
+        .arg(&strip));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dgm()
+        .args(["interpolate", "--run"])
+        .arg(&r)
+        .args(["--from", "0", "--to", "99999", "--out"])
+        .arg(&strip));
+    assert_bad_input(&o, &["99999", "64 examples"]);
+}
+
+#[test]
+fn conditional_vae_samples_a_class() {
+    let d = tmp("cvae");
+    let r = d.join("run");
+    let o = train_tiny(&r, "cvae", "shapes", 4, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = d.join("c.png");
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--class", "2", "--out"])
+        .arg(&png));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--class", "99", "--out"])
+        .arg(&png));
+    assert_bad_input(&o, &["99"]);
+}
+
+/// Resuming an interrupted run gives the same bits as an uninterrupted one, and so does another thread count.
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted() {
+    let d = tmp("resume");
+    let full = d.join("full");
+    let o = train_tiny(
+        &full,
+        "iwae",
+        "toy2d:8gaussians",
+        12,
+        &[
+            "--set",
+            "train.grad_clip=1.0",
+            "--set",
+            "train.warmup_steps=3",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let part = d.join("part");
+    let o = train_tiny(
+        &part,
+        "iwae",
+        "toy2d:8gaussians",
+        12,
+        &[
+            "--set",
+            "train.grad_clip=1.0",
+            "--set",
+            "train.warmup_steps=3",
+            "--stop-after",
+            "5",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = std::fs::read_to_string(part.join("state.json")).unwrap();
+    assert!(state.contains("\"step\": 5"), "{state}");
+    let o = run(dgm()
+        .args(["train", "--quiet", "--stop-after", "4", "--resume"])
+        .arg(&part));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dgm().args(["train", "--quiet", "--resume"]).arg(&part));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.safetensors",
+    ] {
+        let a = std::fs::read(full.join(f)).unwrap();
+        let b = std::fs::read(part.join(f)).unwrap();
+        assert!(
+            a == b,
+            "{f} differs between the resumed and the uninterrupted run"
+        );
+    }
+    // the metrics log reads like one run
+    let steps = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(steps(&full), steps(&part));
+    // one thread instead of the default: same bits
+    let o = run(dgm()
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["train", "iwae", "--data", "toy2d:8gaussians", "--out"])
+        .arg(d.join("one-thread"))
+        .args(["--steps", "12", "--seed", "7"])
+        .args(TINY)
+        .args([
+            "--set",
+            "train.grad_clip=1.0",
+            "--set",
+            "train.warmup_steps=3",
+        ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(full.join("model.safetensors")).unwrap()
+            == std::fs::read(d.join("one-thread/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let d = tmp("nan");
+    let r = d.join("run");
+    let o = train_tiny(
+        &r,
+        "vae",
+        "toy2d:moons",
+        50,
+        &[
+            "--set",
+            "train.lr=1e30",
+            "--set",
+            "train.warmup_steps=0",
+            "--set",
+            "train.checkpoint_every=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("at step") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let state = std::fs::read_to_string(r.join("state.json")).unwrap();
+    assert!(!state.contains("\"step\": 0,"), "{state}");
+    // the kept checkpoint loads
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["--weights", "model", "-n", "4", "--out"])
+        .arg(d.join("s.png")));
+    assert!(
+        o.status.success() || o.status.code() == Some(1),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_0() {
+    let d = tmp("sigint");
+    let r = d.join("run");
+    let child = dgm()
+        .args(["train", "vae", "--data", "toy2d:moons", "--out"])
+        .arg(&r)
+        .args(["--steps", "1000000"])
+        .args(TINY)
+        .args([
+            "--set",
+            "train.checkpoint_every=0",
+            "--set",
+            "train.eval_every=0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !r.join("metrics.jsonl").exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let state = std::fs::read_to_string(r.join("state.json")).unwrap();
+    assert!(state.contains("\"finished\": false"), "{state}");
+    let o = run(dgm()
+        .args(["train", "--quiet", "--stop-after", "3", "--resume"])
+        .arg(&r));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn data_info_reports_what_is_found() {
+    let o = run(dgm().args(["data", "info", "--data-dir", "/nonexistent-dgm"]));
+    assert!(o.status.success());
+    let s = stdout(&o);
+    assert!(
+        s.contains("/nonexistent-dgm")
+            && s.contains("mnist")
+            && s.contains("not found")
+            && s.contains("toy2d:moons"),
+        "{s}"
+    );
+    if let Some(p) = shared_data() {
+        let o = run(dgm().args(["data", "info", "--data-dir"]).arg(&p));
+        let s = stdout(&o);
+        assert!(
+            s.lines()
+                .any(|l| l.starts_with("mnist") && l.contains("found in")),
+            "{s}"
+        );
+    }
+}
+
+/// MNIST end to end on the real files (skipped without DGM_DATA).
+#[test]
+fn mnist_tiny_run() {
+    let Some(data) = shared_data() else {
+        eprintln!("DGM_DATA not set: skipping the MNIST run");
+        return;
+    };
+    let d = tmp("mnist");
+    let r = d.join("run");
+    let o = run(dgm()
+        .args(["train", "vae", "--data", "mnist", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&r)
+        .args([
+            "--steps",
+            "30",
+            "--quiet",
+            "--set",
+            "train.eval_batches=1",
+            "--set",
+            "model.hidden=[64]",
+        ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--limit", "50", "--iwae-k", "10"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("statically binarized") && s.contains("50 examples"),
+        "{s}"
+    );
+}
