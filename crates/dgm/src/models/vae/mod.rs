@@ -1,12 +1,14 @@
 //! Latent-variable models: the VAE family (VAE, IWAE, conditional VAE, β-VAE).
 //!
-//! [`model`] holds the model (config, encoder / decoder, objectives, trait impls); [`decoders`] the
-//! observation models p(x | z) (Bernoulli, Gaussian, discretized logistic).
+//! [`model`] is the model (encoder / decoder, objectives, trait impls), [`config`] its hyper-parameters and
+//! presets, [`decoders`] the observation models p(x | z) (Bernoulli, Gaussian, discretized logistic).
 
+pub mod config;
 pub mod decoders;
 pub mod model;
 
-pub use model::{gaussian_kl, prepare, preset, Vae, VaeConfig};
+pub use config::{prepare, preset, VaeConfig};
+pub use model::{gaussian_kl, Vae};
 
 #[cfg(test)]
 mod tests;

@@ -7,226 +7,30 @@
 //!
 //! * `elbo` objective: L = E_q[log p(x | z)] − β·KL(q(z | x) ‖ p(z)), KL in closed form
 //!   ½ Σ (μ² + σ² − 1 − log σ²), the expectation averaged over k samples. β = 1 is the ELBO, β > 1 β-VAE.
-//! * `iwae` objective: L_k = log (1/k) Σ_i w_i, by log-sum-exp; L_1 = ELBO ≤ L_k ≤ L_{k+1} ≤ log p(x).
+//! * `iwae` objective: L_k = E[log (1/k) Σ_i w_i] (Burda et al. eq. 8), by log-sum-exp;
+//!   ELBO = L_1 ≤ L_k ≤ L_{k+1} ≤ log p(x).
 //!
-//! The loss is −L averaged over the batch. For evaluation ([`Density`]) the `elbo` estimator is a lower bound
-//! and the `iwae` estimator with k samples tends to log p(x) as k grows; both run in bounded-memory chunks.
-//! A conditional model concatenates the one-hot label to the encoder's features and to z.
+//! The loss is −L averaged over the batch. Its logged parts, in nats per example: `recon` = −E log p(x | z),
+//! `kl`, `elbo` = −recon − kl (a bound on log p(x), so negative) and, for `iwae`, the bound `iwae` = L_k.
+//! For evaluation ([`Density`]) the `elbo` estimator is a lower bound and the `iwae` estimator with k samples
+//! tends to log p(x) as k grows; both run in bounded-memory chunks. A conditional model concatenates the
+//! one-hot label to the encoder's features and to z.
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use serde::{Deserialize, Serialize};
 
-use super::decoders::{Observation, DECODERS};
-use crate::data::{Preprocessing, Range};
+use super::config::{validate, VaeConfig};
+use super::decoders::Observation;
 use crate::model::{
     Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
     LossOutput, Model, SampleOptions,
 };
-use crate::models::DataInfo;
 use crate::nn::{upsample2x, Conv2d, Linear};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-/// The preset names.
-pub const PRESETS: &[&str] = &["vae", "iwae", "cvae"];
-/// Encoder / decoder architectures.
-pub const ARCHS: &[&str] = &["mlp", "conv"];
-/// Training objectives.
-pub const OBJECTIVES: &[&str] = &["elbo", "iwae"];
-/// Hidden-layer activations.
-pub const ACTIVATIONS: &[&str] = &["relu", "silu", "tanh"];
 /// Density estimators, the default first.
 pub const ESTIMATORS: &[&str] = &["elbo", "iwae"];
-
-/// VAE hyper-parameters (`[model]` in a run's config).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VaeConfig {
-    /// Shape of one example, `[c, h, w]` or `[d]`; filled by [`prepare`] from the data.
-    pub input_shape: Vec<usize>,
-    /// Condition encoder and decoder on the class label (CVAE).
-    pub conditional: bool,
-    /// Number of classes of a conditional model (0 when unconditional); filled by [`prepare`].
-    pub num_classes: usize,
-    /// Encoder / decoder architecture: `mlp` or `conv`.
-    pub arch: String,
-    /// MLP hidden sizes of the encoder; the decoder uses them reversed.
-    pub hidden: Vec<usize>,
-    /// Conv encoder channels, one stride-2 3×3 stage each; the decoder mirrors them (nearest ×2 + conv).
-    pub channels: Vec<usize>,
-    /// Size of the latent code z.
-    pub latent_dim: usize,
-    /// Hidden-layer activation: `relu`, `silu` or `tanh`.
-    pub activation: String,
-    /// Observation model: `auto` (from the preprocessing), `bernoulli`, `gaussian` or `logistic`.
-    pub decoder: String,
-    /// Pixel range of the logistic decoder's 256 levels; filled by [`prepare`] from the preprocessing.
-    pub pixel_range: Range,
-    /// Weight of the KL term in the `elbo` objective (1 = ELBO, > 1 = β-VAE).
-    pub beta: f64,
-    /// Training objective: `elbo` or `iwae`.
-    pub objective: String,
-    /// Samples of z per example in the training objective (the IWAE k).
-    pub k: usize,
-}
-
-impl Default for VaeConfig {
-    fn default() -> Self {
-        Self {
-            input_shape: vec![],
-            conditional: false,
-            num_classes: 0,
-            arch: "mlp".into(),
-            hidden: vec![512, 512],
-            channels: vec![32, 64],
-            latent_dim: 32,
-            activation: "relu".into(),
-            decoder: "auto".into(),
-            pixel_range: Range::ZeroOne,
-            beta: 1.0,
-            objective: "elbo".into(),
-            k: 1,
-        }
-    }
-}
-
-/// The config of preset `name`: `vae` (MLP, ELBO), `iwae` (same, IWAE k = 5), `cvae` (class-conditional VAE).
-pub fn preset(name: &str) -> Result<VaeConfig> {
-    let base = VaeConfig::default();
-    match name {
-        "vae" => Ok(base),
-        "iwae" => Ok(VaeConfig {
-            objective: "iwae".into(),
-            k: 5,
-            ..base
-        }),
-        "cvae" => Ok(VaeConfig {
-            conditional: true,
-            ..base
-        }),
-        other => Err(Error::unknown("model", other, PRESETS)),
-    }
-}
-
-/// Fills the data-dependent fields (input shape, number of classes, logistic pixel range), resolves
-/// `decoder = "auto"` from the preprocessing and rejects observation models that do not fit the data.
-pub fn prepare(cfg: &mut VaeConfig, data: &DataInfo) -> Result<()> {
-    cfg.input_shape = data.example_shape.clone();
-    cfg.num_classes = match (cfg.conditional, data.num_classes) {
-        (false, _) => 0,
-        (true, Some(n)) if n > 0 => n,
-        (true, _) => {
-            return Err(Error::invalid(
-                "model.conditional",
-                "a conditional VAE needs class labels, and this data set has none",
-            ))
-        }
-    };
-    let p = &data.preprocessing;
-    let fits = match (cfg.decoder.as_str(), p) {
-        ("auto", Preprocessing::Binarize { .. }) => "bernoulli",
-        (
-            "auto",
-            Preprocessing::Scale {
-                dequantize: false, ..
-            },
-        ) => "logistic",
-        ("auto", _) => "gaussian",
-        ("bernoulli", Preprocessing::Binarize { .. }) => "bernoulli",
-        (
-            "logistic",
-            Preprocessing::Scale {
-                dequantize: false, ..
-            },
-        ) => "logistic",
-        ("gaussian", Preprocessing::Scale { .. } | Preprocessing::Identity) => "gaussian",
-        ("bernoulli" | "logistic" | "gaussian", _) => {
-            let needs = match cfg.decoder.as_str() {
-                "bernoulli" => "binarized pixels (preprocessing kind = binarize)",
-                "logistic" => {
-                    "8-bit pixels scaled without dequantization (kind = scale, dequantize = false)"
-                }
-                _ => "continuous values (scaled pixels or raw points), not binarized pixels",
-            };
-            let msg = format!(
-                "decoder '{}' needs {needs}; the data are {}. Use decoder = auto to pick the matching one",
-                cfg.decoder,
-                p.describe()
-            );
-            return Err(Error::invalid("model.decoder", msg));
-        }
-        (other, _) => {
-            return Err(Error::unknown(
-                "model.decoder",
-                other,
-                &["auto", "bernoulli", "gaussian", "logistic"],
-            ))
-        }
-    };
-    cfg.decoder = fits.into();
-    if let Preprocessing::Scale { range, .. } = p {
-        cfg.pixel_range = *range;
-    }
-    validate(cfg)
-}
-
-/// Checks a (prepared) config, naming the bad value and the valid options.
-fn validate(cfg: &VaeConfig) -> Result<()> {
-    let check = |key: &'static str, v: &str, opts: &[&str]| {
-        if opts.contains(&v) {
-            Ok(())
-        } else {
-            Err(Error::unknown(key, v, opts))
-        }
-    };
-    check("model.arch", &cfg.arch, ARCHS)?;
-    check("model.objective", &cfg.objective, OBJECTIVES)?;
-    check("model.activation", &cfg.activation, ACTIVATIONS)?;
-    if cfg.decoder == "auto" {
-        return Err(Error::invalid("model.decoder", "'auto' is resolved from the data by prepare; set bernoulli, gaussian or logistic to build the model directly"));
-    }
-    check("model.decoder", &cfg.decoder, DECODERS)?;
-    let bad = |key: &str, msg: String| Err(Error::invalid(key, msg));
-    if cfg.input_shape.is_empty() || cfg.input_shape.contains(&0) {
-        return bad("model.input_shape", format!("{:?}: expected [c, h, w] or [d] with every size ≥ 1 (prepare fills it from the data)", cfg.input_shape));
-    }
-    if cfg.latent_dim == 0 || cfg.k == 0 || cfg.hidden.contains(&0) || cfg.channels.contains(&0) {
-        return bad(
-            "model",
-            format!(
-                "latent_dim ({}), k ({}), hidden {:?} and channels {:?} must all be ≥ 1",
-                cfg.latent_dim, cfg.k, cfg.hidden, cfg.channels
-            ),
-        );
-    }
-    if !(cfg.beta.is_finite() && cfg.beta >= 0.0) {
-        return bad(
-            "model.beta",
-            format!("{}: must be a finite number ≥ 0", cfg.beta),
-        );
-    }
-    if cfg.objective == "iwae" && cfg.beta != 1.0 {
-        return bad(
-            "model.beta",
-            format!(
-                "{}: the iwae objective has no KL weight; use beta = 1 or objective = elbo",
-                cfg.beta
-            ),
-        );
-    }
-    if cfg.conditional != (cfg.num_classes > 0) {
-        return bad("model.num_classes", format!("{} with conditional = {}: a conditional model needs ≥ 1 class, an unconditional one 0", cfg.num_classes, cfg.conditional));
-    }
-    if cfg.arch == "conv" {
-        let s = 1usize << cfg.channels.len().min(16);
-        match cfg.input_shape[..] {
-            [_, h, w] if h % s == 0 && w % s == 0 && (1..=16).contains(&cfg.channels.len()) => {}
-            _ => return bad("model.input_shape", format!("{:?}: the conv arch needs [c, h, w] images with h and w divisible by 2^{} (one halving per entry of channels {:?}, 1 to 16 stages)", cfg.input_shape, cfg.channels.len(), cfg.channels)),
-        }
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------- blocks
 
@@ -250,9 +54,12 @@ impl Activation {
 
 /// Encoder q(z | x, y): x → features → (μ, log σ²).
 struct Encoder {
-    mlp: Vec<Linear>,   // mlp arch: [x, y] → hidden…
-    convs: Vec<Conv2d>, // conv arch: stride-2 3×3 stages on x
-    head: Linear,       // [features, y] (conv) or last hidden (mlp) → 2·latent
+    /// mlp arch: [x, y] → hidden layers.
+    mlp: Vec<Linear>,
+    /// conv arch: stride-2 3×3 stages on x.
+    convs: Vec<Conv2d>,
+    /// last hidden (mlp) or [conv features, y] (conv) → (μ, log σ²).
+    head: Linear,
 }
 
 impl Encoder {
@@ -307,18 +114,20 @@ impl Encoder {
 
 /// Decoder network: [z, y] → parameters of p(x | z, y), `(n, D)`.
 struct Decoder {
-    mlp: Vec<Linear>, // mlp: [z, y] → hidden (reversed) → D; conv: one layer to (ch, h', w')
-    convs: Vec<Conv2d>, // conv arch: nearest ×2 + 3×3 conv per stage
-    out: Option<Conv2d>, // conv arch: last 3×3 conv to the data channels
-    grid: (usize, usize, usize), // conv arch: (ch, h', w') at the bottom
+    /// mlp arch: [z, y] → hidden (reversed) → D; conv arch: one layer [z, y] → (ch, h', w').
+    mlp: Vec<Linear>,
+    /// conv arch: nearest ×2 + 3×3 conv per stage, back up to (channels[0], h, w).
+    convs: Vec<Conv2d>,
+    /// conv arch: the last 3×3 conv to the data's channels.
+    out: Option<Conv2d>,
+    /// conv arch: (ch, h', w') at the bottom.
+    grid: (usize, usize, usize),
 }
 
 impl Decoder {
     fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
-        let (d_in, d_out) = (
-            cfg.latent_dim + cfg.num_classes,
-            cfg.input_shape.iter().product(),
-        );
+        let (shape, ch) = (&cfg.input_shape, &cfg.channels);
+        let (d_in, d_out) = (cfg.latent_dim + cfg.num_classes, shape.iter().product());
         let (mut mlp, mut convs, mut out, mut grid) = (vec![], vec![], None, (0, 0, 0));
         if cfg.arch == "mlp" {
             let sizes: Vec<usize> = std::iter::once(d_in)
@@ -329,32 +138,14 @@ impl Decoder {
                 mlp.push(Linear::new(w[0], w[1], vb.pp(format!("fc{i}")))?);
             }
         } else {
-            let (n, s) = (cfg.channels.len(), 1 << cfg.channels.len());
-            grid = (
-                cfg.channels[n - 1],
-                cfg.input_shape[1] / s,
-                cfg.input_shape[2] / s,
-            );
+            let (n, s): (usize, usize) = (ch.len(), 1 << ch.len());
+            grid = (ch[n - 1], shape[1] / s, shape[2] / s);
             mlp.push(Linear::new(d_in, grid.0 * grid.1 * grid.2, vb.pp("fc0"))?);
             for i in (0..n).rev() {
-                let to = cfg.channels[i.saturating_sub(1)];
-                convs.push(Conv2d::new(
-                    cfg.channels[i],
-                    to,
-                    3,
-                    1,
-                    1,
-                    vb.pp(format!("conv{i}")),
-                )?);
+                let vb = vb.pp(format!("conv{i}"));
+                convs.push(Conv2d::new(ch[i], ch[i.saturating_sub(1)], 3, 1, 1, vb)?);
             }
-            out = Some(Conv2d::new(
-                cfg.channels[0],
-                cfg.input_shape[0],
-                3,
-                1,
-                1,
-                vb.pp("out"),
-            )?);
+            out = Some(Conv2d::new(ch[0], shape[0], 3, 1, 1, vb.pp("out"))?);
         }
         Ok(Self {
             mlp,
@@ -395,24 +186,13 @@ pub fn gaussian_kl(mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
     Ok(((t.sum(D::Minus1)? - mu.dim(D::Minus1)? as f64)? * 0.5)?)
 }
 
-/// Running log Σ exp(vᵢ) in f64, for IWAE over many chunks.
-#[derive(Clone, Copy)]
-struct LogSumExp {
-    max: f64,
-    sum: f64,
-}
-
-impl LogSumExp {
-    fn push(&mut self, v: f64) {
-        if v > self.max {
-            self.sum = self.sum * (self.max - v).exp() + 1.0;
-            self.max = v;
-        } else if v > f64::NEG_INFINITY {
-            self.sum += (v - self.max).exp();
-        }
-    }
-    fn value(self) -> f64 {
-        self.max + self.sum.ln()
+/// Adds v to a running log Σ exp (kept as (max, Σ exp(vᵢ − max)) in f64), for IWAE over many chunks.
+fn push_lse((max, sum): &mut (f64, f64), v: f64) {
+    if v > *max {
+        *sum = *sum * (*max - v).exp() + 1.0;
+        *max = v;
+    } else if v > f64::NEG_INFINITY {
+        *sum += (v - *max).exp();
     }
 }
 
@@ -427,12 +207,6 @@ pub struct Vae {
     decoder: Decoder,
     obs: Observation,
     device: Device,
-}
-
-/// One reparameterised pass on s samples per example.
-struct Pass {
-    log_px_z: Tensor,  // log p(x | z_i), (s, b)
-    log_ratio: Tensor, // log p(z_i) − log q(z_i | x), (s, b)
 }
 
 impl Vae {
@@ -463,37 +237,29 @@ impl Vae {
 
     /// Checks the batch's shape and returns x shaped for the encoder and the one-hot labels `(b, C)`.
     fn inputs(&self, batch: &Batch) -> Result<(Tensor, Option<Tensor>)> {
-        if batch.x.dims().get(1..) != Some(&self.cfg.input_shape[..]) {
-            let msg = format!(
-                "shape {:?}, the model expects (b, {:?})",
-                batch.x.dims(),
-                self.cfg.input_shape
-            );
+        let (dims, want) = (batch.x.dims(), &self.cfg.input_shape);
+        if dims.get(1..) != Some(&want[..]) {
+            let msg = format!("shape {dims:?}, the model expects (b, {want:?})");
             return Err(Error::invalid("batch.x", msg));
         }
-        let y = match (self.cfg.conditional, &batch.labels) {
-            (false, _) => None,
-            (true, None) => {
-                return Err(Error::invalid(
-                    "batch.labels",
-                    format!(
-                        "model '{}' is class-conditional: the batch needs labels",
-                        self.name
-                    ),
-                ))
-            }
-            (true, Some(l)) => {
-                let l = l.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
-                if l.len() != batch.len() {
-                    return Err(Error::invalid(
-                        "batch.labels",
-                        format!("{} labels for {} examples", l.len(), batch.len()),
-                    ));
-                }
-                Some(self.one_hot(&l, "batch.labels")?)
-            }
+        let labels = match (self.cfg.conditional, &batch.labels) {
+            (false, _) => return Ok((batch.x.clone(), None)),
+            (true, Some(l)) => l.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?,
+            (true, None) => vec![],
         };
-        Ok((batch.x.clone(), y))
+        if labels.len() != batch.len() {
+            let msg = format!(
+                "{} labels for {} examples (model '{}' is class-conditional)",
+                labels.len(),
+                batch.len(),
+                self.name
+            );
+            return Err(Error::invalid("batch.labels", msg));
+        }
+        Ok((
+            batch.x.clone(),
+            Some(self.one_hot(&labels, "batch.labels")?),
+        ))
     }
 
     /// `(n, C)` one-hot rows for class ids, each checked against the number of classes.
@@ -502,13 +268,11 @@ impl Vae {
         let mut v = vec![0f32; ids.len() * c];
         for (i, &id) in ids.iter().enumerate() {
             if id as usize >= c {
-                return Err(Error::invalid(
-                    key,
-                    format!(
-                        "class {id} is out of range; valid classes are 0..={}",
-                        c - 1
-                    ),
-                ));
+                let msg = format!(
+                    "class {id} is out of range; valid classes are 0..={}",
+                    c - 1
+                );
+                return Err(Error::invalid(key, msg));
             }
             v[i * c + id as usize] = 1.0;
         }
@@ -517,39 +281,35 @@ impl Vae {
 
     /// The one-hot labels `(n, C)` a [`Condition`] asks for (one label broadcasts to all n), or `None`.
     fn condition(&self, cond: &Condition, n: usize) -> Result<Option<Tensor>> {
-        match (cond, self.cfg.conditional) {
-            (Condition::None, false) => Ok(None),
-            (Condition::None, true) => Err(Error::invalid(
-                "condition",
-                format!(
-                    "model '{}' is class-conditional: give a class (0..={})",
-                    self.name,
-                    self.cfg.num_classes - 1
-                ),
-            )),
-            (Condition::Class(_), false) => Err(Error::invalid(
-                "condition",
-                format!("model '{}' is unconditional: it takes no class", self.name),
-            )),
-            (Condition::Class(ids), true) => match ids.len() {
-                1 => self.one_hot(&vec![ids[0]; n], "condition"),
-                m if m == n => self.one_hot(ids, "condition"),
-                m => Err(Error::invalid(
-                    "condition",
-                    format!(
-                        "{m} classes for {n} samples: give one class for all or one per sample"
-                    ),
-                )),
+        let (name, c) = (&self.name, self.cfg.num_classes);
+        let msg = match (cond, self.cfg.conditional) {
+            (Condition::None, false) => return Ok(None),
+            (Condition::Class(ids), true) if ids.len() == 1 => {
+                return Ok(Some(self.one_hot(&vec![ids[0]; n], "condition")?))
             }
-            .map(Some),
-            (Condition::Caption(_), _) => Err(Error::invalid(
-                "condition",
-                format!("model '{}' takes class labels, not captions", self.name),
-            )),
-        }
+            (Condition::Class(ids), true) if ids.len() == n => {
+                return Ok(Some(self.one_hot(ids, "condition")?))
+            }
+            (Condition::Class(ids), true) => format!(
+                "{} classes for {n} samples: give one class for all or one per sample",
+                ids.len()
+            ),
+            (Condition::None, true) => format!(
+                "model '{name}' is class-conditional: give a class (0..={})",
+                c.saturating_sub(1)
+            ),
+            (Condition::Class(_), false) => {
+                format!("model '{name}' is unconditional: it takes no class")
+            }
+            (Condition::Caption(_), _) => {
+                format!("model '{name}' takes class labels, not captions")
+            }
+        };
+        Err(Error::invalid("condition", msg))
     }
 
-    /// The reparameterised pass for noise ε `(s, b, L)`: z_i = μ + σ ⊙ ε_i, scored against x.
+    /// The reparameterised pass for noise ε `(s, b, L)`: z_i = μ + σ ⊙ ε_i. Returns log p(x | z_i) and
+    /// log p(z_i) − log q(z_i | x), each `(s, b)`.
     fn pass(
         &self,
         x: &Tensor,
@@ -557,7 +317,7 @@ impl Vae {
         mu: &Tensor,
         logvar: &Tensor,
         eps: &Tensor,
-    ) -> Result<Pass> {
+    ) -> Result<(Tensor, Tensor)> {
         let (s, b, l) = eps.dims3()?;
         let z = eps
             .broadcast_mul(&(logvar * 0.5)?.exp()?)?
@@ -579,10 +339,7 @@ impl Vae {
                                                                       // log p(z) − log q(z | x) = Σ_l −½ z² + ½ ε² + ½ log σ²   (the ½ log 2π terms cancel)
         let log_ratio = ((eps.sqr()? - z.sqr()?)?.sum(D::Minus1)? * 0.5)?
             .broadcast_add(&(logvar.sum(D::Minus1)? * 0.5)?)?;
-        Ok(Pass {
-            log_px_z,
-            log_ratio,
-        })
+        Ok((log_px_z, log_ratio))
     }
 
     /// The observation mean (or a draw) for codes `(n, L)`, shaped like a batch.
@@ -611,23 +368,23 @@ impl Model for Vae {
         let (mu, logvar) = self.encoder.forward(&x, y.as_ref(), self.act)?; // (b, L)
         let (k, b, l) = (self.cfg.k, batch.len(), self.cfg.latent_dim);
         let eps = rng.randn((k, b, l), &self.device)?;
-        let p = self.pass(&x, y.as_ref(), &mu, &logvar, &eps)?;
-        let recon = (p.log_px_z.mean_all()? * -1.0)?; // −E_q log p(x | z), per example
+        let (log_px_z, log_ratio) = self.pass(&x, y.as_ref(), &mu, &logvar, &eps)?; // (k, b)
+        let recon = log_px_z.mean_all()?.neg()?; // −E_q log p(x | z), per example
         let kl = gaussian_kl(&mu, &logvar)?.mean_all()?;
         let (rv, kv) = (
             recon.to_scalar::<f32>()? as f64,
             kl.to_scalar::<f32>()? as f64,
         );
         let mut parts = vec![
-            ("recon".to_string(), rv),
-            ("kl".to_string(), kv),
-            ("elbo".to_string(), -rv - kv),
+            ("recon".into(), rv),
+            ("kl".into(), kv),
+            ("elbo".into(), -rv - kv),
         ];
         let loss = if self.cfg.objective == "iwae" {
             // L_k = log (1/k) Σ_i w_i   (Burda et al. eq. 8)
-            let log_w = (p.log_px_z + p.log_ratio)?; // (k, b)
+            let log_w = (log_px_z + log_ratio)?; // (k, b)
             let bound = (log_w.log_sum_exp(0)? - (k as f64).ln())?.mean_all()?;
-            parts.push(("iwae".to_string(), bound.to_scalar::<f32>()? as f64));
+            parts.push(("iwae".into(), bound.to_scalar::<f32>()? as f64));
             bound.neg()?
         } else {
             (recon + (kl * self.cfg.beta)?)?
@@ -639,14 +396,15 @@ impl Model for Vae {
         if n == 0 {
             return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
         }
+        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+            let msg = format!("{}: must be a finite number ≥ 0", opts.temperature);
+            return Err(Error::invalid("temperature", msg));
+        }
         let y = self.condition(&opts.condition, n)?;
         let mut rng = Rng::new(opts.seed);
         let z = (rng.randn((n, self.cfg.latent_dim), &self.device)? * opts.temperature)?; // (n, L)
-        self.generate(
-            &z,
-            y.as_ref(),
-            if opts.mean { None } else { Some(&mut rng) },
-        )
+        let draw = if opts.mean { None } else { Some(&mut rng) };
+        self.generate(&z, y.as_ref(), draw)
     }
 
     fn num_classes(&self) -> Option<usize> {
@@ -678,16 +436,9 @@ impl Density for Vae {
         };
         let (k, chunk, l) = (opts.samples, opts.chunk, self.cfg.latent_dim);
         if k == 0 || chunk == 0 {
-            return Err(Error::invalid(
-                "likelihood options",
-                format!("samples ({k}) and chunk ({chunk}) must be ≥ 1"),
-            ));
+            let msg = format!("samples ({k}) and chunk ({chunk}) must be ≥ 1");
+            return Err(Error::invalid("likelihood options", msg));
         }
-        let kind = if iwae {
-            LikelihoodKind::Estimate(format!("IWAE-{k}"))
-        } else {
-            LikelihoodKind::LowerBound("ELBO".into())
-        };
         let (x, y) = self.inputs(batch)?;
         let b = batch.len();
         let mut root = Rng::new(opts.seed);
@@ -702,14 +453,8 @@ impl Density for Vae {
             let (mu, logvar) = (mu.detach(), logvar.detach());
             let kl = gaussian_kl(&mu, &logvar)?.to_vec1::<f32>()?;
             let per = (chunk / g).max(1); // samples per chunk: g·per ≤ chunk rows
-            let mut lse = vec![
-                LogSumExp {
-                    max: f64::NEG_INFINITY,
-                    sum: 0.0
-                };
-                g
-            ];
-            let mut recon = vec![0f64; g];
+            let mut lse = vec![(f64::NEG_INFINITY, 0.0); g]; // running log Σ_i w_i
+            let mut recon = vec![0f64; g]; // Σ_i log p(x | z_i)
             for s0 in (0..k).step_by(per) {
                 let s = per.min(k - s0);
                 let mut eps = Vec::with_capacity(s * g * l);
@@ -719,27 +464,29 @@ impl Density for Vae {
                         .for_each(|r| eps.extend(r.normal_vec(l)));
                 }
                 let eps = Tensor::from_vec(eps, (s, g, l), &self.device)?; // (s, g, L)
-                let p = self.pass(&xg, yg.as_ref(), &mu, &logvar, &eps)?;
-                let scores = if iwae {
-                    (p.log_px_z + p.log_ratio)?
-                } else {
-                    p.log_px_z
-                };
-                for row in scores.to_vec2::<f32>()? {
-                    for (e, v) in row.into_iter().enumerate() {
-                        lse[e].push(v as f64);
-                        recon[e] += v as f64;
+                let (log_px_z, log_ratio) = self.pass(&xg, yg.as_ref(), &mu, &logvar, &eps)?;
+                let rows = log_px_z
+                    .to_vec2::<f32>()?
+                    .into_iter()
+                    .zip(log_ratio.to_vec2::<f32>()?);
+                for (px, ratio) in rows {
+                    for e in 0..g {
+                        push_lse(&mut lse[e], px[e] as f64 + ratio[e] as f64);
+                        recon[e] += px[e] as f64;
                     }
                 }
             }
             for e in 0..g {
-                nats.push(if iwae {
-                    lse[e].value() - (k as f64).ln()
-                } else {
-                    recon[e] / k as f64 - kl[e] as f64
+                nats.push(match iwae {
+                    true => lse[e].0 + lse[e].1.ln() - (k as f64).ln(),
+                    false => recon[e] / k as f64 - kl[e] as f64,
                 });
             }
         }
+        let kind = match iwae {
+            true => LikelihoodKind::Estimate(format!("IWAE-{k}")),
+            false => LikelihoodKind::LowerBound("ELBO".into()),
+        };
         Ok(LogLikelihood {
             nats,
             kind,
@@ -761,14 +508,12 @@ impl Latent for Vae {
     fn decode(&self, z: &Tensor, condition: &Condition) -> Result<Tensor> {
         let (n, l) = z.dims2()?;
         if l != self.cfg.latent_dim {
-            return Err(Error::invalid(
-                "z",
-                format!(
-                    "shape {:?}, the model expects (n, {})",
-                    z.dims(),
-                    self.cfg.latent_dim
-                ),
-            ));
+            let msg = format!(
+                "shape {:?}, the model expects (n, {})",
+                z.dims(),
+                self.cfg.latent_dim
+            );
+            return Err(Error::invalid("z", msg));
         }
         let y = self.condition(condition, n)?;
         self.generate(z, y.as_ref(), None)
