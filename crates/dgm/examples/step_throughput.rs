@@ -63,19 +63,37 @@ fn main() -> dgm::Result<()> {
     )?;
     let mut rng = Rng::new(1);
     let mut times = Vec::with_capacity(steps);
+    let mut parts = [0f64; 4];
     let warmup = 10;
     for s in 0..steps + warmup {
         let t0 = Instant::now();
         let idx: Vec<usize> = (0..bs).map(|i| (s * bs + i) % data.len()).collect();
         let batch: Batch = data.batch(&idx, &prep, &mut rng, &dev)?;
+        let t1 = Instant::now();
         let out = model.loss(&batch, &mut rng)?;
+        let t2 = Instant::now();
         let grads = collect_grads(&vars, &out.loss.backward()?);
+        let t3 = Instant::now();
         opt.step(&grads, 1e-3, 1.0)?;
         if s >= warmup {
+            parts[0] += (t1 - t0).as_secs_f64() * 1e3;
+            parts[1] += (t2 - t1).as_secs_f64() * 1e3;
+            parts[2] += (t3 - t2).as_secs_f64() * 1e3;
+            parts[3] += t3.elapsed().as_secs_f64() * 1e3;
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
     times.sort_by(|a, b| a.total_cmp(b));
+    if std::env::var_os("DGM_PROFILE").is_some() {
+        let n = steps as f64;
+        eprintln!(
+            "mean ms: batch {:.2}  forward {:.2}  backward {:.2}  optimizer {:.2}",
+            parts[0] / n,
+            parts[1] / n,
+            parts[2] / n,
+            parts[3] / n
+        );
+    }
     let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     println!(
         "{{\"impl\": \"dgm\", \"data\": \"{}\", \"steps\": {steps}, \"batch\": {bs}, \"median_ms\": {:.3}, \"q1_ms\": {:.3}, \"q3_ms\": {:.3}, \"params\": {}}}",

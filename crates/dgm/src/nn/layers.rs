@@ -36,8 +36,16 @@ impl Linear {
 
     /// Applies the layer to `(…, in)` → `(…, out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let l = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
-        Ok(l.forward(x)?)
+        match (&self.bias, x.rank()) {
+            (Some(b), 2) => {
+                let y = x.matmul(&self.weight.t()?)?; // (m, out)
+                super::kernels::bias_add(&y, b)
+            }
+            _ => {
+                let l = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
+                Ok(l.forward(x)?)
+            }
+        }
     }
 }
 

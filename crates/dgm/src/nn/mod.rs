@@ -1,6 +1,7 @@
 //! Shared building blocks: the parameter store and dgm's layer types (see [`layers`] for why every model
 //! goes through them).
 
+pub mod kernels;
 pub mod layers;
 pub mod params;
 

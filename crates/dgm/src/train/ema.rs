@@ -3,6 +3,7 @@
 
 use candle_core::Var;
 
+use crate::nn::kernels::ema_update_cpu;
 use crate::nn::Params;
 use crate::Result;
 
@@ -32,8 +33,47 @@ impl Ema {
     pub fn update(&self, source: &[(String, Var)], t: u64) -> Result<()> {
         let d = self.decay_at(t);
         for ((_, w), (_, e)) in source.iter().zip(self.params.vars()) {
-            let new = ((e.as_tensor() * d)? + (w.as_tensor().detach() * (1.0 - d))?)?;
-            e.set(&new)?;
+            if !ema_update_cpu(e.as_tensor(), w.as_tensor(), d)? {
+                let new = ((e.as_tensor() * d)? + (w.as_tensor().detach() * (1.0 - d))?)?;
+                e.set(&new)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::init::Init;
+
+    #[test]
+    fn ema_follows_the_formula_on_both_paths() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let src = Params::new(0, &dev);
+            src.var_builder()
+                .to_dtype(dtype)
+                .get_with_hints(3, "w", Init::Const(1.0))?;
+            let shadow = Params::new(0, &dev);
+            shadow
+                .var_builder()
+                .to_dtype(dtype)
+                .get_with_hints(3, "w", Init::Const(0.0))?;
+            let ema = Ema::new(&src, shadow, 0.9)?; // starts at the weights: 1
+            let vars = src.vars();
+            vars[0]
+                .1
+                .set(&Tensor::new(&[3f64, 3.0, 3.0], &dev)?.to_dtype(dtype)?)?;
+            ema.update(&vars, 1000)?; // d = min(0.9, 1001/1010) = 0.9: 0.9·1 + 0.1·3 = 1.2
+            let e = ema.params.vars()[0]
+                .1
+                .as_tensor()
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?;
+            assert!(e.iter().all(|v| (v - 1.2).abs() < 1e-6), "{dtype:?}: {e:?}");
+            assert!((ema.decay_at(0) - 0.1).abs() < 1e-12);
         }
         Ok(())
     }

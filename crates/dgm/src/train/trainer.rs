@@ -95,7 +95,7 @@ impl Session {
         let d = &self.dir;
         save_tensors(&d.model_path(), &self.params.snapshot()?)?;
         save_tensors(&d.ema_path(), &self.ema.params.snapshot()?)?;
-        save_tensors(&d.optimizer_path(), &self.opt.state())?;
+        save_tensors(&d.optimizer_path(), &self.opt.state()?)?;
         // state.json last: it names the step the other files belong to
         d.save_state(&TrainState {
             step: self.step,
@@ -271,8 +271,15 @@ pub fn train(
             add_parts(&mut parts, &out.parts, t.grad_accum);
         }
         let scale = 1.0 / t.grad_accum as f64;
-        let norm = global_grad_norm(&grads)? * scale;
-        if !norm.is_finite() {
+        let last = s.step + 1 == t.steps;
+        let log_now = (s.step + 1).is_multiple_of(t.log_every) || last;
+        // the global norm costs a pass over all gradients: only when clipping or logging it
+        let norm = if t.grad_clip > 0.0 || log_now {
+            global_grad_norm(&grads)? * scale
+        } else {
+            f64::NAN
+        };
+        if t.grad_clip > 0.0 && !norm.is_finite() {
             progress.finish();
             return Err(Error::NonFinite {
                 step: s.step + 1,
@@ -295,8 +302,7 @@ pub fn train(
         }
         window_n += 1;
 
-        let last = s.step == t.steps;
-        if s.step.is_multiple_of(t.log_every) || last {
+        if log_now {
             let mut rec = Map::new();
             rec.insert("step".into(), json!(s.step));
             for (k, v) in &window {
