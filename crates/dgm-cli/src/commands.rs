@@ -63,23 +63,16 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
             (dir.clone(), cfg, true)
         }
         None => {
-            let Some(model) = a.model.as_deref() else {
-                return Err(dgm::Error::invalid(
-                    "train",
-                    "name a model (vae, iwae, cvae) or --resume a run",
-                )
-                .into());
-            };
-            let mut cfg = match &a.config {
-                Some(p) => {
+            let mut cfg = match (&a.config, a.model.as_deref()) {
+                (Some(p), model) => {
                     let text = std::fs::read_to_string(p).map_err(|e| dgm::Error::io(p, e))?;
                     let c = RunConfig::from_toml(&text)
                         .map_err(|e| dgm::Error::invalid(p.display().to_string(), e.to_string()))?;
-                    if c.model.name != model {
+                    if let Some(m) = model.filter(|m| *m != c.model.name) {
                         bail!(dgm::Error::invalid(
                             "--config",
                             format!(
-                                "{} is a config for model '{}', not '{model}'",
+                                "{} is a config for model '{}', not '{m}'",
                                 p.display(),
                                 c.model.name
                             )
@@ -87,11 +80,21 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                     }
                     c
                 }
-                None => RunConfig::new(model, a.data.as_deref().unwrap_or("shapes"))?,
+                (None, Some(model)) => {
+                    RunConfig::new(model, a.data.as_deref().unwrap_or("shapes"))?
+                }
+                (None, None) => {
+                    return Err(dgm::Error::invalid(
+                        "train",
+                        "name a model (vae, iwae, cvae), give --config FILE, or --resume a run",
+                    )
+                    .into())
+                }
             };
+            let model = cfg.model.name.clone();
             if let Some(d) = &a.data {
                 if d != &cfg.data.name {
-                    let fresh = RunConfig::new(model, d)?;
+                    let fresh = RunConfig::new(&model, d)?;
                     cfg.data = fresh.data;
                 }
             }

@@ -340,8 +340,22 @@ fn train_sample_eval_encode_interpolate_on_shapes() {
 fn conditional_vae_samples_a_class() {
     let d = tmp("cvae");
     let r = d.join("run");
-    let o = train_tiny(&r, "cvae", "shapes", 4, &[]);
+    // the shipped config (conv CVAE), shrunk by --set
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/cvae-shapes.toml");
+    let o = run(dgm()
+        .arg("train")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&r)
+        .args(["--steps", "4", "--set", "model.channels=[4,8]"])
+        .args(TINY));
     assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read_to_string(r.join("config.toml")).unwrap();
+    assert!(
+        written.contains("arch = \"conv\"") && written.contains("conditional = true"),
+        "{written}"
+    );
     let png = d.join("c.png");
     let o = run(dgm()
         .args(["sample", "--run"])

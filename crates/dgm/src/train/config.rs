@@ -181,10 +181,14 @@ impl RunConfig {
     }
 
     /// Parses a `config.toml`.
+    /// Model keys the file leaves out take the model's defaults (so every key can be `--set`).
     pub fn from_toml(text: &str) -> Result<Self> {
-        let c: RunConfig =
+        let mut c: RunConfig =
             toml::from_str(text).map_err(|e| Error::invalid("config", one_line(&e.to_string())))?;
         c.validate()?;
+        for (k, v) in models::default_config(&c.model.name)? {
+            c.model.config.entry(k).or_insert(v);
+        }
         Ok(c)
     }
 
@@ -308,6 +312,23 @@ mod tests {
         assert!(c.set("train.steps=-5").is_err());
         assert!(c.set("train.beta1=1.5").is_err());
         assert!(c.set("nokey").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() -> Result<()> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let p = e.map_err(|e| Error::io(&dir, e))?.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                RunConfig::from_toml(&text)
+                    .map_err(|e| Error::invalid(p.display().to_string(), e.to_string()))?;
+                n += 1;
+            }
+        }
+        assert!(n >= 3);
         Ok(())
     }
 
