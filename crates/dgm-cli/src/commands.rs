@@ -163,6 +163,17 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         if k == 0 {
             continue;
         }
+        let started = std::time::Instant::now();
+        let mut last = started;
+        let mut report = |done: usize, total: usize| {
+            if last.elapsed().as_secs() >= 10 {
+                eprintln!(
+                    "{est} (k = {k}): {done}/{total} examples, {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+                last = std::time::Instant::now();
+            }
+        };
         let r = evaluate_nll(
             density,
             &ds,
@@ -173,6 +184,7 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
             a.limit,
             a.seed,
             &dev,
+            &mut report,
         )?;
         reports.push(r);
     }

@@ -311,6 +311,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     fn idx_images(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         for x in [IMAGES_MAGIC, n, rows, cols] {
@@ -328,18 +330,18 @@ mod tests {
         v
     }
 
-    fn gz(bytes: &[u8]) -> Vec<u8> {
+    fn gz(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap()
+        e.write_all(bytes)?;
+        e.finish()
     }
 
     /// A fresh empty temporary directory for one test.
-    fn temp_dir(tag: &str) -> PathBuf {
+    fn temp_dir(tag: &str) -> std::io::Result<PathBuf> {
         let d = std::env::temp_dir().join(format!("dgm-mnist-test-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
     }
 
     fn msg(e: Error) -> String {
@@ -347,14 +349,15 @@ mod tests {
     }
 
     #[test]
-    fn parses_valid_images_and_labels() {
+    fn parses_valid_images_and_labels() -> Result<()> {
         let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8 * 10).collect();
         let p = Path::new("x-images");
-        let (n, r, c, px) = parse_idx_images(&idx_images(2, 3, 4, &pixels), p).unwrap();
+        let (n, r, c, px) = parse_idx_images(&idx_images(2, 3, 4, &pixels), p)?;
         assert_eq!((n, r, c), (2, 3, 4));
         assert_eq!(px, pixels);
-        let l = parse_idx_labels(&idx_labels(&[3, 1, 4]), Path::new("x-labels")).unwrap();
+        let l = parse_idx_labels(&idx_labels(&[3, 1, 4]), Path::new("x-labels"))?;
         assert_eq!(l, vec![3, 1, 4]);
+        Ok(())
     }
 
     #[test]
@@ -400,20 +403,20 @@ mod tests {
         assert!(parse_idx_labels(&bad, Path::new("h")).is_err());
     }
 
-    fn write(dir: &Path, name: &str, bytes: &[u8]) {
-        std::fs::write(dir.join(name), bytes).unwrap();
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::write(dir.join(name), bytes)
     }
 
     #[test]
-    fn wrong_dims_count_mismatch_and_bad_labels_are_rejected() {
-        let d = temp_dir("dims");
+    fn wrong_dims_count_mismatch_and_bad_labels_are_rejected() -> TestResult {
+        let d = temp_dir("dims")?;
         // 2 images of 27×28
         write(
             &d,
             "t10k-images-idx3-ubyte",
             &idx_images(2, 27, 28, &vec![0; 2 * 27 * 28]),
-        );
-        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 2]));
+        )?;
+        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 2]))?;
         let e = msg(load_split(&d, Split::Test).unwrap_err());
         assert!(
             e.contains("27×28") && e.contains("28×28") && e.contains("t10k-images"),
@@ -425,37 +428,38 @@ mod tests {
             &d,
             "t10k-images-idx3-ubyte",
             &idx_images(3, 28, 28, &vec![0; 3 * 784]),
-        );
+        )?;
         let e = msg(load_split(&d, Split::Test).unwrap_err());
         assert!(e.contains("2 labels") && e.contains("3 images"), "{e}");
 
         // a label of 10
-        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 10, 2]));
+        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 10, 2]))?;
         let e = msg(load_split(&d, Split::Test).unwrap_err());
         assert!(e.contains("label 10") && e.contains("index 1"), "{e}");
 
         // all good now
-        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 9, 2]));
-        let ds = load_split(&d, Split::Test).unwrap();
+        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&[1, 9, 2]))?;
+        let ds = load_split(&d, Split::Test)?;
         assert_eq!(ds.len(), 3);
         assert_eq!(ds.labels, Some(vec![1, 9, 2]));
         let _ = std::fs::remove_dir_all(&d);
+        Ok(())
     }
 
     #[test]
-    fn gz_round_trip_and_layouts() {
-        let d = temp_dir("gz");
-        std::fs::create_dir_all(d.join("mnist")).unwrap();
+    fn gz_round_trip_and_layouts() -> TestResult {
+        let d = temp_dir("gz")?;
+        std::fs::create_dir_all(d.join("mnist"))?;
         let pixels: Vec<u8> = (0..4 * 784).map(|i| (i * 7 % 256) as u8).collect();
         let labels = [0u8, 5, 9, 3];
         write(
             &d.join("mnist"),
             "t10k-images-idx3-ubyte.gz",
-            &gz(&idx_images(4, 28, 28, &pixels)),
-        );
+            &gz(&idx_images(4, 28, 28, &pixels))?,
+        )?;
         // labels directly under <dir>, raw
-        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&labels));
-        let ds = load_split(&d, Split::Test).unwrap();
+        write(&d, "t10k-labels-idx1-ubyte", &idx_labels(&labels))?;
+        let ds = load_split(&d, Split::Test)?;
         assert_eq!(ds.name, "mnist");
         assert_eq!(ds.example_shape, vec![1, 28, 28]);
         assert_eq!(ds.num_classes, Some(10));
@@ -471,20 +475,21 @@ mod tests {
         assert_eq!(find(&d), None);
 
         // a corrupt gzip stream names the file
-        let mut bad = gz(&idx_images(4, 28, 28, &pixels));
+        let mut bad = gz(&idx_images(4, 28, 28, &pixels))?;
         bad.truncate(bad.len() / 2);
-        write(&d.join("mnist"), "t10k-images-idx3-ubyte.gz", &bad);
+        write(&d.join("mnist"), "t10k-images-idx3-ubyte.gz", &bad)?;
         let e = msg(load_split(&d, Split::Test).unwrap_err());
         assert!(
             e.contains("t10k-images-idx3-ubyte.gz") && e.contains("gzip"),
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&d);
+        Ok(())
     }
 
     #[test]
-    fn missing_files_say_where_we_looked_and_how_to_fix_it() {
-        let d = temp_dir("missing");
+    fn missing_files_say_where_we_looked_and_how_to_fix_it() -> TestResult {
+        let d = temp_dir("missing")?;
         let e = load_split(&d, Split::Train).unwrap_err();
         assert!(matches!(&e, Error::DataNotFound { name, .. } if name == "mnist"));
         let m = msg(e);
@@ -501,25 +506,30 @@ mod tests {
         assert!(m.contains("DGM_DATA") && m.contains("--data-dir"), "{m}");
         assert_eq!(find(&d), None);
         let _ = std::fs::remove_dir_all(&d);
+        Ok(())
     }
 
     #[test]
-    fn real_mnist_counts_and_test_histogram() {
+    fn real_mnist_counts_and_test_histogram() -> TestResult {
         let Some(dir) = crate::data::test_data_dir() else {
             println!("skipped: DGM_DATA is not set");
-            return;
+            return Ok(());
         };
-        let found = find(&dir).expect("DGM_DATA is set but holds no MNIST");
+        let found = find(&dir).ok_or("DGM_DATA is set but holds no MNIST")?;
         assert!(found.ends_with("mnist") || found == dir);
-        let train = load_split(&dir, Split::Train).unwrap();
-        let val = load_split(&dir, Split::Validation).unwrap();
-        let test = load_split(&dir, Split::Test).unwrap();
+        let train = load_split(&dir, Split::Train)?;
+        let val = load_split(&dir, Split::Validation)?;
+        let test = load_split(&dir, Split::Test)?;
         assert_eq!(
             (train.len(), val.len(), test.len()),
             (50_000, 10_000, 10_000)
         );
         let mut hist = [0usize; 10];
-        for &l in test.labels.as_ref().unwrap() {
+        for &l in test
+            .labels
+            .as_ref()
+            .ok_or("mnist test split has no labels")?
+        {
             hist[l as usize] += 1;
         }
         assert_eq!(
@@ -529,7 +539,7 @@ mod tests {
         // train + validation label histogram = the published 60k training histogram
         let mut hist = [0usize; 10];
         for ds in [&train, &val] {
-            for &l in ds.labels.as_ref().unwrap() {
+            for &l in ds.labels.as_ref().ok_or("mnist split has no labels")? {
                 hist[l as usize] += 1;
             }
         }
@@ -542,5 +552,6 @@ mod tests {
             let mean = v.iter().map(|&p| p as f64).sum::<f64>() / v.len() as f64;
             assert!((mean - 33.791).abs() < 0.001, "mean {mean}");
         }
+        Ok(())
     }
 }

@@ -402,6 +402,8 @@ fn strip_one<'a, 'b>(
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     fn bytes(ds: &Dataset) -> &[u8] {
         match &ds.storage {
             Storage::U8(v) => v,
@@ -419,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn deterministic_and_independent_of_n() {
+    fn deterministic_and_independent_of_n() -> TestResult {
         let cfg = ShapesConfig::default();
         let a = generate(100, 7, &cfg);
         let b = generate(100, 7, &cfg);
@@ -429,29 +431,31 @@ mod tests {
         assert_ne!(bytes(&a), bytes(&c));
         let small = generate(10, 7, &cfg);
         assert_eq!(bytes(&small), &bytes(&a)[..10 * 3072]);
-        assert_eq!(
-            small.captions.as_ref().unwrap()[..],
-            a.captions.as_ref().unwrap()[..10]
-        );
+        let small_captions = small.captions.as_ref().ok_or("shapes has no captions")?;
+        let a_captions = a.captions.as_ref().ok_or("shapes has no captions")?;
+        assert_eq!(small_captions[..], a_captions[..10]);
         assert_eq!(a.example_shape, vec![3, 32, 32]);
         assert_eq!(a.len(), 100);
         assert_eq!(a.num_classes, Some(6));
-        assert_eq!(a.class_names.as_ref().unwrap()[5], "star");
+        let class_names = a.class_names.as_ref().ok_or("shapes has no class names")?;
+        assert_eq!(class_names[5], "star");
+        Ok(())
     }
 
     #[test]
-    fn captions_match_labels_and_parse_back() {
+    fn captions_match_labels_and_parse_back() -> TestResult {
         for background in [false, true] {
             let cfg = ShapesConfig {
                 background,
                 ..Default::default()
             };
             let ds = generate(500, 1, &cfg);
-            let labels = ds.labels.as_ref().unwrap();
-            for (i, (cap, &l)) in ds.captions.as_ref().unwrap().iter().zip(labels).enumerate() {
+            let labels = ds.labels.as_ref().ok_or("shapes has no labels")?;
+            let captions = ds.captions.as_ref().ok_or("shapes has no captions")?;
+            for (i, (cap, &l)) in captions.iter().zip(labels).enumerate() {
                 let words: Vec<&str> = cap.split(' ').collect();
                 assert!(words.contains(&CLASS_NAMES[l as usize]), "{cap} vs {l}");
-                let parts = parse_caption(cap).unwrap_or_else(|| panic!("unparsable: {cap}"));
+                let parts = parse_caption(cap).ok_or_else(|| format!("unparsable: {cap}"))?;
                 let spec = ShapeSpec::sample(1, i as u64, &cfg);
                 assert_eq!(parts.class, l as usize);
                 assert_eq!(
@@ -473,6 +477,7 @@ mod tests {
         assert_eq!(spec.caption(), "a small red circle at the top left");
         assert!(parse_caption("a small red blob at the top left").is_none());
         assert!(parse_caption("a small red circle at the top left on a pink background").is_none());
+        Ok(())
     }
 
     #[test]
@@ -554,28 +559,30 @@ mod tests {
     }
 
     #[test]
-    fn labels_roughly_uniform_and_fast() {
+    fn labels_roughly_uniform_and_fast() -> TestResult {
         let t = std::time::Instant::now();
         let ds = generate(20_000, 3, &ShapesConfig::default());
         let secs = t.elapsed().as_secs_f64();
         println!("20000 shapes in {secs:.3} s");
         assert!(secs < 5.0, "{secs} s");
         let mut counts = [0usize; 6];
-        for &l in &ds.labels.as_ref().unwrap()[..6000] {
+        let labels = ds.labels.as_ref().ok_or("shapes has no labels")?;
+        for &l in &labels[..6000] {
             counts[l as usize] += 1;
         }
         // 1000 expected each, sd ≈ 29
         for c in counts {
             assert!((c as f64 - 1000.0).abs() < 130.0, "{counts:?}");
         }
+        Ok(())
     }
 
     #[test]
-    fn config_serde_and_validation() {
+    fn config_serde_and_validation() -> TestResult {
         let cfg = ShapesConfig::default();
-        let text = toml::to_string(&cfg).unwrap();
-        assert_eq!(toml::from_str::<ShapesConfig>(&text).unwrap(), cfg);
-        let partial: ShapesConfig = toml::from_str("background = true").unwrap();
+        let text = toml::to_string(&cfg)?;
+        assert_eq!(toml::from_str::<ShapesConfig>(&text)?, cfg);
+        let partial: ShapesConfig = toml::from_str("background = true")?;
         assert!(partial.background && partial.image_size == 32);
         assert!(toml::from_str::<ShapesConfig>("colour = 3").is_err());
         let bad = ShapesConfig {
@@ -595,5 +602,6 @@ mod tests {
         );
         assert_eq!(big.example_shape, vec![3, 64, 64]);
         assert_eq!(bytes(&big).len(), 2 * 3 * 64 * 64);
+        Ok(())
     }
 }

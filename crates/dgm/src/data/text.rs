@@ -213,6 +213,8 @@ impl TextCorpus {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     const TEXT: &str = "hello world, hello rust! the quick brown fox jumps over the lazy dog. \
                         abcdefghijklmnopqrstuvwxyz 0123456789 ...";
 
@@ -221,11 +223,11 @@ mod tests {
     }
 
     #[test]
-    fn vocab_encode_decode() {
+    fn vocab_encode_decode() -> Result<()> {
         let c = TextCorpus::from_bytes("t", b"banana".to_vec());
         assert_eq!(c.vocab, b"abn".to_vec());
-        assert_eq!(c.encode(b"banana").unwrap(), vec![1, 0, 2, 0, 2, 0]);
-        assert_eq!(c.decode(&[2, 0, 1]).unwrap(), b"nab".to_vec());
+        assert_eq!(c.encode(b"banana")?, vec![1, 0, 2, 0, 2, 0]);
+        assert_eq!(c.decode(&[2, 0, 1])?, b"nab".to_vec());
         let e = c.encode(b"bandana").unwrap_err().to_string();
         assert!(
             e.contains("'d'") && e.contains("offset 3") && e.contains("3 symbols"),
@@ -235,11 +237,12 @@ mod tests {
         assert!(e.contains("3 at position 1") && e.contains("0..3"), "{e}");
 
         let c = corpus();
-        let ids = c.encode(TEXT.as_bytes()).unwrap();
-        assert_eq!(c.decode_string(&ids).unwrap(), TEXT);
+        let ids = c.encode(TEXT.as_bytes())?;
+        assert_eq!(c.decode_string(&ids)?, TEXT);
         let mut v = c.vocab.clone();
         v.dedup();
         assert!(v.windows(2).all(|w| w[0] < w[1]) && v.len() == c.vocab.len());
+        Ok(())
     }
 
     #[test]
@@ -258,13 +261,13 @@ mod tests {
     }
 
     #[test]
-    fn random_windows_are_shifted_slices_of_the_split() {
+    fn random_windows_are_shifted_slices_of_the_split() -> Result<()> {
         let c = TextCorpus::from_bytes("x", (0..2000u32).map(|i| (i % 200) as u8).collect());
         let mut r = Rng::new(3);
-        let (x, y) = c.random_windows(Split::Validation, 8, 16, &mut r).unwrap();
+        let (x, y) = c.random_windows(Split::Validation, 8, 16, &mut r)?;
         assert_eq!((x.len(), y.len()), (128, 128));
         let val = c.split(Split::Validation);
-        let vals = c.encode(val).unwrap();
+        let vals = c.encode(val)?;
         for (xs, ys) in x.chunks(8).zip(y.chunks(8)) {
             assert_eq!(&xs[1..], &ys[..7]);
             // the window occurs in the validation split
@@ -272,13 +275,9 @@ mod tests {
             assert!(found, "{xs:?}");
         }
         // deterministic from the rng, different for another seed
-        let again = c
-            .random_windows(Split::Validation, 8, 16, &mut Rng::new(3))
-            .unwrap();
+        let again = c.random_windows(Split::Validation, 8, 16, &mut Rng::new(3))?;
         assert_eq!(again.0, x);
-        let other = c
-            .random_windows(Split::Validation, 8, 16, &mut Rng::new(4))
-            .unwrap();
+        let other = c.random_windows(Split::Validation, 8, 16, &mut Rng::new(4))?;
         assert_ne!(other.0, x);
         // block too large for the split
         let e = c
@@ -294,23 +293,24 @@ mod tests {
         let small = TextCorpus::from_bytes("s", (0..100u8).collect());
         let mut starts = std::collections::BTreeSet::new();
         for _ in 0..50 {
-            let (x, _) = small.random_windows(Split::Train, 88, 1, &mut r).unwrap();
+            let (x, _) = small.random_windows(Split::Train, 88, 1, &mut r)?;
             starts.insert(x[0]);
         }
         assert_eq!(starts.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+        Ok(())
     }
 
     #[test]
-    fn load_by_name_or_path_and_missing() {
+    fn load_by_name_or_path_and_missing() -> TestResult {
         let d = std::env::temp_dir().join(format!("dgm-text-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("mini")).unwrap();
-        std::fs::write(d.join("mini").join("input.txt"), TEXT).unwrap();
-        let c = load("mini", &d).unwrap();
+        std::fs::create_dir_all(d.join("mini"))?;
+        std::fs::write(d.join("mini").join("input.txt"), TEXT)?;
+        let c = load("mini", &d)?;
         assert_eq!(c.bytes, TEXT.as_bytes());
         assert_eq!(c.name, "mini");
         let p = d.join("mini").join("input.txt");
-        let c2 = load(&p.display().to_string(), Path::new("/nonexistent")).unwrap();
+        let c2 = load(&p.display().to_string(), Path::new("/nonexistent"))?;
         assert_eq!(c2.bytes, c.bytes);
 
         let e = load("nothere", &d).unwrap_err();
@@ -322,29 +322,29 @@ mod tests {
         );
         assert!(m.contains("DGM_DATA"), "{m}");
 
-        std::fs::write(d.join("empty.txt"), "").unwrap();
+        std::fs::write(d.join("empty.txt"), "")?;
         let e = load(&d.join("empty.txt").display().to_string(), &d)
             .unwrap_err()
             .to_string();
         assert!(e.contains("empty"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
+        Ok(())
     }
 
     #[test]
-    fn tinyshakespeare() {
+    fn tinyshakespeare() -> Result<()> {
         let Some(dir) = crate::data::test_data_dir() else {
             println!("skipped: DGM_DATA is not set");
-            return;
+            return Ok(());
         };
-        let c = load("tinyshakespeare", &dir).unwrap();
+        let c = load("tinyshakespeare", &dir)?;
         assert_eq!(c.bytes.len(), 1_115_394);
         assert_eq!(c.vocab_size(), 65);
         assert!(c.bytes.starts_with(b"First Citizen:"));
-        let ids = c.encode(c.split(Split::Test)).unwrap();
-        assert_eq!(c.decode(&ids).unwrap(), c.split(Split::Test));
-        let (x, y) = c
-            .random_windows(Split::Train, 64, 4, &mut Rng::new(0))
-            .unwrap();
+        let ids = c.encode(c.split(Split::Test))?;
+        assert_eq!(c.decode(&ids)?, c.split(Split::Test));
+        let (x, y) = c.random_windows(Split::Train, 64, 4, &mut Rng::new(0))?;
         assert!(x.iter().chain(&y).all(|&t| (t as usize) < 65));
+        Ok(())
     }
 }

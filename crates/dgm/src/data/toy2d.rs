@@ -170,6 +170,8 @@ pub fn log_density(name: &str, x: f32, y: f32) -> Option<f64> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     fn points(ds: &Dataset) -> &[f32] {
         match &ds.storage {
             Storage::F32(v) => v,
@@ -195,11 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn deterministic_shaped_and_finite() {
+    fn deterministic_shaped_and_finite() -> Result<()> {
         for name in NAMES {
-            let a = generate(name, 500, 3).unwrap();
-            let b = generate(name, 500, 3).unwrap();
-            let c = generate(name, 500, 4).unwrap();
+            let a = generate(name, 500, 3)?;
+            let b = generate(name, 500, 3)?;
+            let c = generate(name, 500, 4)?;
             assert_eq!(a.name, format!("toy2d:{name}"));
             assert_eq!(a.example_shape, vec![2]);
             assert_eq!(a.len(), 500);
@@ -207,7 +209,7 @@ mod tests {
             assert_eq!(points(&a), points(&b), "{name}");
             assert_ne!(points(&a), points(&c), "{name}");
             // prefix property: the first 100 points do not depend on n
-            let small = generate(name, 100, 3).unwrap();
+            let small = generate(name, 100, 3)?;
             assert_eq!(points(&small), &points(&a)[..200], "{name}");
             let v = points(&a);
             assert!(v.iter().all(|x| x.is_finite() && x.abs() < 6.0), "{name}");
@@ -217,11 +219,12 @@ mod tests {
             e.contains("spirals") && e.contains("2spirals") && e.contains("checkerboard"),
             "{e}"
         );
+        Ok(())
     }
 
     #[test]
-    fn checkerboard_points_lie_in_occupied_squares() {
-        let ds = generate("checkerboard", 20_000, 1).unwrap();
+    fn checkerboard_points_lie_in_occupied_squares() -> Result<()> {
+        let ds = generate("checkerboard", 20_000, 1)?;
         let v = points(&ds);
         let mut counts = [0usize; 16];
         for p in v.chunks(2) {
@@ -242,11 +245,12 @@ mod tests {
                 && in_checkerboard(-3.0, -3.0)
                 && !in_checkerboard(4.0, 0.0)
         );
+        Ok(())
     }
 
     #[test]
-    fn eight_gaussians_points_are_near_the_centres() {
-        let ds = generate("8gaussians", 16_000, 2).unwrap();
+    fn eight_gaussians_points_are_near_the_centres() -> TestResult {
+        let ds = generate("8gaussians", 16_000, 2)?;
         let centres = eight_gaussians_centres();
         let std = eight_gaussians_std();
         let mut counts = [0usize; 8];
@@ -257,7 +261,7 @@ mod tests {
                 .enumerate()
                 .map(|(k, c)| (k, (p[0] as f64 - c.0).powi(2) + (p[1] as f64 - c.1).powi(2)))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap();
+                .ok_or("no 8gaussians centres")?;
             assert!(d2.sqrt() < 6.0 * std);
             counts[k] += 1;
             sq += d2;
@@ -269,10 +273,11 @@ mod tests {
             assert!((c as f64 - 2000.0).abs() < 200.0, "{counts:?}");
         }
         assert!((centres[0].0 - 2.0 * 2f64.sqrt()).abs() < 0.01);
+        Ok(())
     }
 
     #[test]
-    fn log_densities_integrate_to_one() {
+    fn log_densities_integrate_to_one() -> TestResult {
         for name in ["8gaussians", "checkerboard"] {
             let h = 0.02f64;
             let mut total = 0.0;
@@ -281,7 +286,9 @@ mod tests {
                 for j in 0..steps {
                     let x = -6.0 + (i as f64 + 0.5) * h;
                     let y = -6.0 + (j as f64 + 0.5) * h;
-                    total += log_density(name, x as f32, y as f32).unwrap().exp() * h * h;
+                    let log_p = log_density(name, x as f32, y as f32)
+                        .ok_or_else(|| format!("{name} has no log density"))?;
+                    total += log_p.exp() * h * h;
                 }
             }
             assert!((total - 1.0).abs() < 1e-3, "{name}: {total}");
@@ -290,17 +297,19 @@ mod tests {
         // the 8gaussians density peaks at a centre: log(1/(8·2πσ²))
         let c = eight_gaussians_centres()[4];
         let s = eight_gaussians_std();
-        let peak = log_density("8gaussians", c.0 as f32, c.1 as f32).unwrap();
+        let peak = log_density("8gaussians", c.0 as f32, c.1 as f32)
+            .ok_or("8gaussians has no log density")?;
         assert!(
             (peak + (8.0 * 2.0 * std::f64::consts::PI * s * s).ln()).abs() < 1e-3,
             "{peak}"
         );
+        Ok(())
     }
 
     #[test]
-    fn moons_swissroll_pinwheel_spirals_moments() {
+    fn moons_swissroll_pinwheel_spirals_moments() -> Result<()> {
         // moons (FFJORD mapping of make_moons): x has mean 0 (±0.05 for 20k points), y mean 2·0.25 − 0.2 = 0.3
-        let (m, s) = moments(points(&generate("moons", 20_000, 5).unwrap()));
+        let (m, s) = moments(points(&generate("moons", 20_000, 5)?));
         assert!(m[0].abs() < 0.05 && (m[1] - 0.3).abs() < 0.05, "{m:?}");
         assert!(
             s[0] > 1.0 && s[0] < 2.0 && s[1] > 0.5 && s[1] < 1.5,
@@ -308,12 +317,12 @@ mod tests {
         );
         // pinwheel and 2spirals are symmetric about the origin
         for name in ["pinwheel", "2spirals"] {
-            let (m, s) = moments(points(&generate(name, 20_000, 6).unwrap()));
+            let (m, s) = moments(points(&generate(name, 20_000, 6)?));
             assert!(m[0].abs() < 0.1 && m[1].abs() < 0.1, "{name} {m:?}");
             assert!(s[0] > 0.5 && s[1] > 0.5, "{name} {s:?}");
         }
         // swiss roll: radius |(x, z)|·5 = t ∈ [1.5π, 4.5π] up to noise
-        let v = points(&generate("swissroll", 5_000, 7).unwrap()).to_vec();
+        let v = points(&generate("swissroll", 5_000, 7)?).to_vec();
         let mean_r = v
             .chunks(2)
             .map(|p| 5.0 * ((p[0] as f64).powi(2) + (p[1] as f64).powi(2)).sqrt())
@@ -323,5 +332,6 @@ mod tests {
             (mean_r - 3.0 * std::f64::consts::PI).abs() < 0.3,
             "{mean_r}"
         );
+        Ok(())
     }
 }

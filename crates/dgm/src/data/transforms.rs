@@ -176,24 +176,26 @@ impl Preprocessing {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     fn all_pixels() -> Vec<u8> {
         (0..=255u8).collect()
     }
 
-    fn apply(p: &Preprocessing, pixels: &[u8], index: usize, rng: &mut Rng) -> Vec<f32> {
+    fn apply(p: &Preprocessing, pixels: &[u8], index: usize, rng: &mut Rng) -> Result<Vec<f32>> {
         let mut out = Vec::new();
-        p.apply_u8(pixels, index, rng, &mut out).unwrap();
-        out
+        p.apply_u8(pixels, index, rng, &mut out)?;
+        Ok(out)
     }
 
     #[test]
-    fn scale_maps_0_and_255_to_the_range_ends() {
+    fn scale_maps_0_and_255_to_the_range_ends() -> Result<()> {
         for (range, lo, hi) in [(Range::ZeroOne, 0.0, 1.0), (Range::MinusOneOne, -1.0, 1.0)] {
             let p = Preprocessing::Scale {
                 range,
                 dequantize: false,
             };
-            let out = apply(&p, &all_pixels(), 0, &mut Rng::new(0));
+            let out = apply(&p, &all_pixels(), 0, &mut Rng::new(0))?;
             assert_eq!(out.len(), 256);
             assert_eq!(out[0], lo);
             assert!((out[255] - hi).abs() < 1e-6, "{}", out[255]);
@@ -206,10 +208,11 @@ mod tests {
             assert_eq!(p.to_u8(lo - 5.0), 0);
             assert_eq!(p.bin_width(), Some((hi - lo) as f64 / 256.0));
         }
+        Ok(())
     }
 
     #[test]
-    fn dequantization_stays_inside_the_bin() {
+    fn dequantization_stays_inside_the_bin() -> Result<()> {
         for range in [Range::ZeroOne, Range::MinusOneOne] {
             let (lo, hi) = range.bounds();
             let w = hi - lo;
@@ -221,7 +224,7 @@ mod tests {
             let mut mean_u = 0.0f64;
             let reps = 200;
             for _ in 0..reps {
-                let out = apply(&p, &all_pixels(), 0, &mut rng);
+                let out = apply(&p, &all_pixels(), 0, &mut rng)?;
                 for (k, &x) in out.iter().enumerate() {
                     let a = lo + w * k as f32 / 256.0;
                     let b = lo + w * (k + 1) as f32 / 256.0;
@@ -239,14 +242,15 @@ mod tests {
             assert!((mean_u - 0.5).abs() < 0.01, "{mean_u}");
             // fresh noise on every call
             assert_ne!(
-                apply(&p, &all_pixels(), 0, &mut rng),
-                apply(&p, &all_pixels(), 0, &mut rng)
+                apply(&p, &all_pixels(), 0, &mut rng)?,
+                apply(&p, &all_pixels(), 0, &mut rng)?
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn dynamic_binarization_has_mean_p_and_is_redrawn() {
+    fn dynamic_binarization_has_mean_p_and_is_redrawn() -> Result<()> {
         let p = Preprocessing::Binarize { dynamic: true };
         let pixels = [0u8, 64, 128, 200, 255];
         let mut rng = Rng::new(2);
@@ -254,13 +258,13 @@ mod tests {
         let mut sums = [0.0f64; 5];
         let mut draws = Vec::new();
         for _ in 0..reps {
-            let out = apply(&p, &pixels, 3, &mut rng);
+            let out = apply(&p, &pixels, 3, &mut rng)?;
             assert!(out.iter().all(|&x| x == 0.0 || x == 1.0));
             for (s, &x) in sums.iter_mut().zip(&out) {
                 *s += x as f64;
             }
             if draws.len() < 2 {
-                draws.push(apply(&p, &[128; 64], 3, &mut rng));
+                draws.push(apply(&p, &[128; 64], 3, &mut rng)?);
             }
         }
         for (s, &px) in sums.iter().zip(&pixels) {
@@ -272,17 +276,18 @@ mod tests {
         assert_eq!(sums[0], 0.0);
         assert_eq!(sums[4], reps as f64);
         assert_ne!(draws[0], draws[1]);
+        Ok(())
     }
 
     #[test]
-    fn static_binarization_is_fixed_per_example() {
+    fn static_binarization_is_fixed_per_example() -> Result<()> {
         let p = Preprocessing::Binarize { dynamic: false };
         let pixels = [128u8; 200];
-        let a = apply(&p, &pixels, 17, &mut Rng::new(1));
-        let b = apply(&p, &pixels, 17, &mut Rng::new(999));
+        let a = apply(&p, &pixels, 17, &mut Rng::new(1))?;
+        let b = apply(&p, &pixels, 17, &mut Rng::new(999))?;
         let mut used = Rng::new(5);
         used.normal_vec(10);
-        let c = apply(&p, &pixels, 17, &mut used);
+        let c = apply(&p, &pixels, 17, &mut used)?;
         assert_eq!(a, b);
         assert_eq!(a, c);
         // and the rng passed in is not consumed
@@ -290,27 +295,27 @@ mod tests {
         fresh.normal_vec(10);
         assert_eq!(used.next_u64(), fresh.next_u64());
         // another example index gets another binarization, with about half the pixels on
-        let d = apply(&p, &pixels, 18, &mut Rng::new(1));
+        let d = apply(&p, &pixels, 18, &mut Rng::new(1))?;
         assert_ne!(a, d);
         let on = a.iter().sum::<f32>();
         assert!((60.0..140.0).contains(&on), "{on}");
         assert_eq!(p.for_eval(), p);
         assert_eq!(Preprocessing::Binarize { dynamic: true }.for_eval(), p);
+        Ok(())
     }
 
     #[test]
-    fn identity_rejects_pixels_and_passes_reals() {
+    fn identity_rejects_pixels_and_passes_reals() -> Result<()> {
         let mut out = Vec::new();
         assert!(Preprocessing::Identity
             .apply_u8(&[1, 2], 0, &mut Rng::new(0), &mut out)
             .is_err());
-        Preprocessing::Identity
-            .apply_f32(&[1.5, -2.0], &mut out)
-            .unwrap();
+        Preprocessing::Identity.apply_f32(&[1.5, -2.0], &mut out)?;
         assert_eq!(out, vec![1.5, -2.0]);
         assert!(Preprocessing::Binarize { dynamic: true }
             .apply_f32(&[0.5], &mut out)
             .is_err());
+        Ok(())
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -319,14 +324,12 @@ mod tests {
     }
 
     #[test]
-    fn serde_toml_round_trip() {
-        let w: Wrapper =
-            toml::from_str("[preprocessing]\nkind = \"binarize\"\ndynamic = true\n").unwrap();
+    fn serde_toml_round_trip() -> TestResult {
+        let w: Wrapper = toml::from_str("[preprocessing]\nkind = \"binarize\"\ndynamic = true\n")?;
         assert_eq!(w.preprocessing, Preprocessing::Binarize { dynamic: true });
         let w: Wrapper = toml::from_str(
             "[preprocessing]\nkind = \"scale\"\nrange = \"minus_one_one\"\ndequantize = false\n",
-        )
-        .unwrap();
+        )?;
         assert_eq!(
             w.preprocessing,
             Preprocessing::Scale {
@@ -343,13 +346,14 @@ mod tests {
             Preprocessing::Identity,
         ] {
             let w = Wrapper { preprocessing: p };
-            let text = toml::to_string(&w).unwrap();
-            assert_eq!(toml::from_str::<Wrapper>(&text).unwrap(), w, "{text}");
+            let text = toml::to_string(&w)?;
+            assert_eq!(toml::from_str::<Wrapper>(&text)?, w, "{text}");
         }
         assert!(toml::from_str::<Wrapper>("[preprocessing]\nkind = \"binarise\"\n").is_err());
         assert!(toml::from_str::<Wrapper>(
             "[preprocessing]\nkind = \"binarize\"\ndynamic = true\nx = 1\n"
         )
         .is_err());
+        Ok(())
     }
 }

@@ -33,6 +33,7 @@ pub struct NllReport {
 
 /// Evaluates `estimator` of `model` on the first `limit` examples of `data` (all if `None`), preprocessed by
 /// `prep` (use the run's preprocessing `.for_eval()`: a fixed binarisation). Deterministic for a given seed.
+/// `progress(done, total)` is called after each batch.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_nll(
     model: &dyn Density,
@@ -44,6 +45,7 @@ pub fn evaluate_nll(
     limit: Option<usize>,
     seed: u64,
     device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<NllReport> {
     let valid = model.estimators();
     if !valid.iter().any(|e| e == estimator) {
@@ -77,6 +79,7 @@ pub fn evaluate_nll(
         kind = Some(ll.kind);
         space = ll.space;
         start = end;
+        progress(end, n);
     }
     let mean = all.iter().sum::<f64>() / n as f64;
     let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
