@@ -367,7 +367,12 @@ pub fn train(
         plot::loss_curve(&s.dir.metrics_path(), &s.dir.path.join("loss.svg"), &title)?;
     }
     if !opts.quiet {
-        println!("done: {} steps; samples in {}", s.step, grid.display());
+        println!(
+            "done: {} steps. Open {} to see samples; the loss curve is {}",
+            s.step,
+            grid.display(),
+            s.dir.path.join("loss.svg").display()
+        );
     }
     Ok(TrainOutcome::Finished {
         step: s.step,
