@@ -57,47 +57,52 @@ fn magic_name(magic: u32) -> &'static str {
     }
 }
 
-/// Parses an IDX3 unsigned-byte file (images): returns `(n, rows, cols, pixels)` with `n * rows * cols`
-/// pixels in row-major order. `path` is only used in error messages. The byte count must match the header
-/// exactly (truncated files and trailing bytes are errors).
-pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    const HEADER: usize = 16;
-    if bytes.len() < HEADER {
+/// Checks the header of an unsigned-byte IDX file with `ndims` dimensions (`kind` names it in messages, e.g.
+/// "IDX3 image file") against `magic` and the file size; returns the dimensions and the payload. The byte
+/// count must match the header exactly (truncated files and trailing bytes are errors).
+fn parse_idx<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    magic: u32,
+    kind: &str,
+    ndims: usize,
+) -> Result<(Vec<usize>, &'a [u8])> {
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
         return Err(corrupt(
             path,
             format!(
-                "too short for an IDX3 image file: the header alone is {HEADER} bytes, the file has {}",
+                "too short for an {kind}: the header alone is {header} bytes, the file has {}",
                 bytes.len()
             ),
         ));
     }
-    let magic = be_u32(bytes, 0);
-    if magic != IMAGES_MAGIC {
+    let found = be_u32(bytes, 0);
+    if found != magic {
         return Err(corrupt(
             path,
             format!(
-                "bad magic number {magic:#010x}{}; an IDX3 image file starts with {IMAGES_MAGIC:#010x}",
-                magic_name(magic)
+                "bad magic number {found:#010x}{}; an {kind} starts with {magic:#010x}",
+                magic_name(found)
             ),
         ));
     }
-    let n = be_u32(bytes, 4) as usize;
-    let rows = be_u32(bytes, 8) as usize;
-    let cols = be_u32(bytes, 12) as usize;
-    if rows == 0 || cols == 0 {
-        return Err(corrupt(
-            path,
-            format!("image dimensions {rows}×{cols} in the header; both must be positive"),
-        ));
-    }
-    let expected = n
-        .checked_mul(rows)
-        .and_then(|v| v.checked_mul(cols))
-        .and_then(|v| v.checked_add(HEADER))
+    let dims: Vec<usize> = (0..ndims)
+        .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
+        .collect();
+    let shown = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×");
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .and_then(|v| v.checked_add(header))
         .ok_or_else(|| {
             corrupt(
                 path,
-                format!("header claims {n} images of {rows}×{cols}, more than can be addressed"),
+                format!("header claims {shown} values, more than can be addressed"),
             )
         })?;
     if bytes.len() != expected {
@@ -109,59 +114,33 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usiz
         return Err(corrupt(
             path,
             format!(
-                "{what}: the header says {n} images of {rows}×{cols}, i.e. {expected} bytes, but the file has {} bytes",
+                "{what}: the header says {shown}, i.e. {expected} bytes, but the file has {} bytes",
                 bytes.len()
             ),
         ));
     }
-    Ok((n, rows, cols, bytes[HEADER..].to_vec()))
+    Ok((dims, &bytes[header..]))
 }
 
-/// Parses an IDX1 unsigned-byte file (labels). `path` is only used in error messages. The byte count must
-/// match the header exactly. Label values are not checked here (see [`load_split`]).
+/// Parses an IDX3 unsigned-byte file (images): returns `(n, rows, cols, pixels)` with `n * rows * cols`
+/// pixels in row-major order. `path` is only used in error messages.
+pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
+    let (dims, pixels) = parse_idx(bytes, path, IMAGES_MAGIC, "IDX3 image file", 3)?;
+    let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+    if rows == 0 || cols == 0 {
+        return Err(corrupt(
+            path,
+            format!("image dimensions {rows}×{cols} in the header; both must be positive"),
+        ));
+    }
+    Ok((n, rows, cols, pixels.to_vec()))
+}
+
+/// Parses an IDX1 unsigned-byte file (labels). `path` is only used in error messages. Label values are not
+/// checked here (see [`load_split`]).
 pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
-    const HEADER: usize = 8;
-    if bytes.len() < HEADER {
-        return Err(corrupt(
-            path,
-            format!(
-                "too short for an IDX1 label file: the header alone is {HEADER} bytes, the file has {}",
-                bytes.len()
-            ),
-        ));
-    }
-    let magic = be_u32(bytes, 0);
-    if magic != LABELS_MAGIC {
-        return Err(corrupt(
-            path,
-            format!(
-                "bad magic number {magic:#010x}{}; an IDX1 label file starts with {LABELS_MAGIC:#010x}",
-                magic_name(magic)
-            ),
-        ));
-    }
-    let n = be_u32(bytes, 4) as usize;
-    let expected = n.checked_add(HEADER).ok_or_else(|| {
-        corrupt(
-            path,
-            format!("header claims {n} labels, more than can be addressed"),
-        )
-    })?;
-    if bytes.len() != expected {
-        let what = if bytes.len() < expected {
-            "truncated"
-        } else {
-            "has trailing bytes"
-        };
-        return Err(corrupt(
-            path,
-            format!(
-                "{what}: the header says {n} labels, i.e. {expected} bytes, but the file has {} bytes",
-                bytes.len()
-            ),
-        ));
-    }
-    Ok(bytes[HEADER..].to_vec())
+    let (_, labels) = parse_idx(bytes, path, LABELS_MAGIC, "IDX1 label file", 1)?;
+    Ok(labels.to_vec())
 }
 
 /// The paths `name` is looked for at, in order.
