@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use dgm::data::{self, Split};
+use dgm::data::{self, Dataset, Split};
 use dgm::metrics::evaluate_nll;
 use dgm::model::{Batch, Condition, SampleOptions};
 use dgm::train::{self, run, RunConfig, TrainOptions, TrainOutcome, Weights};
@@ -218,15 +218,14 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Examples `idx` of split `split` of the run's data set, preprocessed as for evaluation.
 fn examples(
     run: &run::LoadedRun,
-    split: &str,
+    split: Split,
+    ds: &Dataset,
     idx: &[usize],
-    data_dir: Option<&Path>,
     dev: &Device,
 ) -> Result<Batch> {
-    let split = Split::parse(split)?;
-    let ds = run::load_data(&run.config, split, &data::data_dir(data_dir))?;
     if let Some(&bad) = idx.iter().find(|&&i| i >= ds.len()) {
         bail!(dgm::Error::invalid(
             "index",
@@ -266,7 +265,7 @@ fn encode_cmd(a: EncodeArgs) -> Result<ExitCode> {
     out.push('\n');
     for start in (0..n).step_by(500) {
         let idx: Vec<usize> = (start..(start + 500).min(n)).collect();
-        let batch = examples(&run, &a.split, &idx, a.data_dir.data_dir.as_deref(), &dev)?;
+        let batch = examples(&run, split, &ds, &idx, &dev)?;
         let z = latent.encode(&batch)?.flatten_from(1)?.to_vec2::<f32>()?;
         for (row, &i) in z.iter().zip(&idx) {
             let label = ds
@@ -301,13 +300,13 @@ fn interpolate_cmd(a: InterpolateArgs) -> Result<ExitCode> {
         )));
     };
     let dev = device(&a.run.device)?;
-    let batch = examples(
-        &run,
-        &a.split,
-        &[a.from, a.to],
-        a.data_dir.data_dir.as_deref(),
-        &dev,
+    let split = Split::parse(&a.split)?;
+    let ds = run::load_data(
+        &run.config,
+        split,
+        &data::data_dir(a.data_dir.data_dir.as_deref()),
     )?;
+    let batch = examples(&run, split, &ds, &[a.from, a.to], &dev)?;
     let z = latent.encode(&batch)?; // (2, latent…)
     let (z0, z1) = (z.get(0)?, z.get(1)?);
     let mut zs = Vec::with_capacity(a.steps);
