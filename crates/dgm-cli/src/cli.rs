@@ -30,11 +30,13 @@ pub enum Command {
     #[command(after_help = AFTER)]
     Eval(EvalArgs),
     /// Encode examples to latent codes (CSV: index, label, z…).
+    #[command(after_help = AFTER)]
     Encode(EncodeArgs),
     /// Decode a straight line between the latent codes of two examples (PNG strip).
+    #[command(after_help = AFTER)]
     Interpolate(InterpolateArgs),
     /// Data sets: where they are found.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = AFTER)]
     Data(DataCommand),
 }
 
@@ -42,6 +44,7 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Which data sets are found, and where.
+    #[command(after_help = AFTER)]
     Info(DataDirArg),
 }
 
