@@ -201,7 +201,8 @@ fn composed_discretized_logistic_log_prob(
     let b = (&centered - half)?.broadcast_mul(&inv_s)?;
     let log_cdf_a = softplus(&a.neg()?)?.neg()?; // log σ(a)
     let log_sf_b = softplus(&b)?.neg()?; // log(1 − σ(b))
-                                         // log(1 − e^−Δ), Δ = 2δ/s: in f64, where 1 − e^−Δ keeps its digits for the smallest Δ the clamp allows.
+
+    // log(1 − e^−Δ), Δ = 2δ/s: in f64, where 1 − e^−Δ keeps its digits for the smallest Δ the clamp allows.
     let delta = (inv_s * (2.0 * half))?.to_dtype(DType::F64)?;
     let log_width = ((delta.neg()?.exp()?.neg()? + 1.0)?.log()?).to_dtype(mean.dtype())?; // (D,)
     let above_lowest = x.ge(lo + half)?.to_dtype(mean.dtype())?; // level k > 0

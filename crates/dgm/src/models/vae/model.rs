@@ -336,7 +336,8 @@ impl Vae {
             .forward(&z.reshape((s * b, l))?, ys.as_ref(), self.act)?; // (s·b, D)
         let out = out.reshape((s, b, ()))?; // (s, b, D)
         let log_px_z = self.obs.log_prob(&out, &x.flatten_from(1)?)?; // (s, b)
-                                                                      // log p(z) − log q(z | x) = Σ_l −½ z² + ½ ε² + ½ log σ²   (the ½ log 2π terms cancel)
+
+        // log p(z) − log q(z | x) = Σ_l −½ z² + ½ ε² + ½ log σ²   (the ½ log 2π terms cancel)
         let log_ratio = ((eps.sqr()? - z.sqr()?)?.sum(D::Minus1)? * 0.5)?
             .broadcast_add(&(logvar.sum(D::Minus1)? * 0.5)?)?;
         Ok((log_px_z, log_ratio))
