@@ -218,6 +218,19 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The split named `split` of the run's data set.
+fn split_data(
+    run: &run::LoadedRun,
+    split: &str,
+    data_dir: Option<&Path>,
+) -> Result<(Split, Dataset)> {
+    let split = Split::parse(split)?;
+    Ok((
+        split,
+        run::load_data(&run.config, split, &data::data_dir(data_dir))?,
+    ))
+}
+
 /// Examples `idx` of split `split` of the run's data set, preprocessed as for evaluation.
 fn examples(
     run: &run::LoadedRun,
@@ -249,12 +262,7 @@ fn encode_cmd(a: EncodeArgs) -> Result<ExitCode> {
         )));
     };
     let dev = device(&a.run.device)?;
-    let split = Split::parse(&a.split)?;
-    let ds = run::load_data(
-        &run.config,
-        split,
-        &data::data_dir(a.data_dir.data_dir.as_deref()),
-    )?;
+    let (split, ds) = split_data(&run, &a.split, a.data_dir.data_dir.as_deref())?;
     let n = a.limit.unwrap_or(ds.len()).min(ds.len());
     let mut out = String::new();
     let dim: usize = latent.latent_shape().iter().product();
@@ -300,12 +308,7 @@ fn interpolate_cmd(a: InterpolateArgs) -> Result<ExitCode> {
         )));
     };
     let dev = device(&a.run.device)?;
-    let split = Split::parse(&a.split)?;
-    let ds = run::load_data(
-        &run.config,
-        split,
-        &data::data_dir(a.data_dir.data_dir.as_deref()),
-    )?;
+    let (split, ds) = split_data(&run, &a.split, a.data_dir.data_dir.as_deref())?;
     let batch = examples(&run, split, &ds, &[a.from, a.to], &dev)?;
     let z = latent.encode(&batch)?; // (2, latent…)
     let (z0, z1) = (z.get(0)?, z.get(1)?);

@@ -121,7 +121,9 @@ impl Session {
                 break;
             }
             let idx: Vec<usize> = (start..start + bs).collect();
-            let batch = self.val.batch(&idx, &prep, &mut rng, &self.cfg_device())?;
+            let batch = self
+                .val
+                .batch(&idx, &prep, &mut rng, self.params.device())?;
             let out = model.loss(&batch, &mut rng)?;
             total += out
                 .loss
@@ -134,10 +136,6 @@ impl Session {
         } else {
             total / count as f64
         })
-    }
-
-    fn cfg_device(&self) -> Device {
-        self.params.device().clone()
     }
 
     fn write_samples(&self, name: &str) -> Result<PathBuf> {
@@ -294,12 +292,7 @@ pub fn train(
         s.opt.step(&grads, lr, scale * clip)?;
         s.ema.update(&vars, s.step)?;
         s.step += 1;
-        for (k, v) in parts {
-            match window.iter_mut().find(|(n, _)| *n == k) {
-                Some(e) => e.1 += v,
-                None => window.push((k, v)),
-            }
-        }
+        add_parts(&mut window, &parts, 1);
         window_n += 1;
 
         if log_now {
@@ -380,6 +373,7 @@ pub fn train(
     })
 }
 
+/// Adds `parts / n` into `acc` by name (averaging over micro-batches and over the logging window).
 fn add_parts(acc: &mut Vec<(String, f64)>, parts: &[(String, f64)], n: usize) {
     for (k, v) in parts {
         let v = v / n as f64;
