@@ -54,7 +54,8 @@ impl Linear {
     }
 }
 
-/// A 2-D convolution, weight (out, in, k, k).
+/// A 2-D convolution with bias, weight (out, in, k, k) as in PyTorch's `Conv2d`, initialised as PyTorch does.
+/// On the CPU it runs on dgm's GEMM-based kernels ([`super::conv`]), elsewhere on candle's stock op.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     weight: Tensor,
@@ -64,7 +65,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A k×k convolution with bias.
+    /// A k×k convolution with bias, variables `weight` (out, in, k, k) and `bias` (out,) under `vb`.
     pub fn new(
         in_ch: usize,
         out_ch: usize,
@@ -84,11 +85,98 @@ impl Conv2d {
         })
     }
 
+    /// `(b, in, h, w)` → `(b, out, h', w')` with h' = (h + 2·padding − k) / stride + 1.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        super::conv::conv2d(x, &self.weight, Some(&self.bias), self.stride, self.padding)
+    }
+}
+
+/// A 2-D transposed convolution with bias, weight (in, out, k, k) as in PyTorch's `ConvTranspose2d`
+/// (the gradient of a convolution with respect to its input), initialised as PyTorch does.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+}
+
+impl ConvTranspose2d {
+    /// A k×k transposed convolution; `output_padding` (< stride) adds rows / columns on the bottom / right
+    /// so that the output size is (h − 1)·stride − 2·padding + k + output_padding.
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        output_padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        // PyTorch computes fan_in from weight.size(1) · k · k = out_ch · k · k for a transposed conv.
+        let init = torch_uniform(out_ch * k * k);
+        let weight = vb.get_with_hints((in_ch, out_ch, k, k), "weight", init)?;
+        let bias = vb.get_with_hints(out_ch, "bias", init)?;
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+            output_padding,
+        })
+    }
+
     /// `(b, in, h, w)` → `(b, out, h', w')`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        let b = self.bias.reshape((1, (), 1, 1))?;
-        Ok(y.broadcast_add(&b)?)
+        super::conv::conv_transpose2d(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            self.stride,
+            self.padding,
+            self.output_padding,
+        )
+    }
+}
+
+/// Group normalisation (Wu & He, 2018) with a per-channel affine, `weight` initialised to 1 and `bias` to
+/// 0, ε = 1e-5 as in PyTorch. [`GroupNorm::forward_silu`] fuses the SiLU that usually follows it.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// `groups` groups over `channels` channels (`channels` must be a multiple of `groups`).
+    pub fn new(groups: usize, channels: usize, vb: VarBuilder) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(crate::Error::invalid(
+                "group norm groups",
+                format!("{channels} channels cannot be split into {groups} groups; use a divisor of {channels}"),
+            ));
+        }
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        Ok(Self {
+            weight,
+            bias,
+            groups,
+            eps: 1e-5,
+        })
+    }
+
+    /// `(b, c, …)` → same shape, normalised over each group of channels and all positions.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        super::norm::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false)
+    }
+
+    /// `silu(group_norm(x))` in one pass (forward and backward) on the CPU.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        super::norm::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
     }
 }
 

@@ -1,9 +1,34 @@
 //! Shared building blocks: the parameter store and dgm's layer types (see [`layers`] for why every model
-//! goes through them).
+//! goes through them), and the CPU kernels behind them ([`conv`], [`norm`], [`kernels`]).
 
+pub mod conv;
 pub mod kernels;
 pub mod layers;
+pub mod norm;
 pub mod params;
 
-pub use layers::{upsample2x, Conv2d, Embedding, Linear};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use layers::{upsample2x, Conv2d, ConvTranspose2d, Embedding, GroupNorm, Linear};
 pub use params::Params;
+
+static STOCK_OPS: AtomicBool = AtomicBool::new(false);
+
+/// Routes dgm's layer types through candle's stock ops (`true`) instead of dgm's own CPU kernels (`false`,
+/// the default). Process-wide; meant for benchmarks and for checking a kernel against the reference. Both
+/// paths compute the same function, so a model trained with one runs with the other.
+pub fn set_stock_ops(stock: bool) {
+    STOCK_OPS.store(stock, Ordering::Relaxed);
+}
+
+/// Whether [`set_stock_ops`] selected candle's stock ops.
+pub fn stock_ops() -> bool {
+    STOCK_OPS.load(Ordering::Relaxed)
+}
+
+/// Whether dgm's own CPU kernel should run for `t`: on the CPU, f32, and not switched off.
+pub(crate) fn use_cpu_kernel(t: &candle_core::Tensor) -> bool {
+    !stock_ops()
+        && matches!(t.device(), candle_core::Device::Cpu)
+        && t.dtype() == candle_core::DType::F32
+}
