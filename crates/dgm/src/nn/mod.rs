@@ -1,15 +1,18 @@
 //! Shared building blocks: the parameter store and dgm's layer types (see [`layers`] for why every model
-//! goes through them), and the CPU kernels behind them ([`conv`], [`norm`], [`kernels`]).
+//! goes through them), and the CPU kernels behind them ([`conv`], [`linear`], [`norm`], [`kernels`]).
 
 pub mod conv;
+mod gemm;
 pub mod kernels;
 pub mod layers;
+pub mod linear;
 pub mod norm;
 pub mod params;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use layers::{upsample2x, Conv2d, ConvTranspose2d, Embedding, GroupNorm, Linear};
+pub use linear::Activation;
 pub use params::Params;
 
 static STOCK_OPS: AtomicBool = AtomicBool::new(false);

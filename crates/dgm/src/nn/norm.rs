@@ -1,7 +1,16 @@
 //! Group normalisation, optionally fused with SiLU. On the CPU in f32 it runs as one dgm kernel (forward
 //! and backward); elsewhere it is composed from candle's stock ops.
+//!
+//! The CPU kernel works on one (batch item, group) slab at a time, in parallel over slabs: one pass for
+//! the slab's mean and variance (f64 sums), one pass writing the output. Its backward recomputes the
+//! statistics (the op can return only its output), then makes one pass for the gradient of the affine
+//! output (kept in the dx buffer) with the group sums, and one pass turning that into dx in place. A slab
+//! stays in cache between its passes, so each tensor is read from memory about once. Sums run in a fixed
+//! order inside each slab and the per-channel parameter gradients are reduced over the batch in a fixed
+//! order, so results do not depend on the number of threads.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::Result;
 
@@ -15,7 +24,11 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    group_norm_stock(x, gamma, beta, groups, eps, silu)
+    if crate::nn::use_cpu_kernel(x) {
+        group_norm_cpu(x, gamma, beta, groups, eps, silu)
+    } else {
+        group_norm_stock(x, gamma, beta, groups, eps, silu)
+    }
 }
 
 /// The reference: candle's stock ops.
@@ -33,11 +46,592 @@ pub fn group_norm_stock(
     let mean = xg.mean_keepdim(2)?;
     let xc = xg.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(2)?;
-    let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?.reshape(dims.as_slice())?;
+    let xn = xc
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape(dims.as_slice())?;
     let mut shape = vec![1, c];
     shape.resize(dims.len(), 1);
     let y = xn
         .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
         .broadcast_add(&beta.reshape(shape.as_slice())?)?;
     Ok(if silu { y.silu()? } else { y })
+}
+
+/// dgm's CPU kernel for [`group_norm`] (f32 CPU tensors of any layout; anything else is an error). Called
+/// directly by the tests; [`group_norm`] picks it when [`crate::nn::use_cpu_kernel`] says so.
+pub(crate) fn group_norm_cpu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    let op = GroupNormOp { groups, eps, silu };
+    Ok(x.contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?)
+}
+
+/// Below this many elements a pass runs on the calling thread.
+const PAR_MIN_ELEMS: usize = 1 << 15;
+/// Roughly how many elements one parallel task should cover (several slabs when slabs are small).
+const PAR_TASK_ELEMS: usize = 1 << 14;
+/// Lanes of the f64 accumulators in the inner loops (independent sums the compiler can vectorise).
+const LANES: usize = 8;
+
+/// Forward op over (x `(b, c, …)`, γ `(c,)`, β `(c,)`).
+#[derive(Clone, Copy, Debug)]
+struct GroupNormOp {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+/// The slab geometry of `x: (b, c, …)`: `b · groups` slabs of `c/groups` channels of `hw` positions each.
+#[derive(Clone, Copy, Debug)]
+struct Slabs {
+    c: usize,
+    groups: usize,
+    /// Channels per group.
+    cg: usize,
+    /// Positions per channel (product of the spatial dims).
+    hw: usize,
+}
+
+impl Slabs {
+    fn new(x: &Layout, groups: usize, params: &[usize], op: &str) -> candle_core::Result<Self> {
+        let dims = x.dims();
+        if dims.len() < 2 {
+            candle_core::bail!("{op}: input {dims:?} needs at least (b, c)");
+        }
+        let c = dims[1];
+        if groups == 0 || !c.is_multiple_of(groups) {
+            candle_core::bail!("{op}: {c} channels do not split into {groups} groups");
+        }
+        if let Some(&p) = params.iter().find(|&&p| p != c) {
+            candle_core::bail!("{op}: {p} affine parameters for {c} channels");
+        }
+        Ok(Self {
+            c,
+            groups,
+            cg: c / groups,
+            hw: dims[2..].iter().product(),
+        })
+    }
+
+    /// Elements per slab.
+    fn len(&self) -> usize {
+        self.cg * self.hw
+    }
+
+    /// The channels `[from, to)` of slab `i`.
+    fn channels(&self, i: usize) -> std::ops::Range<usize> {
+        let from = (i % self.groups) * self.cg;
+        from..from + self.cg
+    }
+}
+
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
+    }
+}
+
+/// Runs `f(i, slab i of out)` over the slabs of `out` (each `slab` long, `slab > 0`), in parallel when
+/// there is enough work, and returns the results in slab order.
+fn for_slabs<T: Send>(
+    out: &mut [f32],
+    slab: usize,
+    f: impl Fn(usize, &mut [f32]) -> T + Send + Sync,
+) -> Vec<T> {
+    if out.len() < PAR_MIN_ELEMS {
+        out.chunks_exact_mut(slab)
+            .enumerate()
+            .map(|(i, o)| f(i, o))
+            .collect()
+    } else {
+        out.par_chunks_exact_mut(slab)
+            .enumerate()
+            .with_min_len((PAR_TASK_ELEMS / slab).max(1))
+            .map(|(i, o)| f(i, o))
+            .collect()
+    }
+}
+
+/// e^x in f32 for the sigmoid, branch-free so that loops calling it vectorise (Cephes' `expf`: range
+/// reduction by ln 2, degree-6 polynomial, exponent built from bits; about 1 ulp). Inputs are clamped to
+/// [−87, 88], which keeps the result finite and normal.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer kept in the low mantissa bits
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC; // round(x / ln 2), in [−126, 127]
+    let r = x - n * LN2_HI - n * LN2_LO; // |r| ≤ ln 2 / 2
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    let two_n = f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
+    e * two_n
+}
+
+/// σ(y) = 1 / (1 + e^−y).
+#[inline(always)]
+fn sigmoid(y: f32) -> f32 {
+    1.0 / (1.0 + exp_approx(-y))
+}
+
+/// The mean and 1/√(σ² + ε) of a slab, from f64 sums of the values shifted by the first one (which keeps
+/// the variance accurate when the mean is large).
+fn slab_stats(x: &[f32], eps: f64) -> (f32, f32) {
+    let Some(&first) = x.first() else {
+        return (0.0, (1.0 / eps.sqrt()) as f32);
+    };
+    let shift = f64::from(first);
+    let (blocks, rest) = x.as_chunks::<LANES>();
+    let (mut s, mut q) = ([0f64; LANES], [0f64; LANES]);
+    for blk in blocks {
+        for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(blk) {
+            let v = f64::from(v) - shift;
+            *s += v;
+            *q += v * v;
+        }
+    }
+    let (mut sum, mut sq) = (0f64, 0f64);
+    for (&s, &q) in s.iter().zip(&q) {
+        sum += s;
+        sq += q;
+    }
+    for &v in rest {
+        let v = f64::from(v) - shift;
+        sum += v;
+        sq += v * v;
+    }
+    let m = x.len() as f64;
+    let d = sum / m; // mean − shift
+    let var = (sq / m - d * d).max(0.0);
+    ((shift + d) as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+/// The forward pass over one slab: `x`, `out` are `cg · hw` long, `gamma`, `beta` the slab's `cg` channels.
+fn forward_slab<const SILU: bool>(
+    x: &[f32],
+    out: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    hw: usize,
+    eps: f64,
+) {
+    let (mean, rstd) = slab_stats(x, eps);
+    for (((o, xc), &g), &b) in out
+        .chunks_exact_mut(hw)
+        .zip(x.chunks_exact(hw))
+        .zip(gamma)
+        .zip(beta)
+    {
+        let a = g * rstd;
+        for (o, &v) in o.iter_mut().zip(xc) {
+            let y = (v - mean) * a + b;
+            *o = if SILU { y * sigmoid(y) } else { y };
+        }
+    }
+}
+
+/// (Σ a, Σ a·(x − shift)) over one channel, in f64.
+fn channel_sums(a: &[f32], x: &[f32], shift: f32) -> (f64, f64) {
+    let (ab, ar) = a.as_chunks::<LANES>();
+    let (xb, xr) = x.as_chunks::<LANES>();
+    let (mut s0, mut s1) = ([0f64; LANES], [0f64; LANES]);
+    for (av, xv) in ab.iter().zip(xb) {
+        for (((s0, s1), &a), &v) in s0.iter_mut().zip(s1.iter_mut()).zip(av).zip(xv) {
+            *s0 += f64::from(a);
+            *s1 += f64::from(a * (v - shift));
+        }
+    }
+    let (mut sum, mut sum_x) = (0f64, 0f64);
+    for (&a, &b) in s0.iter().zip(&s1) {
+        sum += a;
+        sum_x += b;
+    }
+    for (&a, &v) in ar.iter().zip(xr) {
+        sum += f64::from(a);
+        sum_x += f64::from(a * (v - shift));
+    }
+    (sum, sum_x)
+}
+
+/// The backward pass over one slab: writes dx into `dx` and returns, per channel, [Σ dy, Σ dy·x̂] (the
+/// slab's shares of dβ and dγ), where dy is the gradient at the affine output y = γx̂ + β.
+fn backward_slab<const SILU: bool>(
+    x: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    hw: usize,
+    eps: f64,
+) -> Vec<[f64; 2]> {
+    let (mean, rstd) = slab_stats(x, eps);
+    let r = f64::from(rstd);
+    let mut sums = Vec::with_capacity(gamma.len());
+    // Σ dx̂ and Σ dx̂·x̂ over the slab, with dx̂ = γ·dy
+    let (mut s_dxh, mut s_dxh_xh) = (0f64, 0f64);
+    for ((((o, xc), dc), &g), &b) in dx
+        .chunks_exact_mut(hw)
+        .zip(x.chunks_exact(hw))
+        .zip(dout.chunks_exact(hw))
+        .zip(gamma)
+        .zip(beta)
+    {
+        if SILU {
+            // dy = dout · silu′(y), kept in dx until the last pass
+            let a = g * rstd;
+            for ((o, &v), &d) in o.iter_mut().zip(xc).zip(dc) {
+                let y = (v - mean) * a + b;
+                let s = sigmoid(y);
+                *o = d * s * (1.0 + y * (1.0 - s));
+            }
+        }
+        let dy: &[f32] = if SILU { o } else { dc };
+        let (s_dy, s_dy_xc) = channel_sums(dy, xc, mean);
+        let s_dy_xh = s_dy_xc * r;
+        s_dxh += f64::from(g) * s_dy;
+        s_dxh_xh += f64::from(g) * s_dy_xh;
+        sums.push([s_dy, s_dy_xh]);
+    }
+    // dx = rstd·(γ·dy − mean(dx̂) − x̂·mean(dx̂·x̂)) = (rstd·γ)·dy + k0 + k2·(x − μ)
+    let m = x.len() as f64;
+    let k0 = (-r * s_dxh / m) as f32;
+    let k2 = (-r * r * s_dxh_xh / m) as f32;
+    for (((o, xc), dc), &g) in dx
+        .chunks_exact_mut(hw)
+        .zip(x.chunks_exact(hw))
+        .zip(dout.chunks_exact(hw))
+        .zip(gamma)
+    {
+        let k1 = rstd * g;
+        if SILU {
+            for (o, &v) in o.iter_mut().zip(xc) {
+                *o = k1 * *o + k0 + k2 * (v - mean);
+            }
+        } else {
+            for ((o, &v), &d) in o.iter_mut().zip(xc).zip(dc) {
+                *o = k1 * d + k0 + k2 * (v - mean);
+            }
+        }
+    }
+    sums
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "dgm-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, gamma, beta) = (
+            f32_data(s1, l1, name)?,
+            f32_data(s2, l2, name)?,
+            f32_data(s3, l3, name)?,
+        );
+        let sl = Slabs::new(l1, self.groups, &[gamma.len(), beta.len()], name)?;
+        let mut out = vec![0f32; x.len()];
+        let len = sl.len();
+        if len > 0 {
+            let (hw, eps, silu) = (sl.hw, self.eps, self.silu);
+            for_slabs(&mut out, len, |i, o| {
+                let ch = sl.channels(i);
+                let (xs, g, b) = (&x[i * len..(i + 1) * len], &gamma[ch.clone()], &beta[ch]);
+                if silu {
+                    forward_slab::<true>(xs, o, g, b, hw, eps);
+                } else {
+                    forward_slab::<false>(xs, o, g, b, hw, eps);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = (x.elem_count(), gamma.elem_count());
+        let gamma_beta = Tensor::cat(&[&gamma.flatten_all()?, &beta.flatten_all()?], 0)?;
+        let packed = x.contiguous()?.apply_op3_no_bwd(
+            &grad.contiguous()?,
+            &gamma_beta,
+            &GroupNormGrad(*self),
+        )?; // (n + 2c,): dx, dγ, dβ
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        // copies, so that holding the small parameter gradients does not keep dx's buffer alive
+        let dgamma = packed
+            .narrow(0, n, c)?
+            .force_contiguous()?
+            .reshape(gamma.shape())?;
+        let dbeta = packed
+            .narrow(0, n + c, c)?
+            .force_contiguous()?
+            .reshape(beta.shape())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// The backward pass of [`GroupNormOp`] over (x, upstream gradient, [γ; β]), packed into one flat
+/// `(n + 2c,)` tensor: dx, then dγ, then dβ.
+struct GroupNormGrad(GroupNormOp);
+
+impl CustomOp3 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "dgm-group-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, dout, gamma_beta) = (
+            f32_data(s1, l1, name)?,
+            f32_data(s2, l2, name)?,
+            f32_data(s3, l3, name)?,
+        );
+        let (gamma, beta) = gamma_beta.split_at(gamma_beta.len() / 2);
+        let sl = Slabs::new(l1, self.0.groups, &[gamma.len(), beta.len()], name)?;
+        if dout.len() != x.len() {
+            candle_core::bail!("{name}: {} gradients for {} inputs", dout.len(), x.len());
+        }
+        let (n, c, len) = (x.len(), sl.c, sl.len());
+        let mut out = vec![0f32; n + 2 * c];
+        let (dx, dparams) = out.split_at_mut(n);
+        if len > 0 {
+            let (hw, eps, silu) = (sl.hw, self.0.eps, self.0.silu);
+            let sums = for_slabs(dx, len, |i, o| {
+                let ch = sl.channels(i);
+                let span = i * len..(i + 1) * len;
+                let (xs, ds) = (&x[span.clone()], &dout[span]);
+                let (g, b) = (&gamma[ch.clone()], &beta[ch]);
+                if silu {
+                    backward_slab::<true>(xs, ds, o, g, b, hw, eps)
+                } else {
+                    backward_slab::<false>(xs, ds, o, g, b, hw, eps)
+                }
+            });
+            // dγ, dβ: each channel's slab shares summed over the batch, in batch order
+            let (dgamma, dbeta) = dparams.split_at_mut(c);
+            for (ch, (dg, db)) in dgamma.iter_mut().zip(dbeta.iter_mut()).enumerate() {
+                let (group, j) = (ch / sl.cg, ch % sl.cg);
+                let (mut sg, mut sb) = (0f64, 0f64);
+                for batch in sums.chunks_exact(sl.groups) {
+                    let [s_dy, s_dy_xh] = batch[group][j];
+                    sb += s_dy;
+                    sg += s_dy_xh;
+                }
+                *dg = sg as f32;
+                *db = sb as f32;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + 2 * c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use candle_core::{Device, Var};
+
+    type Grads = [Tensor; 3];
+
+    /// max |a − b| / max(max |b|, 1e-6).
+    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+        Ok(diff / scale)
+    }
+
+    /// The output and the gradients of (x, γ, β) for `loss = Σ out ⊙ r`, with x taken through `view`.
+    fn run(
+        f: fn(&Tensor, &Tensor, &Tensor, usize, f64, bool) -> Result<Tensor>,
+        vars: &[Var; 3],
+        view: &dyn Fn(&Tensor) -> Result<Tensor>,
+        r: &Tensor,
+        groups: usize,
+        silu: bool,
+    ) -> Result<(Tensor, Grads)> {
+        let x = view(vars[0].as_tensor())?;
+        let out = f(
+            &x,
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+            groups,
+            1e-5,
+            silu,
+        )?;
+        let grads = (&out * r)?.sum_all()?.backward()?;
+        let grad = |v: &Var| -> Tensor {
+            let Some(t) = grads.get(v.as_tensor()) else {
+                panic!("a gradient is missing");
+            };
+            t.clone()
+        };
+        Ok((out, [grad(&vars[0]), grad(&vars[1]), grad(&vars[2])]))
+    }
+
+    fn inputs(base: &[usize], c: usize, seed: u64) -> Result<[Var; 3]> {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(seed);
+        // an offset and scale so that the mean matters
+        let x = ((rng.randn(base, &dev)? * 1.7)? + 0.4)?;
+        let gamma = (rng.randn(c, &dev)? + 1.0)?;
+        let beta = rng.randn(c, &dev)?;
+        Ok([
+            Var::from_tensor(&x)?,
+            Var::from_tensor(&gamma)?,
+            Var::from_tensor(&beta)?,
+        ])
+    }
+
+    fn check(
+        base: &[usize],
+        c: usize,
+        groups: usize,
+        view: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        for silu in [false, true] {
+            let vars = inputs(base, c, 11)?;
+            let shape = view(vars[0].as_tensor())?.dims().to_vec();
+            let r = Rng::new(12).randn(shape.as_slice(), &Device::Cpu)?;
+            let (o1, g1) = run(group_norm_cpu, &vars, view, &r, groups, silu)?;
+            let (o2, g2) = run(group_norm_stock, &vars, view, &r, groups, silu)?;
+            let e = rel_err(&o1, &o2)?;
+            assert!(e < 1e-4, "{shape:?} silu={silu}: output rel err {e}");
+            for (name, (a, b)) in ["dx", "dgamma", "dbeta"].iter().zip(g1.iter().zip(&g2)) {
+                assert_eq!(a.dims(), b.dims());
+                let e = rel_err(a, b)?;
+                assert!(e < 1e-4, "{shape:?} silu={silu}: {name} rel err {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn same(x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+
+    #[test]
+    fn matches_stock_on_4d_inputs() -> Result<()> {
+        check(&[1, 4, 3, 5], 4, 2, &same)?;
+        check(&[3, 6, 7, 1], 6, 3, &same)?;
+        check(&[2, 8, 9, 9], 8, 8, &same)?;
+        check(&[2, 8, 9, 9], 8, 1, &same)?;
+        // large enough to run in parallel
+        check(&[4, 16, 24, 24], 16, 4, &same)
+    }
+
+    #[test]
+    fn matches_stock_on_rank_2_and_3_inputs() -> Result<()> {
+        check(&[2, 6, 10], 6, 3, &same)?;
+        check(&[5, 6], 6, 2, &same)
+    }
+
+    #[test]
+    fn matches_stock_on_non_contiguous_inputs() -> Result<()> {
+        // (2, 10, 6) → (2, 6, 10), transposed
+        check(&[2, 10, 6], 6, 2, &|x: &Tensor| Ok(x.transpose(1, 2)?))?;
+        // (3, 8, 5, 7) → (3, 8, 5, 4), narrowed along the last dim
+        check(&[3, 8, 5, 7], 8, 4, &|x: &Tensor| Ok(x.narrow(3, 1, 4)?))
+    }
+
+    #[test]
+    fn handles_constant_slabs_and_rejects_bad_groups() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::full(3f32, (2, 4, 3), &dev)?;
+        let (g, b) = (
+            Tensor::ones(4, candle_core::DType::F32, &dev)?,
+            Tensor::zeros(4, candle_core::DType::F32, &dev)?,
+        );
+        let y = group_norm_cpu(&x, &g, &b, 2, 1e-5, true)?;
+        let e = rel_err(&y, &group_norm_stock(&x, &g, &b, 2, 1e-5, true)?)?;
+        assert!(e < 1e-4);
+        assert!(group_norm_cpu(&x, &g, &b, 3, 1e-5, false).is_err());
+        assert!(group_norm_cpu(&x, &g.narrow(0, 0, 3)?, &b, 2, 1e-5, false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn exp_approx_is_close_to_exp() {
+        let mut worst = 0f32;
+        for i in -8000..=8000 {
+            let x = i as f32 * 0.01;
+            let (a, b) = (exp_approx(x), x.exp());
+            worst = worst.max((a - b).abs() / b);
+        }
+        assert!(worst < 1e-6, "relative error {worst}");
+        assert!(sigmoid(-200.0) < 1e-37 && sigmoid(200.0) == 1.0);
+    }
+
+    fn bits(t: &Tensor) -> Result<Vec<u32>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| v.to_bits())
+            .collect())
+    }
+
+    /// The kernel's output and gradients, as bits, on a pool of `threads` threads.
+    fn kernel_bits(threads: usize, silu: bool) -> Result<Vec<Vec<u32>>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        pool.install(|| -> Result<Vec<Vec<u32>>> {
+            let vars = inputs(&[4, 32, 20, 20], 32, 5)?;
+            let r = Rng::new(6).randn((4, 32, 20, 20), &Device::Cpu)?;
+            let (out, grads) = run(group_norm_cpu, &vars, &same, &r, 8, silu)?;
+            let mut v = vec![bits(&out)?];
+            for g in &grads {
+                v.push(bits(g)?);
+            }
+            Ok(v)
+        })
+    }
+
+    #[test]
+    fn bitwise_reproducible_across_calls_and_thread_counts() -> Result<()> {
+        for silu in [false, true] {
+            let one = kernel_bits(1, silu)?;
+            let two = kernel_bits(2, silu)?;
+            let again = kernel_bits(2, silu)?;
+            assert!(
+                one == two,
+                "results depend on the thread count (silu={silu})"
+            );
+            assert!(two == again, "results differ between calls (silu={silu})");
+        }
+        Ok(())
+    }
 }

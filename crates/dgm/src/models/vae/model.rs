@@ -25,7 +25,7 @@ use crate::model::{
     Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
     LossOutput, Model, SampleOptions,
 };
-use crate::nn::{upsample2x, Conv2d, Linear};
+use crate::nn::{upsample2x, Activation, Conv2d, Linear};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -33,24 +33,6 @@ use crate::{Error, Result};
 pub const ESTIMATORS: &[&str] = &["elbo", "iwae"];
 
 // ---------------------------------------------------------------------------------------------- blocks
-
-/// Hidden-layer nonlinearity.
-#[derive(Clone, Copy, Debug)]
-enum Activation {
-    Relu,
-    Silu,
-    Tanh,
-}
-
-impl Activation {
-    fn forward(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::Relu => x.relu()?,
-            Activation::Silu => x.silu()?,
-            Activation::Tanh => x.tanh()?,
-        })
-    }
-}
 
 /// Encoder q(z | x, y): x → features → (μ, log σ²).
 struct Encoder {
@@ -96,7 +78,7 @@ impl Encoder {
         let mut h = if self.convs.is_empty() {
             let mut h = cat(x.flatten_from(1)?)?; // (b, D + C)
             for l in &self.mlp {
-                h = act.forward(&l.forward(&h)?)?; // (b, hidden)
+                h = l.forward_act(&h, act)?; // (b, hidden)
             }
             h
         } else {
@@ -163,10 +145,12 @@ impl Decoder {
         };
         let last = self.mlp.len().saturating_sub(1);
         for (i, l) in self.mlp.iter().enumerate() {
-            h = l.forward(&h)?; // (n, hidden)
-            if i < last || self.out.is_some() {
-                h = act.forward(&h)?;
-            }
+            let a = if i < last || self.out.is_some() {
+                act
+            } else {
+                Activation::Identity
+            };
+            h = l.forward_act(&h, a)?; // (n, hidden)
         }
         if let Some(out) = &self.out {
             let (c, hh, ww) = self.grid;
@@ -213,11 +197,7 @@ impl Vae {
     /// Builds the model `name` from a prepared config, variables `enc.*`, `dec.*` under `vb`.
     pub fn new(name: &str, cfg: VaeConfig, vb: VarBuilder) -> Result<Self> {
         validate(&cfg)?;
-        let act = match cfg.activation.as_str() {
-            "silu" => Activation::Silu,
-            "tanh" => Activation::Tanh,
-            _ => Activation::Relu,
-        };
+        let act = Activation::parse("model.activation", &cfg.activation)?;
         let d = cfg.input_shape.iter().product();
         Ok(Self {
             name: name.to_string(),
