@@ -97,6 +97,10 @@ fn im2col(g: &Geom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
     for (r, row) in col.chunks_exact_mut(cols).enumerate().take(g.kdim()) {
         let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        if s == 1 && ow == g.w {
+            im2col_row_same_width(g, plane, ky, kx, oy0, oy1, row);
+            continue;
+        }
         // output columns ox whose input column ox·s + kx − p lies inside [0, w)
         let ox_lo = p.saturating_sub(kx).div_ceil(s).min(ow);
         let ox_hi = if g.w + p > kx {
@@ -121,6 +125,51 @@ fn im2col(g: &Geom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
                 for (ox, d) in (ox_lo..ox_hi).zip(&mut dst[ox_lo..ox_hi]) {
                     *d = src[ox * s + kx - p];
                 }
+            }
+        }
+    }
+}
+
+/// One row (c, ky, kx) of [`im2col`] for a stride-1 convolution whose output is as wide as its input
+/// (`ow == w`, e.g. 3×3 with padding 1): the row is then the input plane shifted by a constant offset, so
+/// it is one contiguous copy, followed by zeroing the rows above / below the plane and the columns that
+/// wrapped around the left / right edge.
+fn im2col_row_same_width(
+    g: &Geom,
+    plane: &[f32],
+    ky: usize,
+    kx: usize,
+    oy0: usize,
+    oy1: usize,
+    row: &mut [f32],
+) {
+    let (w, p) = (g.w, g.p);
+    // output rows whose input row oy + ky − p lies inside [0, h)
+    let a = p.saturating_sub(ky).clamp(oy0, oy1);
+    let b = (g.h + p).saturating_sub(ky).clamp(a, oy1);
+    row[..(a - oy0) * w].fill(0.0);
+    row[(b - oy0) * w..].fill(0.0);
+    if a == b {
+        return;
+    }
+    let d = &mut row[(a - oy0) * w..(b - oy0) * w];
+    let shift = kx as isize - p as isize;
+    let start = ((a + ky - p) * w) as isize + shift;
+    let lo = (-start).max(0) as usize;
+    let hi = ((plane.len() as isize - start).max(0) as usize).min(d.len());
+    d[..lo].fill(0.0);
+    d[hi..].fill(0.0);
+    if lo < hi {
+        let s0 = (start + lo as isize) as usize;
+        d[lo..hi].copy_from_slice(&plane[s0..s0 + hi - lo]);
+    }
+    let edge = shift.unsigned_abs().min(w);
+    if edge > 0 {
+        for line in d.chunks_exact_mut(w) {
+            if shift < 0 {
+                line[..edge].fill(0.0);
+            } else {
+                line[w - edge..].fill(0.0);
             }
         }
     }
