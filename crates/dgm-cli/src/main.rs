@@ -22,6 +22,10 @@ fn main() -> ExitCode {
     // faults and 5–10 % of a conv training step (bench/conv_kernels). Peak RSS is unchanged.
     // SAFETY: sets a plain integer option before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    if let Err(e) = dgm::runtime::init_cpu_runtime() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     let args = <cli::Cli as clap::Parser>::parse();
     match commands::run(args) {
         Ok(code) => code,

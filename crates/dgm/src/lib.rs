@@ -17,6 +17,7 @@ pub mod model;
 pub mod models;
 pub mod nn;
 pub mod rng;
+pub mod runtime;
 pub mod train;
 
 pub use error::{Error, Result};
