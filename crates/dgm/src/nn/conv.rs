@@ -443,11 +443,6 @@ fn flip_transpose(w: &Tensor, g: &Geom) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, (ci, co, k, k), w.device())
 }
 
-/// Debug switch (env `DGM_CONV_DX=col2im`): compute stride-1 input gradients by col2im instead.
-fn transposed_input_grad() -> bool {
-    std::env::var("DGM_CONV_DX").is_ok_and(|v| v == "col2im")
-}
-
 /// Conv forward as an op on (x, w, b); its backward runs the two gradient kernels.
 struct ConvFwd(Geom);
 /// Conv input gradient as an op on (dy, w, b) — a transposed convolution's forward; its backward runs the
@@ -494,7 +489,7 @@ impl CustomOp3 for ConvFwd {
         let dx = match (x.track_op(), flipped(&g)) {
             (false, _) => None,
             // stride 1: dx = dy ∗ flip(W)ᵀ, a forward convolution with inner dimension c_out·k·k
-            (true, Some(gf)) if !transposed_input_grad() => {
+            (true, Some(gf)) => {
                 let wf = flip_transpose(w, &g)?;
                 Some(grad.apply_op3_no_bwd(&wf, &zero, &ConvFwd(gf))?)
             }

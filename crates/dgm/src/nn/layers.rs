@@ -1,6 +1,7 @@
 //! dgm's layer types. Model files build every linear / conv / norm layer through these types, so that the
-//! implementation behind them (candle's stock ops today, dgm's own CPU kernels later) can be swapped without
-//! touching any model file. Initialisation follows PyTorch's defaults so that side-by-side benchmarks with
+//! implementation behind them can be swapped without touching any model file: on the CPU in f32 they run
+//! dgm's own kernels ([`super::conv`], [`super::linear`], [`super::norm`]), elsewhere (CUDA, other dtypes,
+//! or after [`super::set_stock_ops`]) candle's stock ops. Initialisation follows PyTorch's defaults so that side-by-side benchmarks with
 //! PyTorch train the same model.
 
 use candle_core::Tensor;
