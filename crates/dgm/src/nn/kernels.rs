@@ -6,6 +6,8 @@
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor};
 
+use rayon::prelude::*;
+
 use crate::Result;
 
 /// One fused AdamW step, in place, for parameters on the CPU:
@@ -56,17 +58,20 @@ impl InplaceOp1 for AdamWUpdate<'_> {
         let (lr, s) = (self.lr, self.scale);
         let decay = 1.0 - lr * wd;
         let (step, inv_bc2) = (lr / bc1, 1.0 / bc2);
-        for (((p, &g), m), v) in p
-            .iter_mut()
-            .zip(self.grad)
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-        {
-            let g = g * s;
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p = *p * decay - step * *m / ((*v * inv_bc2).sqrt() + eps);
-        }
+        // elementwise, so splitting into chunks over threads gives the same bits for any thread count
+        const CHUNK: usize = 1 << 14;
+        p.par_chunks_mut(CHUNK)
+            .zip(self.grad.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = g * s;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p = *p * decay - step * *m / ((*v * inv_bc2).sqrt() + eps);
+                }
+            });
         Ok(())
     }
 }
