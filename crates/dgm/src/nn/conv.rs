@@ -122,8 +122,18 @@ fn im2col(g: &Geom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
                 let ix0 = ox_lo + kx - p;
                 dst[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + ox_hi - ox_lo]);
             } else {
-                for (ox, d) in (ox_lo..ox_hi).zip(&mut dst[ox_lo..ox_hi]) {
-                    *d = src[ox * s + kx - p];
+                // a strided gather written as chunks so that it vectorises (shuffles)
+                let ix0 = ox_lo * s + kx - p;
+                let n = ox_hi - ox_lo;
+                let full = n.saturating_sub(1);
+                for (d, c) in dst[ox_lo..ox_lo + full]
+                    .iter_mut()
+                    .zip(src[ix0..].chunks_exact(s))
+                {
+                    *d = c[0];
+                }
+                if n > 0 {
+                    dst[ox_hi - 1] = src[(ox_hi - 1) * s + kx - p];
                 }
             }
         }
