@@ -20,6 +20,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use rayon::prelude::*;
 
 use super::gemm::sgemm;
+use super::kernels::cpu_f32;
 use crate::{Error, Result};
 
 /// The geometry of one convolution `x: (n, ci, h, w)` ∗ `W: (co, ci, k, k)` → `y: (n, co, oh, ow)`.
@@ -410,17 +411,6 @@ fn channel_sums(t: &[f32], n: usize, c: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The contiguous f32 data of a CPU storage, or an error naming the op.
-fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{op}: f32 only");
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{op}: contiguous inputs only"),
-    }
-}
-
 /// For a stride-1 convolution with padding < k, the geometry of the forward convolution that computes its
 /// input gradient: `dx = dy ∗ flip(W)ᵀ` with padding k − 1 − p.
 fn flipped(g: &Geom) -> Option<Geom> {
@@ -478,9 +468,9 @@ impl CustomOp3 for ConvFwd {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = f32_slice(self.name(), s1, l1)?;
-        let w = f32_slice(self.name(), s2, l2)?;
-        let b = f32_slice(self.name(), s3, l3)?;
+        let x = cpu_f32(self.name(), s1, l1)?;
+        let w = cpu_f32(self.name(), s2, l2)?;
+        let b = cpu_f32(self.name(), s3, l3)?;
         let y = conv_forward(g, x, w, Some(b));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.oh, g.ow))))
     }
@@ -526,9 +516,9 @@ impl CustomOp3 for ConvDx {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let dy = f32_slice(self.name(), s1, l1)?;
-        let w = f32_slice(self.name(), s2, l2)?;
-        let b = f32_slice(self.name(), s3, l3)?;
+        let dy = cpu_f32(self.name(), s1, l1)?;
+        let w = cpu_f32(self.name(), s2, l2)?;
+        let b = cpu_f32(self.name(), s3, l3)?;
         let dx = conv_input_grad(g, dy, w, Some(b));
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.ci, g.h, g.w))))
     }
@@ -569,8 +559,8 @@ impl CustomOp2 for ConvDw {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = f32_slice(self.name(), s1, l1)?;
-        let dy = f32_slice(self.name(), s2, l2)?;
+        let x = cpu_f32(self.name(), s1, l1)?;
+        let dy = cpu_f32(self.name(), s2, l2)?;
         let dw = conv_weight_grad(g, x, dy);
         Ok((CpuStorage::F32(dw), Shape::from((g.co, g.ci, g.k, g.k))))
     }
@@ -582,7 +572,7 @@ impl CustomOp1 for ChannelSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let t = f32_slice(self.name(), s, l)?;
+        let t = cpu_f32(self.name(), s, l)?;
         let dims = l.shape().dims();
         let (n, c) = (dims[0], dims.get(1).copied().unwrap_or(1));
         Ok((CpuStorage::F32(channel_sums(t, n, c)), Shape::from(c)))
@@ -783,21 +773,9 @@ pub fn conv2d_flops(x: &[usize; 4], w: &[usize; 4], stride: usize, padding: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
-
-    /// max |a − b| / max |b|.
-    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let a = a.flatten_all()?.to_vec1::<f32>()?;
-        let b = b.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        Ok(diff / scale)
-    }
 
     type Op = fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>;
 

@@ -10,6 +10,18 @@ use rayon::prelude::*;
 
 use crate::Result;
 
+/// The contiguous f32 data of a CPU storage, or an error naming the op (for `CustomOp::cpu_fwd`).
+pub(crate) fn cpu_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
+    }
+}
+
 /// One fused AdamW step, in place, for parameters on the CPU:
 /// p ← p·(1 − lr·λ) − lr·(m/bc1) / (√(v/bc2) + ε) after m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², g = scale·grad.
 pub struct AdamWUpdate<'a> {

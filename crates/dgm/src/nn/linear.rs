@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::gemm::sgemm;
+use super::kernels::cpu_f32;
 use crate::{Error, Result};
 
 /// Activation functions dgm's layers can apply (fused into [`super::Linear::forward_act`] where possible).
@@ -65,18 +66,11 @@ impl Activation {
 /// `act(x Wᵀ + b)` for `x: (m, in)`, `W: (out, in)`, `b: (out,)`.
 struct LinearOp(Activation);
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("dgm-linear: contiguous f32 inputs only"),
-    }
-}
-
 /// Runs `f` on the contiguous f32 data of a CPU tensor.
 fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(s) => Ok(f(slice(s, layout)?)),
+        Storage::Cpu(s) => Ok(f(cpu_f32("dgm-linear", s, layout)?)),
         _ => candle_core::bail!("dgm-linear: CPU tensors only"),
     }
 }
@@ -95,7 +89,12 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let name = self.name();
+        let (x, w, b) = (
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
+        );
         let (m, d_in) = l1.shape().dims2()?;
         let d_out = b.len();
         let mut y = Vec::with_capacity(m * d_out);
@@ -209,19 +208,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Activation) -> Result<Ten
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
-
-    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let a = a.flatten_all()?.to_vec1::<f32>()?;
-        let b = b.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        Ok(a.iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-            / scale)
-    }
 
     /// y, dx, dW, db of Σ r ⊙ f(x, W, b).
     fn grads(

@@ -35,3 +35,12 @@ pub(crate) fn use_cpu_kernel(t: &candle_core::Tensor) -> bool {
         && matches!(t.device(), candle_core::Device::Cpu)
         && t.dtype() == candle_core::DType::F32
 }
+
+/// max |a − b| / max |b| over all elements (compared flat): the relative error the kernel tests bound.
+#[cfg(test)]
+pub(crate) fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> crate::Result<f32> {
+    let (a, b) = (a.flatten_all()?, b.flatten_all()?);
+    let diff = (a - &b)?.abs()?.max(0)?.to_scalar::<f32>()?;
+    let scale = b.abs()?.max(0)?.to_scalar::<f32>()?.max(1e-6);
+    Ok(diff / scale)
+}

@@ -12,6 +12,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernels::cpu_f32;
+
 use crate::Result;
 
 /// `y = γ ⊙ (x − μ_g) / √(σ²_g + ε) + β` over groups of channels of `x: (b, c, …)`, then `silu(y)` when
@@ -128,13 +130,6 @@ impl Slabs {
     fn channels(&self, i: usize) -> std::ops::Range<usize> {
         let from = (i % self.groups) * self.cg;
         from..from + self.cg
-    }
-}
-
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
     }
 }
 
@@ -344,9 +339,9 @@ impl CustomOp3 for GroupNormOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (x, gamma, beta) = (
-            f32_data(s1, l1, name)?,
-            f32_data(s2, l2, name)?,
-            f32_data(s3, l3, name)?,
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
         );
         let sl = Slabs::new(l1, self.groups, &[gamma.len(), beta.len()], name)?;
         let mut out = vec![0f32; x.len()];
@@ -415,9 +410,9 @@ impl CustomOp3 for GroupNormGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (x, dout, gamma_beta) = (
-            f32_data(s1, l1, name)?,
-            f32_data(s2, l2, name)?,
-            f32_data(s3, l3, name)?,
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
         );
         let (gamma, beta) = gamma_beta.split_at(gamma_beta.len() / 2);
         let sl = Slabs::new(l1, self.0.groups, &[gamma.len(), beta.len()], name)?;
@@ -461,18 +456,13 @@ impl CustomOp3 for GroupNormGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
 
     type Grads = [Tensor; 3];
 
     /// max |a − b| / max(max |b|, 1e-6).
-    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
-        Ok(diff / scale)
-    }
-
     /// The output and the gradients of (x, γ, β) for `loss = Σ out ⊙ r`, with x taken through `view`.
     fn run(
         f: fn(&Tensor, &Tensor, &Tensor, usize, f64, bool) -> Result<Tensor>,
