@@ -183,6 +183,7 @@ fn sigmoid(y: f32) -> f32 {
 
 /// The mean and 1/√(σ² + ε) of a slab, from f64 sums of the values shifted by the first one (which keeps
 /// the variance accurate when the mean is large).
+#[inline(always)]
 fn slab_stats(x: &[f32], eps: f64) -> (f32, f32) {
     let Some(&first) = x.first() else {
         return (0.0, (1.0 / eps.sqrt()) as f32);
@@ -214,6 +215,7 @@ fn slab_stats(x: &[f32], eps: f64) -> (f32, f32) {
 }
 
 /// The forward pass over one slab: `x`, `out` are `cg · hw` long, `gamma`, `beta` the slab's `cg` channels.
+#[inline(always)]
 fn forward_slab<const SILU: bool>(
     x: &[f32],
     out: &mut [f32],
@@ -238,6 +240,7 @@ fn forward_slab<const SILU: bool>(
 }
 
 /// (Σ a, Σ a·(x − shift)) over one channel, in f64.
+#[inline(always)]
 fn channel_sums(a: &[f32], x: &[f32], shift: f32) -> (f64, f64) {
     let (ab, ar) = a.as_chunks::<LANES>();
     let (xb, xr) = x.as_chunks::<LANES>();
@@ -262,6 +265,7 @@ fn channel_sums(a: &[f32], x: &[f32], shift: f32) -> (f64, f64) {
 
 /// The backward pass over one slab: writes dx into `dx` and returns, per channel, [Σ dy, Σ dy·x̂] (the
 /// slab's shares of dβ and dγ), where dy is the gradient at the affine output y = γx̂ + β.
+#[inline(always)]
 fn backward_slab<const SILU: bool>(
     x: &[f32],
     dout: &[f32],
@@ -323,6 +327,83 @@ fn backward_slab<const SILU: bool>(
     sums
 }
 
+/// Whether this CPU runs the AVX2 + FMA builds of the slab passes (dgm is compiled for baseline x86-64, whose
+/// SSE2 vectors are half as wide). The results are the same bits either way: the code fixes the summation
+/// order and never asks for fused multiply-adds.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_slab_avx2<const SILU: bool>(
+    x: &[f32],
+    out: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    hw: usize,
+    eps: f64,
+) {
+    forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn backward_slab_avx2<const SILU: bool>(
+    x: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    hw: usize,
+    eps: f64,
+) -> Vec<[f64; 2]> {
+    backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps)
+}
+
+/// [`forward_slab`], on AVX2 when the CPU has it.
+fn forward_slab_fast<const SILU: bool>(
+    x: &[f32],
+    out: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    hw: usize,
+    eps: f64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { forward_slab_avx2::<SILU>(x, out, gamma, beta, hw, eps) };
+    }
+    forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
+}
+
+/// [`backward_slab`], on AVX2 when the CPU has it.
+fn backward_slab_fast<const SILU: bool>(
+    x: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    hw: usize,
+    eps: f64,
+) -> Vec<[f64; 2]> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { backward_slab_avx2::<SILU>(x, dout, dx, gamma, beta, hw, eps) };
+    }
+    backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps)
+}
+
 impl CustomOp3 for GroupNormOp {
     fn name(&self) -> &'static str {
         "dgm-group-norm"
@@ -352,9 +433,9 @@ impl CustomOp3 for GroupNormOp {
                 let ch = sl.channels(i);
                 let (xs, g, b) = (&x[i * len..(i + 1) * len], &gamma[ch.clone()], &beta[ch]);
                 if silu {
-                    forward_slab::<true>(xs, o, g, b, hw, eps);
+                    forward_slab_fast::<true>(xs, o, g, b, hw, eps);
                 } else {
-                    forward_slab::<false>(xs, o, g, b, hw, eps);
+                    forward_slab_fast::<false>(xs, o, g, b, hw, eps);
                 }
             });
         }
@@ -430,9 +511,9 @@ impl CustomOp3 for GroupNormGrad {
                 let (xs, ds) = (&x[span.clone()], &dout[span]);
                 let (g, b) = (&gamma[ch.clone()], &beta[ch]);
                 if silu {
-                    backward_slab::<true>(xs, ds, o, g, b, hw, eps)
+                    backward_slab_fast::<true>(xs, ds, o, g, b, hw, eps)
                 } else {
-                    backward_slab::<false>(xs, ds, o, g, b, hw, eps)
+                    backward_slab_fast::<false>(xs, ds, o, g, b, hw, eps)
                 }
             });
             // dγ, dβ: each channel's slab shares summed over the batch, in batch order
@@ -530,6 +611,28 @@ mod tests {
 
     fn same(x: &Tensor) -> Result<Tensor> {
         Ok(x.clone())
+    }
+
+    #[test]
+    fn avx2_build_gives_the_same_bits_as_the_baseline_build() {
+        let mut rng = Rng::new(77);
+        let (cg, hw) = (3, 37); // odd sizes: vector bodies and scalar tails
+        let x: Vec<f32> = rng
+            .normal_vec(cg * hw)
+            .iter()
+            .map(|v| v * 3.0 + 1.5)
+            .collect();
+        let dout = rng.normal_vec(cg * hw);
+        let (g, b) = (rng.normal_vec(cg), rng.normal_vec(cg));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (mut o1, mut o2) = (vec![0f32; cg * hw], vec![0f32; cg * hw]);
+        forward_slab::<true>(&x, &mut o1, &g, &b, hw, 1e-5);
+        forward_slab_fast::<true>(&x, &mut o2, &g, &b, hw, 1e-5);
+        assert_eq!(bits(&o1), bits(&o2));
+        let s1 = backward_slab::<true>(&x, &dout, &mut o1, &g, &b, hw, 1e-5);
+        let s2 = backward_slab_fast::<true>(&x, &dout, &mut o2, &g, &b, hw, 1e-5);
+        assert_eq!(bits(&o1), bits(&o2));
+        assert_eq!(s1, s2);
     }
 
     #[test]
