@@ -22,6 +22,40 @@ pub(crate) fn cpu_f32<'a>(
     }
 }
 
+/// Builds `n` chunks of `planes × plane` floats in parallel without zeroing the allocation first: chunk
+/// `i` is filled plane by plane with `value(p)` (a bias, or 0) while it is hot in cache, then handed to
+/// `work(i, chunk)`. Saves the separate memset pass of `vec![0.0; len]` over large outputs.
+pub(crate) fn par_chunks_from_planes(
+    n: usize,
+    planes: usize,
+    plane: usize,
+    value: impl Fn(usize) -> f32 + Sync,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunk = planes * plane;
+    let len = n * chunk;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    if chunk > 0 {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| {
+                for (p, row) in c.chunks_mut(plane.max(1)).enumerate() {
+                    let val = value(p);
+                    for e in row.iter_mut() {
+                        e.write(val);
+                    }
+                }
+                // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
+                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                work(i, c);
+            });
+    }
+    // SAFETY: the loop above wrote all `len` elements (none when `chunk` is 0, and then `len` is 0).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// One fused AdamW step, in place, for parameters on the CPU:
 /// p ← p·(1 − lr·λ) − lr·(m/bc1) / (√(v/bc2) + ε) after m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², g = scale·grad.
 pub struct AdamWUpdate<'a> {
