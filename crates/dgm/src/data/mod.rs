@@ -3,7 +3,7 @@
 //! Names used everywhere (CLI, configs, docs): `mnist`, `shapes`, `toy2d:<name>`, `text:<name or path>`.
 //! Image data sets keep raw 8-bit pixels in memory; the [`Preprocessing`] chosen for a run turns them into
 //! model inputs each time a batch is drawn (so dynamic binarisation and dequantisation noise are fresh every
-//! time, and drawn from dgm's seeded [`Rng`](crate::rng::Rng)).
+//! time, and drawn from dgm's seeded [`Rng`]).
 
 pub mod mnist;
 pub mod shapes;

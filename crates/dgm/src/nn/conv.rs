@@ -1,18 +1,21 @@
 //! 2-D convolution and transposed convolution. On the CPU in f32 they run on dgm's GEMM-based kernels
 //! (forward and both gradients); elsewhere, or after [`super::set_stock_ops`], on candle's stock ops.
 //!
-//! Three kernels on NCHW data do all the work, each an im2col / col2im around a single-threaded
-//! [`gemm`] call per image and tile of output rows, with rayon over images:
+//! Three kernels on NCHW data do all the work, each a single-threaded [`gemm`] call per image (and tile of
+//! output rows) around an im2col / col2im, with rayon over images:
 //!
 //! * forward:  `y_i = W · col(x_i) + b`                      (c_out × P) = (c_out × K)(K × P)
 //! * input grad: `dx_i = col2im(Wᵀ · dy_i)`                  (K × P) = (K × c_out)(c_out × P)
 //! * weight grad: `dW = Σ_i dy_i · col(x_i)ᵀ`                (c_out × K) = (c_out × P)(P × K)
 //!
 //! with K = c_in·k·k and P the output positions. A transposed convolution is the input gradient of a
-//! convolution, so the same three kernels give it forward and backward with the roles swapped. Tiles of
-//! output rows keep the im2col buffer in the core's L2 (≈ 512 KB); scratch buffers are reused per thread.
-//! Results do not depend on the thread count: each output element is computed by one gemm call, and the
-//! weight gradient sums fixed chunks of the batch in a fixed order.
+//! convolution, so the same three kernels give it forward and backward with the roles swapped. Two stride-1
+//! shortcuts: the input gradient is a forward convolution of dy with the flipped kernel (an im2col and a
+//! GEMM with inner dimension c_out·k·k instead of a col2im), and the weight gradient needs no im2col at
+//! all (one GEMM per kernel tap on a zero-padded copy, `weight_grad_shifted`). Tiles of output rows
+//! keep the im2col buffer in the core's L2 (≈ 512 KB); scratch buffers are reused per thread. Results do
+//! not depend on the thread count: each output element is computed by one gemm call, and the weight
+//! gradient sums fixed chunks of the batch in a fixed order.
 
 use std::cell::RefCell;
 
@@ -389,7 +392,10 @@ fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// copy of x (h + 2p rows of w + 2p) every shifted view is a plain strided matrix if the output is laid out
 /// on the padded width too (dy copied in with zeros in the w + 2p − ow extra columns, so those columns add
 /// nothing). Two copies of about the image's size replace an im2col k² times its size.
-fn weight_grad_shifted<'a>(g: &Geom, images: impl Iterator<Item = (&'a [f32], &'a [f32])>) -> Vec<f32> {
+fn weight_grad_shifted<'a>(
+    g: &Geom,
+    images: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+) -> Vec<f32> {
     let (k, ci, co) = (g.k, g.ci, g.co);
     let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
     let plane = hp * wp;
@@ -413,7 +419,17 @@ fn weight_grad_shifted<'a>(g: &Geom, images: impl Iterator<Item = (&'a [f32], &'
             for (t, acc) in taps.chunks_exact_mut(co * ci).enumerate() {
                 let off = (t / k) * wp + t % k;
                 // (co × ci) += dy_pad (co × pw) · view (pw × ci), view[q][c] = xpad[off + c·plane + q]
-                sgemm((co, ci, pw), acc, ci, true, dypad, (pw, 1), &xpad[off..], (1, plane), false);
+                sgemm(
+                    (co, ci, pw),
+                    acc,
+                    ci,
+                    true,
+                    dypad,
+                    (pw, 1),
+                    &xpad[off..],
+                    (1, plane),
+                    false,
+                );
             }
         }
     });

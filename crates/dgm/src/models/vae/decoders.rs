@@ -217,7 +217,7 @@ fn composed_discretized_logistic_log_prob(
 /// The discretized logistic log-probability of f32 CPU tensors as one candle op over
 /// (mean `(…, D)`, log-scale `(D,)`, data), summed over D: `(…)`. The mean must be contiguous, the data
 /// contiguous with the mean's trailing dims (it repeats over the leading ones). Replaces about 25 passes
-/// over the decoder output each way; the backward pass ([`DiscretizedLogisticGrad`]) gives the mean and the
+/// over the decoder output each way; the backward pass (`DiscretizedLogisticGrad`) gives the mean and the
 /// log-scale their gradients (the log-scale's summed over the leading dims, zero where it is clamped, as
 /// the composed clamp does), the data none.
 pub struct DiscretizedLogisticTerm {
