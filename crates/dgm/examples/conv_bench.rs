@@ -427,7 +427,7 @@ fn main() -> Result<()> {
     // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
     // SAFETY: sets a plain integer option before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    dgm::runtime::init_cpu_runtime()?;
+    dgm::runtime::init_cpu_runtime();
     let o = parse_args()?;
     dgm::nn::set_stock_ops(o.stock);
     let out = match o.mode.as_str() {

@@ -22,7 +22,7 @@ fn main() -> dgm::Result<()> {
     // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
     // SAFETY: sets a plain integer option before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    dgm::runtime::init_cpu_runtime()?;
+    dgm::runtime::init_cpu_runtime();
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200);
     let bs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
