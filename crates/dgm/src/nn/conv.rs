@@ -61,10 +61,6 @@ impl Geom {
         let per_row = self.kdim() * self.ow * 4;
         (512 * 1024 / per_row.max(1)).clamp(1, self.oh.max(1))
     }
-    /// FLOPs of the forward pass (2 per multiply-add).
-    fn flops(&self) -> f64 {
-        2.0 * (self.n * self.out_len() * self.kdim()) as f64
-    }
 }
 
 /// Images per chunk of the weight-gradient sum: at most 16 partial sums, fixed by the batch size alone.
@@ -808,25 +804,6 @@ pub fn conv_transpose2d_stock(
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
         None => y,
     })
-}
-
-/// FLOPs of one forward pass of a convolution with these shapes (2 per multiply-add), for benchmarks.
-pub fn conv2d_flops(x: &[usize; 4], w: &[usize; 4], stride: usize, padding: usize) -> f64 {
-    let [n, ci, h, wd] = *x;
-    let [co, _, k, _] = *w;
-    let g = Geom {
-        n,
-        ci,
-        h,
-        w: wd,
-        co,
-        k,
-        s: stride.max(1),
-        p: padding,
-        oh: (h + 2 * padding).saturating_sub(k) / stride.max(1) + 1,
-        ow: (wd + 2 * padding).saturating_sub(k) / stride.max(1) + 1,
-    };
-    g.flops()
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! accumulation) per layer, and the input gradient of the data batch, which nothing needs: the backward
 //! computes `dx` only when `x` is part of the graph. `W` keeps PyTorch's (out, in) layout.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::sgemm;
-use super::kernels::cpu_f32;
+use super::kernels::{cpu_f32, with_cpu_f32};
 use crate::{Error, Result};
 
 /// Activation functions dgm's layers can apply (fused into [`super::Linear::forward_act`] where possible).
@@ -66,12 +66,11 @@ impl Activation {
 /// `act(x Wᵀ + b)` for `x: (m, in)`, `W: (out, in)`, `b: (out,)`.
 struct LinearOp(Activation);
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
+/// Runs `f` on the contiguous f32 data of a CPU tensor ([`super::kernels::with_cpu_f32`]), else an error.
 fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => Ok(f(cpu_f32("dgm-linear", s, layout)?)),
-        _ => candle_core::bail!("dgm-linear: CPU tensors only"),
+    match with_cpu_f32(t, f) {
+        Some(r) => Ok(r),
+        None => candle_core::bail!("dgm-linear: contiguous f32 CPU tensors only"),
     }
 }
 
