@@ -4,9 +4,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-const AFTER: &str = "Models: vae, iwae, cvae\n\
+/// The models and data sets, for every subcommand's help.
+macro_rules! models_and_data {
+    () => {
+        "Models: vae, iwae, cvae\n\
 Data sets: mnist, shapes, toy2d:<moons|8gaussians|checkerboard|swissroll|pinwheel|2spirals>, text:<name or path>\n\
-Data directory: --data-dir, else $DGM_DATA, else ./data";
+Data directory: --data-dir, else $DGM_DATA, else ./data"
+    };
+}
+
+const AFTER: &str = models_and_data!();
 
 /// dgm: deep generative models — train, sample, score and inspect them.
 #[derive(Parser, Debug)]
@@ -26,8 +33,9 @@ pub enum Command {
     /// Draw samples from a trained run and save them as a PNG grid.
     #[command(after_help = AFTER)]
     Sample(SampleArgs),
-    /// Score a trained run: negative log-likelihood (nats and bits/dim) and what kind of number it is.
-    #[command(after_help = AFTER)]
+    /// Evaluate a trained run: likelihood (nats, bits/dim, and what kind of number it is), sample quality
+    /// (FID/KID/precision-recall/MMD/classifier scores) or, with `dgm eval ood`, out-of-distribution detection.
+    #[command(after_help = EVAL_AFTER)]
     Eval(EvalArgs),
     /// Encode examples to latent codes (CSV: index, label, z…).
     #[command(after_help = AFTER)]
@@ -38,6 +46,99 @@ pub enum Command {
     /// Data sets: where they are found.
     #[command(subcommand, after_help = AFTER)]
     Data(DataCommand),
+    /// Evaluation tools: the feature network behind FID-MNIST / FID-shapes.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// One page (HTML or Markdown) comparing every run under a directory: metrics, loss curves, samples.
+    Report(ReportArgs),
+}
+
+const EVAL_AFTER: &str = concat!(
+    models_and_data!(),
+    "\nMetrics (--metric, comma-separated): nll, fid, kid, pr, mmd, class, all\n\
+OOD sets (dgm eval ood --ood a,b): omniglot, noise, constant, corrupt-noise, corrupt-blur, corrupt-rotate, invert, mnist\n\
+Image metrics use dgm's own feature network (dgm metrics train-features --data mnist): FID-MNIST / FID-shapes are\n\
+comparable between dgm runs, not to Inception FID."
+);
+
+/// `dgm metrics …`
+#[derive(Subcommand, Debug)]
+pub enum MetricsCommand {
+    /// Train the feature network (a small CNN classifier) of a labelled image data set and save it.
+    TrainFeatures(TrainFeaturesArgs),
+    /// Compare two data sets (splits or OOD sets) by FID / KID / precision-recall / MMD: the floor and ceiling
+    /// that model numbers sit between.
+    #[command(after_help = EVAL_AFTER)]
+    Compare(CompareArgs),
+}
+
+/// `dgm metrics compare`
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Data set: mnist, shapes, toy2d:<name>.
+    #[arg(long)]
+    pub data: String,
+    /// First set: a split (train, validation, test) or an OOD set built from the test split.
+    #[arg(long, default_value = "test")]
+    pub a: String,
+    /// Second set: a split or an OOD set.
+    #[arg(long, default_value = "train")]
+    pub b: String,
+    /// Metrics, comma-separated: fid, kid, pr, mmd.
+    #[arg(long, default_value = "fid,kid,pr,mmd")]
+    pub metric: String,
+    /// Feature network directory (default: features/<data>).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Examples per set.
+    #[arg(long, default_value_t = 10_000)]
+    pub num_samples: usize,
+    /// Permutations of the MMD test.
+    #[arg(long, default_value_t = 500)]
+    pub permutations: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+}
+
+/// `dgm metrics train-features`
+#[derive(Args, Debug)]
+pub struct TrainFeaturesArgs {
+    /// Labelled image data set: mnist or shapes.
+    #[arg(long)]
+    pub data: String,
+    /// Output directory (default: features/<data>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Training epochs (default: the feature network's default).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Optimiser steps instead of whole epochs.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Generated data sets (shapes): training / test examples to generate.
+    #[arg(long, value_names = ["TRAIN", "TEST"], num_args = 2)]
+    pub generated: Option<Vec<usize>>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+}
+
+/// `dgm report`
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Directory holding run directories (searched recursively).
+    pub runs: PathBuf,
+    /// Output file: .html (one self-contained page) or .md.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `dgm data …`
@@ -137,15 +238,44 @@ pub struct SampleArgs {
 /// `dgm eval`
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// `ood`: out-of-distribution detection instead of the metrics of --metric.
+    pub mode: Option<String>,
     #[command(flatten)]
     pub run: RunArg,
-    /// Split: train, validation, test.
+    /// Metrics, comma-separated: nll, fid, kid, pr, mmd, class, all.
+    #[arg(long, default_value = "nll")]
+    pub metric: String,
+    /// Split: train, validation, test (NLL: the split scored; sample metrics: the split compared with).
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Feature network directory for image metrics (default: features/<data>).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Number of model samples for sample metrics.
+    #[arg(long, default_value_t = 10_000)]
+    pub num_samples: usize,
+    /// Sample metrics: draw from the observation model instead of using its mean.
+    #[arg(long)]
+    pub draw: bool,
+    /// Sample metrics: permutations of the MMD test.
+    #[arg(long, default_value_t = 500)]
+    pub permutations: usize,
+    /// OOD: sets to score, comma-separated (default: the data set's own list).
+    #[arg(long)]
+    pub ood: Option<String>,
+    /// OOD: likelihood estimator used as the score (default: the model's first, e.g. elbo).
+    #[arg(long)]
+    pub estimator: Option<String>,
+    /// OOD: examples per batch of the typicality test.
+    #[arg(long, default_value_t = 16)]
+    pub typicality_batch: usize,
+    /// OOD: significance level of the typicality test.
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
     /// Importance samples for the IWAE estimate (0 = skip it).
     #[arg(long, default_value_t = 100)]
     pub iwae_k: usize,
-    /// Only the first N examples of the split.
+    /// Only the first N examples of the split (OOD: examples per set, default 2000).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Examples per batch.

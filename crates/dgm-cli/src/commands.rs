@@ -8,11 +8,17 @@ use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use dgm::data::{self, Dataset, Split};
 use dgm::metrics::evaluate_nll;
+use dgm::metrics::features::{self, FeatureNetConfig, FeatureTrainConfig};
+use dgm::metrics::suite::{
+    compare_sets, evaluate_ood, evaluate_quality, MetricSelection, OodOptions, QualityMetric,
+    QualityOptions, SetMetrics,
+};
 use dgm::model::{Batch, Condition, SampleOptions};
 use dgm::train::{self, run, RunConfig, TrainOptions, TrainOutcome, Weights};
 
 use crate::cli::{
-    Cli, Command, DataCommand, EncodeArgs, EvalArgs, InterpolateArgs, RunArg, SampleArgs, TrainArgs,
+    Cli, Command, CompareArgs, DataCommand, EncodeArgs, EvalArgs, InterpolateArgs, MetricsCommand,
+    ReportArgs, RunArg, SampleArgs, TrainArgs, TrainFeaturesArgs,
 };
 
 /// Runs the parsed command.
@@ -24,6 +30,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Encode(a) => encode_cmd(a),
         Command::Interpolate(a) => interpolate_cmd(a),
         Command::Data(DataCommand::Info(d)) => data_info(d.data_dir.as_deref()),
+        Command::Metrics(MetricsCommand::TrainFeatures(a)) => train_features_cmd(a),
+        Command::Metrics(MetricsCommand::Compare(a)) => compare_cmd(a),
+        Command::Report(a) => report_cmd(a),
     }
 }
 
@@ -145,16 +154,53 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
+    match a.mode.as_deref() {
+        None => {}
+        Some("ood") => return ood_cmd(a),
+        Some(other) => bail!(dgm::Error::unknown("eval mode", other, &["ood"])),
+    }
+    let sel = MetricSelection::parse(&a.metric)?;
     let split = Split::parse(&a.split)?;
     let run = load(&a.run)?;
+    let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
+    if sel.nll {
+        if run.model.as_density().is_none() {
+            bail!(dgm::Error::Unsupported(format!(
+                "model '{}' has no likelihood, so --metric nll does not apply; valid for it: fid, kid, pr, mmd, class",
+                run.config.model.name
+            )));
+        }
+        eval_nll(&a, &run, split, &data_dir)?;
+    }
+    if !sel.quality.is_empty() {
+        eval_quality(&a, &run, &sel.quality, split, &data_dir)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress printer that speaks at most every 10 s.
+fn throttled(label: String) -> impl FnMut(usize, usize) {
+    let started = std::time::Instant::now();
+    let mut last = started;
+    move |done: usize, total: usize| {
+        if last.elapsed().as_secs() >= 10 {
+            eprintln!(
+                "{label}: {done}/{total} examples, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last = std::time::Instant::now();
+        }
+    }
+}
+
+fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -> Result<()> {
     let Some(density) = run.model.as_density() else {
         bail!(dgm::Error::Unsupported(format!(
             "model '{}' has no likelihood to evaluate",
             run.config.model.name
         )));
     };
-    let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
-    let ds = run::load_data(&run.config, split, &data_dir)?;
+    let ds = run::load_data(&run.config, split, data_dir)?;
     let prep = run.config.data.preprocessing.for_eval();
     let dev = device(&a.run.device)?;
     let mut reports = Vec::new();
@@ -163,17 +209,6 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         if k == 0 {
             continue;
         }
-        let started = std::time::Instant::now();
-        let mut last = started;
-        let mut report = |done: usize, total: usize| {
-            if last.elapsed().as_secs() >= 10 {
-                eprintln!(
-                    "{est} (k = {k}): {done}/{total} examples, {:.0} s",
-                    started.elapsed().as_secs_f64()
-                );
-                last = std::time::Instant::now();
-            }
-        };
         let r = evaluate_nll(
             density,
             &ds,
@@ -184,7 +219,7 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
             a.limit,
             a.seed,
             &dev,
-            &mut report,
+            &mut throttled(format!("{est} (k = {k})")),
         )?;
         reports.push(r);
     }
@@ -215,6 +250,314 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     let path = a.run.run.join(format!("eval-{}.json", split.name()));
     let text = serde_json::to_string_pretty(&reports)?;
     dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+fn eval_quality(
+    a: &EvalArgs,
+    run: &run::LoadedRun,
+    metrics: &[QualityMetric],
+    split: Split,
+    data_dir: &Path,
+) -> Result<()> {
+    let opts = QualityOptions {
+        num_samples: a.num_samples,
+        reference_split: split,
+        seed: a.seed,
+        mean: !a.draw,
+        mmd_permutations: a.permutations,
+        batch_size: a.batch_size,
+        ..QualityOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let r = evaluate_quality(
+        run,
+        metrics,
+        a.features.as_deref(),
+        data_dir,
+        &opts,
+        &mut |m| eprintln!("[{:>5.1} s] {m}", started.elapsed().as_secs_f64()),
+    )?;
+    println!(
+        "run {} · model {} · {} weights · step {} · {} samples ({}) vs {} {} examples",
+        a.run.run.display(),
+        run.config.model.name,
+        r.weights,
+        r.step,
+        r.num_samples,
+        r.samples,
+        r.reference.n,
+        r.reference.split
+    );
+    let tag = feature_tag(r.feature_net.as_ref());
+    print_set_metrics(&r.sets, &tag);
+    if let Some(is) = &r.inception_score {
+        println!(
+            "{:<18} {:>12.4} ± {:.4} ({} splits)",
+            format!("IS{tag}"),
+            is.mean,
+            is.std,
+            is.splits
+        );
+    }
+    if let Some(c) = &r.class_accuracy {
+        let per: Vec<String> = c.per_class.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "{:<18} {:>12.4} (per class: {})",
+            "class accuracy",
+            c.overall,
+            per.join(" ")
+        );
+    }
+    let path = a.run.run.join("eval-quality.json");
+    dgm::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
+    let run = load(&a.run)?;
+    let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
+    let sets = a
+        .ood
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let opts = OodOptions {
+        sets,
+        n: a.limit.unwrap_or(2000),
+        samples: if a.estimator.as_deref() == Some("iwae") {
+            a.iwae_k.max(1)
+        } else {
+            1
+        },
+        estimator: a.estimator.clone(),
+        batch_size: a.batch_size,
+        typicality_batch: a.typicality_batch,
+        alpha: a.alpha,
+        seed: a.seed,
+        ..OodOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let r = evaluate_ood(&run, &data_dir, &opts, &mut |m| {
+        eprintln!("[{:>5.1} s] {m}", started.elapsed().as_secs_f64())
+    })?;
+    let i = &r.in_distribution;
+    println!(
+        "run {} · model {} · {} weights · step {} · score −log p(x) by {} ({})",
+        a.run.run.display(),
+        run.config.model.name,
+        r.weights,
+        r.step,
+        r.score.estimator,
+        r.score.kind
+    );
+    println!(
+        "in-distribution: {} {}, {} examples, mean NLL {:.2} nats = {:.4} bits/dim",
+        i.data, i.split, i.n, i.mean_nll_nats, i.mean_bpd
+    );
+    println!(
+        "typicality test: batches of {}, α = {}, Ĥ = {:.2} nats, ε = {:.2} nats; flags {:.1} % of in-distribution test batches",
+        r.typicality.batch_size,
+        r.typicality.alpha,
+        r.typicality.entropy,
+        r.typicality.epsilon,
+        100.0 * i.typicality_flag_rate
+    );
+    println!(
+        "{:<16} {:>6} {:>12} {:>9} {:>8} {:>8} {:>12} {:>10}",
+        "OOD set", "n", "NLL (nats)", "bits/dim", "AUROC", "AUPR", "typ. AUROC", "typ. flag"
+    );
+    for s in &r.sets {
+        println!(
+            "{:<16} {:>6} {:>12.2} {:>9.4} {:>8.4} {:>8.4} {:>12.4} {:>9.1}%",
+            s.name,
+            s.n,
+            s.mean_nll_nats,
+            s.mean_bpd,
+            s.auroc,
+            s.aupr,
+            s.typicality_auroc,
+            100.0 * s.typicality_flag_rate
+        );
+    }
+    println!("(AUROC < 0.5: the model finds that set MORE likely than its own test data)");
+    let path = a.run.run.join("eval-ood.json");
+    dgm::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    eprintln!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_features_cmd(a: TrainFeaturesArgs) -> Result<ExitCode> {
+    let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| features::default_dir(&a.data));
+    let net_cfg = FeatureNetConfig::default();
+    let mut train_cfg = FeatureTrainConfig {
+        seed: a.seed,
+        ..FeatureTrainConfig::default()
+    };
+    if let Some(e) = a.epochs {
+        train_cfg.epochs = e;
+    }
+    if let Some(s) = a.steps {
+        train_cfg.steps = s;
+    }
+    if let Some(g) = &a.generated {
+        train_cfg.generated_train = g[0];
+        train_cfg.generated_test = g[1];
+    }
+    let quiet = a.quiet;
+    let trained = features::train_feature_net(
+        &a.data,
+        &data_dir,
+        &net_cfg,
+        &train_cfg,
+        &Device::Cpu,
+        &mut |m: &str| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        },
+    )?;
+    trained.save(&out)?;
+    println!(
+        "feature network for {}: test accuracy {:.2} %, saved to {}",
+        a.data,
+        100.0 * trained.info.test_accuracy,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A data set for `dgm metrics compare`: a split, or an OOD set built from the test split.
+fn named_set(
+    spec: &data::DataSpec,
+    name: &str,
+    data_dir: &Path,
+    sizes: &data::GeneratedSizes,
+    n: usize,
+    seed: u64,
+) -> Result<Dataset> {
+    if let Ok(split) = Split::parse(name) {
+        return Ok(data::load(spec, split, data_dir, sizes)?);
+    }
+    if !data::ood::OOD_SETS.contains(&name) {
+        let mut valid = vec!["train", "validation", "test"];
+        valid.extend_from_slice(data::ood::OOD_SETS);
+        bail!(dgm::Error::unknown("set", name, &valid));
+    }
+    let test = data::load(spec, Split::Test, data_dir, sizes)?;
+    Ok(data::ood::load_ood(name, &test, data_dir, n, seed)?)
+}
+
+fn compare_cmd(a: CompareArgs) -> Result<ExitCode> {
+    let sel = MetricSelection::parse(&a.metric)?;
+    if sel.nll {
+        bail!(dgm::Error::invalid(
+            "--metric",
+            "nll scores a model, not a data set; valid here: fid, kid, pr, mmd"
+        ));
+    }
+    let spec = data::DataSpec::parse(&a.data)?;
+    let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
+    let sizes = data::GeneratedSizes::default();
+    let set_a = named_set(&spec, &a.a, &data_dir, &sizes, a.num_samples, a.seed)?;
+    let set_b = named_set(
+        &spec,
+        &a.b,
+        &data_dir,
+        &sizes,
+        a.num_samples,
+        a.seed.wrapping_add(1),
+    )?;
+    let opts = QualityOptions {
+        num_samples: a.num_samples,
+        seed: a.seed,
+        mmd_permutations: a.permutations,
+        ..QualityOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let r = compare_sets(
+        &set_a,
+        &set_b,
+        &spec.name(),
+        a.features.as_deref(),
+        &sel.quality,
+        &opts,
+        &Device::Cpu,
+        &mut |m| eprintln!("[{:>5.1} s] {m}", started.elapsed().as_secs_f64()),
+    )?;
+    println!(
+        "{} {} ({} examples) vs {} ({} examples)",
+        a.data, a.a, r.n_a, a.b, r.n_b
+    );
+    let tag = feature_tag(r.feature_net.as_ref());
+    print_set_metrics(&r.sets, &tag);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the feature network line and returns the metric suffix, e.g. `-mnist`.
+fn feature_tag(f: Option<&dgm::metrics::suite::FeatureNetUse>) -> String {
+    match f {
+        Some(f) => {
+            println!(
+                "features: dgm's {} classifier at {} (test accuracy {:.2} %) — FID-{} is comparable between dgm runs, not to Inception FID",
+                f.data,
+                f.path,
+                100.0 * f.test_accuracy,
+                f.data
+            );
+            format!("-{}", f.data)
+        }
+        None => String::new(),
+    }
+}
+
+fn print_set_metrics(r: &SetMetrics, tag: &str) {
+    if let Some(v) = r.fid {
+        println!("{:<18} {v:>12.4}", format!("FID{tag}"));
+    }
+    if let Some(k) = &r.kid {
+        println!(
+            "{:<18} {:>12.5} ± {:.5} ({} subsets of {})",
+            format!("KID{tag}"),
+            k.mean,
+            k.std,
+            k.subsets,
+            k.subset_size
+        );
+    }
+    if let Some(p) = &r.precision_recall {
+        println!("{:<18} {:>12.4} (k = {})", "precision", p.precision, p.k);
+        println!("{:<18} {:>12.4}", "recall", p.recall);
+    }
+    if let Some(m) = &r.mmd {
+        println!(
+            "{:<18} {:>12.6} p = {:.4} ({} vs {} {}, {} permutations, bandwidth {:.4})",
+            "MMD²",
+            m.test.mmd2,
+            m.test.p_value,
+            m.test.n_x,
+            m.test.n_y,
+            m.space,
+            m.test.permutations,
+            m.test.bandwidth
+        );
+    }
+}
+
+fn report_cmd(a: ReportArgs) -> Result<ExitCode> {
+    let n = dgm::report::write_report(&a.runs, &a.out)?;
+    println!("report of {n} runs written to {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -610,3 +610,249 @@ fn mnist_tiny_run() {
         "{s}"
     );
 }
+
+/// The evaluation suite end to end on shapes: a feature network, sample metrics (with class accuracy for a
+/// class-conditional model), OOD detection, and a report of the runs; plus its bad inputs.
+#[test]
+fn evaluation_suite_on_shapes() {
+    let d = tmp("evalsuite");
+    let feats = d.join("features");
+    let o = run(dgm()
+        .args([
+            "metrics",
+            "train-features",
+            "--data",
+            "shapes",
+            "--steps",
+            "150",
+        ])
+        .args(["--generated", "3000", "600", "--quiet", "--out"])
+        .arg(&feats));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("test accuracy"), "{}", stdout(&o));
+    assert!(feats.join("features.json").is_file());
+
+    let runs = d.join("runs");
+    let r = runs.join("cvae");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/cvae-shapes.toml");
+    let o = run(dgm()
+        .arg("train")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&r)
+        .args(["--steps", "4", "--set", "model.channels=[4,8]"])
+        .args(TINY));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args([
+            "--metric",
+            "all",
+            "--num-samples",
+            "120",
+            "--permutations",
+            "50",
+        ])
+        .args(["--iwae-k", "2", "--limit", "16", "--features"])
+        .arg(&feats));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    for needle in [
+        "FID-shapes",
+        "KID-shapes",
+        "precision",
+        "recall",
+        "MMD²",
+        "IS-shapes",
+        "class accuracy",
+        "lower bound (ELBO)",
+        "not to Inception FID",
+    ] {
+        assert!(s.contains(needle), "no '{needle}' in {s}");
+    }
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("eval-quality.json")).unwrap())
+            .unwrap();
+    assert!(q["fid"].as_f64().unwrap() > 0.0, "{q}");
+    let p = q["mmd"]["p_value"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0, "{q}");
+    assert_eq!(
+        q["class_accuracy"]["per_class"].as_array().unwrap().len(),
+        6
+    );
+
+    let o = run(dgm()
+        .args(["eval", "ood", "--run"])
+        .arg(&r)
+        .args(["--ood", "noise,constant,invert", "--limit", "64"])
+        .args(["--typicality-batch", "8"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("AUROC") && s.contains("noise") && s.contains("invert"),
+        "{s}"
+    );
+    let ood: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("eval-ood.json")).unwrap()).unwrap();
+    let sets = ood["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 3);
+    for set in sets {
+        let a = set["auroc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{set}");
+    }
+
+    let html = d.join("report.html");
+    let o = run(dgm().arg("report").arg(&runs).arg("--out").arg(&html));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("cvae") && page.contains("data:image/png;base64,"));
+    let md = d.join("report.md");
+    let o = run(dgm().arg("report").arg(&runs).arg("--out").arg(&md));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&md).unwrap().contains("| "));
+
+    // bad input: one line, exit 2, naming the valid options or the fix
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--metric", "fdi"]));
+    assert_bad_input(&o, &["fdi", "fid", "kid", "mmd"]);
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--metric", "fid", "--features"])
+        .arg(d.join("nowhere")));
+    assert_bad_input(&o, &["nowhere", "train-features"]);
+    let o = run(dgm()
+        .args(["eval", "ood", "--run"])
+        .arg(&r)
+        .args(["--ood", "noise,ghosts"]));
+    assert_bad_input(&o, &["ghosts", "omniglot"]);
+    let o = run(dgm()
+        .arg("report")
+        .arg(&runs)
+        .arg("--out")
+        .arg(d.join("r.pdf")));
+    assert_bad_input(&o, &["r.pdf", ".html"]);
+    let o = run(dgm()
+        .arg("report")
+        .arg(d.join("empty-nowhere"))
+        .arg("--out")
+        .arg(&html));
+    assert_bad_input(&o, &["empty-nowhere"]);
+}
+
+/// 2-D data support the MMD test on the points (and only it).
+#[test]
+fn mmd_on_points_and_data_comparisons() {
+    let d = tmp("mmdpoints");
+    let r = d.join("run");
+    let o = train_tiny(&r, "vae", "toy2d:moons", 6, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dgm().args(["eval", "--run"]).arg(&r).args([
+        "--metric",
+        "mmd",
+        "--num-samples",
+        "64",
+        "--permutations",
+        "100",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("points"), "{}", stdout(&o));
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--metric", "fid"]));
+    assert_bad_input(&o, &["fid", "mmd"]);
+    // two splits of the same toy distribution are not told apart; the split vs itself is the floor
+    let o = run(dgm().args([
+        "metrics",
+        "compare",
+        "--data",
+        "toy2d:moons",
+        "--a",
+        "test",
+        "--b",
+        "validation",
+        "--metric",
+        "mmd",
+        "--num-samples",
+        "300",
+        "--permutations",
+        "200",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    let p: f64 = s
+        .split("p = ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no p-value in {s}"));
+    assert!(p > 0.001, "{s}");
+}
+
+/// FID-MNIST: MNIST test vs train is far below MNIST test vs noise (needs DGM_DATA).
+#[test]
+fn fid_mnist_orders_real_and_noise() {
+    let Some(data) = shared_data() else {
+        eprintln!("DGM_DATA not set: skipping FID-MNIST");
+        return;
+    };
+    let d = tmp("fidmnist");
+    let feats = d.join("features");
+    let o = run(dgm()
+        .args([
+            "metrics",
+            "train-features",
+            "--data",
+            "mnist",
+            "--steps",
+            "150",
+            "--quiet",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&feats));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fid = |b: &str| -> f64 {
+        let o = run(dgm()
+            .args([
+                "metrics", "compare", "--data", "mnist", "--a", "test", "--b", b,
+            ])
+            .args(["--metric", "fid", "--num-samples", "1000", "--data-dir"])
+            .arg(&data)
+            .arg("--features")
+            .arg(&feats));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s = stdout(&o);
+        s.lines()
+            .find(|l| l.starts_with("FID-mnist"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no FID in {s}"))
+    };
+    let (real, noise, omniglot) = (fid("train"), fid("noise"), fid("omniglot"));
+    assert!(
+        real >= 0.0 && real * 20.0 < noise,
+        "train {real}, noise {noise}"
+    );
+    assert!(real * 5.0 < omniglot, "train {real}, omniglot {omniglot}");
+    // a feature network of another data set (different image size) is refused with the fix
+    let o = run(dgm()
+        .args([
+            "metrics",
+            "compare",
+            "--data",
+            "shapes",
+            "--num-samples",
+            "50",
+            "--features",
+        ])
+        .arg(&feats));
+    assert_bad_input(&o, &["mnist", "shapes", "train-features"]);
+}

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod nn;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod train;

@@ -6,6 +6,7 @@
 //! time, and drawn from dgm's seeded [`Rng`]).
 
 pub mod mnist;
+pub mod ood;
 pub mod shapes;
 pub mod text;
 pub mod toy2d;

@@ -31,11 +31,23 @@ pub struct NllReport {
     pub preprocessing: String,
 }
 
-/// Evaluates `estimator` of `model` on the first `limit` examples of `data` (all if `None`), preprocessed by
-/// `prep` (use the run's preprocessing `.for_eval()`: a fixed binarisation). Deterministic for a given seed.
-/// `progress(done, total)` is called after each batch.
+/// Per-example negative log-likelihoods (nats) of the first `limit` examples of a data set, with their kind.
+#[derive(Clone, Debug)]
+pub struct PerExampleNll {
+    /// −log p(x) (or its bound / estimate) per example, nats.
+    pub nats: Vec<f64>,
+    /// What kind of number it is.
+    pub kind: LikelihoodKind,
+    /// Mass over discrete values or density over continuous ones.
+    pub space: LikelihoodSpace,
+}
+
+/// Scores each of the first `limit` examples of `data` (all if `None`) by `estimator` of `model`, preprocessed by
+/// `prep` (use the run's preprocessing `.for_eval()`). Deterministic for a given seed: the estimator's randomness
+/// for the batch starting at example `i` is seeded by `seed + i`. `progress(done, total)` is called after each
+/// batch.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_nll(
+pub fn per_example_nll(
     model: &dyn Density,
     data: &Dataset,
     prep: &Preprocessing,
@@ -46,7 +58,7 @@ pub fn evaluate_nll(
     seed: u64,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<NllReport> {
+) -> Result<PerExampleNll> {
     let valid = model.estimators();
     if !valid.iter().any(|e| e == estimator) {
         let opts: Vec<&str> = valid.iter().map(|s| s.as_str()).collect();
@@ -81,16 +93,44 @@ pub fn evaluate_nll(
         start = end;
         progress(end, n);
     }
+    Ok(PerExampleNll {
+        nats: all,
+        kind: kind.unwrap_or(LikelihoodKind::Exact),
+        space,
+    })
+}
+
+/// Evaluates `estimator` of `model` on the first `limit` examples of `data` (all if `None`), preprocessed by
+/// `prep` (use the run's preprocessing `.for_eval()`: a fixed binarisation). Deterministic for a given seed.
+/// `progress(done, total)` is called after each batch.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_nll(
+    model: &dyn Density,
+    data: &Dataset,
+    prep: &Preprocessing,
+    estimator: &str,
+    samples: usize,
+    batch_size: usize,
+    limit: Option<usize>,
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<NllReport> {
+    let per = per_example_nll(
+        model, data, prep, estimator, samples, batch_size, limit, seed, device, progress,
+    )?;
+    let all = &per.nats;
+    let n = all.len();
     let mean = all.iter().sum::<f64>() / n as f64;
     let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
     let dims = data.example_dim();
     Ok(NllReport {
         estimator: estimator.to_string(),
-        kind: kind.unwrap_or(LikelihoodKind::Exact),
-        space,
+        kind: per.kind,
+        space: per.space,
         nll_nats: mean,
         stderr_nats: (var / n as f64).sqrt(),
-        bits_per_dim: bits_per_dim(mean, dims, space, prep),
+        bits_per_dim: bits_per_dim(mean, dims, per.space, prep),
         n,
         dims,
         preprocessing: prep.describe(),

@@ -1,6 +1,13 @@
-//! Measurements of trained models. Today: negative log-likelihood over a data split, with its kind and
-//! bits/dim on the run's preprocessing.
+//! Measurements of trained models: likelihoods (with their kind and bits/dim), sample quality in a learned
+//! feature space (FID, KID, precision / recall, classifier scores), two-sample tests, and anomaly /
+//! out-of-distribution detection.
 
+pub mod features;
 pub mod likelihood;
+pub mod linalg;
+pub mod mmd;
+pub mod ood;
+pub mod quality;
+pub mod suite;
 
-pub use likelihood::{evaluate_nll, NllReport};
+pub use likelihood::{evaluate_nll, per_example_nll, NllReport, PerExampleNll};

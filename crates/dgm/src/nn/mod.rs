@@ -2,7 +2,7 @@
 //! goes through them), and the CPU kernels behind them ([`conv`], [`linear`], [`norm`], [`kernels`]).
 
 pub mod conv;
-mod gemm;
+pub(crate) mod gemm;
 pub mod kernels;
 pub mod layers;
 pub mod linear;

@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use serde_json::{Map, Value};
+
 use crate::checkpoint::write_atomic;
 use crate::train::log::MetricsLog;
 use crate::{Error, Result};
@@ -46,6 +48,20 @@ fn fmt_tick(v: f64) -> String {
 /// Draws `loss` (blue) and `val_loss` (red, where logged) against `step` into `out` (SVG).
 pub fn loss_curve(metrics: &Path, out: &Path, title: &str) -> Result<()> {
     let records = MetricsLog::read(metrics)?;
+    let svg = loss_curve_svg(&records, title).map_err(|_| {
+        Error::invalid(
+            "metrics",
+            format!("{} has no loss values to plot", metrics.display()),
+        )
+    })?;
+    write_atomic(out, svg.as_bytes())
+}
+
+/// The SVG text of the loss curve of `records` (the lines of `metrics.jsonl`, see [`MetricsLog::read`]):
+/// `loss` (blue) and `val_loss` (red, where logged) against `step`. The title is XML-escaped, so the
+/// result can be written to a file or embedded inline in an HTML page. Errors when no record has a finite
+/// `loss`.
+pub fn loss_curve_svg(records: &[Map<String, Value>], title: &str) -> Result<String> {
     let series = |key: &str| -> Vec<(f64, f64)> {
         records
             .iter()
@@ -58,7 +74,7 @@ pub fn loss_curve(metrics: &Path, out: &Path, title: &str) -> Result<()> {
     if train.is_empty() {
         return Err(Error::invalid(
             "metrics",
-            format!("{} has no loss values to plot", metrics.display()),
+            "no record has a finite loss value to plot",
         ));
     }
     let x_max = train.iter().chain(&val).map(|p| p.0).fold(1.0, f64::max);
@@ -174,13 +190,14 @@ pub fn loss_curve(metrics: &Path, out: &Path, title: &str) -> Result<()> {
         );
     }
     s.push_str("</svg>\n");
-    write_atomic(out, s.as_bytes())
+    Ok(s)
 }
 
 fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -196,5 +213,37 @@ mod tests {
             "{t:?}"
         );
         assert_eq!(fmt_tick(0.5), "0.5");
+    }
+
+    #[test]
+    fn svg_string_has_both_curves_and_an_escaped_title() {
+        let rec = |step: f64, loss: f64, val: Option<f64>| {
+            let mut m = Map::new();
+            m.insert("step".into(), step.into());
+            m.insert("loss".into(), loss.into());
+            if let Some(v) = val {
+                m.insert("val_loss".into(), v.into());
+            }
+            m
+        };
+        let records = vec![
+            rec(50.0, 10.0, None),
+            rec(100.0, 8.0, Some(9.0)),
+            rec(150.0, 7.0, None),
+        ];
+        let svg = loss_curve_svg(&records, "a <b> & c").unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("a &lt;b&gt; &amp; c") && !svg.contains("<b>"));
+        // the train polyline has one point per record with a loss
+        let train = svg
+            .lines()
+            .find(|l| l.contains("#1f4fd1") && l.contains("polyline"))
+            .unwrap();
+        assert_eq!(
+            train.split_whitespace().filter(|t| t.contains(',')).count(),
+            3
+        );
+        assert!(loss_curve_svg(&[Map::new()], "t").is_err());
     }
 }

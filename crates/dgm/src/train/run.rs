@@ -68,6 +68,14 @@ impl Weights {
             _ => Err(Error::unknown("weights", s, &["ema", "model"])),
         }
     }
+
+    /// The name `parse` accepts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Weights::Model => "model",
+            Weights::Ema => "ema",
+        }
+    }
 }
 
 impl RunDir {
