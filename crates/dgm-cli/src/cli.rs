@@ -272,6 +272,9 @@ pub struct EvalArgs {
     /// OOD: significance level of the typicality test.
     #[arg(long, default_value_t = 0.01)]
     pub alpha: f64,
+    /// OOD: also write every example's score to this CSV (set, index, nll_nats, bits_per_dim).
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
     /// Importance samples for the IWAE estimate (0 = skip it).
     #[arg(long, default_value_t = 100)]
     pub iwae_k: usize,

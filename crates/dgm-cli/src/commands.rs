@@ -391,6 +391,16 @@ fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
     let path = a.run.run.join("eval-ood.json");
     dgm::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&r)?.as_bytes())?;
     eprintln!("wrote {}", path.display());
+    if let Some(csv) = &a.scores {
+        let mut text = String::from("set,index,nll_nats,bits_per_dim\n");
+        for s in &r.scores {
+            for (i, (n, b)) in s.nll_nats.iter().zip(&s.bits_per_dim).enumerate() {
+                text.push_str(&format!("{},{i},{n},{b}\n", s.name));
+            }
+        }
+        dgm::checkpoint::write_atomic(csv, text.as_bytes())?;
+        eprintln!("wrote {}", csv.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

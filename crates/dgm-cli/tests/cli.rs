@@ -688,7 +688,8 @@ fn evaluation_suite_on_shapes() {
         .args(["eval", "ood", "--run"])
         .arg(&r)
         .args(["--ood", "noise,constant,invert", "--limit", "64"])
-        .args(["--typicality-batch", "8"]));
+        .args(["--typicality-batch", "8", "--scores"])
+        .arg(d.join("scores.csv")));
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
     assert!(
@@ -703,6 +704,14 @@ fn evaluation_suite_on_shapes() {
         let a = set["auroc"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&a), "{set}");
     }
+    // per-example scores: the 64 test examples, then 64 of each OOD set
+    let csv = std::fs::read_to_string(d.join("scores.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 64);
+    assert!(
+        csv.starts_with("set,index,nll_nats,bits_per_dim\ntest,0,"),
+        "{csv}"
+    );
+    assert!(csv.contains("\ninvert,63,"));
 
     let html = d.join("report.html");
     let o = run(dgm().arg("report").arg(&runs).arg("--out").arg(&html));

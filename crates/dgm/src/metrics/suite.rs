@@ -757,6 +757,21 @@ pub struct OodReport {
     pub typicality: TypicalityInfo,
     /// One entry per OOD set.
     pub sets: Vec<OodSetReport>,
+    /// The per-example scores behind the numbers: the in-distribution test set first, then each OOD set
+    /// (not written to `eval-ood.json`; `dgm eval ood --scores FILE` writes them as CSV).
+    #[serde(skip)]
+    pub scores: Vec<SetScores>,
+}
+
+/// Per-example anomaly scores of one set.
+#[derive(Clone, Debug, Default)]
+pub struct SetScores {
+    /// Set name (`test` for the in-distribution test split).
+    pub name: String,
+    /// −log p(x) (or the bound / estimate) per example, nats.
+    pub nll_nats: Vec<f64>,
+    /// The same per example in bits/dim.
+    pub bits_per_dim: Vec<f64>,
 }
 
 /// Scores in-distribution test data and OOD sets by the run's negative log-likelihood and reports AUROC / AUPR
@@ -782,7 +797,7 @@ pub fn evaluate_ood(
         };
     if opts.n < opts.typicality_batch.max(2) {
         return Err(Error::invalid(
-            "-n",
+            "--limit",
             format!(
                 "{} examples are fewer than one typicality batch of {}",
                 opts.n, opts.typicality_batch
@@ -859,11 +874,31 @@ pub fn evaluate_ood(
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let in_mean = mean(&test_nll.nats);
+    let per_example = |name: &str, nats: &[f64]| SetScores {
+        name: name.to_string(),
+        nll_nats: nats.to_vec(),
+        bits_per_dim: nats
+            .iter()
+            .map(|&v| bits_per_dim(v, dims, space, &prep))
+            .collect(),
+    };
+    let mut scores = vec![per_example("test", &test_nll.nats)];
     let mut sets = Vec::new();
     for name in &names {
         let ds = ood::load_ood(name, &test, data_dir, opts.n, opts.seed)?;
         let nll = score(&ds, name, progress)?;
         let stats = batch_statistics(&typical, &nll.nats);
+        if stats.is_empty() {
+            return Err(Error::invalid(
+                "--typicality-batch",
+                format!(
+                    "OOD set {name} has {} examples, fewer than one batch of {}",
+                    nll.nats.len(),
+                    typical.batch_size
+                ),
+            ));
+        }
+        scores.push(per_example(name, &nll.nats));
         let m = mean(&nll.nats);
         sets.push(OodSetReport {
             name: name.clone(),
@@ -898,5 +933,6 @@ pub fn evaluate_ood(
             entropy: typical.entropy,
         },
         sets,
+        scores,
     })
 }
