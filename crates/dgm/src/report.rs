@@ -483,7 +483,10 @@ fn read_likelihoods(dir: &Path, r: &mut RunSummary) {
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .filter_map(|f| {
             let split = f.strip_prefix("eval-")?.strip_suffix(".json")?.to_string();
-            (!split.is_empty() && split != "quality" && split != "ood").then_some((split, f))
+            // Only the splits `dgm eval` writes; other eval-*.json files (copies, OOD variants) are not NLLs.
+            ["train", "validation", "test"]
+                .contains(&split.as_str())
+                .then_some((split, f))
         })
         .collect();
     let order = |s: &str| match s {
