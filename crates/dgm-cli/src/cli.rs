@@ -118,6 +118,9 @@ pub struct TrainFeaturesArgs {
     /// Optimiser steps instead of whole epochs.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<u64>,
+    /// Replace an existing feature network at --out (metrics computed with the old one stop being comparable).
+    #[arg(long)]
+    pub force: bool,
     /// Generated data sets (shapes): training / test examples to generate.
     #[arg(long, value_names = ["TRAIN", "TEST"], num_args = 2)]
     pub generated: Option<Vec<usize>>,

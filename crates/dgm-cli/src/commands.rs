@@ -410,6 +410,15 @@ fn train_features_cmd(a: TrainFeaturesArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| features::default_dir(&a.data));
+    if out.join(features::INFO_FILE).exists() && !a.force {
+        bail!(dgm::Error::invalid(
+            "--out",
+            format!(
+                "{} already holds a feature network; FID/KID computed with it would stop being comparable (pass --force to replace it)",
+                out.display()
+            )
+        ));
+    }
     let net_cfg = FeatureNetConfig::default();
     let mut train_cfg = FeatureTrainConfig {
         seed: a.seed,

@@ -631,6 +631,18 @@ fn evaluation_suite_on_shapes() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("test accuracy"), "{}", stdout(&o));
     assert!(feats.join("features.json").is_file());
+    let o = run(dgm()
+        .args([
+            "metrics",
+            "train-features",
+            "--data",
+            "shapes",
+            "--steps",
+            "1",
+            "--out",
+        ])
+        .arg(&feats));
+    assert_bad_input(&o, &["already holds", "--force"]);
 
     let runs = d.join("runs");
     let r = runs.join("cvae");

@@ -24,6 +24,7 @@ use crate::metrics::quality::{
     Kid, PrecisionRecall,
 };
 use crate::model::{bits_per_dim, Condition, Model, SampleOptions};
+use crate::rng::Rng;
 use crate::train::run::{load_data, LoadedRun};
 use crate::{Error, Result};
 
@@ -231,7 +232,8 @@ pub struct QualityReport {
     pub inception_score: Option<InceptionScore>,
 }
 
-/// Draws `n` samples from `model` in batches (sample `i` of batch `b` is seeded by `seed + b`), with class
+/// Draws `n` samples from `model` in batches (the batch starting at sample `i` is seeded from
+/// `Rng::stream(seed, i)`: the same seed and batch size give the same samples), with class
 /// labels `0, 1, …, k−1, 0, …` for a class-conditional model. Returns the samples and the classes asked for.
 fn draw_samples(
     model: &dyn Model,
@@ -245,7 +247,7 @@ fn draw_samples(
     let mut start = 0;
     while start < n {
         let m = bs.min(n - start);
-        let mut so = SampleOptions::seeded(opts.seed.wrapping_add(start as u64));
+        let mut so = SampleOptions::seeded(Rng::stream(opts.seed, start as u64).next_u64());
         so.mean = opts.mean;
         so.temperature = opts.temperature;
         if let (Some(k), Some(w)) = (classes, wanted.as_mut()) {
@@ -935,4 +937,75 @@ pub fn evaluate_ood(
         sets,
         scores,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Storage;
+    use crate::model::{LikelihoodKind, LikelihoodSpace};
+
+    #[test]
+    fn metric_lists_parse_with_clear_errors() -> Result<()> {
+        let s = MetricSelection::parse("fid, kid,fid,mmd")?;
+        assert!(!s.nll);
+        assert_eq!(
+            s.quality,
+            vec![QualityMetric::Fid, QualityMetric::Kid, QualityMetric::Mmd]
+        );
+        let all = MetricSelection::parse("all")?;
+        assert!(all.nll);
+        assert_eq!(all.quality.len(), 5);
+        let e = MetricSelection::parse("nll,fdi").unwrap_err().to_string();
+        assert!(
+            e.contains("fdi") && e.contains("kid") && e.contains("all"),
+            "{e}"
+        );
+        assert!(MetricSelection::parse(" , ").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn spread_rows_keeps_whole_rows_evenly() {
+        let x: Vec<f32> = (0..20).map(|v| v as f32).collect(); // 10 rows of 2
+        assert_eq!(
+            spread_rows(&x, 2, 5),
+            vec![0., 1., 4., 5., 8., 9., 12., 13., 16., 17.]
+        );
+        assert_eq!(spread_rows(&x, 2, 50), x);
+    }
+
+    /// −log p(x) = −log ½ (p(x|0) + p(x|1)): with NLLs 1 and 3 nats, −log ½ (e⁻¹ + e⁻³) = 1.566 … by hand.
+    #[test]
+    fn marginal_nll_averages_the_class_likelihoods() -> Result<()> {
+        let ds = Dataset {
+            name: "t".into(),
+            example_shape: vec![1],
+            storage: Storage::F32(vec![0.0, 0.0, 0.0]),
+            labels: None,
+            num_classes: None,
+            class_names: None,
+            captions: None,
+        };
+        let nll = |d: &Dataset| -> Result<PerExampleNll> {
+            let y = d.labels.as_ref().map_or(9, |l| l[0]);
+            assert_eq!(d.len(), 2, "only the first n examples are scored");
+            Ok(PerExampleNll {
+                nats: vec![if y == 0 { 1.0 } else { 3.0 }, 5.0],
+                kind: LikelihoodKind::LowerBound("ELBO".into()),
+                space: LikelihoodSpace::Discrete,
+            })
+        };
+        let r = marginal_nll(&ds, 2, 2, &nll)?;
+        let want0 = -(0.5 * ((-1.0f64).exp() + (-3.0f64).exp())).ln();
+        assert!(
+            (r.nats[0] - want0).abs() < 1e-12,
+            "{} vs {want0}",
+            r.nats[0]
+        );
+        assert!((want0 - 1.566).abs() < 1e-3);
+        assert!((r.nats[1] - 5.0).abs() < 1e-12); // equal per-class NLLs: the marginal is the same
+        assert_eq!(r.kind, LikelihoodKind::LowerBound("ELBO".into()));
+        Ok(())
+    }
 }
