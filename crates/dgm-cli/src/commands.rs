@@ -159,10 +159,20 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         Some("ood") => return ood_cmd(a),
         Some(other) => bail!(dgm::Error::unknown("eval mode", other, &["ood"])),
     }
-    let sel = MetricSelection::parse(&a.metric)?;
+    let mut sel = MetricSelection::parse(&a.metric)?;
     let split = Split::parse(&a.split)?;
     let run = load(&a.run)?;
     let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
+    // `all` means every metric that applies to this run.
+    if a.metric.split(',').any(|m| m.trim() == "all") {
+        sel.nll &= run.model.as_density().is_some();
+        if matches!(
+            data::DataSpec::parse(&run.config.data.name)?,
+            data::DataSpec::Toy2d(_)
+        ) {
+            sel.quality.retain(|m| !m.needs_images());
+        }
+    }
     if sel.nll {
         if run.model.as_density().is_none() {
             bail!(dgm::Error::Unsupported(format!(

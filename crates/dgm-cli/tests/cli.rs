@@ -788,6 +788,25 @@ fn mmd_on_points_and_data_comparisons() {
         .arg(&r)
         .args(["--metric", "fid"]));
     assert_bad_input(&o, &["fid", "mmd"]);
+    // `all` is every metric that applies: NLL and the MMD test for points
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args([
+            "--metric",
+            "all",
+            "--num-samples",
+            "64",
+            "--permutations",
+            "50",
+        ])
+        .args(["--iwae-k", "2", "--limit", "16"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("ELBO") && s.contains("MMD²") && !s.contains("FID"),
+        "{s}"
+    );
     // two splits of the same toy distribution are not told apart; the split vs itself is the floor
     let o = run(dgm().args([
         "metrics",
