@@ -100,7 +100,7 @@ pub struct NllEntry {
 pub struct QualitySummary {
     /// Training step of the evaluated weights.
     pub step: Option<u64>,
-    /// `ema` or `raw`.
+    /// `ema` or `model`.
     pub weights: Option<String>,
     /// Number of generated samples.
     pub num_samples: Option<u64>,
