@@ -19,6 +19,7 @@ pub mod nn;
 pub mod report;
 pub mod rng;
 pub mod runtime;
+pub mod schedulers;
 pub mod train;
 
 pub use error::{Error, Result};
