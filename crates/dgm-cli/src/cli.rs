@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// The models and data sets, for every subcommand's help.
 macro_rules! models_and_data {
     () => {
-        "Models: vae, iwae, cvae\n\
+        "Models: vae, iwae, cvae, ddpm\n\
 Data sets: mnist, shapes, toy2d:<moons|8gaussians|checkerboard|swissroll|pinwheel|2spirals>, text:<name or path>\n\
 Data directory: --data-dir, else $DGM_DATA, else ./data"
     };
@@ -236,6 +236,12 @@ pub struct SampleArgs {
     /// Draw from the observation model instead of showing its mean.
     #[arg(long)]
     pub draw: bool,
+    /// Diffusion models: the sampler (ddpm, ddim, euler, heun, dpm++2m, langevin, pc).
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// Diffusion models: number of sampler steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
 }
 
 /// `dgm eval`

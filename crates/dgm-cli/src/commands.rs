@@ -144,6 +144,8 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     let mut opts = SampleOptions::seeded(a.seed);
     opts.temperature = a.temperature;
     opts.mean = !a.draw;
+    opts.sampler = a.sampler.clone();
+    opts.steps = a.steps;
     if let Some(k) = a.class {
         opts.condition = Condition::Class(vec![k]);
     }

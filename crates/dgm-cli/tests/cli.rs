@@ -387,6 +387,12 @@ fn conditional_vae_samples_a_class() {
         .args(["-n", "4", "--class", "99", "--out"])
         .arg(&png));
     assert_bad_input(&o, &["99"]);
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--class", "1", "--sampler", "ddim", "--out"])
+        .arg(&png));
+    assert_bad_input(&o, &["cvae", "diffusion"]);
 }
 
 /// Resuming an interrupted run gives the same bits as an uninterrupted one, and so does another thread count.
@@ -895,4 +901,53 @@ fn fid_mnist_orders_real_and_noise() {
         ])
         .arg(&feats));
     assert_bad_input(&o, &["mnist", "shapes", "train-features"]);
+}
+
+/// DDPM end to end on a 2-D toy: train, sample with every sampler, and its bad inputs.
+#[test]
+fn ddpm_trains_and_samples_with_every_sampler() {
+    let d = tmp("ddpm");
+    let r = d.join("run");
+    let o = run(dgm()
+        .args(["train", "ddpm", "--data", "toy2d:8gaussians", "--out"])
+        .arg(&r)
+        .args(["--steps", "20", "--seed", "3", "--quiet"])
+        .args(["--set", "model.net.mlp_width=32", "--set", "data.sizes.train=512"])
+        .args(["--set", "train.eval_batches=1", "--set", "train.batch_size=64"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for s in ["ddpm", "ddim", "euler", "heun", "dpm++2m", "langevin", "pc"] {
+        for steps in ["1", "3"] {
+            let o = run(dgm()
+                .args(["sample", "--run"])
+                .arg(&r)
+                .args(["-n", "16", "--sampler", s, "--steps", steps, "--out"])
+                .arg(d.join(format!("{s}.png"))));
+            assert!(o.status.success(), "{s} {steps}: {}", stderr(&o));
+        }
+    }
+    let png = d.join("x.png");
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["--sampler", "eulr", "--out"])
+        .arg(&png));
+    assert_bad_input(&o, &["eulr", "heun", "dpm++2m"]);
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["--steps", "0", "--out"])
+        .arg(&png));
+    assert_bad_input(&o, &["steps"]);
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["--class", "1", "--out"])
+        .arg(&png));
+    assert_bad_input(&o, &["unconditional"]);
+    // image size not divisible by the UNet's down-sampling
+    let o = run(dgm()
+        .args(["train", "ddpm", "--data", "shapes", "--out"])
+        .arg(d.join("img"))
+        .args(["--steps", "1", "--set", "model.net.unet.channel_mult=[1,1,1,1,1,1,1]"]));
+    assert_bad_input(&o, &["32", "divisible"]);
 }

@@ -3,6 +3,7 @@
 //! A model's config is a typed serde struct in its own file; the registry moves it through TOML so that
 //! `config.toml`, `--config FILE` and `--set model.key=value` all work the same way for every family.
 
+pub mod diffusion;
 pub mod vae;
 
 use candle_nn::VarBuilder;
@@ -14,7 +15,7 @@ use crate::model::Model;
 use crate::{Error, Result};
 
 /// The model names the registry knows, for `--help` and error messages.
-pub const MODEL_NAMES: &[&str] = &["vae", "iwae", "cvae"];
+pub const MODEL_NAMES: &[&str] = &["vae", "iwae", "cvae", "ddpm"];
 
 /// What a model needs to know about its data to be built.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +58,23 @@ pub fn default_config(name: &str) -> Result<toml::Table> {
     check_name(name)?;
     match name {
         "vae" | "iwae" | "cvae" => to_table(&vae::preset(name)?),
+        "ddpm" => to_table(&diffusion::DdpmConfig::default()),
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
+    }
+}
+
+/// The preprocessing model `name` trains on by default for data set `spec`: diffusion models see 8-bit images
+/// scaled to [−1, 1] (Ho et al. 2020, section 3.3; no dequantization, so the discretized decoder at t = 0 gives
+/// a likelihood of the 256 levels); every other model takes the data set's default.
+pub fn default_preprocessing(name: &str, spec: &crate::data::DataSpec) -> Preprocessing {
+    match (name, spec.default_preprocessing()) {
+        ("ddpm", Preprocessing::Binarize { .. } | Preprocessing::Scale { .. }) => {
+            Preprocessing::Scale {
+                range: crate::data::Range::MinusOneOne,
+                dequantize: false,
+            }
+        }
+        (_, p) => p,
     }
 }
 
@@ -72,6 +89,12 @@ pub fn prepare(name: &str, cfg: &mut toml::Table, data: &DataInfo) -> Result<()>
             *cfg = to_table(&c)?;
             Ok(())
         }
+        "ddpm" => {
+            let mut c: diffusion::DdpmConfig = from_table(cfg)?;
+            diffusion::ddpm::prepare(&mut c, data)?;
+            *cfg = to_table(&c)?;
+            Ok(())
+        }
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }
 }
@@ -83,6 +106,10 @@ pub fn build(name: &str, cfg: &toml::Table, vb: VarBuilder) -> Result<Box<dyn Mo
         "vae" | "iwae" | "cvae" => {
             let c: vae::VaeConfig = from_table(cfg)?;
             Ok(Box::new(vae::Vae::new(name, c, vb)?))
+        }
+        "ddpm" => {
+            let c: diffusion::DdpmConfig = from_table(cfg)?;
+            Ok(Box::new(diffusion::Ddpm::new(c, vb)?))
         }
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }

@@ -187,8 +187,12 @@ impl GroupNorm {
 
 /// Nearest-neighbour 2× upsampling: `(b, c, h, w)` → `(b, c, 2h, 2w)`.
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    Ok(x.upsample_nearest2d(2 * h, 2 * w)?)
+    // A broadcast rather than candle's upsample_nearest2d, whose backward runs a grouped conv per channel:
+    // the backward of a broadcast is a plain sum over the 2×2 copies.
+    let (b, c, h, w) = x.dims4()?;
+    Ok(x.reshape((b, c, h, 1, w, 1))? // (b, c, h, 1, w, 1)
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))?) // (b, c, 2h, 2w)
 }
 
 /// An embedding table (n, dim), e.g. for class labels.
@@ -221,7 +225,40 @@ impl Embedding {
 mod tests {
     use super::*;
     use crate::nn::Params;
-    use candle_core::Device;
+    use candle_core::{Device, Var};
+
+    /// Same values as nearest-neighbour up-sampling; the gradient of each input pixel is the sum of its 2×2
+    /// copies' gradients.
+    #[test]
+    fn upsample2x_copies_pixels_and_sums_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(
+            (0..24).map(|v| v as f32).collect::<Vec<f32>>(),
+            (1, 2, 3, 4),
+            &dev,
+        )?;
+        let y = upsample2x(&x)?;
+        assert_eq!(y.dims(), &[1, 2, 6, 8]);
+        let want = x.upsample_nearest2d(6, 8)?;
+        assert_eq!(
+            y.flatten_all()?.to_vec1::<f32>()?,
+            want.flatten_all()?.to_vec1::<f32>()?
+        );
+        // weights r = position index: dL/dx = Σ over the 2×2 block of r
+        let r = Tensor::arange(0f32, 96f32, &dev)?.reshape((1, 2, 6, 8))?;
+        let g = (y * &r)?.sum_all()?.backward()?;
+        let gx = g.get(&x).map(|t| t.flatten_all()).transpose()?;
+        let gx = gx
+            .map(|t| t.to_vec1::<f32>())
+            .transpose()?
+            .unwrap_or_default();
+        let (c, i, j) = (1usize, 2usize, 3usize);
+        let r = |a: usize, b: usize| (c * 48 + a * 8 + b) as f32;
+        let want =
+            r(2 * i, 2 * j) + r(2 * i, 2 * j + 1) + r(2 * i + 1, 2 * j) + r(2 * i + 1, 2 * j + 1);
+        assert_eq!(gx[c * 12 + i * 4 + j], want);
+        Ok(())
+    }
 
     #[test]
     fn linear_is_x_w_plus_b_for_any_leading_shape() -> Result<()> {

@@ -1,6 +1,7 @@
 //! Shared building blocks: the parameter store and dgm's layer types (see [`layers`] for why every model
 //! goes through them), and the CPU kernels behind them ([`conv`], [`linear`], [`norm`], [`kernels`]).
 
+pub mod attention;
 pub mod conv;
 pub(crate) mod gemm;
 pub mod kernels;
@@ -8,12 +9,15 @@ pub mod layers;
 pub mod linear;
 pub mod norm;
 pub mod params;
+pub mod unet;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use attention::SelfAttention2d;
 pub use layers::{upsample2x, Conv2d, ConvTranspose2d, Embedding, GroupNorm, Linear};
 pub use linear::Activation;
 pub use params::Params;
+pub use unet::{UNet, UNetConfig};
 
 static STOCK_OPS: AtomicBool = AtomicBool::new(false);
 

@@ -106,3 +106,149 @@ pub trait Sampler {
 
 /// Names [`build`] accepts.
 pub const SAMPLERS: &[&str] = &["ddpm", "ddim", "euler", "heun", "dpm++2m", "langevin", "pc"];
+
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
+pub mod euler;
+pub mod heun;
+pub mod langevin;
+pub mod pc;
+pub mod schedules;
+
+#[cfg(test)]
+mod tests;
+
+pub use ddim::{ddim_invert, Ddim, DdimInversion};
+pub use ddpm::{posterior, Ddpm, Posterior};
+pub use dpm_solver::DpmSolver2M;
+pub use euler::Euler;
+pub use heun::Heun;
+pub use langevin::AnnealedLangevin;
+pub use pc::PredictorCorrector;
+pub use schedules::{KarrasSchedule, VeSchedule, VpSchedule, VP_SCHEDULES};
+
+use crate::Error;
+
+/// Builds the sampler `name` (one of [`SAMPLERS`]) over `schedule.sampling_levels(steps)`.
+///
+/// Errors: an unknown name (listing [`SAMPLERS`]), `steps` = 0 or more than the schedule has, and options
+/// outside their range (`eta` ∉ [0, 1]; `langevin_steps` = 0 for `langevin`; `langevin_eps` ≤ 0 for
+/// `langevin`; `snr` ≤ 0 for `pc` with corrector steps).
+pub fn build(
+    name: &str,
+    schedule: &dyn NoiseSchedule,
+    steps: usize,
+    opts: &SamplerOptions,
+) -> Result<Box<dyn Sampler>> {
+    if !SAMPLERS.contains(&name) {
+        return Err(Error::unknown("sampler", name, SAMPLERS));
+    }
+    if steps == 0 {
+        return Err(Error::invalid(
+            "--steps",
+            format!("the number of sampling steps must be at least 1, got 0 (sampler '{name}')"),
+        ));
+    }
+    let levels = schedule.sampling_levels(steps)?;
+    Ok(match name {
+        "ddpm" => Box::new(Ddpm::new(levels)?),
+        "ddim" => Box::new(Ddim::new(levels, opts.eta)?),
+        "euler" => Box::new(Euler::new(levels)?),
+        "heun" => Box::new(Heun::new(levels)?),
+        "dpm++2m" => Box::new(DpmSolver2M::new(levels)?),
+        "langevin" => Box::new(AnnealedLangevin::new(
+            levels,
+            opts.langevin_steps,
+            opts.langevin_eps,
+            opts.final_denoise,
+        )?),
+        "pc" => Box::new(PredictorCorrector::new(
+            levels,
+            opts.langevin_steps,
+            opts.snr,
+        )?),
+        other => return Err(Error::unknown("sampler", other, SAMPLERS)),
+    })
+}
+
+/// Checks a level sequence as the samplers need it: at least one noisy level followed by [`Level::CLEAN`]
+/// last, every value finite, α > 0, σ > 0 before the end, and the noise-to-signal ratio σ/α strictly
+/// decreasing (noisiest first).
+pub fn check_levels(levels: &[Level]) -> Result<()> {
+    let bad = |msg: String| Err(Error::invalid("sampling levels", msg));
+    let n = levels.len();
+    if n < 2 {
+        return bad(format!(
+            "need at least one noisy level followed by the clean level, got {n} level(s)"
+        ));
+    }
+    let last = levels[n - 1];
+    if last.sigma != 0.0 || last.alpha != 1.0 {
+        return bad(format!(
+            "the last level must be clean (alpha = 1, sigma = 0), got alpha = {}, sigma = {}",
+            last.alpha, last.sigma
+        ));
+    }
+    for (i, l) in levels[..n - 1].iter().enumerate() {
+        if !(l.alpha.is_finite() && l.sigma.is_finite() && l.t.is_finite())
+            || l.alpha <= 0.0
+            || l.sigma <= 0.0
+        {
+            return bad(format!(
+                "level {i} must have finite alpha > 0 and sigma > 0, got alpha = {}, sigma = {}, t = {}",
+                l.alpha, l.sigma, l.t
+            ));
+        }
+        let next = levels[i + 1];
+        if next.sigma / next.alpha >= l.sigma / l.alpha {
+            return bad(format!(
+                "noise-to-signal ratio sigma/alpha must decrease from level {i} ({}) to level {} ({})",
+                l.sigma / l.alpha,
+                i + 1,
+                next.sigma / next.alpha
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `Σ c_k · x_k` for tensors of one shape, the coefficients computed on the host in f64. Terms with a zero
+/// coefficient are skipped (so a tensor that does not contribute, e.g. `x` at the clean end, cannot bring in
+/// a NaN).
+pub(crate) fn combine(terms: &[(f64, &Tensor)]) -> Result<Tensor> {
+    let mut acc: Option<Tensor> = None;
+    for &(c, x) in terms {
+        if c == 0.0 {
+            continue;
+        }
+        let term = x.affine(c, 0.0)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    match (acc, terms.first()) {
+        (Some(a), _) => Ok(a),
+        (None, Some(&(_, x))) => Ok(x.zeros_like()?),
+        (None, None) => Err(Error::invalid("combine", "no terms")),
+    }
+}
+
+/// Standard normal noise with the shape, dtype and device of `x`, drawn from `rng`.
+pub(crate) fn noise_like(x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    Ok(rng.randn(x.shape(), x.device())?.to_dtype(x.dtype())?)
+}
+
+/// Pure noise at `level`: `alpha·0 + sigma·z`, z ~ N(0, I) from `rng` (f32).
+pub(crate) fn noise_at(level: &Level, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    Ok(rng.randn(shape.clone(), device)?.affine(level.sigma, 0.0)?)
+}
+
+/// The error for `step(i, ..)` with `i` out of range.
+pub(crate) fn step_out_of_range(sampler: &str, i: usize, n: usize) -> Error {
+    Error::invalid(
+        format!("{sampler} step"),
+        format!("evaluation index {i} is out of range: the sampler makes {n} evaluation(s)"),
+    )
+}

@@ -173,7 +173,7 @@ impl RunConfig {
             },
             data: DataConfig {
                 name: spec.name(),
-                preprocessing: spec.default_preprocessing(),
+                preprocessing: models::default_preprocessing(model, &spec),
                 sizes: Default::default(),
             },
             train,

@@ -381,6 +381,15 @@ impl Model for Vae {
             let msg = format!("{}: must be a finite number ≥ 0", opts.temperature);
             return Err(Error::invalid("temperature", msg));
         }
+        if opts.sampler.is_some() || opts.steps.is_some() {
+            return Err(Error::invalid(
+                "sampler",
+                format!(
+                    "model '{}' draws samples in one decoder pass; --sampler and --steps apply to diffusion models (ddpm)",
+                    self.name
+                ),
+            ));
+        }
         let y = self.condition(&opts.condition, n)?;
         let mut rng = Rng::new(opts.seed);
         let z = (rng.randn((n, self.cfg.latent_dim), &self.device)? * opts.temperature)?; // (n, L)

@@ -1,0 +1,236 @@
+//! The denoising network shared by the diffusion family: dgm's UNet ([`crate::nn::unet`]) for images, and a
+//! small time-conditioned MLP for vector data (the 2-D toy distributions). Both take the data, a real-valued time
+//! input per example (the schedule's `t`: a step index, a level index or c_noise(σ)) and optional class labels,
+//! and return a tensor shaped like the data.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::models::DataInfo;
+use crate::nn::unet::{timestep_embedding, UNet, UNetConfig};
+use crate::nn::{Activation, Embedding, Linear};
+use crate::{Error, Result};
+
+/// Network architectures.
+pub const ARCHS: &[&str] = &["auto", "unet", "mlp"];
+
+/// The network's config (`[model.net]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// `auto` (UNet for images, MLP for vectors), `unet` or `mlp`; `prepare` resolves `auto`.
+    pub arch: String,
+    /// Shape of one example; filled by `prepare` from the data.
+    pub input_shape: Vec<usize>,
+    /// Condition on class labels.
+    pub conditional: bool,
+    /// Number of classes of a conditional model (0 when unconditional); filled by `prepare`.
+    pub num_classes: usize,
+    /// The UNet (images); `in_channels`, `image_size` and `num_classes` are filled by `prepare`.
+    pub unet: UNetConfig,
+    /// MLP (vectors): hidden width.
+    pub mlp_width: usize,
+    /// MLP: number of hidden layers.
+    pub mlp_depth: usize,
+    /// MLP: size of the sinusoidal time embedding.
+    pub mlp_time_dim: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            arch: "auto".into(),
+            input_shape: vec![],
+            conditional: false,
+            num_classes: 0,
+            unet: UNetConfig::default(),
+            mlp_width: 256,
+            mlp_depth: 3,
+            mlp_time_dim: 64,
+        }
+    }
+}
+
+impl NetConfig {
+    /// A small config for tests.
+    pub fn tiny() -> Self {
+        Self {
+            unet: UNetConfig::tiny(),
+            mlp_width: 64,
+            mlp_depth: 2,
+            mlp_time_dim: 16,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the values a user can set.
+    pub fn validate(&self) -> Result<()> {
+        if !ARCHS.contains(&self.arch.as_str()) {
+            return Err(Error::unknown("model.net.arch", &self.arch, ARCHS));
+        }
+        if self.arch == "unet" {
+            self.unet.validate()?;
+        }
+        if self.arch == "mlp"
+            && (self.mlp_width == 0 || self.mlp_depth == 0 || self.mlp_time_dim < 2)
+        {
+            return Err(Error::invalid(
+                "model.net",
+                "mlp_width and mlp_depth must be ≥ 1 and mlp_time_dim ≥ 2",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fills the data-dependent fields and resolves `auto`.
+    pub fn prepare(&mut self, data: &DataInfo) -> Result<()> {
+        self.input_shape = data.example_shape.clone();
+        self.num_classes = match (self.conditional, data.num_classes) {
+            (false, _) => 0,
+            (true, Some(n)) if n > 0 => n,
+            (true, _) => {
+                return Err(Error::invalid(
+                    "model.net.conditional",
+                    "a conditional model needs class labels, and this data set has none",
+                ))
+            }
+        };
+        let image = self.input_shape.len() == 3;
+        if self.arch == "auto" {
+            self.arch = if image { "unet" } else { "mlp" }.into();
+        }
+        match (self.arch.as_str(), image) {
+            ("unet", true) => {
+                let (c, h, w) = (
+                    self.input_shape[0],
+                    self.input_shape[1],
+                    self.input_shape[2],
+                );
+                if h != w {
+                    return Err(Error::invalid(
+                        "data",
+                        format!("the UNet needs square images, got {h}×{w}"),
+                    ));
+                }
+                self.unet.in_channels = c;
+                self.unet.out_channels = None;
+                self.unet.image_size = h;
+                self.unet.num_classes = (self.num_classes > 0).then_some(self.num_classes);
+            }
+            ("unet", false) => {
+                return Err(Error::invalid(
+                    "model.net.arch",
+                    format!(
+                        "unet needs images, the data are vectors of shape {:?}; use mlp",
+                        self.input_shape
+                    ),
+                ))
+            }
+            ("mlp", _) => {}
+            (other, _) => return Err(Error::unknown("model.net.arch", other, ARCHS)),
+        }
+        self.validate()
+    }
+}
+
+/// A time-conditioned MLP for vector data: [x, emb(t), emb(y)] → (Linear → SiLU) × depth → Linear.
+struct TimeMlp {
+    layers: Vec<Linear>,
+    out: Linear,
+    class_emb: Option<Embedding>,
+    time_dim: usize,
+}
+
+impl TimeMlp {
+    fn new(cfg: &NetConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.input_shape.iter().product::<usize>();
+        let class_emb = if cfg.num_classes > 0 {
+            Some(Embedding::new(
+                cfg.num_classes,
+                cfg.mlp_time_dim,
+                vb.pp("class_emb"),
+            )?)
+        } else {
+            None
+        };
+        let extra = if class_emb.is_some() {
+            cfg.mlp_time_dim
+        } else {
+            0
+        };
+        let mut layers = Vec::new();
+        let mut w = d + cfg.mlp_time_dim + extra;
+        for i in 0..cfg.mlp_depth {
+            layers.push(Linear::new(w, cfg.mlp_width, vb.pp(format!("fc{i}")))?);
+            w = cfg.mlp_width;
+        }
+        let out = Linear::new(w, d, vb.pp("out"))?;
+        Ok(Self {
+            layers,
+            out,
+            class_emb,
+            time_dim: cfg.mlp_time_dim,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, t: &Tensor, class: Option<&Tensor>) -> Result<Tensor> {
+        let temb = timestep_embedding(t, self.time_dim)?; // (b, E)
+        let mut parts = vec![x.clone(), temb];
+        match (&self.class_emb, class) {
+            (Some(e), Some(y)) => parts.push(e.forward(y)?),
+            (Some(_), None) => {
+                return Err(Error::invalid("class", "this network needs class labels"))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid("class", "this network is unconditional"))
+            }
+            (None, None) => {}
+        }
+        let mut h = Tensor::cat(&parts, 1)?; // (b, d + E [+ E])
+        for l in &self.layers {
+            h = l.forward_act(&h, Activation::Silu)?;
+        }
+        self.out.forward(&h) // (b, d)
+    }
+}
+
+/// The denoising network of a diffusion model.
+pub struct DenoiserNet {
+    unet: Option<UNet>,
+    mlp: Option<TimeMlp>,
+}
+
+impl DenoiserNet {
+    /// Builds the network of a prepared config.
+    pub fn new(cfg: &NetConfig, vb: VarBuilder) -> Result<Self> {
+        match cfg.arch.as_str() {
+            "unet" => Ok(Self {
+                unet: Some(UNet::new(&cfg.unet, vb.pp("unet"))?),
+                mlp: None,
+            }),
+            "mlp" => Ok(Self {
+                unet: None,
+                mlp: Some(TimeMlp::new(cfg, vb.pp("mlp"))?),
+            }),
+            other => Err(Error::invalid(
+                "model.net.arch",
+                format!("'{other}' is not resolved: the config must be prepared (unet or mlp)"),
+            )),
+        }
+    }
+
+    /// True for the image network.
+    pub fn is_image(&self) -> bool {
+        self.unet.is_some()
+    }
+
+    /// f(x, t, y), shaped like `x`.
+    pub fn forward(&self, x: &Tensor, t: &Tensor, class: Option<&Tensor>) -> Result<Tensor> {
+        match (&self.unet, &self.mlp) {
+            (Some(u), _) => u.forward(x, t, class),
+            (None, Some(m)) => m.forward(x, t, class),
+            (None, None) => Err(Error::invalid("model.net", "no network built")),
+        }
+    }
+}
