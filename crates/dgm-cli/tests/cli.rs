@@ -912,8 +912,18 @@ fn ddpm_trains_and_samples_with_every_sampler() {
         .args(["train", "ddpm", "--data", "toy2d:8gaussians", "--out"])
         .arg(&r)
         .args(["--steps", "20", "--seed", "3", "--quiet"])
-        .args(["--set", "model.net.mlp_width=32", "--set", "data.sizes.train=512"])
-        .args(["--set", "train.eval_batches=1", "--set", "train.batch_size=64"]));
+        .args([
+            "--set",
+            "model.net.mlp_width=32",
+            "--set",
+            "data.sizes.train=512",
+        ])
+        .args([
+            "--set",
+            "train.eval_batches=1",
+            "--set",
+            "train.batch_size=64",
+        ]));
     assert!(o.status.success(), "{}", stderr(&o));
     for s in ["ddpm", "ddim", "euler", "heun", "dpm++2m", "langevin", "pc"] {
         for steps in ["1", "3"] {
@@ -948,6 +958,11 @@ fn ddpm_trains_and_samples_with_every_sampler() {
     let o = run(dgm()
         .args(["train", "ddpm", "--data", "shapes", "--out"])
         .arg(d.join("img"))
-        .args(["--steps", "1", "--set", "model.net.unet.channel_mult=[1,1,1,1,1,1,1]"]));
+        .args([
+            "--steps",
+            "1",
+            "--set",
+            "model.net.unet.channel_mult=[1,1,1,1,1,1,1]",
+        ]));
     assert_bad_input(&o, &["32", "divisible"]);
 }

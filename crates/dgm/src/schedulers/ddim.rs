@@ -10,15 +10,16 @@
 //! of the probability-flow ODE in the scaled variables x/α, σ/α ([`crate::schedulers::Euler`]). The last step
 //! (s clean) returns x̂₀.
 //!
-//! Inversion ([`DdimInversion`], [`ddim_invert`]) runs the η = 0 update the other way, from the clean level to
-//! the noisiest: x_t = α_t x̂₀' + σ_t ε̂ with x̂₀' = (x_s − σ_s ε̂)/α_s. The exact inverse of a decoding step
-//! needs ε̂ = (x_t − α_t D(x_t; t))/σ_t at the unknown x_t. The usual approximation (diffusers'
-//! `DDIMInverseScheduler`; Dhariwal & Nichol 2021, App. F) evaluates the model at the *target* level t with
-//! the current x_s; it is first order, so decoding the code reconstructs x₀ only up to O(1/steps).
+//! Inversion ([`DdimInversion`], [`ddim_invert`]) runs the η = 0 update the other way, from the clean level
+//! to the noisiest: x_t = α_t x̂₀' + σ_t ε̂ with x̂₀' = (x_s − σ_s ε̂)/α_s. The exact inverse of a decoding step
+//! needs ε̂ = (x_t − α_t D(x_t; t))/σ_t at the unknown x_t. The usual approximation (the encoding of Song et
+//! al. 2021, §5.4; diffusers' `DDIMInverseScheduler`) evaluates the model at the *target* level t with the
+//! current x_s; it is first order, so decoding the code reconstructs x₀ only up to O(1/steps).
 //! Optional fixed-point refinements (Pan et al. 2023, "Effective real image editing with accelerated
 //! iterative diffusion inversion", ICCV) re-evaluate the model at t with the latest estimate of x_t and
-//! solve x_t = (α_t/α_s) x_s + k·ε̂(x_t), k = σ_t − α_t σ_s/α_s, whose fixed point is exactly the x_t that the
-//! DDIM step maps to x_s; for the first interval (from the clean level) it is the x_t with D(x_t; t) = x₀.
+//! solve x_t = (α_t/α_s) x_s + k·ε̂(x_t), k = σ_t − α_t σ_s/α_s, whose fixed point is exactly the x_t that
+//! the DDIM step maps to x_s; for the first interval (from the clean level) it is the x_t with
+//! D(x_t; t) = x₀.
 //! Across the large jumps in σ/α at the noisy end (e.g. the cosine schedule's last step) that iteration
 //! hardly contracts, and the equivalent x_t = (σ_t/σ_s)(x_s − b·D(x_t)) is iterated instead (see
 //! `solve_for_x`). The model is always evaluated at the levels decoding uses, and σ = 0 is never divided by.
@@ -27,8 +28,8 @@ use candle_core::{Device, Shape, Tensor};
 
 use crate::rng::Rng;
 use crate::schedulers::{
-    check_levels, combine, noise_at, noise_like, posterior, step_out_of_range, Level, NoiseSchedule,
-    Sampler,
+    check_levels, combine, noise_at, noise_like, posterior, step_out_of_range, Level,
+    NoiseSchedule, Sampler,
 };
 use crate::{Error, Result};
 
@@ -155,7 +156,7 @@ impl DdimInversion {
             _ => {
                 return Err(Error::invalid(
                     "ddim inversion step",
-                    format!("evaluation {i} refines interval {j}, whose first evaluation was not the previous step"),
+                    format!("evaluation {i} refines interval {j}, but its first evaluation did not come before"),
                 ))
             }
         };
@@ -176,10 +177,11 @@ impl DdimInversion {
     }
 }
 
-/// Which fixed-point form refines the inversion of the interval t → s (s less noisy): the decoding step is
-/// x_s = (σ_s/σ_t) x_t + b·D(x_t), b = α_s k/σ_t, k = σ_t − α_t σ_s/α_s, and can be iterated either as x_t ← (α_t/α_s) x_s + k ε̂(x_t)
-/// (form A, contraction (1 − r)·p) or as x_t ← (x_s − b D(x_t))/(σ_s/σ_t) (form B, contraction (1/r − 1)(1 − p)),
-/// with r = σ̃_s/σ̃_t and p = σ̃_t²/(s² + σ̃_t²) for Gaussian data of std s. Form A converges near the clean
+/// Which fixed-point form refines the inversion of the interval t → s (s less noisy). The decoding step is
+/// x_s = (σ_s/σ_t) x_t + b·D(x_t), b = α_s k/σ_t, k = σ_t − α_t σ_s/α_s, and can be iterated either as
+/// x_t ← (α_t/α_s) x_s + k ε̂(x_t) (form A, contraction (1 − r)·p) or as x_t ← (x_s − b D(x_t))/(σ_s/σ_t)
+/// (form B, contraction (1/r − 1)(1 − p)), with r = σ̃_s/σ̃_t and p = σ̃_t²/(s² + σ̃_t²) for Gaussian data of
+/// std s. Form A converges near the clean
 /// end (p ≈ 0), form B across the large jumps in σ̃ at the noisy end (p ≈ 1); the smaller factor for unit
 /// data (s = 1) decides. From the clean level only form A exists.
 fn solve_for_x(t: &Level, s: &Level) -> bool {

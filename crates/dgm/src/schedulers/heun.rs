@@ -90,7 +90,7 @@ impl Sampler for Heun {
             _ => {
                 return Err(Error::invalid(
                     "heun step",
-                    format!("evaluation {i} is the second of interval {k}, but the first (evaluation {}) was not the previous step", i - 1),
+                    format!("evaluation {i} is the second of interval {k}, but the first did not come before"),
                 ))
             }
         };

@@ -132,6 +132,11 @@ use crate::Error;
 
 /// Builds the sampler `name` (one of [`SAMPLERS`]) over `schedule.sampling_levels(steps)`.
 ///
+/// Which options each sampler reads: `ddim` η; `langevin` `langevin_steps`, `langevin_eps` and
+/// `final_denoise`; `pc` `langevin_steps` (corrector steps, 0 = plain ancestral sampling) and `snr`. The
+/// samplers that end at the clean level (all but `langevin`) return the denoiser's output at their last step,
+/// so they are always "denoised".
+///
 /// Errors: an unknown name (listing [`SAMPLERS`]), `steps` = 0 or more than the schedule has, and options
 /// outside their range (`eta` ∉ [0, 1]; `langevin_steps` = 0 for `langevin`; `langevin_eps` ≤ 0 for
 /// `langevin`; `snr` ≤ 0 for `pc` with corrector steps).
@@ -241,7 +246,12 @@ pub(crate) fn noise_like(x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
 }
 
 /// Pure noise at `level`: `alpha·0 + sigma·z`, z ~ N(0, I) from `rng` (f32).
-pub(crate) fn noise_at(level: &Level, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+pub(crate) fn noise_at(
+    level: &Level,
+    shape: &Shape,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Tensor> {
     Ok(rng.randn(shape.clone(), device)?.affine(level.sigma, 0.0)?)
 }
 

@@ -92,7 +92,9 @@ impl VpSchedule {
         check_steps(num_steps)?;
         let t_max = num_steps as f64;
         let f = |t: f64| {
-            let c = ((t / t_max + COSINE_OFFSET) / (1.0 + COSINE_OFFSET) * std::f64::consts::FRAC_PI_2).cos();
+            let c = ((t / t_max + COSINE_OFFSET) / (1.0 + COSINE_OFFSET)
+                * std::f64::consts::FRAC_PI_2)
+                .cos();
             c * c
         };
         let betas = (0..num_steps)
@@ -165,7 +167,7 @@ impl VpSchedule {
         let t_max = self.num_steps();
         check_sampling_steps(steps, t_max, "diffusion steps T")?;
         Ok((0..steps)
-            .map(|j| ((t_max * (steps - j)) as f64 / steps as f64).round() as usize - usize::from(j > 0))
+            .map(|j| ((t_max * (steps - j)) as f64 / steps as f64).round() as usize - 1)
             .collect())
     }
 }
@@ -202,7 +204,10 @@ impl VeSchedule {
 
     /// `num_levels` = L geometric levels from `sigma_max` down to `sigma_min` (L = 1: σ_max alone).
     pub fn new(sigma_max: f64, sigma_min: f64, num_levels: usize) -> Result<Self> {
-        if !(sigma_min.is_finite() && sigma_max.is_finite() && sigma_min > 0.0 && sigma_max > sigma_min)
+        if !(sigma_min.is_finite()
+            && sigma_max.is_finite()
+            && sigma_min > 0.0
+            && sigma_max > sigma_min)
         {
             return Err(Error::invalid(
                 "noise schedule",
@@ -315,7 +320,10 @@ impl KarrasSchedule {
 
     /// The schedule with 0 < `sigma_min` < `sigma_max` and `rho` > 0.
     pub fn new(sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Self> {
-        if !(sigma_min.is_finite() && sigma_max.is_finite() && sigma_min > 0.0 && sigma_max > sigma_min)
+        if !(sigma_min.is_finite()
+            && sigma_max.is_finite()
+            && sigma_min > 0.0
+            && sigma_max > sigma_min)
         {
             return Err(Error::invalid(
                 "noise schedule",
@@ -470,7 +478,7 @@ mod tests {
         let t_max = 1000.0;
         let f = |t: f64| ((t / t_max + 0.008) / 1.008 * PI / 2.0).cos().powi(2);
         let s = VpSchedule::cosine(1000)?;
-        // index convention: ᾱ_k = f(k + 1)/f(0) (the paper's t = k + 1), for every k before the clipped last one
+        // index convention: ᾱ_k = f(k + 1)/f(0) (the paper's t = k + 1), for each k before the clipped last
         for k in [0usize, 1, 10, 250, 500, 900, 998] {
             let want = f(k as f64 + 1.0) / f(0.0);
             assert!(rel(s.alphas_cumprod()[k], want) < 1e-11, "k = {k}");
@@ -529,7 +537,14 @@ mod tests {
         let v1 = VeSchedule::ncsn_v1();
         // Song & Ermon 2019: 10 levels from 1 to 0.01, ratio 0.01^(1/9) = 0.5995
         assert!(rel(v1.sigmas()[1], 0.599_484_250_3) < 1e-9);
-        assert_eq!(v1.level(3), Level { alpha: 1.0, sigma: v1.sigmas()[3], t: 3.0 });
+        assert_eq!(
+            v1.level(3),
+            Level {
+                alpha: 1.0,
+                sigma: v1.sigmas()[3],
+                t: 3.0
+            }
+        );
         // L = 10, S = 4: round(0), round(3), round(6), round(9)
         assert_eq!(v1.sampling_indices(4)?, vec![0, 3, 6, 9]);
         // L = 10, S = 5: j·9/4 = 0, 2.25, 4.5, 6.75, 9 → 0, 2, 5 (4.5 rounds up), 7, 9
@@ -557,7 +572,12 @@ mod tests {
         }
         // the middle of a 3-step schedule: ((80^{1/7} + 0.002^{1/7})/2)^7 = 2.51522 (Python, float64)
         let mid = k.sigmas(3)?[1];
-        assert!(rel(mid, ((80f64.powf(1.0 / 7.0) + 0.002f64.powf(1.0 / 7.0)) / 2.0).powi(7)) < 1e-12);
+        assert!(
+            rel(
+                mid,
+                ((80f64.powf(1.0 / 7.0) + 0.002f64.powf(1.0 / 7.0)) / 2.0).powi(7)
+            ) < 1e-12
+        );
         assert!((mid - 2.515_219).abs() < 1e-5, "{mid}");
         let lv = k.sampling_levels(2)?;
         assert_eq!(lv, vec![k.level(80.0), k.level(0.002), Level::CLEAN]);

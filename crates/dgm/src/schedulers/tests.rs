@@ -412,8 +412,8 @@ fn langevin_matches_the_exact_gaussian_propagation() -> Result<()> {
                 m[j], pm[j]
             );
         }
-        // and the prediction is close to the data: within 6% in variance (2–4% too wide: the chain lags behind
-        // the annealing), 0.05 s in mean
+        // and the prediction is close to the data: within 6% in variance (2–4% too wide: the chain lags
+        // behind the annealing), 0.05 s in mean
         for j in 0..2 {
             assert!((pv[j] / (s[j] * s[j]) - 1.0).abs() < 0.06, "{}", pv[j]);
             assert!((pm[j] - mu[j]).abs() < 0.05 * s[j]);
@@ -512,13 +512,19 @@ fn ddim_inversion_reconstructs_gaussian_data() -> Result<()> {
         let (l1000, r1000) = errors(&sch, 1000, 0)?;
         // refined: the exact inverse of the discrete decoder (not the continuous flow's latent)
         let (_, rr) = errors(&sch, 100, 5)?;
-        println!(
-            "{}: latent {l50:.2e} {l100:.2e} {l1000:.2e}; reconstruction {r50:.2e} {r100:.2e} {r1000:.2e}, refined {rr:.2e}",
+        // measured (linear, cosine): latent 0.62/0.29/0.022, 0.37/0.19/0.018 at 50/100/1000 steps;
+        // reconstruction 1.19/0.65/0.070, 0.71/0.38/0.041; refined 3e-5, 6e-6
+        let msg = format!(
+            "{}: latent {l50:.2e} {l100:.2e} {l1000:.2e}; reconstruction {r50:.2e} {r100:.2e} {r1000:.2e}; \
+             refined {rr:.2e}",
             sch.name()
         );
-        assert!(r50 / r100 > 1.6 && l50 / l100 > 1.6, "first order");
-        assert!(r1000 < 0.1 && l1000 < 0.03);
-        assert!(rr < 1e-3, "{rr}");
+        assert!(
+            r50 / r100 > 1.6 && l50 / l100 > 1.6,
+            "not first order: {msg}"
+        );
+        assert!(r1000 < 0.1 && l1000 < 0.03, "{msg}");
+        assert!(rr < 1e-3, "{msg}");
     }
     Ok(())
 }
