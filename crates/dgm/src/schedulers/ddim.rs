@@ -24,12 +24,11 @@
 //! hardly contracts, and the equivalent x_t = (σ_t/σ_s)(x_s − b·D(x_t)) is iterated instead (see
 //! `solve_for_x`). The model is always evaluated at the levels decoding uses, and σ = 0 is never divided by.
 
-use candle_core::{Device, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::rng::Rng;
 use crate::schedulers::{
-    check_levels, combine, noise_at, noise_like, posterior, step_out_of_range, Level,
-    NoiseSchedule, Sampler,
+    check_levels, combine, noise_like, posterior, step_out_of_range, Level, NoiseSchedule, Sampler,
 };
 use crate::{Error, Result};
 
@@ -64,20 +63,8 @@ impl Sampler for Ddim {
         "ddim"
     }
 
-    fn num_evals(&self) -> usize {
-        self.levels.len() - 1
-    }
-
-    /// The level of evaluation `i` ([`Level::CLEAN`] past the end).
-    fn level(&self, i: usize) -> Level {
-        match i < self.num_evals() {
-            true => self.levels[i],
-            false => Level::CLEAN,
-        }
-    }
-
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, rng: &mut Rng) -> Result<Tensor> {

@@ -13,12 +13,10 @@
 //! Song et al. 2021's ancestral sampler (eq. 47). At the last step s is clean (σ_s = 0): μ = x̂₀ and v = 0,
 //! so the output is the denoised sample, without noise.
 
-use candle_core::{Device, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::rng::Rng;
-use crate::schedulers::{
-    check_levels, combine, noise_at, noise_like, step_out_of_range, Level, Sampler,
-};
+use crate::schedulers::{check_levels, combine, noise_like, step_out_of_range, Level, Sampler};
 use crate::Result;
 
 /// The Gaussian q(x_s | x_t, x₀) = N(coef_x0·x₀ + coef_x·x_t, variance·I) between two levels.
@@ -96,20 +94,8 @@ impl Sampler for Ddpm {
         "ddpm"
     }
 
-    fn num_evals(&self) -> usize {
-        self.levels.len() - 1
-    }
-
-    /// The level of evaluation `i` ([`Level::CLEAN`] past the end).
-    fn level(&self, i: usize) -> Level {
-        match i < self.num_evals() {
-            true => self.levels[i],
-            false => Level::CLEAN,
-        }
-    }
-
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, rng: &mut Rng) -> Result<Tensor> {
@@ -124,6 +110,7 @@ impl Sampler for Ddpm {
 mod tests {
     use super::*;
     use crate::schedulers::{NoiseSchedule, VpSchedule};
+    use candle_core::{Device, Shape};
 
     /// For adjacent DDPM steps the general formula must give Ho et al.'s eq. 7 written with β and ᾱ.
     #[test]

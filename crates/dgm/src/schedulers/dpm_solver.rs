@@ -15,10 +15,10 @@
 //! k-diffusion's `sample_dpmpp_2m` does (no log(0) is ever evaluated). `−(e^{−h} − 1)` is computed with
 //! `expm1` for accuracy at small h.
 
-use candle_core::{Device, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::rng::Rng;
-use crate::schedulers::{check_levels, combine, noise_at, step_out_of_range, Level, Sampler};
+use crate::schedulers::{check_levels, combine, step_out_of_range, Level, Sampler};
 use crate::{Error, Result};
 
 /// λ = log(α/σ) of a noisy level (σ > 0).
@@ -47,20 +47,8 @@ impl Sampler for DpmSolver2M {
         "dpm++2m"
     }
 
-    fn num_evals(&self) -> usize {
-        self.levels.len() - 1
-    }
-
-    /// The level of evaluation `i` ([`Level::CLEAN`] past the end).
-    fn level(&self, i: usize) -> Level {
-        match i < self.num_evals() {
-            true => self.levels[i],
-            false => Level::CLEAN,
-        }
-    }
-
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, _rng: &mut Rng) -> Result<Tensor> {
@@ -98,6 +86,7 @@ impl Sampler for DpmSolver2M {
 mod tests {
     use super::*;
     use crate::schedulers::{KarrasSchedule, NoiseSchedule};
+    use candle_core::Device;
 
     /// With a constant denoiser c the multistep correction vanishes ((1 + 1/(2r))c − c/(2r) = c) and every
     /// step is exact for the ODE, whose solution in λ is x_t = c + (x₀ − c)·σ_t/σ₀ (α = 1); the last step

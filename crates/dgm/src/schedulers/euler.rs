@@ -12,10 +12,10 @@
 //! x_s = α_s·(r·x_t/α_t + (1 − r)·D). To the clean level (r = 0) this returns D. This is algebraically the
 //! DDIM update with η = 0 (Song et al. 2021, eq. 13 and §4.3; Karras et al. §3).
 
-use candle_core::{Device, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::rng::Rng;
-use crate::schedulers::{check_levels, combine, noise_at, step_out_of_range, Level, Sampler};
+use crate::schedulers::{check_levels, combine, step_out_of_range, Level, Sampler};
 use crate::Result;
 
 /// σ̃ = σ/α, the noise level of the scaled variable x/α.
@@ -48,20 +48,8 @@ impl Sampler for Euler {
         "euler"
     }
 
-    fn num_evals(&self) -> usize {
-        self.levels.len() - 1
-    }
-
-    /// The level of evaluation `i` ([`Level::CLEAN`] past the end).
-    fn level(&self, i: usize) -> Level {
-        match i < self.num_evals() {
-            true => self.levels[i],
-            false => Level::CLEAN,
-        }
-    }
-
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, _rng: &mut Rng) -> Result<Tensor> {

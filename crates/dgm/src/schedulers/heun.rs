@@ -13,11 +13,11 @@
 //! t_{N−2}, t_{N−1} | t_{N−1}. The first evaluation of an interval returns the trial point x' (at level s),
 //! the second the corrected sample; x̃_t and d are kept inside the sampler between the two calls.
 
-use candle_core::{Device, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::rng::Rng;
 use crate::schedulers::euler::{euler_step, scaled_sigma};
-use crate::schedulers::{check_levels, combine, noise_at, step_out_of_range, Level, Sampler};
+use crate::schedulers::{check_levels, combine, step_out_of_range, Level, Sampler};
 use crate::{Error, Result};
 
 /// Heun sampler (EDM's deterministic sampler): two evaluations per interval, one for the last.
@@ -66,8 +66,8 @@ impl Sampler for Heun {
         self.levels[k + usize::from(second)]
     }
 
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, _rng: &mut Rng) -> Result<Tensor> {
@@ -111,6 +111,7 @@ impl Sampler for Heun {
 mod tests {
     use super::*;
     use crate::schedulers::{KarrasSchedule, NoiseSchedule};
+    use candle_core::Device;
 
     /// One interval by hand (Algorithm 1, lines 5–8), for a denoiser that returns a constant c: the ODE
     /// dx/dσ = (x − c)/σ has the exact solution x(σ) = c + (x₀ − c)·σ/σ₀, which Heun's method (like Euler's)

@@ -13,12 +13,10 @@
 //! training score-based generative models", arXiv:2006.09011, Appendix B: x + σ_L²·s for α = 1).
 //! Evaluations: L·T (+1 with `final_denoise`).
 
-use candle_core::{Device, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::rng::Rng;
-use crate::schedulers::{
-    check_levels, combine, noise_at, noise_like, step_out_of_range, Level, Sampler,
-};
+use crate::schedulers::{check_levels, combine, noise_like, step_out_of_range, Level, Sampler};
 use crate::{Error, Result};
 
 /// Annealed Langevin dynamics sampler.
@@ -94,8 +92,8 @@ impl Sampler for AnnealedLangevin {
         self.levels[(i / self.steps_per_level).min(self.levels.len() - 1)]
     }
 
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, rng: &mut Rng) -> Result<Tensor> {
@@ -119,6 +117,7 @@ impl Sampler for AnnealedLangevin {
 mod tests {
     use super::*;
     use crate::schedulers::VeSchedule;
+    use candle_core::Device;
 
     /// One step against Algorithm 1 written out by hand, with the noise replayed from a clone of the RNG.
     #[test]

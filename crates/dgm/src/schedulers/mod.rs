@@ -90,14 +90,26 @@ pub trait Sampler {
     /// Registry name (one of [`SAMPLERS`]).
     fn name(&self) -> &'static str;
 
-    /// Number of model evaluations the loop makes.
-    fn num_evals(&self) -> usize;
+    /// The levels the sampler moves through, noisiest first, ending with [`Level::CLEAN`].
+    fn levels(&self) -> &[Level];
 
-    /// The level of model evaluation `i` (`i < num_evals()`).
-    fn level(&self, i: usize) -> Level;
+    /// Number of model evaluations the loop makes (default: one per interval between levels).
+    fn num_evals(&self) -> usize {
+        self.levels().len() - 1
+    }
+
+    /// The level of model evaluation `i` (default: the interval's start; [`Level::CLEAN`] past the end).
+    fn level(&self, i: usize) -> Level {
+        match i < self.num_evals() {
+            true => self.levels()[i],
+            false => Level::CLEAN,
+        }
+    }
 
     /// The starting point: pure noise at the first level, `alpha·0 + sigma·z`.
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor>;
+    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+        noise_at(&self.levels()[0], shape, rng, device)
+    }
 
     /// One step: given the current sample `x` at evaluation `i` and the denoiser's output `x0` there, returns
     /// the sample for evaluation `i + 1` (after the last evaluation: the final sample).

@@ -21,13 +21,11 @@
 //!
 //! Evaluations: N·(M + 1) for N intervals; M = 0 reduces to DDPM ancestral sampling.
 
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::rng::Rng;
 use crate::schedulers::ddpm::ancestral_step;
-use crate::schedulers::{
-    check_levels, combine, noise_at, noise_like, step_out_of_range, Level, Sampler,
-};
+use crate::schedulers::{check_levels, combine, noise_like, step_out_of_range, Level, Sampler};
 use crate::{Error, Result};
 
 /// Predictor–corrector sampler (ancestral predictor, Langevin corrector with SNR step size).
@@ -99,8 +97,8 @@ impl Sampler for PredictorCorrector {
         self.levels[self.locate(i).0]
     }
 
-    fn init_noise(&self, shape: &Shape, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-        noise_at(&self.levels[0], shape, rng, device)
+    fn levels(&self) -> &[Level] {
+        &self.levels
     }
 
     fn step(&mut self, i: usize, x: &Tensor, x0: &Tensor, rng: &mut Rng) -> Result<Tensor> {
@@ -129,6 +127,7 @@ impl Sampler for PredictorCorrector {
 mod tests {
     use super::*;
     use crate::schedulers::{posterior, NoiseSchedule, VpSchedule};
+    use candle_core::Device;
 
     /// The corrector step against Algorithm 4 written out by hand (noise replayed from a clone of the RNG),
     /// and the predictor step against the posterior.
