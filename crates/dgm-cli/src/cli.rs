@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// The models and data sets, for every subcommand's help.
 macro_rules! models_and_data {
     () => {
-        "Models: vae, iwae, cvae, ddpm\n\
+        "Models: vae, iwae, cvae, ddpm, edm, ncsn\n\
 Data sets: mnist, shapes, toy2d:<moons|8gaussians|checkerboard|swissroll|pinwheel|2spirals>, text:<name or path>\n\
 Data directory: --data-dir, else $DGM_DATA, else ./data"
     };
@@ -242,6 +242,9 @@ pub struct SampleArgs {
     /// Diffusion models: number of sampler steps.
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Class-conditional diffusion models: classifier-free guidance scale (1 = none; e.g. 3).
+    #[arg(long)]
+    pub guidance: Option<f64>,
 }
 
 /// `dgm eval`
@@ -272,9 +275,22 @@ pub struct EvalArgs {
     /// OOD: sets to score, comma-separated (default: the data set's own list).
     #[arg(long)]
     pub ood: Option<String>,
-    /// OOD: likelihood estimator used as the score (default: the model's first, e.g. elbo).
+    /// Likelihood estimator: NLL evaluates only this one (default: every estimator of the model); OOD scores
+    /// by it (default: the model's first, e.g. elbo).
     #[arg(long)]
     pub estimator: Option<String>,
+    /// Diffusion likelihoods: time steps (vlb: KL terms evaluated, default all; ode: Heun steps).
+    #[arg(long)]
+    pub likelihood_steps: Option<usize>,
+    /// Diffusion ODE likelihood: Hutchinson probes per evaluation.
+    #[arg(long, default_value_t = 1)]
+    pub probes: usize,
+    /// Sample metrics of diffusion models: the sampler (default: the model's).
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// Sample metrics of diffusion models: sampler steps (default: the model's).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// OOD: examples per batch of the typicality test.
     #[arg(long, default_value_t = 16)]
     pub typicality_batch: usize,

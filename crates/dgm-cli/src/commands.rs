@@ -146,6 +146,7 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     opts.mean = !a.draw;
     opts.sampler = a.sampler.clone();
     opts.steps = a.steps;
+    opts.guidance = a.guidance;
     if let Some(k) = a.class {
         opts.condition = Condition::Class(vec![k]);
     }
@@ -216,8 +217,21 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
     let prep = run.config.data.preprocessing.for_eval();
     let dev = device(&a.run.device)?;
     let mut reports = Vec::new();
-    for est in density.estimators() {
-        let k = if est == "iwae" { a.iwae_k } else { 1 };
+    let estimators = match &a.estimator {
+        Some(e) if density.estimators().contains(e) => vec![e.clone()],
+        Some(e) => {
+            let valid = density.estimators();
+            let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
+            bail!(dgm::Error::unknown("--estimator", e, &valid))
+        }
+        None => density.estimators(),
+    };
+    for est in estimators {
+        let k = match est.as_str() {
+            "iwae" => a.iwae_k,
+            "ode" => a.probes,
+            _ => 1,
+        };
         if k == 0 {
             continue;
         }
@@ -227,6 +241,7 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
             &prep,
             &est,
             k,
+            a.likelihood_steps,
             a.batch_size,
             a.limit,
             a.seed,
@@ -279,6 +294,8 @@ fn eval_quality(
         mean: !a.draw,
         mmd_permutations: a.permutations,
         batch_size: a.batch_size,
+        sampler: a.sampler.clone(),
+        steps: a.steps,
         ..QualityOptions::default()
     };
     let started = std::time::Instant::now();
@@ -297,7 +314,15 @@ fn eval_quality(
         r.weights,
         r.step,
         r.num_samples,
-        r.samples,
+        match (&r.sampler, r.sampler_steps) {
+            (None, None) => r.samples.clone(),
+            (s, k) => format!(
+                "{}, sampler {}, {} steps",
+                r.samples,
+                s.as_deref().unwrap_or("default"),
+                k.map_or("default".to_string(), |k| k.to_string())
+            ),
+        },
         r.reference.n,
         r.reference.split
     );
@@ -344,12 +369,13 @@ fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
     let opts = OodOptions {
         sets,
         n: a.limit.unwrap_or(2000),
-        samples: if a.estimator.as_deref() == Some("iwae") {
-            a.iwae_k.max(1)
-        } else {
-            1
+        samples: match a.estimator.as_deref() {
+            Some("iwae") => a.iwae_k.max(1),
+            Some("ode") => a.probes.max(1),
+            _ => 1,
         },
         estimator: a.estimator.clone(),
+        steps: a.likelihood_steps,
         batch_size: a.batch_size,
         typicality_batch: a.typicality_batch,
         alpha: a.alpha,
@@ -689,7 +715,7 @@ fn interpolate_cmd(a: InterpolateArgs) -> Result<ExitCode> {
     let mut zs = Vec::with_capacity(a.steps);
     for i in 0..a.steps {
         let t = i as f64 / (a.steps - 1) as f64;
-        zs.push(((&z0 * (1.0 - t))? + (&z1 * t)?)?);
+        zs.push(latent.interpolate(&z0, &z1, t)?); // the model's path: a line, or slerp for Gaussian codes
     }
     let zs = Tensor::stack(&zs, 0)?;
     let cond = match (&batch.labels, run.model.num_classes()) {
@@ -714,7 +740,7 @@ fn interpolate_cmd(a: InterpolateArgs) -> Result<ExitCode> {
     )?;
     dgm::image_io::save_grid(&a.out, &strip, prep, a.steps + 2)?;
     println!(
-        "wrote {} (example {} → {}: data, {} decoded points on the line between their codes, data)",
+        "wrote {} (example {} → {}: data, {} decoded points on the path between their codes, data)",
         a.out.display(),
         a.from,
         a.to,

@@ -954,6 +954,102 @@ fn ddpm_trains_and_samples_with_every_sampler() {
         .args(["--class", "1", "--out"])
         .arg(&png));
     assert_bad_input(&o, &["unconditional"]);
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["--guidance", "3", "--out"])
+        .arg(&png));
+    assert_bad_input(&o, &["guidance", "unconditional"]);
+    // likelihoods: the bound and the ODE estimate, one at a time with --estimator
+    for (est, kind) in [("vlb", "lower bound (VLB)"), ("ode", "estimate (ODE)")] {
+        let o = run(dgm()
+            .args(["eval", "--run"])
+            .arg(&r)
+            .args(["--split", "validation", "--limit", "32", "--estimator", est])
+            .args(["--likelihood-steps", "8"]));
+        assert!(o.status.success(), "{est}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(kind) && !out.contains("elbo"), "{est}: {out}");
+    }
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--estimator", "elbo"]));
+    assert_bad_input(&o, &["elbo", "vlb", "ode"]);
+    // sample metrics with a chosen sampler: recorded in the report
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args([
+            "--metric",
+            "mmd",
+            "--num-samples",
+            "100",
+            "--permutations",
+            "20",
+        ])
+        .args(["--sampler", "euler", "--steps", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = std::fs::read_to_string(r.join("eval-quality.json")).unwrap();
+    assert!(
+        q.contains("\"sampler\": \"euler\"") && q.contains("\"sampler_steps\": 4"),
+        "{q}"
+    );
+    // DDIM inversion as the latent space: an interpolation strip on images (tiny UNet, 5 steps)
+    let img = d.join("img-run");
+    let o = run(dgm()
+        .args(["train", "ddpm", "--data", "shapes", "--out"])
+        .arg(&img)
+        .args(["--steps", "2", "--quiet"])
+        .args([
+            "--set",
+            "model.net.unet.base_channels=8",
+            "--set",
+            "model.net.unet.groups=4",
+        ])
+        .args([
+            "--set",
+            "model.net.unet.channel_mult=[1,2]",
+            "--set",
+            "model.net.unet.num_res_blocks=1",
+        ])
+        .args([
+            "--set",
+            "model.net.unet.attention_resolutions=[]",
+            "--set",
+            "model.sample_steps=5",
+        ])
+        .args([
+            "--set",
+            "train.eval_batches=1",
+            "--set",
+            "train.batch_size=8",
+        ])
+        .args([
+            "--set",
+            "data.sizes.train=64",
+            "--set",
+            "data.sizes.validation=16",
+        ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let strip = d.join("strip.png");
+    let o = run(dgm()
+        .args(["interpolate", "--run"])
+        .arg(&img)
+        .args([
+            "--split",
+            "validation",
+            "--from",
+            "0",
+            "--to",
+            "1",
+            "--steps",
+            "4",
+            "--out",
+        ])
+        .arg(&strip));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(strip.exists());
     // image size not divisible by the UNet's down-sampling
     let o = run(dgm()
         .args(["train", "ddpm", "--data", "shapes", "--out"])

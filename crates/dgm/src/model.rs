@@ -124,6 +124,10 @@ pub struct SampleOptions {
     pub sampler: Option<String>,
     /// Number of sampler steps, where that applies.
     pub steps: Option<usize>,
+    /// Classifier-free guidance scale s of class-conditional diffusion models (Ho & Salimans 2022,
+    /// arXiv:2207.12598): the denoiser becomes D(x; ∅) + s·(D(x; c) − D(x; ∅)); 1 = plain conditional
+    /// sampling, > 1 trades diversity for fidelity to the class. `None` = no guidance.
+    pub guidance: Option<f64>,
     /// Return the mean of the observation model instead of a draw from it (e.g. Bernoulli probabilities),
     /// which is what people usually look at for VAEs.
     pub mean: bool,
@@ -137,6 +141,7 @@ impl Default for SampleOptions {
             temperature: 1.0,
             sampler: None,
             steps: None,
+            guidance: None,
             mean: true,
         }
     }
@@ -199,8 +204,12 @@ pub struct LogLikelihood {
 pub struct LikelihoodOptions {
     /// Estimator name (one of [`Density::estimators`]); `None` picks the model's default.
     pub estimator: Option<String>,
-    /// Number of importance samples / probes, for estimators that use them (IWAE-k: k).
+    /// Number of importance samples / probes, for estimators that use them (IWAE-k: k; the probability-flow
+    /// ODE: Hutchinson probes).
     pub samples: usize,
+    /// Number of steps, for estimators that integrate or sum over time (diffusion: the timesteps of the
+    /// variational bound, the ODE solver's steps); `None` = the model's default.
+    pub steps: Option<usize>,
     /// Largest number of (example × sample) rows evaluated at once, to bound memory.
     pub chunk: usize,
     /// Seed for the estimator's randomness.
@@ -212,6 +221,7 @@ impl Default for LikelihoodOptions {
         Self {
             estimator: None,
             samples: 1,
+            steps: None,
             chunk: 4096,
             seed: 0,
         }
@@ -265,6 +275,11 @@ pub trait Latent: Model {
 
     /// Data (observation mean) from codes, shaped like a batch.
     fn decode(&self, z: &Tensor, condition: &Condition) -> Result<Tensor>;
+
+    /// The point a fraction `t` ∈ [0, 1] of the way from code `z0` to code `z1` (default: the straight line).
+    fn interpolate(&self, z0: &Tensor, z1: &Tensor, t: f64) -> Result<Tensor> {
+        Ok(((z0 * (1.0 - t))? + (z1 * t)?)?)
+    }
 }
 
 /// Converts a negative log-likelihood of one example (nats) to bits per dimension, using the data dimension

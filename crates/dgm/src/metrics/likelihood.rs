@@ -13,6 +13,10 @@ use crate::{Error, Result};
 pub struct NllReport {
     /// Estimator name as asked (`elbo`, `iwae`, ...).
     pub estimator: String,
+    /// Samples / probes the estimator used.
+    pub samples: usize,
+    /// Time steps the estimator used (`None`: the model's default).
+    pub steps: Option<usize>,
     /// What kind of number it is.
     pub kind: LikelihoodKind,
     /// Mass over discrete values or density over continuous ones.
@@ -53,6 +57,7 @@ pub fn per_example_nll(
     prep: &Preprocessing,
     estimator: &str,
     samples: usize,
+    steps: Option<usize>,
     batch_size: usize,
     limit: Option<usize>,
     seed: u64,
@@ -83,6 +88,7 @@ pub fn per_example_nll(
         let opts = LikelihoodOptions {
             estimator: Some(estimator.to_string()),
             samples,
+            steps,
             chunk: 8192,
             seed: seed.wrapping_add(start as u64),
         };
@@ -110,6 +116,7 @@ pub fn evaluate_nll(
     prep: &Preprocessing,
     estimator: &str,
     samples: usize,
+    steps: Option<usize>,
     batch_size: usize,
     limit: Option<usize>,
     seed: u64,
@@ -117,7 +124,7 @@ pub fn evaluate_nll(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<NllReport> {
     let per = per_example_nll(
-        model, data, prep, estimator, samples, batch_size, limit, seed, device, progress,
+        model, data, prep, estimator, samples, steps, batch_size, limit, seed, device, progress,
     )?;
     let all = &per.nats;
     let n = all.len();
@@ -126,6 +133,8 @@ pub fn evaluate_nll(
     let dims = data.example_dim();
     Ok(NllReport {
         estimator: estimator.to_string(),
+        samples,
+        steps,
         kind: per.kind,
         space: per.space,
         nll_nats: mean,

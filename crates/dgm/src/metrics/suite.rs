@@ -144,6 +144,10 @@ pub struct QualityOptions {
     pub mmd_points: usize,
     /// Images per forward pass of the model and the feature network.
     pub batch_size: usize,
+    /// Diffusion models: the sampler (`None`: the model's default).
+    pub sampler: Option<String>,
+    /// Diffusion models: the number of sampler steps (`None`: the model's default).
+    pub steps: Option<usize>,
 }
 
 impl Default for QualityOptions {
@@ -160,6 +164,8 @@ impl Default for QualityOptions {
             mmd_points: 1000,
             mmd_permutations: 500,
             batch_size: 500,
+            sampler: None,
+            steps: None,
         }
     }
 }
@@ -219,6 +225,12 @@ pub struct QualityReport {
     pub num_samples: usize,
     /// Whether samples are observation-model means or draws.
     pub samples: String,
+    /// The sampler asked for (diffusion models; `None`: the model's default).
+    #[serde(default)]
+    pub sampler: Option<String>,
+    /// The number of sampler steps asked for (diffusion models; `None`: the model's default).
+    #[serde(default)]
+    pub sampler_steps: Option<usize>,
     /// The held-out data compared with.
     pub reference: ReferenceInfo,
     /// The feature network, for image data.
@@ -250,6 +262,8 @@ fn draw_samples(
         let mut so = SampleOptions::seeded(Rng::stream(opts.seed, start as u64).next_u64());
         so.mean = opts.mean;
         so.temperature = opts.temperature;
+        so.sampler = opts.sampler.clone();
+        so.steps = opts.steps;
         if let (Some(k), Some(w)) = (classes, wanted.as_mut()) {
             let labels: Vec<u32> = (start..start + m).map(|i| (i % k) as u32).collect();
             w.extend_from_slice(&labels);
@@ -323,6 +337,8 @@ pub fn evaluate_quality(
             "draws"
         }
         .to_string(),
+        sampler: opts.sampler.clone(),
+        sampler_steps: opts.steps,
         reference: ReferenceInfo {
             split: opts.reference_split.name().to_string(),
             n: n_ref,
@@ -656,6 +672,8 @@ pub struct OodOptions {
     pub estimator: Option<String>,
     /// Importance samples for estimators that use them.
     pub samples: usize,
+    /// Time steps for estimators that integrate over time (`None`: the model's default).
+    pub steps: Option<usize>,
     /// Examples per forward pass.
     pub batch_size: usize,
     /// Batch size of the typicality test.
@@ -675,6 +693,7 @@ impl Default for OodOptions {
             n: 2000,
             estimator: None,
             samples: 1,
+            steps: None,
             batch_size: 250,
             typicality_batch: 16,
             alpha: 0.01,
@@ -844,6 +863,7 @@ pub fn evaluate_ood(
                     &prep,
                     &estimator,
                     opts.samples,
+                    opts.steps,
                     opts.batch_size,
                     Some(opts.n),
                     opts.seed,

@@ -15,7 +15,7 @@ use crate::model::Model;
 use crate::{Error, Result};
 
 /// The model names the registry knows, for `--help` and error messages.
-pub const MODEL_NAMES: &[&str] = &["vae", "iwae", "cvae", "ddpm"];
+pub const MODEL_NAMES: &[&str] = &["vae", "iwae", "cvae", "ddpm", "edm", "ncsn"];
 
 /// What a model needs to know about its data to be built.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,16 +59,19 @@ pub fn default_config(name: &str) -> Result<toml::Table> {
     match name {
         "vae" | "iwae" | "cvae" => to_table(&vae::preset(name)?),
         "ddpm" => to_table(&diffusion::DdpmConfig::default()),
+        "edm" => to_table(&diffusion::EdmConfig::default()),
+        "ncsn" => to_table(&diffusion::NcsnConfig::default()),
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }
 }
 
-/// The preprocessing model `name` trains on by default for data set `spec`: diffusion models see 8-bit images
-/// scaled to [−1, 1] (Ho et al. 2020, section 3.3; no dequantization, so the discretized decoder at t = 0 gives
-/// a likelihood of the 256 levels); every other model takes the data set's default.
+/// The preprocessing model `name` trains on by default for data set `spec`: diffusion models (DDPM, EDM, NCSN)
+/// see 8-bit images scaled to [−1, 1] (Ho et al. 2020, section 3.3; no dequantization, so the discretized
+/// decoder at t = 0 gives a likelihood of the 256 levels; EDM's σ_data = 0.5 and NCSN's σ levels assume this
+/// range too); every other model takes the data set's default.
 pub fn default_preprocessing(name: &str, spec: &crate::data::DataSpec) -> Preprocessing {
     match (name, spec.default_preprocessing()) {
-        ("ddpm", Preprocessing::Binarize { .. } | Preprocessing::Scale { .. }) => {
+        ("ddpm" | "edm" | "ncsn", Preprocessing::Binarize { .. } | Preprocessing::Scale { .. }) => {
             Preprocessing::Scale {
                 range: crate::data::Range::MinusOneOne,
                 dequantize: false,
@@ -95,6 +98,18 @@ pub fn prepare(name: &str, cfg: &mut toml::Table, data: &DataInfo) -> Result<()>
             *cfg = to_table(&c)?;
             Ok(())
         }
+        "edm" => {
+            let mut c: diffusion::EdmConfig = from_table(cfg)?;
+            diffusion::edm::prepare(&mut c, data)?;
+            *cfg = to_table(&c)?;
+            Ok(())
+        }
+        "ncsn" => {
+            let mut c: diffusion::NcsnConfig = from_table(cfg)?;
+            diffusion::ncsn::prepare(&mut c, data)?;
+            *cfg = to_table(&c)?;
+            Ok(())
+        }
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }
 }
@@ -110,6 +125,14 @@ pub fn build(name: &str, cfg: &toml::Table, vb: VarBuilder) -> Result<Box<dyn Mo
         "ddpm" => {
             let c: diffusion::DdpmConfig = from_table(cfg)?;
             Ok(Box::new(diffusion::Ddpm::new(c, vb)?))
+        }
+        "edm" => {
+            let c: diffusion::EdmConfig = from_table(cfg)?;
+            Ok(Box::new(diffusion::Edm::new(c, vb)?))
+        }
+        "ncsn" => {
+            let c: diffusion::NcsnConfig = from_table(cfg)?;
+            Ok(Box::new(diffusion::Ncsn::new(c, vb)?))
         }
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }

@@ -139,6 +139,7 @@ struct TimeMlp {
     layers: Vec<Linear>,
     out: Linear,
     class_emb: Option<Embedding>,
+    num_classes: usize,
     time_dim: usize,
 }
 
@@ -146,8 +147,9 @@ impl TimeMlp {
     fn new(cfg: &NetConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.input_shape.iter().product::<usize>();
         let class_emb = if cfg.num_classes > 0 {
+            // row `num_classes` is the null class of classifier-free guidance, as in the UNet
             Some(Embedding::new(
-                cfg.num_classes,
+                cfg.num_classes + 1,
                 cfg.mlp_time_dim,
                 vb.pp("class_emb"),
             )?)
@@ -170,6 +172,7 @@ impl TimeMlp {
             layers,
             out,
             class_emb,
+            num_classes: cfg.num_classes,
             time_dim: cfg.mlp_time_dim,
         })
     }
@@ -179,8 +182,10 @@ impl TimeMlp {
         let mut parts = vec![x.clone(), temb];
         match (&self.class_emb, class) {
             (Some(e), Some(y)) => parts.push(e.forward(y)?),
-            (Some(_), None) => {
-                return Err(Error::invalid("class", "this network needs class labels"))
+            (Some(e), None) => {
+                // no labels on a conditional net: the null class for every example
+                let null = Tensor::full(self.num_classes as u32, x.dim(0)?, x.device())?;
+                parts.push(e.forward(&null)?)
             }
             (None, Some(_)) => {
                 return Err(Error::invalid("class", "this network is unconditional"))

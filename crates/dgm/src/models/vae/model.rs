@@ -381,11 +381,11 @@ impl Model for Vae {
             let msg = format!("{}: must be a finite number ≥ 0", opts.temperature);
             return Err(Error::invalid("temperature", msg));
         }
-        if opts.sampler.is_some() || opts.steps.is_some() {
+        if opts.sampler.is_some() || opts.steps.is_some() || opts.guidance.is_some() {
             return Err(Error::invalid(
                 "sampler",
                 format!(
-                    "model '{}' draws samples in one decoder pass; --sampler and --steps apply to diffusion models (ddpm)",
+                    "model '{}' draws samples in one decoder pass; --sampler, --steps and --guidance apply to diffusion models (ddpm, edm, ncsn)",
                     self.name
                 ),
             ));

@@ -85,6 +85,7 @@ fn ll(m: &Vae, b: &Batch, est: &str, samples: usize, chunk: usize, seed: u64) ->
         samples,
         chunk,
         seed,
+        ..LikelihoodOptions::default()
     };
     Ok(m.log_likelihood(b, &opts)?.nats)
 }

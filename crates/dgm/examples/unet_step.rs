@@ -1,0 +1,211 @@
+//! Times one DDPM training step (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239,
+//! Algorithm 1) of dgm's UNet as the trainer runs it — the model of `bench/unet_step`: k ~ U{0, …, 999},
+//! ε ~ N(0, I), x_k = √ᾱ_k x₀ + √(1−ᾱ_k) ε on the linear schedule (β 1e-4 → 0.02), the L_simple objective
+//! mean ‖ε̂(x_k, k) − ε‖², backward, AdamW update (lr 1e-3, no weight decay, no clipping). The net is the one of
+//! `configs/ddpm-mnist.toml` (C = base_channels, ×[1, 2, 2], one ResBlock per level, attention at 7×7,
+//! 4 heads, 8 groups) on one fixed batch of random images in [−1, 1], shape (batch, 1, 28, 28); no data loading
+//! in the timed loop. Prints one JSON line with the median and quartiles in milliseconds and the parameter
+//! count.
+//!
+//! `cargo run --release --example unet_step -- [STEPS] [BATCH] [BASE]` (set RAYON_NUM_THREADS for the thread
+//! count). `-- --dump DIR [BASE]` instead writes the weights (with the GroupNorm affines and all biases
+//! perturbed, so that every parameter matters), an input (x, t) and the UNet's output to DIR/tensors.{txt,bin}
+//! for `bench/torch/unet_step.py --check DIR`, which loads them into the PyTorch twin and compares outputs.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use dgm::data::{Preprocessing, Range};
+use dgm::model::Batch;
+use dgm::models::{self, DataInfo};
+use dgm::nn::unet::{UNet, UNetConfig};
+use dgm::nn::Params;
+use dgm::rng::Rng;
+use dgm::train::optim::{collect_grads, AdamW, AdamWParams};
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+/// The prepared DDPM config (as a TOML table) of `configs/ddpm-mnist.toml`, with base channels `base`.
+fn ddpm_config(base: usize) -> dgm::Result<toml::Table> {
+    let mut cfg = models::default_config("ddpm")?;
+    cfg.insert("schedule".into(), "linear".into());
+    cfg.insert("timesteps".into(), toml::Value::Integer(1000));
+    cfg.insert("prediction".into(), "eps".into());
+    let unet = cfg
+        .get_mut("net")
+        .and_then(|n| n.get_mut("unet"))
+        .and_then(|u| u.as_table_mut())
+        .ok_or_else(|| dgm::Error::invalid("ddpm config", "no [net.unet] table in the defaults"))?;
+    let int = |v: usize| toml::Value::Integer(v as i64);
+    let ints = |v: &[usize]| toml::Value::Array(v.iter().map(|&x| int(x)).collect());
+    unet.insert("base_channels".into(), int(base));
+    unet.insert("channel_mult".into(), ints(&[1, 2, 2]));
+    unet.insert("num_res_blocks".into(), int(1));
+    unet.insert("attention_resolutions".into(), ints(&[7]));
+    unet.insert("num_heads".into(), int(4));
+    unet.insert("groups".into(), int(8));
+    let info = DataInfo {
+        example_shape: vec![1, 28, 28],
+        num_classes: Some(10),
+        preprocessing: Preprocessing::Scale {
+            range: Range::MinusOneOne,
+            dequantize: false,
+        },
+    };
+    models::prepare("ddpm", &mut cfg, &info)?;
+    Ok(cfg)
+}
+
+/// Writes `tensors` as DIR/tensors.txt (one `name d0 d1 …` line each) and DIR/tensors.bin (their f32 values,
+/// little-endian, concatenated in the same order).
+fn write_tensors(dir: &Path, tensors: &[(String, Tensor)]) -> dgm::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| dgm::Error::io(dir, e))?;
+    let mut txt = String::new();
+    let mut bin = Vec::new();
+    for (name, t) in tensors {
+        let dims: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
+        txt.push_str(&format!("{name} {}\n", dims.join(" ")));
+        for v in t.flatten_all()?.to_vec1::<f32>()? {
+            bin.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for (file, bytes) in [("tensors.txt", txt.as_bytes()), ("tensors.bin", &bin[..])] {
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).map_err(|e| dgm::Error::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// The `--dump DIR` mode (see the module docs).
+fn dump(dir: &Path, base: usize) -> dgm::Result<()> {
+    let dev = Device::Cpu;
+    let cfg = ddpm_config(base)?;
+    let ucfg: UNetConfig = cfg
+        .get("net")
+        .and_then(|n| n.get("unet"))
+        .cloned()
+        .ok_or_else(|| dgm::Error::invalid("ddpm config", "no [net.unet] table"))?
+        .try_into()
+        .map_err(|e| dgm::Error::invalid("net.unet", format!("{e}")))?;
+    // the timed model's variables are exactly the standalone UNet's, under net.unet.
+    let ddpm_params = Params::new(0, &dev);
+    let _ddpm = models::build("ddpm", &cfg, ddpm_params.var_builder())?;
+    let params = Params::new(0, &dev);
+    let unet = UNet::new(&ucfg, params.var_builder())?;
+    let mut rng = Rng::new(3);
+    let mut tensors = Vec::new();
+    for (name, var) in params.vars() {
+        let t = var.as_tensor();
+        if t.rank() == 1 {
+            var.set(&(t + (rng.randn(t.shape(), &dev)? * 0.1)?)?)?;
+        }
+        tensors.push((name, var.as_tensor().copy()?));
+    }
+    let mut a: Vec<String> = ddpm_params.vars().into_iter().map(|(n, _)| n).collect();
+    let mut b: Vec<String> = tensors
+        .iter()
+        .map(|(n, _)| format!("net.unet.{n}"))
+        .collect();
+    a.sort();
+    b.sort();
+    if a != b {
+        return Err(dgm::Error::invalid(
+            "ddpm variables",
+            format!("not the standalone UNet's under net.unet.: {a:?} vs {b:?}"),
+        ));
+    }
+    let x = ((rng.rand((4, 1, 28, 28), &dev)? * 2.0)? - 1.0)?; // (4, 1, 28, 28) in [−1, 1]
+    let t = Tensor::new(&[0f32, 999.0, 500.0, 123.0], &dev)?; // (4,)
+    let out = unet.forward(&x, &t, None)?; // (4, 1, 28, 28)
+    tensors.push(("__x".into(), x));
+    tensors.push(("__t".into(), t));
+    tensors.push(("__out".into(), out));
+    write_tensors(dir, &tensors)?;
+    println!(
+        "{{\"impl\": \"dgm\", \"dump\": \"{}\", \"params\": {}, \"ddpm_params\": {}}}",
+        dir.display(),
+        params.num_parameters(),
+        ddpm_params.num_parameters()
+    );
+    Ok(())
+}
+
+fn main() -> dgm::Result<()> {
+    // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
+    // SAFETY: sets a plain integer option before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    dgm::runtime::init_cpu_runtime();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--dump") {
+        let dir = args
+            .get(2)
+            .ok_or_else(|| dgm::Error::invalid("--dump", "needs a directory: --dump DIR [BASE]"))?;
+        let base: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(16);
+        return dump(Path::new(dir), base);
+    }
+    let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);
+    let bs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let base: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(16);
+    let dev = Device::Cpu;
+    let cfg = ddpm_config(base)?;
+    let params = Params::new(0, &dev);
+    let model = models::build("ddpm", &cfg, params.var_builder())?;
+    let vars = params.vars();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        AdamWParams {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+    )?;
+    let mut rng = Rng::new(1);
+    let x0 = ((rng.rand((bs, 1, 28, 28), &dev)? * 2.0)? - 1.0)?; // (b, 1, 28, 28) in [−1, 1]
+    let batch = Batch::new(x0);
+    let mut times = Vec::with_capacity(steps);
+    let mut parts = [0f64; 3];
+    let warmup = 10;
+    for s in 0..steps + warmup {
+        let t0 = Instant::now();
+        let out = model.loss(&batch, &mut rng)?;
+        let t1 = Instant::now();
+        let grads = collect_grads(&vars, &out.loss.backward()?);
+        let t2 = Instant::now();
+        opt.step(&grads, 1e-3, 1.0)?;
+        if s >= warmup {
+            parts[0] += (t1 - t0).as_secs_f64() * 1e3;
+            parts[1] += (t2 - t1).as_secs_f64() * 1e3;
+            parts[2] += t2.elapsed().as_secs_f64() * 1e3;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    if std::env::var_os("DGM_PROFILE").is_some() {
+        let n = steps as f64;
+        eprintln!(
+            "mean ms: forward {:.2}  backward {:.2}  optimizer {:.2}",
+            parts[0] / n,
+            parts[1] / n,
+            parts[2] / n
+        );
+    }
+    if times.is_empty() {
+        return Err(dgm::Error::invalid(
+            "STEPS",
+            "0: need at least one timed step",
+        ));
+    }
+    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{{\"impl\": \"dgm\", \"steps\": {steps}, \"batch\": {bs}, \"base\": {base}, \"median_ms\": {:.3}, \"q1_ms\": {:.3}, \"q3_ms\": {:.3}, \"params\": {}}}",
+        q(0.5),
+        q(0.25),
+        q(0.75),
+        params.num_parameters()
+    );
+    Ok(())
+}

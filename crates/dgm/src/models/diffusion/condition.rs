@@ -1,0 +1,146 @@
+//! Class conditioning shared by the diffusion family (DDPM, EDM, NCSN): turning a sampling [`Condition`] or a
+//! training batch's labels into the `(n,)` u32 class tensor the denoising network of [`super::net`] takes, with
+//! the same checks and messages for every model. (Class-conditional generation as in Ho et al. 2020's
+//! conditional CIFAR-10 models and Karras et al. 2022's class-conditional ImageNet: the label is one more input
+//! of the denoiser; the objectives are unchanged.)
+
+use candle_core::{Device, Tensor};
+
+use crate::model::{Batch, Condition};
+use crate::{Error, Result};
+
+/// The class labels for `n` samples of `model` (its registry name, used in messages), a network with
+/// `num_classes` classes (0 = unconditional), from `cond`: `None` for an unconditional model, else an `(n,)`
+/// u32 tensor. One class is repeated for all samples; otherwise there must be one per sample.
+///
+/// Errors: a class for an unconditional model, no class for a conditional one, a class out of range, a
+/// caption, or a number of classes that is neither 1 nor `n`.
+pub fn class_labels(
+    cond: &Condition,
+    num_classes: usize,
+    n: usize,
+    model: &str,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let k = num_classes;
+    match (cond, k) {
+        (Condition::None, 0) => Ok(None),
+        (Condition::Class(ids), k) if k > 0 && (ids.len() == 1 || ids.len() == n) => {
+            if let Some(&bad) = ids.iter().find(|&&c| c as usize >= k) {
+                return Err(Error::invalid(
+                    "class",
+                    format!("{bad} is out of range: the model has classes 0..={}", k - 1),
+                ));
+            }
+            let ids = if ids.len() == 1 {
+                vec![ids[0]; n]
+            } else {
+                ids.clone()
+            };
+            Ok(Some(Tensor::from_vec(ids, n, device)?))
+        }
+        (Condition::Class(ids), k) if k > 0 => Err(Error::invalid(
+            "condition",
+            format!(
+                "{} classes for {n} samples: give one class for all or one per sample",
+                ids.len()
+            ),
+        )),
+        (Condition::None, k) => Err(Error::invalid(
+            "condition",
+            format!(
+                "model '{model}' is class-conditional: give a class (0..={})",
+                k - 1
+            ),
+        )),
+        (Condition::Class(_), _) => Err(Error::invalid(
+            "condition",
+            format!("model '{model}' is unconditional: it takes no class"),
+        )),
+        (Condition::Caption(_), _) => Err(Error::invalid(
+            "condition",
+            format!("model '{model}' takes class labels, not captions"),
+        )),
+    }
+}
+
+/// The labels of a training `batch` for a network with `num_classes` classes: `None` for an unconditional
+/// model (labels the data may have are ignored), the batch's `(b,)` labels for a conditional one.
+///
+/// Errors: a conditional model and a batch without labels.
+pub fn batch_labels(batch: &Batch, num_classes: usize, model: &str) -> Result<Option<Tensor>> {
+    match (&batch.labels, num_classes) {
+        (_, 0) => Ok(None),
+        (Some(l), _) => Ok(Some(l.clone())),
+        (None, _) => Err(Error::invalid(
+            "batch.labels",
+            format!("a class-conditional model '{model}' needs labels"),
+        )),
+    }
+}
+
+/// Checks a classifier-free guidance scale for `model` with `num_classes` classes (0 = unconditional):
+/// guidance needs a class-conditional model and a finite scale ≥ 0.
+pub fn check_guidance(guidance: Option<f64>, num_classes: usize, model: &str) -> Result<()> {
+    match guidance {
+        None => Ok(()),
+        Some(_) if num_classes == 0 => Err(Error::invalid(
+            "--guidance",
+            format!(
+                "classifier-free guidance needs a class-conditional model; model '{model}' is unconditional (train with --set model.net.conditional=true)"
+            ),
+        )),
+        Some(s) if !(s.is_finite() && s >= 0.0) => Err(Error::invalid(
+            "--guidance",
+            format!("{s}: the guidance scale must be a finite number ≥ 0 (1 = no guidance)"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_repeated_checked_and_named() -> Result<()> {
+        let dev = Device::Cpu;
+        assert!(class_labels(&Condition::None, 0, 3, "edm", &dev)?.is_none());
+        let one = class_labels(&Condition::Class(vec![2]), 4, 3, "edm", &dev)?;
+        assert_eq!(
+            one.map(|t| t.to_vec1::<u32>()).transpose()?,
+            Some(vec![2, 2, 2])
+        );
+        let each = class_labels(&Condition::Class(vec![0, 3, 1]), 4, 3, "edm", &dev)?;
+        assert_eq!(
+            each.map(|t| t.to_vec1::<u32>()).transpose()?,
+            Some(vec![0, 3, 1])
+        );
+        let err = |c: Condition, k: usize| -> String {
+            match class_labels(&c, k, 3, "ncsn", &Device::Cpu) {
+                Err(e) => e.to_string(),
+                Ok(_) => String::from("no error"),
+            }
+        };
+        let e = err(Condition::Class(vec![4]), 4);
+        assert!(e.contains('4') && e.contains("0..=3"), "{e}");
+        assert!(err(Condition::Class(vec![0, 1]), 4).contains("2 classes for 3 samples"));
+        let e = err(Condition::None, 4);
+        assert!(
+            e.contains("'ncsn'") && e.contains("class-conditional"),
+            "{e}"
+        );
+        let e = err(Condition::Class(vec![0]), 0);
+        assert!(e.contains("'ncsn'") && e.contains("unconditional"), "{e}");
+        let e = err(Condition::Caption(vec!["a".into()]), 4);
+        assert!(e.contains("captions"), "{e}");
+        let b = Batch::new(Tensor::zeros((2, 2), candle_core::DType::F32, &dev)?);
+        assert!(batch_labels(&b, 0, "edm")?.is_none());
+        let e = batch_labels(&b, 3, "edm")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'edm'") && e.contains("labels"), "{e}");
+        Ok(())
+    }
+}
