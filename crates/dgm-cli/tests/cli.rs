@@ -1,39 +1,11 @@
 //! Integration tests: run the real `dgm` binary on tiny configs.
 
+mod common;
+
+use common::{assert_bad_input, dgm, run, stderr, stdout, tmp};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn dgm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dgm"));
-    c.env_remove("DGM_DATA");
-    c
-}
-
-/// A fresh temporary directory, removed when the test passes (kept for a look when it fails).
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tmp(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("dgm-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
-}
 
 /// The shared data directory, if `DGM_DATA` is set (a relative path is taken from the workspace root).
 fn shared_data() -> Option<PathBuf> {
@@ -45,37 +17,6 @@ fn shared_data() -> Option<PathBuf> {
         p
     };
     p.join("mnist").is_dir().then_some(p)
-}
-
-fn run(c: &mut Command) -> Output {
-    c.stdin(Stdio::null()).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// Bad input: exit code 2, one line on stderr that contains each of `needles`, no panic.
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "expected exit 2, got {:?}; stderr: {err}",
-        o.status.code()
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panic: {err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks '{n}': {err}");
-    }
 }
 
 const TINY: &[&str] = &[

@@ -1,68 +1,13 @@
 //! Integration tests of the score-based diffusion models (EDM, NCSN): run the real `dgm` binary on tiny
 //! configs — train on a 2-D toy and on shapes, sample with every sampler, and the bad inputs' exit code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{assert_bad_input, dgm, run, stderr, tmp};
+use std::path::Path;
+use std::process::Output;
 
 const SAMPLERS: &[&str] = &["ddpm", "ddim", "euler", "heun", "dpm++2m", "langevin", "pc"];
-
-fn dgm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dgm"));
-    c.env_remove("DGM_DATA");
-    c
-}
-
-/// A fresh temporary directory, removed when the test passes (kept for a look when it fails).
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tmp(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("dgm-diffusion-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
-}
-
-fn run(c: &mut Command) -> Output {
-    c.stdin(Stdio::null()).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// Bad input: exit code 2, one line on stderr that contains each of `needles`, no panic.
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "expected exit 2, got {:?}; stderr: {err}",
-        o.status.code()
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panic: {err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks '{n}': {err}");
-    }
-}
 
 /// `dgm train MODEL --data toy2d:8gaussians` for `steps` steps with a small MLP and data set.
 fn train_toy(out: &Path, model: &str, steps: &str, extra: &[&str]) -> Output {
@@ -202,5 +147,28 @@ fn edm_and_ncsn_train_a_tiny_unet_on_shapes() {
             .arg(&png));
         assert!(o.status.success(), "{model}: {}", stderr(&o));
         assert!(png.is_file());
+        // the probability-flow ODE likelihood of 8-bit images: a probability of the discrete values
+        let o = run(dgm().args(["eval", "--run"]).arg(&r).args([
+            "--split",
+            "validation",
+            "--limit",
+            "4",
+            "--likelihood-steps",
+            "3",
+        ]));
+        assert!(o.status.success(), "{model}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("estimate (ODE)"), "{model}: {out}");
+        let o = run(dgm()
+            .args(["eval", "--run"])
+            .arg(&r)
+            .args(["--estimator", "vlb"]));
+        assert_bad_input(&o, &["vlb", "ode"]);
+        let o = run(dgm()
+            .args(["sample", "--run"])
+            .arg(&r)
+            .args(["--guidance", "2", "--out"])
+            .arg(&png));
+        assert_bad_input(&o, &["guidance"]);
     }
 }

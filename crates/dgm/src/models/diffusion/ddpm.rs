@@ -23,12 +23,11 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::condition::{batch_labels, check_guidance, class_labels};
-use super::likelihood::{ode_log_likelihood, vlb_nats, Decoder, Divergence};
+use super::likelihood::{ode_data_log_likelihood, vlb_nats, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use crate::data::Preprocessing;
 use crate::model::{
-    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
-    LogLikelihood, LossOutput, Model, SampleOptions,
+    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
+    LossOutput, Model, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, ddim_invert, Level, Sampler, SamplerOptions, VpSchedule};
@@ -67,11 +66,8 @@ pub struct DdpmConfig {
     pub ode_steps: usize,
     /// Fixed-point refinements per interval of DDIM inversion (`encode`); 0 = the one-evaluation approximation.
     pub inversion_refinements: usize,
-    /// Number of discrete values per data dimension (256 for 8-bit images scaled without dequantization, 2 for
-    /// binarized ones, 0 for continuous data); filled by `prepare`. The likelihoods' decoder uses it.
-    pub data_levels: usize,
-    /// The lowest and highest data value; filled by `prepare`.
-    pub data_range: [f64; 2],
+    /// How the data are quantized (filled by `prepare`); the likelihoods' decoder uses it.
+    pub quantization: Quantization,
 }
 
 impl Default for DdpmConfig {
@@ -88,8 +84,7 @@ impl Default for DdpmConfig {
             class_dropout: 0.1,
             ode_steps: 100,
             inversion_refinements: 1,
-            data_levels: 0,
-            data_range: [-1.0, 1.0],
+            quantization: Quantization::default(),
         }
     }
 }
@@ -133,15 +128,7 @@ impl DdpmConfig {
         if self.ode_steps == 0 {
             return Err(Error::invalid("model.ode_steps", "must be at least 1"));
         }
-        if self.data_levels == 1 || self.data_range[0] >= self.data_range[1] {
-            return Err(Error::invalid(
-                "model.data_levels / data_range",
-                format!(
-                    "{} levels over {:?}: need 0 (continuous) or ≥ 2 levels over a range lo < hi",
-                    self.data_levels, self.data_range
-                ),
-            ));
-        }
+        self.quantization.validate()?;
         self.schedule()?;
         self.net.validate()
     }
@@ -272,19 +259,6 @@ impl Ddpm {
             x = x.clamp(-1f32, 1f32)?;
         }
         Ok(x)
-    }
-
-    /// The decoder of the likelihoods: discretized over the data's values, or a density for continuous data.
-    fn decoder(&self) -> Decoder {
-        let [lo, hi] = self.cfg.data_range;
-        match self.cfg.data_levels {
-            0 | 1 => Decoder::Gaussian,
-            n => Decoder::Discretized {
-                half_width: 0.5 * (hi - lo) / (n - 1) as f64,
-                lo,
-                hi,
-            },
-        }
     }
 
     /// The noise levels of the ODE likelihood: `steps + 1` integer timesteps from 0 to T − 1, evenly spaced in
@@ -420,18 +394,14 @@ impl Density for Ddpm {
         let class = batch_labels(batch, self.cfg.net.num_classes, "ddpm")?;
         let class = class.as_ref();
         let mut rng = Rng::new(opts.seed);
-        let space = if self.cfg.data_levels >= 2 {
-            LikelihoodSpace::Discrete
-        } else {
-            LikelihoodSpace::Continuous
-        };
+        let space = self.cfg.quantization.space();
         let x = batch.x.to_dtype(DType::F32)?;
         match opts.estimator.as_deref().unwrap_or(ESTIMATORS[0]) {
             "vlb" => {
                 let nll = vlb_nats(
                     &x,
                     &self.schedule,
-                    &self.decoder(),
+                    &self.cfg.quantization.decoder(),
                     opts.steps,
                     &mut rng,
                     |x, l| self.denoise(x, l, class),
@@ -447,26 +417,17 @@ impl Density for Ddpm {
                 if steps == 0 {
                     return Err(Error::invalid("ode likelihood steps", "must be at least 1"));
                 }
-                let dims = x.elem_count() / x.dim(0)?.max(1);
-                let divergence = if dims <= 8 {
-                    Divergence::Exact
-                } else {
-                    Divergence::Hutchinson(opts.samples.max(1))
-                };
-                let (x, log_bin) = match self.decoder() {
-                    Decoder::Discretized { half_width, .. } => {
-                        let u = rng.rand(x.shape(), x.device())?; // U[0, 1)
-                        let w = 2.0 * half_width;
-                        (x.add(&u.affine(w, -0.5 * w)?)?, dims as f64 * w.ln())
-                    }
-                    Decoder::Gaussian => (x, 0.0),
-                };
                 let levels = self.ode_levels(steps);
-                let ll = ode_log_likelihood(&x, &levels, divergence, &mut rng, |x, l| {
-                    self.denoise_unclipped(x, l, class)
-                })?;
+                let ll = ode_data_log_likelihood(
+                    &x,
+                    &levels,
+                    &self.cfg.quantization,
+                    opts.samples,
+                    &mut rng,
+                    |x, l| self.denoise_unclipped(x, l, class),
+                )?;
                 Ok(LogLikelihood {
-                    nats: ll.iter().map(|v| v + log_bin).collect(),
+                    nats: ll,
                     kind: LikelihoodKind::Estimate("ODE".into()),
                     space,
                 })
@@ -536,21 +497,15 @@ impl Latent for Ddpm {
 /// Fills the data-dependent fields and checks the data fit the model.
 pub fn prepare(cfg: &mut DdpmConfig, data: &crate::models::DataInfo) -> Result<()> {
     cfg.net.prepare(data)?;
-    (cfg.data_levels, cfg.data_range) = match &data.preprocessing {
-        Preprocessing::Scale { range, dequantize } => {
-            let (lo, hi) = range.bounds();
-            let levels = if *dequantize { 0 } else { 256 };
-            (levels, [lo as f64, hi as f64])
-        }
-        Preprocessing::Binarize { .. } => (2, [0.0, 1.0]),
-        Preprocessing::Identity => (0, cfg.data_range),
-    };
+    cfg.quantization = Quantization::from_preprocessing(&data.preprocessing);
     cfg.validate()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Preprocessing;
+    use crate::model::LikelihoodSpace;
     use crate::models::DataInfo;
     use crate::nn::Params;
 
@@ -663,7 +618,10 @@ mod tests {
                 },
             },
         )?;
-        assert_eq!((cfg.data_levels, cfg.data_range), (256, [-1.0, 1.0]));
+        assert_eq!(
+            (cfg.quantization.levels, cfg.quantization.range),
+            (256, [-1.0, 1.0])
+        );
         let params = Params::new(3, &Device::Cpu);
         let m = Ddpm::new(cfg, params.var_builder())?;
         let pixels: Vec<f32> = (0..24)

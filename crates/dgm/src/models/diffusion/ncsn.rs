@@ -41,8 +41,12 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::condition::{batch_labels, class_labels};
+use super::likelihood::{geometric_levels, ode_data_log_likelihood, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use crate::model::{Batch, LossOutput, Model, SampleOptions};
+use crate::model::{
+    Batch, Density, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput, Model,
+    SampleOptions,
+};
 use crate::rng::Rng;
 use crate::schedulers::{self, Level, NoiseSchedule, SamplerOptions, VeSchedule};
 use crate::{Error, Result};
@@ -71,6 +75,10 @@ pub struct NcsnConfig {
     pub langevin_eps: f64,
     /// End Langevin sampling with one denoising step, x + σ_L²·s (Song & Ermon 2020, Appendix B).
     pub final_denoise: bool,
+    /// How the data are quantized (filled by `prepare`); the ODE likelihood uses it.
+    pub quantization: Quantization,
+    /// Heun steps of the probability-flow ODE likelihood (`ode`), unless the caller asks for another number.
+    pub ode_steps: usize,
 }
 
 impl Default for NcsnConfig {
@@ -86,6 +94,8 @@ impl Default for NcsnConfig {
             langevin_steps: 5,
             langevin_eps: 1.2e-5,
             final_denoise: true,
+            quantization: Quantization::default(),
+            ode_steps: 100,
         }
     }
 }
@@ -106,6 +116,10 @@ impl NcsnConfig {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
+        self.quantization.validate()?;
+        if self.ode_steps == 0 {
+            return Err(Error::invalid("model.ode_steps", "must be at least 1"));
+        }
         if !schedulers::SAMPLERS.contains(&self.sampler.as_str()) {
             return Err(Error::unknown(
                 "model.sampler",
@@ -314,8 +328,8 @@ impl Model for Ncsn {
             x = (x * opts.temperature)?;
         }
         for i in 0..sampler.num_evals() {
-            let level = sampler.level(i); // where the model is evaluated
-                                          // model output → D(x; σ) = x + σ²·s_θ, detached: candle has no no-grad mode
+            // the model's D(x; σ) = x + σ²·s_θ at the sampler's level, detached (candle has no no-grad mode)
+            let level = sampler.level(i);
             let d = self.denoise(&x, &level, class.as_ref())?.detach();
             x = sampler.step(i, &x, &d, &mut rng)?; // scheduler step
         }
@@ -328,11 +342,53 @@ impl Model for Ncsn {
     fn num_classes(&self) -> Option<usize> {
         (self.cfg.net.num_classes > 0).then_some(self.cfg.net.num_classes)
     }
+
+    fn as_density(&self) -> Option<&dyn Density> {
+        Some(self)
+    }
+}
+
+impl Density for Ncsn {
+    fn estimators(&self) -> Vec<String> {
+        vec!["ode".to_string()]
+    }
+
+    /// `ode`: the probability-flow ODE estimate of [`super::likelihood`] over `opts.steps` Heun steps (default
+    /// `ode_steps`) from σ_min to σ_max, evenly in ln σ, with `opts.samples` Hutchinson probes; for discrete
+    /// data, of the uniformly dequantized data plus D·ln(bin width) (an estimate of a bound on the discrete
+    /// probability, comparable with DDPM's `vlb` and `ode`).
+    fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
+        match opts.estimator.as_deref().unwrap_or("ode") {
+            "ode" => {}
+            other => return Err(Error::unknown("estimator", other, &["ode"])),
+        }
+        let class = batch_labels(batch, self.cfg.net.num_classes, "ncsn")?;
+        let levels = geometric_levels(
+            self.cfg.sigma_min,
+            self.cfg.sigma_max,
+            opts.steps.unwrap_or(self.cfg.ode_steps),
+        )?;
+        let mut rng = Rng::new(opts.seed);
+        let nats = ode_data_log_likelihood(
+            &batch.x,
+            &levels,
+            &self.cfg.quantization,
+            opts.samples,
+            &mut rng,
+            |x, l| self.denoise_unclipped(x, l, class.as_ref()),
+        )?;
+        Ok(LogLikelihood {
+            nats,
+            kind: LikelihoodKind::Estimate("ODE".into()),
+            space: self.cfg.quantization.space(),
+        })
+    }
 }
 
 /// Fills the data-dependent fields and checks the data fit the model.
 pub fn prepare(cfg: &mut NcsnConfig, data: &crate::models::DataInfo) -> Result<()> {
     cfg.net.prepare(data)?;
+    cfg.quantization = Quantization::from_preprocessing(&data.preprocessing);
     cfg.validate()
 }
 
