@@ -27,7 +27,8 @@
 //! Time embedding: the transformer sinusoid (Vaswani et al. 2017, §3.5) in the form of the DDPM code:
 //! with half = C/2, `freq_i = exp(−ln(10000)·i/(half − 1))`, i = 0 … half−1 (so frequencies run from 1 down
 //! to exactly 1/10000), and `sinusoid(t) = [sin(t·freq), cos(t·freq)]` ([`timestep_embedding`]). `t` is any
-//! real number: DDPM passes the step index 0…999, EDM passes c_noise = ln(σ)/4.
+//! real number: DDPM passes the step index 0…999, EDM an affine map of its c_noise = ln(σ)/4 onto that range
+//! (see `models::diffusion::edm::time_input`), NCSN its (interpolated) level index.
 //!
 //! Class conditioning: `num_classes = Some(K)` adds an embedding table with K + 1 rows; row K is the
 //! *null* class ([`UNet::null_class`]), which classifier-free guidance (Ho & Salimans 2022,
