@@ -23,8 +23,9 @@
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::condition::batch_labels;
 use crate::data::Preprocessing;
-use crate::model::LikelihoodSpace;
+use crate::model::{Batch, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
 use crate::rng::Rng;
 use crate::schedulers::{posterior, Level, VpSchedule};
 use crate::{Error, Result};
@@ -137,6 +138,46 @@ where
     };
     let ll = ode_log_likelihood(&x, levels, divergence, rng, denoise)?;
     Ok(ll.into_iter().map(|v| v + log_bin).collect())
+}
+
+/// [`Density::log_likelihood`](crate::model::Density::log_likelihood) of a variance-exploding model (EDM,
+/// NCSN), whose one estimator is `ode`: [`ode_data_log_likelihood`] over `opts.steps` Heun steps (default
+/// `default_steps`) from σ_min to σ_max evenly in ln σ, with `opts.samples` Hutchinson probes.
+/// `denoise(x, level, class)` is the model's unclipped denoiser; `model` names it in messages.
+#[allow(clippy::too_many_arguments)]
+pub fn ve_ode_density<F>(
+    batch: &Batch,
+    opts: &LikelihoodOptions,
+    model: &str,
+    num_classes: usize,
+    sigmas: (f64, f64),
+    default_steps: usize,
+    quantization: &Quantization,
+    denoise: F,
+) -> Result<LogLikelihood>
+where
+    F: Fn(&Tensor, &Level, Option<&Tensor>) -> Result<Tensor>,
+{
+    match opts.estimator.as_deref().unwrap_or("ode") {
+        "ode" => {}
+        other => return Err(Error::unknown("estimator", other, &["ode"])),
+    }
+    let class = batch_labels(batch, num_classes, model)?;
+    let levels = geometric_levels(sigmas.0, sigmas.1, opts.steps.unwrap_or(default_steps))?;
+    let mut rng = Rng::new(opts.seed);
+    let nats = ode_data_log_likelihood(
+        &batch.x,
+        &levels,
+        quantization,
+        opts.samples,
+        &mut rng,
+        |x, l| denoise(x, l, class.as_ref()),
+    )?;
+    Ok(LogLikelihood {
+        nats,
+        kind: LikelihoodKind::Estimate("ODE".into()),
+        space: quantization.space(),
+    })
 }
 
 /// `steps + 1` variance-exploding levels (α = 1) from σ_min to σ_max, evenly spaced in ln σ (least noisy

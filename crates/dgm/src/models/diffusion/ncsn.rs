@@ -41,11 +41,10 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::condition::{batch_labels, class_labels};
-use super::likelihood::{geometric_levels, ode_data_log_likelihood, Quantization};
+use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
 use crate::model::{
-    Batch, Density, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput, Model,
-    SampleOptions,
+    Batch, Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, Level, NoiseSchedule, SamplerOptions, VeSchedule};
@@ -358,30 +357,16 @@ impl Density for Ncsn {
     /// data, of the uniformly dequantized data plus D·ln(bin width) (an estimate of a bound on the discrete
     /// probability, comparable with DDPM's `vlb` and `ode`).
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
-        match opts.estimator.as_deref().unwrap_or("ode") {
-            "ode" => {}
-            other => return Err(Error::unknown("estimator", other, &["ode"])),
-        }
-        let class = batch_labels(batch, self.cfg.net.num_classes, "ncsn")?;
-        let levels = geometric_levels(
-            self.cfg.sigma_min,
-            self.cfg.sigma_max,
-            opts.steps.unwrap_or(self.cfg.ode_steps),
-        )?;
-        let mut rng = Rng::new(opts.seed);
-        let nats = ode_data_log_likelihood(
-            &batch.x,
-            &levels,
+        ve_ode_density(
+            batch,
+            opts,
+            "ncsn",
+            self.cfg.net.num_classes,
+            (self.cfg.sigma_min, self.cfg.sigma_max),
+            self.cfg.ode_steps,
             &self.cfg.quantization,
-            opts.samples,
-            &mut rng,
-            |x, l| self.denoise_unclipped(x, l, class.as_ref()),
-        )?;
-        Ok(LogLikelihood {
-            nats,
-            kind: LikelihoodKind::Estimate("ODE".into()),
-            space: self.cfg.quantization.space(),
-        })
+            |x, l, c| self.denoise_unclipped(x, l, c),
+        )
     }
 }
 
