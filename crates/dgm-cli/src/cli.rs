@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// The models and data sets, for every subcommand's help.
 macro_rules! models_and_data {
     () => {
-        "Models: vae, iwae, cvae, ddpm, edm, ncsn\n\
+        "Models: vae, iwae, cvae, ddpm, edm, ncsn, made, pixelcnn, gpt\n\
 Data sets: mnist, shapes, toy2d:<moons|8gaussians|checkerboard|swissroll|pinwheel|2spirals>, text:<name or path>\n\
 Data directory: --data-dir, else $DGM_DATA, else ./data"
     };
@@ -30,9 +30,17 @@ pub enum Command {
     /// Train a model (or continue a run with --resume).
     #[command(after_help = AFTER)]
     Train(TrainArgs),
-    /// Draw samples from a trained run and save them as a PNG grid.
+    /// Draw samples from a trained run: a PNG grid for image models, streamed text for language models
+    /// (--prompt, --max-tokens, --temperature, --top-k, --top-p).
     #[command(after_help = AFTER)]
     Sample(SampleArgs),
+    /// Score a text file under a language model: per-token log-probabilities, total nats, nats and bits per
+    /// character.
+    #[command(after_help = AFTER)]
+    Score(ScoreArgs),
+    /// Edit data with a trained model.
+    #[command(subcommand, after_help = AFTER)]
+    Edit(EditCommand),
     /// Evaluate a trained run: likelihood (nats, bits/dim, and what kind of number it is), sample quality
     /// (FID/KID/precision-recall/MMD/classifier scores) or, with `dgm eval ood`, out-of-distribution detection.
     #[command(after_help = EVAL_AFTER)]
@@ -163,9 +171,9 @@ pub struct DataDirArg {
 /// `dgm train`
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Model name: vae, iwae, cvae.
+    /// Model name: vae, iwae, cvae, ddpm, edm, ncsn, made, pixelcnn, gpt.
     pub model: Option<String>,
-    /// Data set: mnist, shapes, toy2d:<name>.
+    /// Data set: mnist, shapes, toy2d:<name>, text:<name or path>.
     #[arg(long)]
     pub data: Option<String>,
     /// Config file (TOML, same layout as a run's config.toml); --set and flags apply on top.
@@ -189,6 +197,10 @@ pub struct TrainArgs {
     /// Stop with a checkpoint after this many steps of this session (continue later with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Stop with a checkpoint after this many seconds of training in this session (validation not counted):
+    /// a fixed time budget. The learning-rate schedule still follows train.steps.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
     /// Device: cpu or cuda (cuda needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -218,19 +230,20 @@ pub struct RunArg {
 pub struct SampleArgs {
     #[command(flatten)]
     pub run: RunArg,
-    /// Number of samples.
-    #[arg(short = 'n', long = "num", default_value_t = 64)]
-    pub n: usize,
-    /// Output PNG.
+    /// Number of samples (default: 64 images, 1 text).
+    #[arg(short = 'n', long = "num")]
+    pub n: Option<usize>,
+    /// Output file: a PNG for image models (required); for language models the text is also written here.
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Class to generate, for class-conditional models.
     #[arg(long)]
     pub class: Option<u32>,
-    /// Prior temperature (1 = the model's distribution).
+    /// Image models: prior temperature (1 = the model's distribution). Language models: divides the logits
+    /// (< 1 sharper, > 1 more random).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
     /// Draw from the observation model instead of showing its mean.
@@ -245,6 +258,72 @@ pub struct SampleArgs {
     /// Class-conditional diffusion models: classifier-free guidance scale (1 = none; e.g. 3).
     #[arg(long)]
     pub guidance: Option<f64>,
+    /// Language models: text to continue (default: start from the beginning of a text).
+    #[arg(long, conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Language models: read the prompt from this file (e.g. a function signature for a code model).
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// Language models: tokens to generate.
+    #[arg(long, default_value_t = 500)]
+    pub max_tokens: usize,
+    /// Language models: sample only from the K most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Language models: sample only from the most likely tokens whose probability adds up to P (nucleus).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Language models: recompute the whole context for every token instead of using the KV cache.
+    #[arg(long)]
+    pub no_kv_cache: bool,
+    /// Language models: print tokens/s to stderr when done.
+    #[arg(long)]
+    pub timing: bool,
+}
+
+/// `dgm score`
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub run: RunArg,
+    /// The text file to score (any bytes; those outside the model's vocabulary are reported and skipped).
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Print only the summary, not one line per token.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// `dgm edit …`
+#[derive(Subcommand, Debug)]
+pub enum EditCommand {
+    /// Keep the top rows of an image and sample the rest (autoregressive image models: pixelcnn, made).
+    Complete(CompleteArgs),
+}
+
+/// `dgm edit complete`
+#[derive(Args, Debug)]
+pub struct CompleteArgs {
+    #[command(flatten)]
+    pub run: RunArg,
+    /// The image to complete (PNG etc.), of the model's size.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Rows of the image kept (from the top); the rest is sampled.
+    #[arg(long)]
+    pub rows: usize,
+    /// Number of completions.
+    #[arg(short = 'n', long = "num", default_value_t = 8)]
+    pub n: usize,
+    /// Output PNG: the kept part, then the completions.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Class to condition on, for class-conditional models.
+    #[arg(long)]
+    pub class: Option<u32>,
 }
 
 /// `dgm eval`

@@ -17,8 +17,9 @@ use dgm::model::{Batch, Condition, SampleOptions};
 use dgm::train::{self, run, RunConfig, TrainOptions, TrainOutcome, Weights};
 
 use crate::cli::{
-    Cli, Command, CompareArgs, DataCommand, EncodeArgs, EvalArgs, InterpolateArgs, MetricsCommand,
-    ReportArgs, RunArg, SampleArgs, TrainArgs, TrainFeaturesArgs,
+    Cli, Command, CompareArgs, CompleteArgs, DataCommand, EditCommand, EncodeArgs, EvalArgs,
+    InterpolateArgs, MetricsCommand, ReportArgs, RunArg, SampleArgs, ScoreArgs, TrainArgs,
+    TrainFeaturesArgs,
 };
 
 /// Runs the parsed command.
@@ -26,6 +27,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Train(a) => train_cmd(a),
         Command::Sample(a) => sample_cmd(a),
+        Command::Score(a) => score_cmd(a),
+        Command::Edit(EditCommand::Complete(a)) => complete_cmd(a),
         Command::Eval(a) => eval_cmd(a),
         Command::Encode(a) => encode_cmd(a),
         Command::Interpolate(a) => interpolate_cmd(a),
@@ -54,6 +57,15 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
     let mut opts = TrainOptions::new(&data_dir);
     opts.device = device(&a.device)?;
     opts.stop_after = a.stop_after;
+    if let Some(l) = a.time_limit {
+        if !(l > 0.0 && l.is_finite()) {
+            bail!(dgm::Error::invalid(
+                "--time-limit",
+                format!("{l} must be a positive number of seconds")
+            ));
+        }
+    }
+    opts.time_limit = a.time_limit;
     opts.quiet = a.quiet;
     let stop = opts.stop.clone();
     // First Ctrl-C: finish the current step, write a checkpoint, exit 0. Second: exit at once.
@@ -90,12 +102,18 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                     c
                 }
                 (None, Some(model)) => {
-                    RunConfig::new(model, a.data.as_deref().unwrap_or("shapes"))?
+                    // language models default to the text corpus, everything else to the embedded shapes
+                    let default_data = if model == "gpt" {
+                        "text:tinyshakespeare"
+                    } else {
+                        "shapes"
+                    };
+                    RunConfig::new(model, a.data.as_deref().unwrap_or(default_data))?
                 }
                 (None, None) => {
                     return Err(dgm::Error::invalid(
                         "train",
-                        "name a model (vae, iwae, cvae), give --config FILE, or --resume a run",
+                        "name a model (e.g. vae, ddpm, gpt), give --config FILE, or --resume a run",
                     )
                     .into())
                 }
@@ -137,10 +155,35 @@ fn load(r: &RunArg) -> Result<run::LoadedRun> {
 }
 
 fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
-    if a.n == 0 {
+    if a.n == Some(0) {
         bail!(dgm::Error::invalid("-n", "must be at least 1"));
     }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        bail!(dgm::Error::invalid(
+            "--temperature",
+            format!("{} must be a positive number", a.temperature)
+        ));
+    }
     let run = load(&a.run)?;
+    if let Some(lm) = run.model.as_sequence() {
+        return sample_text(&a, lm);
+    }
+    if a.prompt.is_some() || a.prompt_file.is_some() {
+        bail!(dgm::Error::invalid(
+            "--prompt",
+            format!(
+                "model '{}' is not a language model; prompts apply to gpt runs",
+                run.config.model.name
+            )
+        ));
+    }
+    let Some(out) = &a.out else {
+        bail!(dgm::Error::invalid(
+            "--out",
+            "give the PNG file to write, e.g. --out samples.png"
+        ));
+    };
+    let n = a.n.unwrap_or(64);
     let mut opts = SampleOptions::seeded(a.seed);
     opts.temperature = a.temperature;
     opts.mean = !a.draw;
@@ -150,10 +193,260 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     if let Some(k) = a.class {
         opts.condition = Condition::Class(vec![k]);
     }
-    let x = run.model.sample(a.n, &opts)?;
-    dgm::image_io::save_samples(&a.out, &x, &run.config.data.preprocessing)?;
-    println!("wrote {} samples to {}", a.n, a.out.display());
+    let x = run.model.sample(n, &opts)?;
+    dgm::image_io::save_samples(out, &x, &run.config.data.preprocessing)?;
+    println!("wrote {n} samples to {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dgm sample` for a language model: streams each sample to stdout as it is generated.
+fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode> {
+    use std::io::Write;
+    let prompt: Option<Vec<u8>> = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => Some(p.as_bytes().to_vec()),
+        (None, Some(f)) => Some(std::fs::read(f).map_err(|e| dgm::Error::io(f, e))?),
+        (None, None) => None,
+    };
+    if prompt.as_ref().is_some_and(|p| p.is_empty()) {
+        bail!(dgm::Error::invalid(
+            "--prompt",
+            "the prompt is empty; give some text to continue, or leave --prompt out to start from the beginning of a text"
+        ));
+    }
+    let prompt = prompt.unwrap_or_default();
+    let ids = lm
+        .tokenizer()
+        .encode(&prompt)
+        .map_err(|e| dgm::Error::invalid("--prompt", e.to_string()))?;
+    let n = a.n.unwrap_or(1);
+    let mut all = Vec::new();
+    let stdout = std::io::stdout();
+    let started = std::time::Instant::now();
+    let mut generated = 0usize;
+    for i in 0..n {
+        let opts = dgm::model::GenerateOptions {
+            max_tokens: a.max_tokens,
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed.wrapping_add(i as u64),
+            kv_cache: !a.no_kv_cache,
+        };
+        opts.validate()?;
+        if n > 1 {
+            println!("--- sample {} (seed {}) ---", i + 1, opts.seed);
+        }
+        let mut stream = dgm::data::tokenizer::Utf8Stream::default();
+        let mut out = stdout.lock();
+        write!(out, "{}", stream.push(&prompt))?;
+        out.flush()?;
+        let tok = lm.tokenizer();
+        let new = lm.generate(&ids, &opts, &mut |id| {
+            if let Some(b) = tok.token_byte(id) {
+                let text = stream.push(&[b]);
+                if !text.is_empty() {
+                    let _ = write!(out, "{text}");
+                    let _ = out.flush();
+                }
+            }
+            Ok(true)
+        })?;
+        writeln!(out, "{}", stream.finish())?;
+        generated += new.len();
+        all.extend_from_slice(&prompt);
+        all.extend(tok.decode(&new)?);
+        all.push(b'\n');
+    }
+    if a.timing {
+        let s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{generated} tokens in {s:.2} s: {:.1} tokens/s ({})",
+            generated as f64 / s,
+            if a.no_kv_cache {
+                "no KV cache"
+            } else {
+                "KV cache"
+            }
+        );
+    }
+    if let Some(out) = &a.out {
+        dgm::checkpoint::write_atomic(out, &all)?;
+        eprintln!("wrote {n} sample(s) to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Escapes one byte for a per-token table.
+fn show_token(b: u8) -> String {
+    match b {
+        b'\n' => "\\n".into(),
+        b'\t' => "\\t".into(),
+        b' ' => "' '".into(),
+        b if b.is_ascii_graphic() => (b as char).to_string(),
+        b => format!("\\x{b:02x}"),
+    }
+}
+
+fn score_cmd(a: ScoreArgs) -> Result<ExitCode> {
+    let run = load(&a.run)?;
+    let Some(lm) = run.model.as_sequence() else {
+        bail!(dgm::Error::Unsupported(format!(
+            "model '{}' is not a language model; `dgm score` takes gpt runs (for images use `dgm eval`)",
+            run.config.model.name
+        )));
+    };
+    let bytes = std::fs::read(&a.text).map_err(|e| dgm::Error::io(&a.text, e))?;
+    if bytes.is_empty() {
+        bail!(dgm::Error::invalid(
+            a.text.display().to_string(),
+            "the file is empty; there is nothing to score"
+        ));
+    }
+    let tok = lm.tokenizer();
+    let (ids, oov) = tok.encode_lossy(&bytes);
+    if ids.is_empty() {
+        bail!(dgm::Error::invalid(
+            a.text.display().to_string(),
+            format!(
+                "none of its {} bytes is in the model's vocabulary ({})",
+                bytes.len(),
+                tok.describe_vocab()
+            )
+        ));
+    }
+    let lp = lm.token_log_probs(&ids)?;
+    if !a.summary {
+        println!("index\ttoken\tlog_p_nats");
+        for (i, (&id, &l)) in ids.iter().zip(&lp).enumerate() {
+            let b = tok.token_byte(id).unwrap_or(b'?');
+            println!("{i}\t{}\t{l:.4}", show_token(b));
+        }
+    }
+    let total: f64 = -lp.iter().sum::<f64>();
+    let unit = tok.unit();
+    let per = total / ids.len() as f64;
+    println!(
+        "{}: {} {unit}s scored · NLL {total:.2} nats · {per:.4} nats/{unit} · {:.4} bits/{unit} (exact, under run {} with a {}-token context)",
+        a.text.display(),
+        ids.len(),
+        per / std::f64::consts::LN_2,
+        a.run.run.display(),
+        lm.context_len()
+    );
+    if !oov.is_empty() {
+        let shown: Vec<String> = oov
+            .iter()
+            .take(10)
+            .map(|&(o, b)| format!("{} at {o}", dgm::data::tokenizer::show_byte(b)))
+            .collect();
+        println!(
+            "{} byte(s) outside the vocabulary were skipped, not scored: {}{}",
+            oov.len(),
+            shown.join(", "),
+            if oov.len() > 10 { ", …" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn complete_cmd(a: CompleteArgs) -> Result<ExitCode> {
+    if a.n == 0 {
+        bail!(dgm::Error::invalid("-n", "must be at least 1"));
+    }
+    let run = load(&a.run)?;
+    let Some(model) = run.model.as_complete() else {
+        bail!(dgm::Error::Unsupported(format!(
+            "model '{}' cannot complete images; `dgm edit complete` takes pixelcnn and made runs",
+            run.config.model.name
+        )));
+    };
+    let shape = match image_shape(&run.config) {
+        Ok(s) => s,
+        Err(_) => run::load_data(&run.config, Split::Test, &data::data_dir(None))?.example_shape,
+    };
+    let &[c, h, w] = shape.as_slice() else {
+        bail!(dgm::Error::Unsupported(format!(
+            "run {} does not model images",
+            a.run.run.display()
+        )));
+    };
+    if a.rows > h {
+        bail!(dgm::Error::invalid(
+            "--rows",
+            format!("{} is more than the image's {h} rows", a.rows)
+        ));
+    }
+    let pixels = dgm::image_io::load_image(&a.image, c, h, w)?;
+    let ds = Dataset {
+        name: a.image.display().to_string(),
+        example_shape: vec![c, h, w],
+        storage: data::Storage::U8(pixels.repeat(a.n)),
+        labels: a.class.map(|k| vec![k; a.n]),
+        num_classes: model.num_classes(),
+        class_names: None,
+        captions: None,
+    };
+    let prep = run.config.data.preprocessing.for_eval();
+    let dev = device(&a.run.device)?;
+    let idx: Vec<usize> = (0..a.n).collect();
+    let batch = ds.batch(&idx, &prep, &mut dgm::rng::Rng::new(a.seed), &dev)?;
+    let mut opts = SampleOptions::seeded(a.seed);
+    if let Some(k) = a.class {
+        opts.condition = Condition::Class(vec![k; a.n]);
+    }
+    let done = model.complete(&batch.x, a.rows, &opts)?;
+    // the input with the unknown rows greyed out, then the completions
+    let kept = batch.x.narrow(0, 0, 1)?;
+    let mask: Vec<f32> = (0..c * h * w)
+        .map(|i| if (i % (h * w)) / w < a.rows { 1.0 } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, (1, c, h, w), &dev)?;
+    let (lo, hi) = prep_range(&run.config.data.preprocessing);
+    let grey = ((1.0 - &mask)? * ((lo + hi) / 2.0))?;
+    let shown = ((kept * &mask)? + grey)?;
+    let grid = Tensor::cat(&[shown, done.to_dtype(candle_core::DType::F32)?], 0)?;
+    dgm::image_io::save_grid(&a.out, &grid, &run.config.data.preprocessing, a.n + 1)?;
+    println!(
+        "kept the top {} of {h} rows of {} and wrote it with {} completions to {}",
+        a.rows,
+        a.image.display(),
+        a.n,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The value range of preprocessed pixels.
+fn prep_range(p: &data::Preprocessing) -> (f64, f64) {
+    match p {
+        data::Preprocessing::Scale { range, .. } => {
+            let (lo, hi) = range.bounds();
+            (lo as f64, hi as f64)
+        }
+        _ => (0.0, 1.0),
+    }
+}
+
+/// The example shape recorded in the run's model config (`example_shape`), when its data are not at hand.
+fn image_shape(cfg: &RunConfig) -> Result<Vec<usize>> {
+    let shape = cfg
+        .model
+        .config
+        .get("example_shape")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_integer())
+                .map(|x| x as usize)
+                .collect::<Vec<_>>()
+        });
+    match shape {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => bail!(dgm::Error::invalid(
+            "run",
+            "cannot tell the image size: the run's data set is not found (set DGM_DATA)"
+        )),
+    }
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
@@ -259,21 +552,55 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
         split.name(),
         reports.first().map(|r| r.n).unwrap_or(0)
     );
-    println!("data: {} · {}", run.config.data.name, prep.describe());
-    println!(
-        "{:<22} {:>14} {:>10} {:>10}",
-        "kind", "NLL (nats)", "± s.e.", "bits/dim"
-    );
-    for r in &reports {
+    if let Some(lm) = run.model.as_sequence() {
+        // text: an example is a window of tokens; report per token (character / byte)
+        let unit = lm.tokenizer().unit();
         println!(
-            "{:<22} {:>14.3} {:>10.3} {:>10.4}",
-            r.kind.to_string(),
-            r.nll_nats,
-            r.stderr_nats,
-            r.bits_per_dim
+            "data: {} · {} tokenizer ({} symbols) · non-overlapping windows of {} {unit}s{}",
+            run.config.data.name,
+            lm.tokenizer().name(),
+            lm.tokenizer().vocab_size(),
+            lm.context_len(),
+            if split == Split::Train {
+                ""
+            } else {
+                " · the last 10 % of the corpus (text has no separate test split)"
+            }
         );
+        println!(
+            "{:<22} {:>14} {:>10} {:>10}",
+            "kind",
+            format!("nats/{unit}"),
+            "± s.e.",
+            format!("bits/{unit}")
+        );
+        for r in &reports {
+            let d = r.dims.max(1) as f64;
+            println!(
+                "{:<22} {:>14.4} {:>10.4} {:>10.4}",
+                r.kind.to_string(),
+                r.nll_nats / d,
+                r.stderr_nats / d,
+                r.bits_per_dim
+            );
+        }
+    } else {
+        println!("data: {} · {}", run.config.data.name, prep.describe());
+        println!(
+            "{:<22} {:>14} {:>10} {:>10}",
+            "kind", "NLL (nats)", "± s.e.", "bits/dim"
+        );
+        for r in &reports {
+            println!(
+                "{:<22} {:>14.3} {:>10.3} {:>10.4}",
+                r.kind.to_string(),
+                r.nll_nats,
+                r.stderr_nats,
+                r.bits_per_dim
+            );
+        }
+        println!("(a lower bound on log p gives an upper bound on NLL; IWAE-k tightens towards the true NLL as k grows)");
     }
-    println!("(a lower bound on log p gives an upper bound on NLL; IWAE-k tightens towards the true NLL as k grows)");
     let path = a.run.run.join(format!("eval-{}.json", split.name()));
     let text = serde_json::to_string_pretty(&reports)?;
     dgm::checkpoint::write_atomic(&path, text.as_bytes())?;

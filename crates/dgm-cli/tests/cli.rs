@@ -2,22 +2,10 @@
 
 mod common;
 
-use common::{assert_bad_input, dgm, run, stderr, stdout, tmp};
+use common::{assert_bad_input, dgm, run, shared_data, stderr, stdout, tmp};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The shared data directory, if `DGM_DATA` is set (a relative path is taken from the workspace root).
-fn shared_data() -> Option<PathBuf> {
-    let v = std::env::var_os("DGM_DATA")?;
-    let p = PathBuf::from(v);
-    let p = if p.is_relative() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
-    } else {
-        p
-    };
-    p.join("mnist").is_dir().then_some(p)
-}
 
 const TINY: &[&str] = &[
     "--set",

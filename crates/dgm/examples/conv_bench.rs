@@ -251,6 +251,7 @@ fn run_model(o: &Opts) -> Result<Value> {
         beta2: 0.999,
         eps: 1e-8,
         weight_decay: 0.0,
+        decay_matrices_only: false,
     };
     let mut opt = match frozen {
         Some(_) => None,

@@ -48,6 +48,7 @@ fn main() -> dgm::Result<()> {
     };
     let mut cfg = models::default_config("vae")?;
     let info = DataInfo {
+        tokenizer: None,
         example_shape: vec![1, 28, 28],
         num_classes: Some(10),
         preprocessing: prep.clone(),
@@ -63,6 +64,7 @@ fn main() -> dgm::Result<()> {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            decay_matrices_only: false,
         },
     )?;
     let mut rng = Rng::new(1);

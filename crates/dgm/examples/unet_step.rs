@@ -48,6 +48,7 @@ fn ddpm_config(base: usize) -> dgm::Result<toml::Table> {
     unet.insert("num_heads".into(), int(4));
     unet.insert("groups".into(), int(8));
     let info = DataInfo {
+        tokenizer: None,
         example_shape: vec![1, 28, 28],
         num_classes: Some(10),
         preprocessing: Preprocessing::Scale {
@@ -161,6 +162,7 @@ fn main() -> dgm::Result<()> {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            decay_matrices_only: false,
         },
     )?;
     let mut rng = Rng::new(1);

@@ -94,6 +94,41 @@ pub fn save_scatter(path: &Path, points: &Tensor, lim: f32, size: u32) -> Result
     encode_png(&img, path)
 }
 
+/// Reads the image file at `path` as 8-bit pixels in `(c, h, w)` order: grey for `c = 1`, RGB for `c = 3`
+/// (colour images are converted to grey by the usual luma weights). Its size must be exactly `h × w`:
+/// anything else is an error naming both sizes.
+pub fn load_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> {
+    let img =
+        image::open(path).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    if (img.width() as usize, img.height() as usize) != (w, h) {
+        return Err(Error::invalid(
+            path.display().to_string(),
+            format!(
+                "the image is {}×{} pixels; this model takes {w}×{h} images",
+                img.width(),
+                img.height()
+            ),
+        ));
+    }
+    match c {
+        1 => Ok(img.to_luma8().into_raw()),
+        3 => {
+            let rgb = img.to_rgb8();
+            let mut out = vec![0u8; 3 * h * w];
+            for (i, p) in rgb.pixels().enumerate() {
+                for ch in 0..3 {
+                    out[ch * h * w + i] = p.0[ch];
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(Error::invalid(
+            "image channels",
+            format!("{c}: only 1 (grey) or 3 (RGB) channel images can be read"),
+        )),
+    }
+}
+
 /// Saves model output shaped like a batch: images as a grid, 2-D points as a scatter plot.
 pub fn save_samples(path: &Path, x: &Tensor, prep: &Preprocessing) -> Result<()> {
     match x.rank() {
@@ -110,5 +145,32 @@ pub fn save_samples(path: &Path, x: &Tensor, prep: &Preprocessing) -> Result<()>
                 x.dims()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_image_round_trips_pixels_and_rejects_other_sizes() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("dgm-imgio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("g.png");
+        let mut img = RgbImage::new(3, 2);
+        for (i, p) in img.pixels_mut().enumerate() {
+            *p = Rgb([10 * i as u8, 100, 200 - 10 * i as u8]);
+        }
+        encode_png(&img, &path)?;
+        let rgb = load_image(&path, 3, 2, 3)?;
+        assert_eq!(&rgb[0..6], &[0, 10, 20, 30, 40, 50]);
+        assert_eq!(&rgb[6..12], &[100; 6]);
+        assert_eq!(&rgb[12..18], &[200, 190, 180, 170, 160, 150]);
+        assert_eq!(load_image(&path, 1, 2, 3)?.len(), 6);
+        let e = load_image(&path, 1, 28, 28).unwrap_err().to_string();
+        assert!(e.contains("3×2") && e.contains("28×28"), "{e}");
+        assert!(load_image(&dir.join("missing.png"), 1, 2, 3).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
     }
 }

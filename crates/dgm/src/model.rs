@@ -254,6 +254,16 @@ pub trait Model {
     fn as_latent(&self) -> Option<&dyn Latent> {
         None
     }
+
+    /// The model as a [`Sequence`] model (language models), when it generates and scores token sequences.
+    fn as_sequence(&self) -> Option<&dyn Sequence> {
+        None
+    }
+
+    /// The model as a [`Complete`] model, when it can sample the rest of a partly known example.
+    fn as_complete(&self) -> Option<&dyn Complete> {
+        None
+    }
 }
 
 /// Models with a (bound on / estimate of the) likelihood.
@@ -280,6 +290,94 @@ pub trait Latent: Model {
     fn interpolate(&self, z0: &Tensor, z1: &Tensor, t: f64) -> Result<Tensor> {
         Ok(((z0 * (1.0 - t))? + (z1 * t)?)?)
     }
+}
+
+/// Options for [`Sequence::generate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    /// Number of tokens to generate (at least 1).
+    pub max_tokens: usize,
+    /// Divides the logits before the softmax (> 0; < 1 sharpens, > 1 flattens).
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens (`None` = all).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p` ∈ (0, 1] (nucleus
+    /// sampling, Holtzman et al. 2020); `None` = all.
+    pub top_p: Option<f64>,
+    /// Seed for dgm's RNG: the same seed gives the same tokens, with or without the cache.
+    pub seed: u64,
+    /// Reuse the keys and values of earlier positions (the KV cache) instead of recomputing the context.
+    pub kv_cache: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+            kv_cache: true,
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// Rejects options that cannot work, naming the value.
+    pub fn validate(&self) -> Result<()> {
+        use crate::Error;
+        if self.max_tokens == 0 {
+            return Err(Error::invalid("max-tokens", "0 must be at least 1"));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::invalid(
+                "temperature",
+                format!("{} must be a positive number", self.temperature),
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::invalid("top-k", "0 must be at least 1"));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(Error::invalid("top-p", format!("{p} must be in (0, 1]")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Language models: token sequences with an exact, autoregressive likelihood
+/// p(x_1 … x_n) = Π_i p(x_i | x_<i).
+pub trait Sequence: Model {
+    /// The tokenizer the model was trained with.
+    fn tokenizer(&self) -> &crate::data::Tokenizer;
+
+    /// The longest context the model attends to, in tokens.
+    fn context_len(&self) -> usize;
+
+    /// log p(ids[i] | ids[..i]) in nats for every position i (the first token is conditioned on the start
+    /// of the text only); a text longer than the context is scored with a sliding window.
+    fn token_log_probs(&self, ids: &[u32]) -> Result<Vec<f64>>;
+
+    /// Continues `prompt` (may be empty: then generation starts from the start of text) by
+    /// `opts.max_tokens` tokens, calling `on_token` with each as soon as it is drawn (return `false` to
+    /// stop early). Returns the generated tokens.
+    fn generate(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<Vec<u32>>;
+}
+
+/// Models that sample the rest of an example given its first part (autoregressive image models, which
+/// generate in raster order).
+pub trait Complete: Model {
+    /// Keeps the first `known_rows` rows of every image in `x` (`(b, c, h, w)`, preprocessed like the
+    /// training data) and samples the remaining pixels from p(rest | known).
+    fn complete(&self, x: &Tensor, known_rows: usize, opts: &SampleOptions) -> Result<Tensor>;
 }
 
 /// Converts a negative log-likelihood of one example (nats) to bits per dimension, using the data dimension

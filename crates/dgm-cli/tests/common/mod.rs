@@ -70,3 +70,16 @@ pub fn assert_bad_input(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "stderr lacks '{n}': {err}");
     }
 }
+
+/// The shared data directory, if `DGM_DATA` is set and holds MNIST (a relative path is taken from the
+/// workspace root).
+pub fn shared_data() -> Option<PathBuf> {
+    let v = std::env::var_os("DGM_DATA")?;
+    let p = PathBuf::from(v);
+    let p = if p.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
+    } else {
+        p
+    };
+    p.join("mnist").is_dir().then_some(p)
+}

@@ -448,7 +448,7 @@ mod tests {
         assert!(ds.captions.is_none());
         match &ds.storage {
             Storage::U8(v) => assert_eq!(v, &pixels),
-            Storage::F32(_) => panic!("mnist must be u8"),
+            _ => panic!("mnist must be u8"),
         }
         // not all four files: find() says no
         assert_eq!(find(&d), None);

@@ -9,14 +9,17 @@ pub mod mnist;
 pub mod ood;
 pub mod shapes;
 pub mod text;
+pub mod tokenizer;
 pub mod toy2d;
 pub mod transforms;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use tokenizer::Tokenizer;
 pub use transforms::{Preprocessing, Range};
 
 use crate::model::Batch;
@@ -66,6 +69,18 @@ pub enum Storage {
     U8(Vec<u8>),
     /// Real values (e.g. 2-D points), `n * dim` values.
     F32(Vec<f32>),
+    /// Windows of `window` consecutive token ids of one long sequence, starting every `stride` tokens
+    /// (text: see [`text::TextCorpus::windows`]); batches are `(b, window)` u32 tensors.
+    Tokens {
+        /// The token ids of the whole split.
+        ids: Arc<Vec<u32>>,
+        /// Tokens per example.
+        window: usize,
+        /// Offset between consecutive examples.
+        stride: usize,
+        /// The tokenizer that made `ids`.
+        tokenizer: Arc<Tokenizer>,
+    },
 }
 
 /// An in-memory data set of fixed-shape examples, with optional class labels and captions.
@@ -94,6 +109,15 @@ impl Dataset {
         match &self.storage {
             Storage::U8(v) => v.len() / per,
             Storage::F32(v) => v.len() / per,
+            Storage::Tokens {
+                ids,
+                window,
+                stride,
+                ..
+            } => match ids.len().checked_sub(*window) {
+                Some(extra) => extra / stride.max(&1) + 1,
+                None => 0,
+            },
         }
     }
 
@@ -112,6 +136,14 @@ impl Dataset {
         matches!(self.storage, Storage::U8(_))
     }
 
+    /// The tokenizer of a token data set (text), `None` for images and vectors.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        match &self.storage {
+            Storage::Tokens { tokenizer, .. } => Some(tokenizer),
+            _ => None,
+        }
+    }
+
     /// Builds the batch of examples `indices`, preprocessed by `prep` (randomness from `rng`).
     pub fn batch(
         &self,
@@ -121,22 +153,32 @@ impl Dataset {
         device: &Device,
     ) -> Result<Batch> {
         let d = self.example_dim();
-        let mut values = Vec::with_capacity(indices.len() * d);
-        for &i in indices {
-            if i >= self.len() {
-                return Err(Error::invalid(
-                    "index",
-                    format!("{i} out of range for {} examples", self.len()),
-                ));
-            }
-            match &self.storage {
-                Storage::U8(v) => prep.apply_u8(&v[i * d..(i + 1) * d], i, rng, &mut values)?,
-                Storage::F32(v) => prep.apply_f32(&v[i * d..(i + 1) * d], &mut values)?,
-            }
+        let n = self.len();
+        if let Some(&i) = indices.iter().find(|&&i| i >= n) {
+            return Err(Error::invalid(
+                "index",
+                format!("{i} out of range for {n} examples"),
+            ));
         }
         let mut shape = vec![indices.len()];
         shape.extend_from_slice(&self.example_shape);
-        let x = Tensor::from_vec(values, shape, device)?;
+        let x = if let Storage::Tokens { ids, stride, .. } = &self.storage {
+            let mut tokens = Vec::with_capacity(indices.len() * d);
+            for &i in indices {
+                tokens.extend_from_slice(&ids[i * stride..i * stride + d]);
+            }
+            Tensor::from_vec(tokens, shape, device)?
+        } else {
+            let mut values = Vec::with_capacity(indices.len() * d);
+            for &i in indices {
+                match &self.storage {
+                    Storage::U8(v) => prep.apply_u8(&v[i * d..(i + 1) * d], i, rng, &mut values)?,
+                    Storage::F32(v) => prep.apply_f32(&v[i * d..(i + 1) * d], &mut values)?,
+                    Storage::Tokens { .. } => {}
+                }
+            }
+            Tensor::from_vec(values, shape, device)?
+        };
         let labels = match &self.labels {
             Some(l) => Some(Tensor::from_vec(
                 indices.iter().map(|&i| l[i]).collect::<Vec<u32>>(),
@@ -156,12 +198,28 @@ impl Dataset {
         })
     }
 
-    /// Keeps only the examples `range` (used to split MNIST's 60k into 50k train / 10k validation).
+    /// Keeps only the examples `start..end` (used to split MNIST's 60k into 50k train / 10k validation).
     pub fn slice(&self, start: usize, end: usize) -> Dataset {
         let d = self.example_dim();
         let storage = match &self.storage {
             Storage::U8(v) => Storage::U8(v[start * d..end * d].to_vec()),
             Storage::F32(v) => Storage::F32(v[start * d..end * d].to_vec()),
+            Storage::Tokens {
+                ids,
+                window,
+                stride,
+                tokenizer,
+            } => Storage::Tokens {
+                ids: Arc::new(match end.checked_sub(1) {
+                    Some(last) if end > start => {
+                        ids[start * stride..last * stride + window].to_vec()
+                    }
+                    _ => Vec::new(),
+                }),
+                window: *window,
+                stride: *stride,
+                tokenizer: tokenizer.clone(),
+            },
         };
         Dataset {
             name: self.name.clone(),

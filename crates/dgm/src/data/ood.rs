@@ -153,7 +153,7 @@ pub fn load_ood(
             let m = n.min(test.len());
             let src = match &test.storage {
                 Storage::U8(v) => v,
-                Storage::F32(_) => {
+                Storage::F32(_) | Storage::Tokens { .. } => {
                     return Err(Error::Unsupported(
                         "MNIST test set is not stored as 8-bit pixels".into(),
                     ))
@@ -441,7 +441,7 @@ mod tests {
     fn pixels(d: &Dataset) -> &[u8] {
         match &d.storage {
             Storage::U8(v) => v,
-            Storage::F32(_) => panic!("not u8"),
+            _ => panic!("not u8"),
         }
     }
 

@@ -407,7 +407,7 @@ mod tests {
     fn bytes(ds: &Dataset) -> &[u8] {
         match &ds.storage {
             Storage::U8(v) => v,
-            Storage::F32(_) => panic!("shapes must be u8"),
+            _ => panic!("shapes must be u8"),
         }
     }
 

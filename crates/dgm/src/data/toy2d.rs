@@ -175,7 +175,7 @@ mod tests {
     fn points(ds: &Dataset) -> &[f32] {
         match &ds.storage {
             Storage::F32(v) => v,
-            Storage::U8(_) => panic!("toy2d must be f32"),
+            _ => panic!("toy2d must be f32"),
         }
     }
 

@@ -809,6 +809,7 @@ pub fn train_feature_net_on(
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: t.weight_decay,
+            decay_matrices_only: false,
         },
     )?;
     progress(&format!(

@@ -618,9 +618,9 @@ pub fn compare_sets(
 fn points(ds: &Dataset, n: usize) -> Result<Vec<f32>> {
     match &ds.storage {
         crate::data::Storage::F32(v) => Ok(v[..n * ds.example_dim()].to_vec()),
-        crate::data::Storage::U8(_) => Err(Error::invalid(
+        _ => Err(Error::invalid(
             "data",
-            format!("{} holds images, not points", ds.name),
+            format!("{} holds images or tokens, not points", ds.name),
         )),
     }
 }

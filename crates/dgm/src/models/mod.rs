@@ -3,6 +3,7 @@
 //! A model's config is a typed serde struct in its own file; the registry moves it through TOML so that
 //! `config.toml`, `--config FILE` and `--set model.key=value` all work the same way for every family.
 
+pub mod autoregressive;
 pub mod diffusion;
 pub mod vae;
 
@@ -15,7 +16,9 @@ use crate::model::Model;
 use crate::{Error, Result};
 
 /// The model names the registry knows, for `--help` and error messages.
-pub const MODEL_NAMES: &[&str] = &["vae", "iwae", "cvae", "ddpm", "edm", "ncsn"];
+pub const MODEL_NAMES: &[&str] = &[
+    "vae", "iwae", "cvae", "ddpm", "edm", "ncsn", "made", "pixelcnn", "gpt",
+];
 
 /// What a model needs to know about its data to be built.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +29,8 @@ pub struct DataInfo {
     pub num_classes: Option<usize>,
     /// How the data are preprocessed.
     pub preprocessing: Preprocessing,
+    /// The tokenizer of text data (the examples are then token windows), `None` otherwise.
+    pub tokenizer: Option<crate::data::Tokenizer>,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -61,6 +66,9 @@ pub fn default_config(name: &str) -> Result<toml::Table> {
         "ddpm" => to_table(&diffusion::DdpmConfig::default()),
         "edm" => to_table(&diffusion::EdmConfig::default()),
         "ncsn" => to_table(&diffusion::NcsnConfig::default()),
+        "made" => to_table(&autoregressive::made::MadeConfig::default()),
+        "pixelcnn" => to_table(&autoregressive::pixelcnn::PixelCnnConfig::default()),
+        "gpt" => to_table(&autoregressive::gpt::GptConfig::default()),
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }
 }
@@ -110,6 +118,24 @@ pub fn prepare(name: &str, cfg: &mut toml::Table, data: &DataInfo) -> Result<()>
             *cfg = to_table(&c)?;
             Ok(())
         }
+        "made" => {
+            let mut c: autoregressive::made::MadeConfig = from_table(cfg)?;
+            autoregressive::made::prepare(&mut c, data)?;
+            *cfg = to_table(&c)?;
+            Ok(())
+        }
+        "pixelcnn" => {
+            let mut c: autoregressive::pixelcnn::PixelCnnConfig = from_table(cfg)?;
+            autoregressive::pixelcnn::prepare(&mut c, data)?;
+            *cfg = to_table(&c)?;
+            Ok(())
+        }
+        "gpt" => {
+            let mut c: autoregressive::gpt::GptConfig = from_table(cfg)?;
+            autoregressive::gpt::prepare(&mut c, data)?;
+            *cfg = to_table(&c)?;
+            Ok(())
+        }
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }
 }
@@ -133,6 +159,18 @@ pub fn build(name: &str, cfg: &toml::Table, vb: VarBuilder) -> Result<Box<dyn Mo
         "ncsn" => {
             let c: diffusion::NcsnConfig = from_table(cfg)?;
             Ok(Box::new(diffusion::Ncsn::new(c, vb)?))
+        }
+        "made" => {
+            let c: autoregressive::made::MadeConfig = from_table(cfg)?;
+            Ok(Box::new(autoregressive::made::Made::new(c, vb)?))
+        }
+        "pixelcnn" => {
+            let c: autoregressive::pixelcnn::PixelCnnConfig = from_table(cfg)?;
+            Ok(Box::new(autoregressive::pixelcnn::PixelCnn::new(c, vb)?))
+        }
+        "gpt" => {
+            let c: autoregressive::gpt::GptConfig = from_table(cfg)?;
+            Ok(Box::new(autoregressive::gpt::Gpt::new(c, vb)?))
         }
         _ => Err(Error::unknown("model", name, MODEL_NAMES)),
     }

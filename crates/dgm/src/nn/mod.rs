@@ -7,8 +7,11 @@ pub(crate) mod gemm;
 pub mod kernels;
 pub mod layers;
 pub mod linear;
+pub mod masked;
+pub mod masked_conv;
 pub mod norm;
 pub mod params;
+pub mod transformer;
 pub mod unet;
 
 use std::sync::atomic::{AtomicBool, Ordering};

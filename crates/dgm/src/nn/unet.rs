@@ -802,6 +802,7 @@ mod tests {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            decay_matrices_only: false,
         };
         let mut opt = AdamW::new(vars.clone(), adam)?;
         let mut losses = Vec::new();

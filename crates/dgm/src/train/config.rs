@@ -42,6 +42,29 @@ pub struct DataConfig {
     /// Sizes of generated data sets (shapes, toy2d); ignored for files.
     #[serde(default)]
     pub sizes: GeneratedSizes,
+    /// How text corpora are cut into training examples (`text:<name>` data only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextOptions>,
+}
+
+/// The `[data.text]` table of text data sets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextOptions {
+    /// Tokens per training example: the language model's context length (nanoGPT's `block_size`).
+    pub context: usize,
+    /// The tokenizer built from the corpus when training starts (`chars` or `bytes`); afterwards the run
+    /// keeps the one it was trained with in `[model.tokenizer]`.
+    pub tokenizer: String,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        Self {
+            context: 256,
+            tokenizer: "chars".into(),
+        }
+    }
 }
 
 /// The `[train]` table.
@@ -64,6 +87,9 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Decoupled weight decay (AdamW); 0 = Adam.
     pub weight_decay: f64,
+    /// Apply the weight decay only to variables of two or more dimensions (weights, embeddings), not to
+    /// biases and normalisation gains (GPT-2 / nanoGPT); `false` decays every variable.
+    pub decay_matrices_only: bool,
     /// Linear warm-up steps.
     pub warmup_steps: u64,
     /// Cosine decay to `lr * min_lr_ratio` at the last step (1.0 = constant after warm-up).
@@ -95,6 +121,7 @@ impl Default for TrainConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            decay_matrices_only: false,
             warmup_steps: 100,
             min_lr_ratio: 0.1,
             grad_clip: 0.0,
@@ -165,6 +192,7 @@ impl RunConfig {
         if let DataSpec::Toy2d(_) = spec {
             train.batch_size = 256;
         }
+        let text = matches!(spec, DataSpec::Text(_)).then(TextOptions::default);
         Ok(Self {
             seed: 0,
             model: ModelSection {
@@ -175,6 +203,7 @@ impl RunConfig {
                 name: spec.name(),
                 preprocessing: models::default_preprocessing(model, &spec),
                 sizes: Default::default(),
+                text,
             },
             train,
         })
@@ -199,8 +228,38 @@ impl RunConfig {
 
     /// Checks names and values (model keys against the model's config, data name, training values).
     pub fn validate(&self) -> Result<()> {
-        DataSpec::parse(&self.data.name)?;
+        let spec = DataSpec::parse(&self.data.name)?;
         self.train.validate()?;
+        match (&spec, &self.data.text) {
+            (DataSpec::Text(_), Some(t)) => {
+                if t.context == 0 {
+                    return Err(Error::invalid("data.text.context", "0 must be positive"));
+                }
+                if !crate::data::tokenizer::TOKENIZER_NAMES.contains(&t.tokenizer.as_str()) {
+                    return Err(Error::unknown(
+                        "data.text.tokenizer",
+                        t.tokenizer.clone(),
+                        crate::data::tokenizer::TOKENIZER_NAMES,
+                    ));
+                }
+            }
+            (DataSpec::Text(_), None) => {
+                return Err(Error::invalid(
+                    "data.text",
+                    "text data need a [data.text] table (context, tokenizer)",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(Error::invalid(
+                    "data.text",
+                    format!(
+                        "only text data take [data.text]; '{}' is not text",
+                        self.data.name
+                    ),
+                ))
+            }
+            (_, None) => {}
+        }
         let defaults = models::default_config(&self.model.name)?;
         if let Some(k) = self
             .model

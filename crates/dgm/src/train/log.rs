@@ -95,6 +95,11 @@ impl Progress {
         }
     }
 
+    /// Seconds since this session's progress started.
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
     /// Steps per second in this session so far.
     pub fn rate(&self, step: u64) -> f64 {
         (step.saturating_sub(self.start_step)) as f64 / self.start.elapsed().as_secs_f64().max(1e-9)

@@ -42,6 +42,9 @@ pub struct AdamWParams {
     pub eps: f64,
     /// Decoupled weight decay.
     pub weight_decay: f64,
+    /// Decay only variables with two or more dimensions (weight matrices, conv kernels, embeddings) and leave
+    /// biases and normalisation gains alone, as GPT-2 / nanoGPT do; `false` decays every variable.
+    pub decay_matrices_only: bool,
 }
 
 /// The first and second moments of one variable: plain vectors updated in place by the fused CPU kernel,
@@ -94,11 +97,18 @@ impl AdamW {
         let (b1, b2) = (p.beta1, p.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
+        let wd = |v: &Var| {
+            if p.decay_matrices_only && v.rank() < 2 {
+                0.0
+            } else {
+                p.weight_decay
+            }
+        };
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = &grads[i] else { continue };
             match &mut self.moments[i] {
                 Moments::Cpu(m, v) => {
-                    let hyper = (b1, b2, p.eps, p.weight_decay);
+                    let hyper = (b1, b2, p.eps, wd(var));
                     if !adamw_update_cpu(var.as_tensor(), g, m, v, scale, lr, hyper, (bc1, bc2))? {
                         return Err(Error::invalid(
                             "optimizer",
@@ -117,8 +127,8 @@ impl AdamW {
                     let denom = ((&*v / bc2)?.sqrt()? + p.eps)?;
                     let update = ((&*m / bc1)? / denom)?;
                     let mut theta = var.as_tensor().detach();
-                    if p.weight_decay != 0.0 {
-                        theta = (theta * (1.0 - lr * p.weight_decay))?;
+                    if wd(var) != 0.0 {
+                        theta = (theta * (1.0 - lr * wd(var)))?;
                     }
                     var.set(&(theta - (update * lr)?)?)?;
                 }
@@ -227,6 +237,7 @@ mod tests {
                 beta2: 0.999,
                 eps: 1e-8,
                 weight_decay: 0.01,
+                decay_matrices_only: false,
             };
             let mut opt = AdamW::new(vec![("p".into(), p.clone())], params.clone())?;
             let mut rp = [1f64, -2.0];
@@ -263,6 +274,36 @@ mod tests {
                     .and_then(|t| t.to_vec1::<f64>())
             };
             assert_eq!(m(&opt2.state()?)?, m(&st)?);
+        }
+        Ok(())
+    }
+
+    /// With zero gradients AdamW only decays: p ← p (1 − lr λ). `decay_matrices_only` leaves vectors alone.
+    #[test]
+    fn decay_matrices_only_spares_biases_and_gains() -> Result<()> {
+        let dev = Device::Cpu;
+        for only in [false, true] {
+            let w = Var::from_tensor(&Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev)?)?;
+            let b = Var::from_tensor(&Tensor::new(&[1f32, -1.0], &dev)?)?;
+            let vars = vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())];
+            let params = AdamWParams {
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.5,
+                decay_matrices_only: only,
+            };
+            let mut opt = AdamW::new(vars.clone(), params)?;
+            let grads: Grads = vec![
+                Some(w.as_tensor().zeros_like()?),
+                Some(b.as_tensor().zeros_like()?),
+            ];
+            opt.step(&grads, 0.1, 1.0)?;
+            let wv = w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            assert!((wv[3] - 4.0 * 0.95).abs() < 1e-6, "{wv:?}");
+            let bv = b.as_tensor().to_vec1::<f32>()?;
+            let want = if only { 1.0 } else { 0.95 };
+            assert!((bv[0] - want).abs() < 1e-6, "only {only}: {bv:?}");
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_tensors, write_atomic};
-use crate::data::{self, DataSpec, Dataset, Split};
+use crate::data::{self, DataSpec, Dataset, Split, Tokenizer};
 use crate::model::Model;
 use crate::models::{self, DataInfo};
 use crate::nn::Params;
@@ -170,10 +170,35 @@ impl RunDir {
     }
 }
 
-/// Loads split `split` of the run's data set, with the run's generated-data sizes.
+/// Loads split `split` of the run's data set, with the run's generated-data sizes. Text is cut into windows
+/// of `data.text.context` tokens, encoded with the tokenizer the run was trained with (`[model.tokenizer]`)
+/// or, for a new run, the one `data.text.tokenizer` builds from the corpus.
 pub fn load_data(cfg: &RunConfig, split: Split, data_dir: &Path) -> Result<Dataset> {
     let spec = DataSpec::parse(&cfg.data.name)?;
-    data::load(&spec, split, data_dir, &cfg.data.sizes)
+    let DataSpec::Text(name) = &spec else {
+        return data::load(&spec, split, data_dir, &cfg.data.sizes);
+    };
+    let opts = cfg.data.text.clone().unwrap_or_default();
+    let corpus = data::text::load(name, data_dir)?;
+    let tokenizer = match run_tokenizer(cfg)? {
+        Some(t) => t,
+        None => Tokenizer::from_corpus(&opts.tokenizer, &corpus.bytes)?,
+    };
+    corpus.windows(split, &tokenizer, opts.context)
+}
+
+/// The tokenizer saved in the run's model config (`[model.tokenizer]`), if it has one.
+pub fn run_tokenizer(cfg: &RunConfig) -> Result<Option<Tokenizer>> {
+    let Some(v) = cfg.model.config.get("tokenizer") else {
+        return Ok(None);
+    };
+    if v.as_table().is_some_and(|t| t.is_empty()) {
+        return Ok(None);
+    }
+    let t = Tokenizer::deserialize(v.clone())
+        .map_err(|e| Error::invalid("model.tokenizer", e.to_string()))?;
+    t.validate()?;
+    Ok(Some(t))
 }
 
 /// What a model needs to know about a data set.
@@ -182,6 +207,7 @@ pub fn data_info(ds: &Dataset, cfg: &RunConfig) -> DataInfo {
         example_shape: ds.example_shape.clone(),
         num_classes: ds.num_classes,
         preprocessing: cfg.data.preprocessing.clone(),
+        tokenizer: ds.tokenizer().cloned(),
     }
 }
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use candle_core::Device;
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::{load_tensors, save_tensors};
+use crate::checkpoint::{load_tensors, save_tensors, write_atomic};
 use crate::data::{Dataset, Split};
 use crate::image_io::save_samples;
-use crate::model::{Batch, Model, SampleOptions};
+use crate::model::{Batch, GenerateOptions, Model, SampleOptions};
 use crate::models;
 use crate::nn::Params;
 use crate::rng::Rng;
@@ -43,6 +43,9 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop (with a checkpoint) after this many steps in this session, to train in chunks.
     pub stop_after: Option<u64>,
+    /// Stop (with a checkpoint) once this session has trained for this many seconds (validation and sample
+    /// writing not counted): training for a fixed time budget.
+    pub time_limit: Option<f64>,
     /// No console output.
     pub quiet: bool,
 }
@@ -55,6 +58,7 @@ impl TrainOptions {
             device: Device::Cpu,
             stop: Arc::new(AtomicBool::new(false)),
             stop_after: None,
+            time_limit: None,
             quiet: false,
         }
     }
@@ -138,9 +142,22 @@ impl Session {
         })
     }
 
-    fn write_samples(&self, name: &str) -> Result<PathBuf> {
+    /// Writes samples as `samples/<stem>.png` (images, points) or `samples/<stem>.txt` (language models).
+    fn write_samples(&self, stem: &str) -> Result<PathBuf> {
         let dir = self.dir.samples_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        if let Some(lm) = self.ema_model.as_sequence() {
+            let opts = GenerateOptions {
+                max_tokens: 500,
+                seed: SAMPLE_SEED,
+                ..GenerateOptions::default()
+            };
+            let ids = lm.generate(&[], &opts, &mut |_| Ok(true))?;
+            let path = dir.join(format!("{stem}.txt"));
+            write_atomic(&path, &lm.tokenizer().decode(&ids)?)?;
+            return Ok(path);
+        }
+        let name = format!("{stem}.png");
         let n = if self.train.is_image() { 64 } else { 2000 };
         let mut opts = SampleOptions::seeded(SAMPLE_SEED);
         if let Some(k) = self.ema_model.num_classes() {
@@ -168,8 +185,13 @@ pub fn train(
     let mut cfg = cfg.clone();
     cfg.validate()?;
     let dev = &opts.device;
-    let train = load_data(&cfg, Split::Train, &opts.data_dir)?;
-    let val = load_data(&cfg, Split::Validation, &opts.data_dir)?;
+    // a new run builds its tokenizer from the corpus (data.text.tokenizer); a resumed run keeps its own
+    let mut data_cfg = cfg.clone();
+    if !resume {
+        data_cfg.model.config.remove("tokenizer");
+    }
+    let train = load_data(&data_cfg, Split::Train, &opts.data_dir)?;
+    let val = load_data(&data_cfg, Split::Validation, &opts.data_dir)?;
     if !resume {
         if dir.config_path().exists() {
             return Err(Error::Checkpoint {
@@ -193,6 +215,7 @@ pub fn train(
         beta2: t.beta2,
         eps: t.eps,
         weight_decay: t.weight_decay,
+        decay_matrices_only: t.decay_matrices_only,
     };
     let mut opt = AdamW::new(params.vars(), adam)?;
     let mut step = 0;
@@ -240,6 +263,8 @@ pub fn train(
     let mut window: Vec<(String, f64)> = Vec::new();
     let mut window_n = 0usize;
     let mut last_loss = f64::NAN;
+    // seconds this session spent on validation and samples, left out of the `train_s` it logs
+    let mut side_secs = 0.0;
     while s.step < t.steps {
         let lr = lr_at(s.step, t.steps, t.lr, t.warmup_steps, t.min_lr_ratio);
         let mut rng = Rng::stream(s.cfg.seed ^ STEP_SALT, s.step);
@@ -304,6 +329,7 @@ pub fn train(
             rec.insert("lr".into(), json!(lr));
             rec.insert("grad_norm".into(), json!(norm));
             rec.insert("it_s".into(), json!(progress.rate(s.step)));
+            rec.insert("train_s".into(), json!(progress.elapsed() - side_secs));
             last_loss = rec.get("loss").and_then(Value::as_f64).unwrap_or(f64::NAN);
             let msg = window
                 .iter()
@@ -318,23 +344,32 @@ pub fn train(
             progress.update(s.step, "", false);
         }
         if (t.eval_every > 0 && s.step.is_multiple_of(t.eval_every)) || last {
+            let side_start = std::time::Instant::now();
+            let train_s = progress.elapsed() - side_secs;
             let v = s.validation_loss(s.model.as_ref())?;
             let ve = s.validation_loss(s.ema_model.as_ref())?;
             let mut rec = Map::new();
             rec.insert("step".into(), json!(s.step));
             rec.insert("val_loss".into(), json!(v));
             rec.insert("val_loss_ema".into(), json!(ve));
+            rec.insert("train_s".into(), json!(train_s));
             metrics.write(&rec)?;
             progress.println(&format!(
                 "step {} validation loss {v:.4} (EMA weights {ve:.4})",
                 s.step
             ));
+            side_secs += side_start.elapsed().as_secs_f64();
         }
         if t.sample_every > 0 && s.step.is_multiple_of(t.sample_every) && !last {
-            s.write_samples(&format!("step-{:07}.png", s.step))?;
+            let side_start = std::time::Instant::now();
+            s.write_samples(&format!("step-{:07}", s.step))?;
+            side_secs += side_start.elapsed().as_secs_f64();
         }
         let interrupted = opts.stop.load(Ordering::SeqCst)
-            || opts.stop_after.is_some_and(|n| s.step - session_start >= n);
+            || opts.stop_after.is_some_and(|n| s.step - session_start >= n)
+            || opts
+                .time_limit
+                .is_some_and(|l| progress.elapsed() - side_secs >= l);
         if (t.checkpoint_every > 0 && s.step.is_multiple_of(t.checkpoint_every))
             || last
             || interrupted
@@ -354,7 +389,7 @@ pub fn train(
         }
     }
     progress.finish();
-    let grid = s.write_samples("samples.png")?;
+    let grid = s.write_samples("samples")?;
     if s.dir.metrics_path().exists() {
         let title = format!("{} on {}", s.cfg.model.name, s.cfg.data.name);
         plot::loss_curve(&s.dir.metrics_path(), &s.dir.path.join("loss.svg"), &title)?;

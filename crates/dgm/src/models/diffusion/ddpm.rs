@@ -515,6 +515,7 @@ mod tests {
         prepare(
             &mut cfg,
             &DataInfo {
+                tokenizer: None,
                 example_shape: shape.to_vec(),
                 num_classes: None,
                 preprocessing: Preprocessing::Identity,
@@ -610,6 +611,7 @@ mod tests {
         prepare(
             &mut cfg,
             &DataInfo {
+                tokenizer: None,
                 example_shape: vec![3],
                 num_classes: None,
                 preprocessing: Preprocessing::Scale {
@@ -708,6 +710,7 @@ mod tests {
         prepare(
             &mut cfg,
             &DataInfo {
+                tokenizer: None,
                 example_shape: vec![2],
                 num_classes: Some(3),
                 preprocessing: Preprocessing::Identity,

@@ -411,6 +411,7 @@ mod tests {
     fn tiny(cfg: EdmConfig, shape: &[usize], seed: u64) -> Result<(Edm, Params)> {
         let mut cfg = cfg;
         let data = DataInfo {
+            tokenizer: None,
             example_shape: shape.to_vec(),
             num_classes: None,
             preprocessing: Preprocessing::Identity,
@@ -604,6 +605,7 @@ mod tests {
         let mut cfg = EdmConfig::tiny();
         cfg.net.conditional = true;
         let data = DataInfo {
+            tokenizer: None,
             example_shape: vec![2],
             num_classes: Some(3),
             preprocessing: Preprocessing::Identity,

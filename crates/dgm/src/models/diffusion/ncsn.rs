@@ -388,6 +388,7 @@ mod tests {
     fn tiny(cfg: NcsnConfig, shape: &[usize], seed: u64) -> Result<(Ncsn, Params)> {
         let mut cfg = cfg;
         let data = DataInfo {
+            tokenizer: None,
             example_shape: shape.to_vec(),
             num_classes: None,
             preprocessing: Preprocessing::Identity,
