@@ -122,7 +122,12 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
             if let Some(d) = &a.data {
                 if d != &cfg.data.name {
                     let fresh = RunConfig::new(&model, d)?;
+                    // one text corpus for another keeps the config's context and tokenizer
+                    let text = cfg.data.text.take();
                     cfg.data = fresh.data;
+                    if cfg.data.text.is_some() && text.is_some() {
+                        cfg.data.text = text;
+                    }
                 }
             }
             if let Some(s) = a.seed {

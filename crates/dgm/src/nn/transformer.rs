@@ -12,11 +12,13 @@
 //! so every projection is one matrix product through dgm's fused linear kernel ([`super::linear`]).
 //!
 //! On the CPU in f32, the pieces candle would compose from many small ops run as single dgm kernels with their
-//! own backward: [`layer_norm`], [`gelu`], [`causal_attention`] (scores, mask, softmax and the weighted sum of
-//! values, per head, straight from the packed `[q | k | v]` projection and back into `(b·T, C)`, with no
-//! transposed copies; the backward recomputes the attention weights) and [`token_nll`] (log-softmax
-//! cross-entropy). Elsewhere, and as the reference in the tests, they are composed from candle's ops
-//! (`*_stock`). Generation reuses the keys and values of earlier positions through a [`KvCache`].
+//! own backward: [`layer_norm`], [`gelu`], [`gelu_linear`] (the MLP's second projection with the GELU folded
+//! in, so the activation is never a node of the graph), [`causal_attention`] (per sequence and head, small
+//! matrix products S = QKᵀ, causal softmax, PV, read straight from the packed `[q | k | v]` projection and
+//! written back into `(b·T, C)` with no transposed copies; the backward recomputes the attention weights)
+//! and [`token_nll`] (log-softmax cross-entropy). Elsewhere, and as the reference in the tests, they are
+//! composed from candle's ops (`*_stock`). Generation reuses the keys and values of earlier positions through
+//! a [`KvCache`].
 //!
 //! Initialisation follows nanoGPT: N(0, 0.02) for projection weights, N(0, 0.02/√(2·n_layer)) for the two
 //! projections that write into the residual stream, zero biases, LayerNorm weight 1 and bias 0.
@@ -96,30 +98,34 @@ fn exp_approx(x: f32) -> f32 {
     e * two_n
 }
 
-/// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e−7; the approximation PyTorch's vectorised
-/// CPU `erf` uses too).
+/// (Φ(x), φ(x)), the standard normal CDF and density, sharing e^(−x²/2): Φ(x) = (1 + erf(x/√2))/2 with erf by
+/// Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e−7; the approximation PyTorch's vectorised CPU `erf` uses
+/// too).
 #[inline(always)]
-fn erf_approx(x: f32) -> f32 {
-    let a = x.abs();
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let z = x * std::f32::consts::FRAC_1_SQRT_2;
+    let a = z.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * exp_approx(-a * a)).copysign(x)
+    let e = exp_approx(-a * a); // e^(−x²/2)
+    let erf = (1.0 - poly * e).copysign(z);
+    (0.5 * (1.0 + erf), INV_SQRT_2PI * e)
 }
 
-/// GELU(x) = x·Φ(x) = x/2·(1 + erf(x/√2)).
+/// GELU(x) = x·Φ(x).
 #[inline(always)]
 fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
+    x * normal_cdf_pdf(x).0
 }
 
-/// GELU′(x) = Φ(x) + x·φ(x).
+/// (GELU(x), GELU′(x)) with GELU′(x) = Φ(x) + x·φ(x).
 #[inline(always)]
-fn gelu_grad_f32(x: f32) -> f32 {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
-    let cdf = 0.5 * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2));
-    cdf + x * INV_SQRT_2PI * exp_approx(-0.5 * x * x)
+fn gelu_and_grad_f32(x: f32) -> (f32, f32) {
+    let (cdf, pdf) = normal_cdf_pdf(x);
+    (x * cdf, cdf + x * pdf)
 }
 
 /// a·b with LANES partial sums (a fixed summation order that the compiler can vectorise).
@@ -482,8 +488,34 @@ fn gelu_chunk(x: &[f32], y: &mut [f32]) {
 #[inline(always)]
 fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {
     for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-        *d = g * gelu_grad_f32(x);
+        *d = g * gelu_and_grad_f32(x).1;
     }
+}
+
+/// a = GELU(z) and d = GELU′(z) elementwise.
+#[inline(always)]
+fn gelu_both_chunk(z: &[f32], a: &mut [f32], d: &mut [f32]) {
+    for ((a, d), &z) in a.iter_mut().zip(d.iter_mut()).zip(z) {
+        (*a, *d) = gelu_and_grad_f32(z);
+    }
+}
+
+avx2_dispatch! {
+    /// [`gelu_both_chunk`], on AVX2 when the CPU has it.
+    fn gelu_both_chunk_fast(z: &[f32], a: &mut [f32], d: &mut [f32]) = gelu_both_chunk;
+}
+
+/// x ⊙= y elementwise.
+#[inline(always)]
+fn mul_chunk(x: &mut [f32], y: &[f32]) {
+    for (x, &y) in x.iter_mut().zip(y) {
+        *x *= y;
+    }
+}
+
+avx2_dispatch! {
+    /// [`mul_chunk`], on AVX2 when the CPU has it.
+    fn mul_chunk_fast(x: &mut [f32], y: &[f32]) = mul_chunk;
 }
 
 avx2_dispatch! {
@@ -528,6 +560,122 @@ impl CustomOp1 for GeluOp {
         .and_then(|r| r)
         .map_err(to_candle)?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// `GELU(z) Wᵀ + b` for `z: (m, in)`, `W: (out, in)`, `b: (out,)` — the MLP's second projection with the
+/// activation folded in: one dgm kernel on f32 CPU tensors (GELU(z) is never stored: the backward recomputes
+/// it with GELU′(z) in one pass), [`gelu`] then [`linear`] elsewhere.
+pub fn gelu_linear(z: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if super::use_cpu_kernel(z) && z.rank() == 2 {
+        return Ok(z
+            .contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, GeluLinearOp)?);
+    }
+    linear(&gelu(z)?, w, b, Activation::Identity)
+}
+
+/// GELU of `z` (m × k) into a new buffer, in parallel.
+fn gelu_buffer(z: &[f32]) -> Vec<f32> {
+    let mut a = vec![0f32; z.len()];
+    a.par_chunks_mut(ELEM_TASK)
+        .zip(z.par_chunks(ELEM_TASK))
+        .for_each(|(a, z)| gelu_chunk_fast(z, a));
+    a
+}
+
+/// The CPU op behind [`gelu_linear`]: `(z, W, b)`.
+struct GeluLinearOp;
+
+impl CustomOp3 for GeluLinearOp {
+    fn name(&self) -> &'static str {
+        "dgm-gelu-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (z, w, b) = (
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
+        );
+        let (m, k) = l1.shape().dims2()?;
+        let (n, kw) = l2.shape().dims2()?;
+        if kw != k || b.len() != n {
+            candle_core::bail!(
+                "{name}: z {:?}, W {:?}, b {}",
+                l1.dims(),
+                l2.dims(),
+                b.len()
+            );
+        }
+        let a = gelu_buffer(z);
+        let mut y = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            y.extend_from_slice(b);
+        }
+        // y (m × n) += GELU(z) (m × k) · Wᵀ (k × n)
+        sgemm((m, n, k), &mut y, n, true, &a, (k, 1), w, (1, k), true);
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        z: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = z.dims2()?;
+        let n = w.dim(0)?;
+        let name = "dgm-gelu-linear backward";
+        let (dz, dw, db) = with_data(name, z, |z| {
+            with_data(name, w, |w| {
+                with_data(name, grad, |g| {
+                    // a = GELU(z), d = GELU′(z), in one pass
+                    let (mut a, mut d) = (vec![0f32; m * k], vec![0f32; m * k]);
+                    a.par_chunks_mut(ELEM_TASK)
+                        .zip(d.par_chunks_mut(ELEM_TASK))
+                        .zip(z.par_chunks(ELEM_TASK))
+                        .for_each(|((a, d), z)| gelu_both_chunk_fast(z, a, d));
+                    let mut db = vec![0f32; n];
+                    for row in g.chunks_exact(n) {
+                        axpy(&mut db, 1.0, row);
+                    }
+                    // dW (n × k) = gᵀ (n × m) · a (m × k)
+                    let mut dw = vec![0f32; n * k];
+                    sgemm((n, k, m), &mut dw, k, false, g, (1, n), &a, (k, 1), true);
+                    // dz (m × k) = (g (m × n) · W (n × k)) ⊙ GELU′(z), reusing a's buffer
+                    sgemm((m, k, n), &mut a, k, false, g, (n, 1), w, (k, 1), true);
+                    a.par_chunks_mut(ELEM_TASK)
+                        .zip(d.par_chunks(ELEM_TASK))
+                        .for_each(|(a, d)| mul_chunk_fast(a, d));
+                    (a, dw, db)
+                })
+            })
+        })
+        .and_then(|r| r)
+        .and_then(|r| r)
+        .map_err(to_candle)?;
+        let dev = z.device();
+        let dz = z
+            .track_op()
+            .then(|| Tensor::from_vec(dz, (m, k), dev))
+            .transpose()?;
+        Ok((
+            dz,
+            Some(Tensor::from_vec(dw, (n, k), dev)?),
+            Some(Tensor::from_vec(db, n, dev)?),
+        ))
     }
 }
 
@@ -1230,7 +1378,8 @@ impl Mlp {
 
     /// `(m, C)` → `(m, C)`: W₂·GELU(W₁x + b₁) + b₂, dropout on the output while training.
     pub fn forward(&self, x: &Tensor, train: Option<&mut Rng>) -> Result<Tensor> {
-        let y = self.c_proj.forward(&gelu(&self.c_fc.forward(x)?)?)?;
+        let z = self.c_fc.forward(x)?; // (m, 4C), pre-activation
+        let y = gelu_linear(&z, &self.c_proj.weight, &self.c_proj.bias)?; // (m, C)
         match train {
             Some(rng) if self.dropout > 0.0 => dropout(&y, self.dropout, rng),
             _ => Ok(y),
@@ -1406,9 +1555,35 @@ mod tests {
         // known values: GELU(0) = 0, GELU(x) → x for large x, → 0 for very negative x; Φ(1) = 0.841344746
         let v = Tensor::new(&[0f32, 1.0, 8.0, -8.0, -1.0], &dev)?;
         let y = gelu(&v)?.to_vec1::<f32>()?;
-        let want = [0.0, 0.841_344_75, 8.0, 0.0, -0.158_655_25];
+        let want = [0.0, 0.841_344_7, 8.0, 0.0, -0.158_655_3];
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_linear_kernel_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        for (m, k, n, seed) in [(1, 3, 2, 1), (70, 64, 16, 2), (768, 512, 128, 3)] {
+            let mut rng = Rng::new(seed);
+            let z = (rng.randn((m, k), &dev)? * 2.0)?;
+            let (w, b) = (rng.randn((n, k), &dev)?, rng.randn(n, &dev)?);
+            let r = rng.randn((m, n), &dev)?;
+            let inputs = [z, w, b];
+            let ours = value_and_grads(|t| gelu_linear(&t[0], &t[1], &t[2]), &inputs, &r)?;
+            let stock = value_and_grads(
+                |t| Ok(t[0].gelu_erf()?.matmul(&t[1].t()?)?.broadcast_add(&t[2])?),
+                &inputs,
+                &r,
+            )?;
+            assert_close(
+                &ours,
+                &stock,
+                &["y", "dz", "dW", "db"],
+                1e-5,
+                &format!("({m}, {k}) → {n}"),
+            )?;
         }
         Ok(())
     }

@@ -838,6 +838,46 @@ mod tests {
     }
 
     #[test]
+    fn dropout_is_random_in_training_and_off_for_evaluation() -> Result<()> {
+        let cfg = GptConfig {
+            dropout: 0.3,
+            ..config(4, 6)
+        };
+        let (m, p) = random_model(cfg.clone(), 11)?;
+        // the same weights without dropout
+        let plain = Gpt::new(
+            GptConfig {
+                dropout: 0.0,
+                ..cfg
+            },
+            p.var_builder(),
+        )?;
+        let b = batch(&[vec![0, 1, 2, 3, 0, 1], vec![3, 3, 2, 1, 0, 0]])?;
+        let eval = m.log_likelihood(&b, &LikelihoodOptions::default())?.nats;
+        assert_eq!(
+            eval,
+            plain
+                .log_likelihood(&b, &LikelihoodOptions::default())?
+                .nats
+        );
+        let l1 = m.loss(&b, &mut Rng::new(1))?;
+        let l2 = m.loss(&b, &mut Rng::new(2))?;
+        let l0 = plain.loss(&b, &mut Rng::new(1))?.parts[0].1;
+        assert_ne!(l1.parts[0].1, l2.parts[0].1);
+        assert_ne!(l1.parts[0].1, l0);
+        // every variable gets a finite, non-zero gradient through the dropout path
+        let g = l1.loss.backward()?;
+        for (name, var) in p.vars() {
+            let gv = g
+                .get(var.as_tensor())
+                .ok_or_else(|| Error::invalid("test", format!("no grad for {name}")))?;
+            let n = gv.sqr()?.sum_all()?.to_scalar::<f32>()?;
+            assert!(n.is_finite() && n > 0.0, "{name}: {n}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn prepare_fills_the_data_fields_and_rejects_bad_input() -> Result<()> {
         let text = DataInfo {
             example_shape: vec![64],

@@ -23,7 +23,19 @@
 //! binarized data, 256 for 8-bit), `logistic_mixture` (PixelCNN++'s discretized mixture of logistics over the
 //! levels, each colour with its own mixture conditioned through the network, not PixelCNN++'s linear coupling
 //! of colours). 8-bit data arrive scaled (`Scale { dequantize: false }`) and are mapped back to their integer
-//! levels exactly; the likelihood is then the probability of the 256-level pixels.
+//! levels exactly; the likelihood is then the probability of the 256-level pixels. The network sees every
+//! level k as 2k/(L − 1) − 1 ∈ [−1, 1].
+//!
+//! Choices worth knowing:
+//!
+//! * The vertical stack's kernels cover the current row too (mask `Vertical`, ky ≤ k/2 in every layer); the
+//!   one-row shift before the 1×1 link is what keeps the horizontal stack from seeing the current row through
+//!   it. This is the shift-based formulation the paper describes (section 2.2), with the same receptive field.
+//! * Sampling runs the network once per pixel and colour (h·w·c passes), each time only on the window of rows
+//!   and columns that pixel's output depends on ([`PixelCnn::reach`]); on 2 CPU cores the default config draws
+//!   16 binarized MNIST images in 20 s (46 s while other builds shared the cores). `SampleOptions::temperature` τ divides the logits (Bernoulli,
+//!   softmax, mixture weights) and multiplies the logistic scales; `SampleOptions::mean` does not apply.
+//! * Colour masking (R → G → B) is implemented for any number of channels, e.g. the 3-channel shapes data set.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -36,7 +48,9 @@ use crate::model::{
 };
 use crate::models::diffusion::condition::{batch_labels, class_labels};
 use crate::models::vae::decoders::softplus;
-use crate::nn::masked_conv::{colour_groups, gated_activation as gate, shift_down, MaskKind, MaskedConv2d};
+use crate::nn::masked_conv::{
+    colour_groups, gated_activation as gate, shift_down, MaskKind, MaskedConv2d,
+};
 use crate::nn::{Conv2d, Embedding};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -53,7 +67,10 @@ const LOG_SCALE: (f64, f64) = (-7.0, 7.0);
 /// Largest number of images run through the network at once when evaluating the likelihood.
 const EVAL_CHUNK: usize = 32;
 
-/// Gated PixelCNN hyper-parameters (`[model]` in a run's config).
+/// Gated PixelCNN hyper-parameters (`[model]` in a run's config). The defaults (32 channels, a 7×7 first
+/// layer and 6 gated 3×3 layers, 266k parameters) are sized for binarized MNIST on 2 CPU cores: one training
+/// step of 64 images took 1.4–1.7 s there (2.3–4.9 s while other builds shared the cores), about 1200 steps
+/// in 30 minutes (in a trial run on MNIST the NLL fell from 518 to about 120 nats in the first 80 steps).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PixelCnnConfig {
@@ -425,9 +442,8 @@ impl PixelCnn {
         (s[0], s[1], s[2])
     }
 
-    /// The network: inputs `(b, c, h', w)` scaled to [−1, 1] → distribution parameters `(b, c·q, h', w)`,
-    /// colour-major (q per colour). Rows ≤ i of the output depend only on rows ≤ i of the input, so any
-    /// number of leading rows h' ≤ h can be run.
+    /// The network: inputs `(b, c, h', w')` scaled to [−1, 1] (the whole image or a window of it) →
+    /// distribution parameters `(b, c·q, h', w')`, colour-major (q per colour).
     fn net(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
         let h = self.features(x, y)?.relu()?;
         self.head2.forward(&self.head1.forward(&h)?.relu()?)
@@ -487,14 +503,32 @@ impl PixelCnn {
             .collect()
     }
 
-    /// Network inputs `(n, c, rows, w)` from the levels `(n, c, h, w)` (flattened) of n images.
-    fn inputs(&self, levels: &[u32], n: usize, rows: usize) -> Result<Tensor> {
+    /// Network inputs `(n, c, r1 − r0, c1 − c0)` from the levels `(n, c, h, w)` (flattened) of n images,
+    /// rows `r0..r1` and columns `c0..c1`.
+    fn inputs(
+        &self,
+        levels: &[u32],
+        n: usize,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+    ) -> Result<Tensor> {
         let (c, h, w) = self.dims();
-        let mut v = Vec::with_capacity(n * c * rows * w);
+        let mut v = Vec::with_capacity(n * c * (r1 - r0) * (c1 - c0));
         for plane in levels.chunks(h * w).take(n * c) {
-            v.extend(plane[..rows * w].iter().map(|&k| self.level_input(k)));
+            for row in plane[r0 * w..r1 * w].chunks(w) {
+                v.extend(row[c0..c1].iter().map(|&k| self.level_input(k)));
+            }
         }
-        Ok(Tensor::from_vec(v, (n, c, rows, w), &self.device)?)
+        Ok(Tensor::from_vec(v, (n, c, r1 - r0, c1 - c0), &self.device)?)
+    }
+
+    /// How far the output at a pixel reaches into the input: (rows up, columns either side). Each layer's
+    /// convolution reaches its radius, and the vertical stack's shift one more row; the output at (r, col) is
+    /// therefore the same function of the window rows r − up..=r, columns col ± side as of the whole image
+    /// (zeros outside the window can only change outputs at least one pixel beyond the reach).
+    fn reach(&self) -> (usize, usize) {
+        let radii = self.cfg.first_kernel / 2 + self.cfg.layers * (self.cfg.kernel / 2);
+        (radii + 1, radii)
     }
 
     /// log p(x_{i,c} | x_<(i,c), y) for every pixel and colour of a batch: `(b, c, h, w)`, nats. The sum over
@@ -511,11 +545,11 @@ impl PixelCnn {
         let b = dims[0];
         let levels = self.to_levels(&batch.x)?;
         let y = batch_labels(batch, self.cfg.num_classes, "pixelcnn")?;
-        let out = self.net(&self.inputs(&levels, b, h)?, y.as_ref())?; // (b, c·q, h, w)
+        let out = self.net(&self.inputs(&levels, b, (0, h), (0, w))?, y.as_ref())?; // (b, c·q, h, w)
         let q = self.cfg.params_per_colour();
         let out = out.reshape((b, c, q, h, w))?;
         let shape = (b, c, 1, h, w);
-        let k = Tensor::from_vec(levels.clone(), shape, &self.device)?; // (b, c, 1, h, w) u32
+        let k = Tensor::from_vec(levels, shape, &self.device)?; // (b, c, 1, h, w) u32
         let kf = k.to_dtype(DType::F32)?;
         let lp = match self.cfg.resolved_output() {
             "bernoulli" => {
@@ -590,8 +624,8 @@ impl PixelCnn {
     }
 
     /// Samples pixels (row, col, colour) in raster order from row `start` on, into `levels` and `values`
-    /// (`(n, c, h, w)` flattened); pixels of earlier rows are kept. One forward pass per pixel and colour,
-    /// over the rows computed so far.
+    /// (`(n, c, h, w)` flattened); pixels of earlier rows are kept. One forward pass per pixel and colour, over
+    /// the window of the image that pixel's output depends on ([`PixelCnn::reach`]).
     fn fill(
         &self,
         levels: &mut [u32],
@@ -616,17 +650,23 @@ impl PixelCnn {
             &self.device,
         )?;
         let q = self.cfg.params_per_colour();
+        let (up, side) = self.reach();
         let mut rng = Rng::new(opts.seed);
         for r in start..h {
             for col in 0..w {
+                // the window the output at (r, col) depends on
+                let (r0, c0, c1) = (
+                    r.saturating_sub(up),
+                    col.saturating_sub(side),
+                    (col + side + 1).min(w),
+                );
                 for g in 0..c {
-                    let out = self
-                        .net(&self.inputs(levels, n, r + 1)?, y.as_ref())?
-                        .detach(); // (n, c·q, r+1, w)
+                    let x = self.inputs(levels, n, (r0, r + 1), (c0, c1))?;
+                    let out = self.net(&x, y.as_ref())?.detach(); // (n, c·q, r+1−r0, c1−c0)
                     let par = out
                         .narrow(1, g * q, q)?
-                        .narrow(2, r, 1)?
-                        .narrow(3, col, 1)?
+                        .narrow(2, r - r0, 1)?
+                        .narrow(3, col - c0, 1)?
                         .reshape((n, q))?
                         .to_vec2::<f32>()?;
                     for (s, p) in par.iter().enumerate() {
@@ -1401,7 +1441,8 @@ mod tests {
         Ok(())
     }
 
-    /// Speed of one training step of the default config on 64 binarized MNIST-size images, and of sampling 16.
+    /// Speed of one training step (loss, backward) of the default config on 32 and 64 binarized MNIST-size
+    /// images, and of sampling 16.
     /// `cargo test --release -p dgm --lib pixelcnn::tests::default_step_speed -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -1413,27 +1454,117 @@ mod tests {
             0,
         )?;
         let vars = p.vars();
-        let x = Rng::new(1)
-            .rand((64, 1, 28, 28), &Device::Cpu)?
-            .ge(0.8f32)?
-            .to_dtype(DType::F32)?;
-        let batch = Batch::new(x);
         let mut rng = Rng::new(2);
-        let mut times = Vec::new();
-        for _ in 0..6 {
-            let t = std::time::Instant::now();
-            let out = m.loss(&batch, &mut rng)?;
-            let _g = collect_grads(&vars, &out.loss.backward()?);
-            times.push(t.elapsed().as_secs_f64());
+        for b in [32, 64] {
+            let x = rng
+                .rand((b, 1, 28, 28), &Device::Cpu)?
+                .ge(0.8f32)?
+                .to_dtype(DType::F32)?;
+            let batch = Batch::new(x);
+            let mut times = Vec::new();
+            for _ in 0..6 {
+                let t = std::time::Instant::now();
+                let out = m.loss(&batch, &mut rng)?;
+                let _g = collect_grads(&vars, &out.loss.backward()?);
+                times.push(t.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "{} parameters; batch {b}: step times (s) {times:.2?}",
+                p.num_parameters()
+            );
         }
-        eprintln!(
-            "{} parameters; step times (s): {times:?}",
-            p.num_parameters()
-        );
-        if std::env::var_os("PIXELCNN_SKIP_SAMPLE").is_some() { return Ok(()); }
+        if std::env::var_os("PIXELCNN_SKIP_SAMPLE").is_some() {
+            return Ok(());
+        }
         let t = std::time::Instant::now();
         m.sample(16, &SampleOptions::seeded(3))?;
         eprintln!("16 samples: {:.1} s", t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The sampler's window: the output at every pixel computed on the window of [`PixelCnn::reach`] equals
+    /// the output computed on the whole image (gated and blind-spot stacks, one and three colours); a window
+    /// one row shorter changes some output (the reach is tight).
+    #[test]
+    fn the_sampling_window_gives_the_full_output() -> Result<()> {
+        let (h, w) = (12, 11);
+        for (blind_spot, c) in [(false, 1), (true, 1), (false, 3)] {
+            let cfg = PixelCnnConfig {
+                channels: 6,
+                blind_spot,
+                ..PixelCnnConfig::tiny()
+            };
+            let (m, _p) = build(cfg, &info(&[c, h, w], None, scaled(Range::ZeroOne)), 23)?;
+            let mut rng = Rng::new(24);
+            let levels: Vec<u32> = (0..2 * c * h * w).map(|_| rng.below(256) as u32).collect();
+            let full = m.net(&m.inputs(&levels, 2, (0, h), (0, w))?, None)?;
+            let (up, side) = m.reach();
+            let mut shorter_differs = false;
+            for r in 0..h {
+                for col in 0..w {
+                    let at = |t: &Tensor, r: usize, col: usize| -> Result<Vec<f32>> {
+                        Ok(t.narrow(2, r, 1)?
+                            .narrow(3, col, 1)?
+                            .flatten_all()?
+                            .to_vec1::<f32>()?)
+                    };
+                    let want = at(&full, r, col)?;
+                    let (c0, c1) = (col.saturating_sub(side), (col + side + 1).min(w));
+                    for (up, exact) in [(up, true), (up - 1, false)] {
+                        let r0 = r.saturating_sub(up);
+                        let win = m.net(&m.inputs(&levels, 2, (r0, r + 1), (c0, c1))?, None)?;
+                        let got = at(&win, r - r0, col - c0)?;
+                        let err = got
+                            .iter()
+                            .zip(&want)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0f32, f32::max);
+                        if exact {
+                            assert!(err < 1e-5, "blind {blind_spot} c {c} ({r}, {col}): {err}");
+                        } else if err > 1e-4 {
+                            shorter_differs = true;
+                        }
+                    }
+                }
+            }
+            assert!(
+                shorter_differs || blind_spot,
+                "a shorter window should change some output"
+            );
+        }
+        Ok(())
+    }
+
+    /// `configs/pixelcnn-mnist.toml` has only keys this config and the trainer know, valid values, and builds a
+    /// Bernoulli model of 28×28 binary images.
+    #[test]
+    fn the_mnist_config_is_valid() -> Result<()> {
+        let text = include_str!("../../../../../configs/pixelcnn-mnist.toml");
+        let bad = |e: toml::de::Error| Error::invalid("config", e.to_string());
+        let t: toml::Table = toml::from_str(text).map_err(bad)?;
+        let section = |name: &str| -> Result<toml::Table> {
+            t.get(name)
+                .and_then(|v| v.as_table())
+                .cloned()
+                .ok_or(Error::invalid("config", format!("no [{name}]")))
+        };
+        let mut model = section("model")?;
+        assert_eq!(
+            model
+                .remove("name")
+                .and_then(|v| v.as_str().map(String::from)),
+            Some("pixelcnn".into())
+        );
+        let mut cfg: PixelCnnConfig = crate::models::from_table(&model)?;
+        let data: crate::train::DataConfig = section("data")?.try_into().map_err(bad)?;
+        assert_eq!(data.preprocessing, BINARY);
+        prepare(&mut cfg, &info(&[1, 28, 28], Some(10), data.preprocessing))?;
+        assert_eq!(
+            (cfg.resolved_output(), cfg.blind_spot),
+            ("bernoulli", false)
+        );
+        let train: crate::train::TrainConfig = section("train")?.try_into().map_err(bad)?;
+        train.validate()?;
         Ok(())
     }
 }
