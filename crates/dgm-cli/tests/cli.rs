@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_bad_input, dgm, run, shared_data, stderr, stdout, tmp};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
