@@ -467,11 +467,11 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     // `all` means every metric that applies to this run.
     if a.metric.split(',').any(|m| m.trim() == "all") {
         sel.nll &= run.model.as_density().is_some();
-        if matches!(
-            data::DataSpec::parse(&run.config.data.name)?,
-            data::DataSpec::Toy2d(_)
-        ) {
-            sel.quality.retain(|m| !m.needs_images());
+        match data::DataSpec::parse(&run.config.data.name)? {
+            data::DataSpec::Toy2d(_) => sel.quality.retain(|m| !m.needs_images()),
+            // sample-quality metrics compare images or points; text has only its likelihood
+            data::DataSpec::Text(_) => sel.quality.clear(),
+            _ => {}
         }
     }
     if sel.nll {
