@@ -353,10 +353,10 @@ impl CustomOp3 for LayerNormOp {
             );
         }
         let eps = self.eps as f32;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * LN_ROWS)
-            .zip(x.par_chunks(c * LN_ROWS))
-            .for_each(|(y, x)| ln_rows_fast(x, g, b, eps, y));
+        let y = par_filled(x.len(), c * LN_ROWS, |i, y| {
+            let x0 = i * c * LN_ROWS;
+            ln_rows_fast(&x[x0..x0 + y.len()], g, b, eps, y)
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -421,7 +421,7 @@ fn layer_norm_backward(
 // Linear layer with nanoGPT's initialisation
 
 /// A fully connected layer `y = x Wᵀ (+ b)`, W (out, in) as in PyTorch, initialised N(0, std²) with a zero
-/// bias (nanoGPT); without a bias when `bias` is false. Runs on dgm's fused linear kernel ([`super::linear`]).
+/// bias (nanoGPT); without a bias when `bias` is false. Runs on [`dense`].
 #[derive(Clone, Debug)]
 pub struct Dense {
     weight: Tensor,
@@ -456,7 +456,192 @@ impl Dense {
 
     /// `(m, in)` → `(m, out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear(x, &self.weight, &self.bias, Activation::Identity)
+        dense(x, &self.weight, &self.bias)
+    }
+}
+
+/// Output rows one thread computes at least in [`par_rows`].
+const GEMM_MIN_ROWS: usize = 32;
+
+/// A vector of `len` floats built in parallel chunks of `chunk` elements (the last may be shorter): each chunk
+/// is zeroed by the thread that then hands it to `work(i, chunk)`, so the zeroing happens in parallel and in
+/// cache rather than as one serial pass before the work.
+fn par_filled(len: usize, chunk: usize, work: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    if len > 0 {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each(|(i, c)| {
+                for e in c.iter_mut() {
+                    e.write(0.0);
+                }
+                // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
+                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                work(i, c);
+            });
+    }
+    // SAFETY: the loop above wrote all `len` elements (none when `len` is 0).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// A new `(m × n)` matrix computed in blocks of rows, one per thread (at least [`GEMM_MIN_ROWS`] rows each):
+/// `f(r0, block)` fills the zeroed `block`, rows `r0 .. r0 + block.len() / n`. With a single-threaded gemm per
+/// block this splits matrix products evenly over the threads — gemm's own threading splits these small shapes
+/// poorly (768 × 128 → 512 gets no speed-up at all from a second thread on this project's 2-core machine,
+/// where MKL gets 2×) — and every output element is computed the same way whatever the split, so results do
+/// not depend on the thread count.
+fn par_rows(m: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let parts = rayon::current_num_threads().min(m / GEMM_MIN_ROWS).max(1);
+    let rows = m.div_ceil(parts).max(1);
+    par_filled(m * n, rows * n, |i, block| f(i * rows, block))
+}
+
+/// Sets every row (`b.len()` long) of `y` to `b`.
+fn fill_rows(y: &mut [f32], b: &[f32]) {
+    for row in y.chunks_exact_mut(b.len().max(1)) {
+        row.copy_from_slice(b);
+    }
+}
+
+/// Rows per block of [`column_sums`].
+const SUM_ROWS: usize = 64;
+
+/// Σ over the rows of `g` (rows of `n`), in parallel over fixed blocks of rows reduced in order (the same bits
+/// for any thread count).
+fn column_sums(g: &[f32], n: usize) -> Vec<f32> {
+    let partial: Vec<Vec<f32>> = g
+        .par_chunks(n.max(1) * SUM_ROWS)
+        .map(|blk| {
+            let mut s = vec![0f32; n];
+            for row in blk.chunks_exact(n.max(1)) {
+                axpy(&mut s, 1.0, row);
+            }
+            s
+        })
+        .collect();
+    let mut s = vec![0f32; n];
+    for p in &partial {
+        axpy(&mut s, 1.0, p);
+    }
+    s
+}
+
+/// `x Wᵀ + b` for `x: (m, in)`, `W: (out, in)`, `b: (out,)`: on f32 CPU tensors one dgm op whose matrix
+/// products split their rows over the threads ([`par_rows`]) and whose backward computes dx only when `x`
+/// needs it; elsewhere [`linear`] (dgm's fused linear kernel, or candle's ops).
+pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if super::use_cpu_kernel(x) && x.rank() == 2 {
+        return Ok(x
+            .contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, DenseOp)?);
+    }
+    linear(x, w, b, Activation::Identity)
+}
+
+/// The CPU op behind [`dense`]: `(x, W, b)`.
+struct DenseOp;
+
+impl CustomOp3 for DenseOp {
+    fn name(&self) -> &'static str {
+        "dgm-dense"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, w, b) = (
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
+        );
+        let (m, k) = l1.shape().dims2()?;
+        let (n, kw) = l2.shape().dims2()?;
+        if kw != k || b.len() != n {
+            candle_core::bail!(
+                "{name}: x {:?}, W {:?}, b {}",
+                l1.dims(),
+                l2.dims(),
+                b.len()
+            );
+        }
+        // y (m × n) = b + x (m × k) · Wᵀ (k × n)
+        let y = par_rows(m, n, |r0, y| {
+            fill_rows(y, b);
+            let a = &x[r0 * k..];
+            sgemm((y.len() / n, n, k), y, n, true, a, (k, 1), w, (1, k), false);
+        });
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = x.dims2()?;
+        let n = w.dim(0)?;
+        let name = "dgm-dense backward";
+        let want_dx = x.track_op();
+        let (dx, dw, db) = with_data(name, x, |x| {
+            with_data(name, w, |w| {
+                with_data(name, grad, |g| {
+                    let db = column_sums(g, n);
+                    // dW (n × k) = gᵀ (n × m) · x (m × k)
+                    let dw = par_rows(n, k, |r0, d| {
+                        sgemm(
+                            (d.len() / k, k, m),
+                            d,
+                            k,
+                            false,
+                            &g[r0..],
+                            (1, n),
+                            x,
+                            (k, 1),
+                            false,
+                        )
+                    });
+                    // dx (m × k) = g (m × n) · W (n × k)
+                    let dx = want_dx.then(|| {
+                        par_rows(m, k, |r0, d| {
+                            let a = &g[r0 * n..];
+                            sgemm(
+                                (d.len() / k, k, n),
+                                d,
+                                k,
+                                false,
+                                a,
+                                (n, 1),
+                                w,
+                                (k, 1),
+                                false,
+                            )
+                        })
+                    });
+                    (dx, dw, db)
+                })
+            })
+        })
+        .and_then(|r| r)
+        .and_then(|r| r)
+        .map_err(to_candle)?;
+        let dev = x.device();
+        Ok((
+            dx.map(|dx| Tensor::from_vec(dx, (m, k), dev)).transpose()?,
+            Some(Tensor::from_vec(dw, (n, k), dev)?),
+            Some(Tensor::from_vec(db, n, dev)?),
+        ))
     }
 }
 
@@ -492,30 +677,17 @@ fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// a = GELU(z) and d = GELU′(z) elementwise.
+/// d ⊙= GELU′(z) elementwise.
 #[inline(always)]
-fn gelu_both_chunk(z: &[f32], a: &mut [f32], d: &mut [f32]) {
-    for ((a, d), &z) in a.iter_mut().zip(d.iter_mut()).zip(z) {
-        (*a, *d) = gelu_and_grad_f32(z);
+fn scale_by_gelu_grad(z: &[f32], d: &mut [f32]) {
+    for (d, &z) in d.iter_mut().zip(z) {
+        *d *= gelu_and_grad_f32(z).1;
     }
 }
 
 avx2_dispatch! {
-    /// [`gelu_both_chunk`], on AVX2 when the CPU has it.
-    fn gelu_both_chunk_fast(z: &[f32], a: &mut [f32], d: &mut [f32]) = gelu_both_chunk;
-}
-
-/// x ⊙= y elementwise.
-#[inline(always)]
-fn mul_chunk(x: &mut [f32], y: &[f32]) {
-    for (x, &y) in x.iter_mut().zip(y) {
-        *x *= y;
-    }
-}
-
-avx2_dispatch! {
-    /// [`mul_chunk`], on AVX2 when the CPU has it.
-    fn mul_chunk_fast(x: &mut [f32], y: &[f32]) = mul_chunk;
+    /// [`scale_by_gelu_grad`], on AVX2 when the CPU has it.
+    fn scale_by_gelu_grad_fast(z: &[f32], d: &mut [f32]) = scale_by_gelu_grad;
 }
 
 avx2_dispatch! {
@@ -564,8 +736,8 @@ impl CustomOp1 for GeluOp {
 }
 
 /// `GELU(z) Wᵀ + b` for `z: (m, in)`, `W: (out, in)`, `b: (out,)` — the MLP's second projection with the
-/// activation folded in: one dgm kernel on f32 CPU tensors (GELU(z) is never stored: the backward recomputes
-/// it with GELU′(z) in one pass), [`gelu`] then [`linear`] elsewhere.
+/// activation folded in: one dgm kernel on f32 CPU tensors (GELU(z) is not kept: the backward recomputes it,
+/// and GELU′(z) where it scales dz), [`gelu`] then [`linear`] elsewhere.
 pub fn gelu_linear(z: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if super::use_cpu_kernel(z) && z.rank() == 2 {
         return Ok(z
@@ -573,15 +745,6 @@ pub fn gelu_linear(z: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
             .apply_op3(&w.contiguous()?, &b.contiguous()?, GeluLinearOp)?);
     }
     linear(&gelu(z)?, w, b, Activation::Identity)
-}
-
-/// GELU of `z` (m × k) into a new buffer, in parallel.
-fn gelu_buffer(z: &[f32]) -> Vec<f32> {
-    let mut a = vec![0f32; z.len()];
-    a.par_chunks_mut(ELEM_TASK)
-        .zip(z.par_chunks(ELEM_TASK))
-        .for_each(|(a, z)| gelu_chunk_fast(z, a));
-    a
 }
 
 /// The CPU op behind [`gelu_linear`]: `(z, W, b)`.
@@ -617,13 +780,14 @@ impl CustomOp3 for GeluLinearOp {
                 b.len()
             );
         }
-        let a = gelu_buffer(z);
-        let mut y = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            y.extend_from_slice(b);
-        }
-        // y (m × n) += GELU(z) (m × k) · Wᵀ (k × n)
-        sgemm((m, n, k), &mut y, n, true, &a, (k, 1), w, (1, k), true);
+        // y (m × n) = b + GELU(z) (m × k) · Wᵀ (k × n), GELU of each block of rows computed by its thread
+        let y = par_rows(m, n, |r0, y| {
+            let r = y.len() / n;
+            let mut a = vec![0f32; r * k];
+            gelu_chunk_fast(&z[r0 * k..(r0 + r) * k], &mut a);
+            fill_rows(y, b);
+            sgemm((r, n, k), y, n, true, &a, (k, 1), w, (1, k), false);
+        });
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
@@ -641,25 +805,42 @@ impl CustomOp3 for GeluLinearOp {
         let (dz, dw, db) = with_data(name, z, |z| {
             with_data(name, w, |w| {
                 with_data(name, grad, |g| {
-                    // a = GELU(z), d = GELU′(z), in one pass
-                    let (mut a, mut d) = (vec![0f32; m * k], vec![0f32; m * k]);
-                    a.par_chunks_mut(ELEM_TASK)
-                        .zip(d.par_chunks_mut(ELEM_TASK))
-                        .zip(z.par_chunks(ELEM_TASK))
-                        .for_each(|((a, d), z)| gelu_both_chunk_fast(z, a, d));
-                    let mut db = vec![0f32; n];
-                    for row in g.chunks_exact(n) {
-                        axpy(&mut db, 1.0, row);
-                    }
+                    // a = GELU(z)
+                    let a = par_rows(m, k, |r0, blk| {
+                        gelu_chunk_fast(&z[r0 * k..r0 * k + blk.len()], blk)
+                    });
+                    let db = column_sums(g, n);
                     // dW (n × k) = gᵀ (n × m) · a (m × k)
-                    let mut dw = vec![0f32; n * k];
-                    sgemm((n, k, m), &mut dw, k, false, g, (1, n), &a, (k, 1), true);
-                    // dz (m × k) = (g (m × n) · W (n × k)) ⊙ GELU′(z), reusing a's buffer
-                    sgemm((m, k, n), &mut a, k, false, g, (n, 1), w, (k, 1), true);
-                    a.par_chunks_mut(ELEM_TASK)
-                        .zip(d.par_chunks(ELEM_TASK))
-                        .for_each(|(a, d)| mul_chunk_fast(a, d));
-                    (a, dw, db)
+                    let dw = par_rows(n, k, |r0, d| {
+                        sgemm(
+                            (d.len() / k, k, m),
+                            d,
+                            k,
+                            false,
+                            &g[r0..],
+                            (1, n),
+                            &a,
+                            (k, 1),
+                            false,
+                        )
+                    });
+                    // dz (m × k) = (g (m × n) · W (n × k)) ⊙ GELU′(z)
+                    let dz = par_rows(m, k, |r0, d| {
+                        let a = &g[r0 * n..];
+                        sgemm(
+                            (d.len() / k, k, n),
+                            d,
+                            k,
+                            false,
+                            a,
+                            (n, 1),
+                            w,
+                            (k, 1),
+                            false,
+                        );
+                        scale_by_gelu_grad_fast(&z[r0 * k..r0 * k + d.len()], d);
+                    });
+                    (dz, dw, db)
                 })
             })
         })
@@ -869,49 +1050,47 @@ avx2_dispatch! {
 }
 
 /// The attention forward on the CPU, per sequence and head with small matrix products: S = Q Kᵀ, P = causal
-/// softmax(S/√d), Y = P V. `q`, `k`, `v` start at the first element of head 0 of row 0; the output
-/// `(b·nq, heads·d)` is written into `out`.
-fn attention_forward_cpu(q: &[f32], k: &[f32], v: &[f32], g: Geometry, out: &mut [f32]) {
+/// softmax(S/√d), Y = P V, for `b` sequences. `q`, `k`, `v` start at the first element of head 0 of row 0;
+/// returns the output `(b·nq, heads·d)`.
+fn attention_forward_cpu(q: &[f32], k: &[f32], v: &[f32], g: Geometry, b: usize) -> Vec<f32> {
     let c = g.heads * g.d;
     let scale = 1.0 / (g.d as f32).sqrt();
     let offset = g.nk - g.nq;
-    out.par_chunks_mut(g.nq * c)
-        .enumerate()
-        .for_each(|(bi, out)| {
-            let mut s = vec![0f32; g.nq * g.nk];
-            for h in 0..g.heads {
-                let qb = &q[bi * g.nq * g.q_stride + h * g.d..];
-                let kb = &k[bi * g.nk * g.kv_stride + h * g.d..];
-                let vb = &v[bi * g.nk * g.kv_stride + h * g.d..];
-                // S (nq × nk) = Q (nq × d) · Kᵀ (d × nk)
-                let (qs, ks) = ((g.q_stride, 1), (1, g.kv_stride));
-                sgemm(
-                    (g.nq, g.nk, g.d),
-                    &mut s,
-                    g.nk,
-                    false,
-                    qb,
-                    qs,
-                    kb,
-                    ks,
-                    false,
-                );
-                causal_softmax_rows_fast(&mut s, g.nk, offset, scale);
-                // Y (nq × d) = P (nq × nk) · V (nk × d), into the head's columns
-                let (ps, vs) = ((g.nk, 1), (g.kv_stride, 1));
-                sgemm(
-                    (g.nq, g.d, g.nk),
-                    &mut out[h * g.d..],
-                    c,
-                    false,
-                    &s,
-                    ps,
-                    vb,
-                    vs,
-                    false,
-                );
-            }
-        });
+    par_filled(b * g.nq * c, g.nq * c, |bi, out| {
+        let mut s = vec![0f32; g.nq * g.nk];
+        for h in 0..g.heads {
+            let qb = &q[bi * g.nq * g.q_stride + h * g.d..];
+            let kb = &k[bi * g.nk * g.kv_stride + h * g.d..];
+            let vb = &v[bi * g.nk * g.kv_stride + h * g.d..];
+            // S (nq × nk) = Q (nq × d) · Kᵀ (d × nk)
+            let (qs, ks) = ((g.q_stride, 1), (1, g.kv_stride));
+            sgemm(
+                (g.nq, g.nk, g.d),
+                &mut s,
+                g.nk,
+                false,
+                qb,
+                qs,
+                kb,
+                ks,
+                false,
+            );
+            causal_softmax_rows_fast(&mut s, g.nk, offset, scale);
+            // Y (nq × d) = P (nq × nk) · V (nk × d), into the head's columns
+            let (ps, vs) = ((g.nk, 1), (g.kv_stride, 1));
+            sgemm(
+                (g.nq, g.d, g.nk),
+                &mut out[h * g.d..],
+                c,
+                false,
+                &s,
+                ps,
+                vb,
+                vs,
+                false,
+            );
+        }
+    })
 }
 
 /// The backward of the packed causal attention on the CPU: `qkv: (b·t, 3C)`, `dy: (b·t, C)` → d qkv. Per
@@ -928,78 +1107,74 @@ fn attention_backward_cpu(
     let c = heads * d;
     let c3 = 3 * c;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut dqkv = vec![0f32; b * t * c3];
-    dqkv.par_chunks_mut(t * c3)
-        .enumerate()
-        .for_each(|(bi, dst)| {
-            let src = &qkv[bi * t * c3..(bi + 1) * t * c3];
-            let dyb = &dy[bi * t * c..(bi + 1) * t * c];
-            let (mut p, mut dp) = (vec![0f32; t * t], vec![0f32; t * t]);
-            let (rows, cols) = ((c3, 1), (1, c3)); // a head's block of qkv, and its transpose
-            let (sq, st) = ((t, 1), (1, t)); // a t × t matrix, and its transpose
-            for h in 0..heads {
-                let (qo, ko, vo) = (h * d, c + h * d, 2 * c + h * d);
-                let dyh = &dyb[h * d..];
-                sgemm(
-                    (t, t, d),
-                    &mut p,
-                    t,
-                    false,
-                    &src[qo..],
-                    rows,
-                    &src[ko..],
-                    cols,
-                    false,
-                );
-                causal_softmax_rows_fast(&mut p, t, 0, scale);
-                sgemm(
-                    (t, d, t),
-                    &mut dst[vo..],
-                    c3,
-                    false,
-                    &p,
-                    st,
-                    dyh,
-                    (c, 1),
-                    false,
-                ); // dV
-                sgemm(
-                    (t, t, d),
-                    &mut dp,
-                    t,
-                    false,
-                    dyh,
-                    (c, 1),
-                    &src[vo..],
-                    cols,
-                    false,
-                ); // dP
-                softmax_grad_rows_fast(&p, &mut dp, t, scale); // dS (scaled)
-                sgemm(
-                    (t, d, t),
-                    &mut dst[qo..],
-                    c3,
-                    false,
-                    &dp,
-                    sq,
-                    &src[ko..],
-                    rows,
-                    false,
-                ); // dQ
-                sgemm(
-                    (t, d, t),
-                    &mut dst[ko..],
-                    c3,
-                    false,
-                    &dp,
-                    st,
-                    &src[qo..],
-                    rows,
-                    false,
-                ); // dK
-            }
-        });
-    dqkv
+    par_filled(b * t * c3, t * c3, |bi, dst| {
+        let src = &qkv[bi * t * c3..(bi + 1) * t * c3];
+        let dyb = &dy[bi * t * c..(bi + 1) * t * c];
+        let (mut p, mut dp) = (vec![0f32; t * t], vec![0f32; t * t]);
+        let (rows, cols) = ((c3, 1), (1, c3)); // a head's block of qkv, and its transpose
+        let (sq, st) = ((t, 1), (1, t)); // a t × t matrix, and its transpose
+        for h in 0..heads {
+            let (qo, ko, vo) = (h * d, c + h * d, 2 * c + h * d);
+            let dyh = &dyb[h * d..];
+            sgemm(
+                (t, t, d),
+                &mut p,
+                t,
+                false,
+                &src[qo..],
+                rows,
+                &src[ko..],
+                cols,
+                false,
+            );
+            causal_softmax_rows_fast(&mut p, t, 0, scale);
+            sgemm(
+                (t, d, t),
+                &mut dst[vo..],
+                c3,
+                false,
+                &p,
+                st,
+                dyh,
+                (c, 1),
+                false,
+            ); // dV
+            sgemm(
+                (t, t, d),
+                &mut dp,
+                t,
+                false,
+                dyh,
+                (c, 1),
+                &src[vo..],
+                cols,
+                false,
+            ); // dP
+            softmax_grad_rows_fast(&p, &mut dp, t, scale); // dS (scaled)
+            sgemm(
+                (t, d, t),
+                &mut dst[qo..],
+                c3,
+                false,
+                &dp,
+                sq,
+                &src[ko..],
+                rows,
+                false,
+            ); // dQ
+            sgemm(
+                (t, d, t),
+                &mut dst[ko..],
+                c3,
+                false,
+                &dp,
+                st,
+                &src[qo..],
+                rows,
+                false,
+            ); // dK
+        }
+    })
 }
 
 /// The CPU op behind [`causal_attention`].
@@ -1025,8 +1200,7 @@ impl CustomOp1 for CausalAttentionOp {
             q_stride: c3,
             kv_stride: c3,
         };
-        let mut y = vec![0f32; m * c];
-        attention_forward_cpu(qkv, &qkv[c..], &qkv[2 * c..], g, &mut y);
+        let y = attention_forward_cpu(qkv, &qkv[c..], &qkv[2 * c..], g, m / self.t);
         Ok((CpuStorage::F32(y), Shape::from((m, c))))
     }
 
@@ -1081,8 +1255,7 @@ impl CustomOp3 for CachedAttentionOp {
             q_stride: c,
             kv_stride: c,
         };
-        let mut y = vec![0f32; b * nq * c];
-        attention_forward_cpu(q, k, v, g, &mut y);
+        let y = attention_forward_cpu(q, k, v, g, b);
         Ok((CpuStorage::F32(y), Shape::from((b, nq, c))))
     }
 }
@@ -1558,6 +1731,92 @@ mod tests {
         let want = [0.0, 0.841_344_7, 8.0, 0.0, -0.158_655_3];
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn dense_kernel_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        for (m, k, n, seed) in [
+            (1, 3, 2, 1),
+            (70, 64, 16, 2),
+            (768, 128, 512, 3),
+            (33, 1, 17, 4),
+        ] {
+            let mut rng = Rng::new(seed);
+            let inputs = [
+                rng.randn((m, k), &dev)?,
+                rng.randn((n, k), &dev)?,
+                rng.randn(n, &dev)?,
+            ];
+            let r = rng.randn((m, n), &dev)?;
+            let ours = value_and_grads(|t| dense(&t[0], &t[1], &t[2]), &inputs, &r)?;
+            let stock = value_and_grads(
+                |t| Ok(t[0].matmul(&t[1].t()?)?.broadcast_add(&t[2])?),
+                &inputs,
+                &r,
+            )?;
+            assert_close(
+                &ours,
+                &stock,
+                &["y", "dx", "dW", "db"],
+                1e-5,
+                &format!("({m}, {k}) → {n}"),
+            )?;
+        }
+        // the data batch (not a variable) gets no gradient
+        let mut rng = Rng::new(5);
+        let x = rng.randn((40, 8), &dev)?;
+        let w = Var::from_tensor(&rng.randn((4, 8), &dev)?)?;
+        let g = dense(&x, w.as_tensor(), &Tensor::zeros(4, DType::F32, &dev)?)?
+            .sum_all()?
+            .backward()?;
+        assert!(g.get(&x).is_none() && g.get(w.as_tensor()).is_some());
+        Ok(())
+    }
+
+    /// The bits of y and of every gradient of Σ r ⊙ f(x, W, b), run on a pool of `threads` threads.
+    fn bits_with_threads(
+        threads: usize,
+        f: fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<u32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::invalid("threads", e.to_string()))?;
+        pool.install(|| {
+            let dev = Device::Cpu;
+            let mut rng = Rng::new(11);
+            let inputs = [
+                rng.randn((200, 96), &dev)?,
+                rng.randn((72, 96), &dev)?,
+                rng.randn(72, &dev)?,
+            ];
+            let r = rng.randn((200, 72), &dev)?;
+            let out = value_and_grads(|t| f(&t[0], &t[1], &t[2]), &inputs, &r)?;
+            let mut bits = vec![];
+            for t in out {
+                bits.extend(
+                    t.flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|v| v.to_bits()),
+                );
+            }
+            Ok(bits)
+        })
+    }
+
+    #[test]
+    fn dense_and_gelu_linear_give_the_same_bits_for_any_thread_count() -> Result<()> {
+        for f in [
+            dense as fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+            gelu_linear,
+        ] {
+            let one = bits_with_threads(1, f)?;
+            assert_eq!(one, bits_with_threads(2, f)?);
+            assert_eq!(one, bits_with_threads(3, f)?);
         }
         Ok(())
     }

@@ -162,7 +162,7 @@ pub struct Gpt {
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
-    /// A zero bias (V,) for the head (the fused linear kernel takes one).
+    /// A zero bias (V,) for the head (the dense kernel takes one).
     head_bias: Tensor,
     vocab: usize,
     device: Device,
@@ -298,7 +298,7 @@ impl Gpt {
     /// Logits `(m, V)` of hidden states `(m, C)`: the tied head W_te[..V] hᵀ.
     fn head(&self, h: &Tensor) -> Result<Tensor> {
         let w = self.wte.narrow(0, 0, self.vocab)?; // (V, C)
-        crate::nn::linear::linear(h, &w, &self.head_bias, crate::nn::Activation::Identity)
+        transformer::dense(h, &w, &self.head_bias)
     }
 
     /// The model's input [BOS, x_0 … x_{T−2}] for a batch of windows `x: (b, T)` u32.
