@@ -38,6 +38,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::kernels::cpu_f32;
+use super::norm::exp_approx;
 use crate::{Error, Result};
 
 /// Which taps of a k×k kernel a [`MaskedConv2d`] sees (see the module docs).
@@ -251,27 +252,6 @@ fn gated_activation_composed(x: &Tensor) -> Result<Tensor> {
     let a = x.narrow(1, 0, p)?.tanh()?;
     let s = (((x.narrow(1, p, p)? * 0.5)?.tanh()? + 1.0)? * 0.5)?; // σ(g) = (1 + tanh(g/2))/2
     Ok((a * s)?)
-}
-
-/// e^x in f32, branch-free so that loops calling it vectorise (Cephes' `expf`: range reduction by ln 2,
-/// degree-6 polynomial, exponent built from bits; about 1 ulp), inputs clamped to [−87, 88]. (The same
-/// routine as the group-norm kernel's.)
-#[inline(always)]
-fn exp_approx(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer kept in the low mantissa bits
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC; // round(x / ln 2)
-    let r = x - n * LN2_HI - n * LN2_LO; // |r| ≤ ln 2 / 2
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
-    e * two_n
 }
 
 /// (tanh a, σ g) with tanh a = 2σ(2a) − 1.

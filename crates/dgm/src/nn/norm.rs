@@ -158,7 +158,7 @@ fn for_slabs<T: Send>(
 /// reduction by ln 2, degree-6 polynomial, exponent built from bits; about 1 ulp). Inputs are clamped to
 /// [−87, 88], which keeps the result finite and normal.
 #[inline(always)]
-fn exp_approx(x: f32) -> f32 {
+pub(crate) fn exp_approx(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer kept in the low mantissa bits
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
