@@ -27,6 +27,14 @@ const TINY: &[&str] = &[
     "--quiet",
 ];
 
+/// File `name` of the run's committed checkpoint (the folder `checkpoint.json` names).
+fn checkpoint_file(run: &Path, name: &str) -> std::path::PathBuf {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap())
+            .unwrap();
+    run.join(m["dir"].as_str().unwrap()).join(name)
+}
+
 fn train_tiny(out: &Path, model: &str, data: &str, steps: u64, extra: &[&str]) -> Output {
     run(dgm()
         .args(["train", model, "--data", data, "--out"])
@@ -212,10 +220,10 @@ fn train_sample_eval_encode_interpolate_on_shapes() {
     assert!(o.status.success(), "{}", stderr(&o));
     for f in [
         "config.toml",
-        "model.safetensors",
-        "ema.safetensors",
-        "optimizer.safetensors",
-        "state.json",
+        "checkpoint.json",
+        "checkpoints/step-00000010/model.safetensors",
+        "checkpoints/step-00000010/ema.safetensors",
+        "checkpoints/step-00000010/optimizer.safetensors",
         "metrics.jsonl",
         "loss.svg",
         "samples/samples.png",
@@ -358,8 +366,8 @@ fn interrupted_and_resumed_equals_uninterrupted() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let state = std::fs::read_to_string(part.join("state.json")).unwrap();
-    assert!(state.contains("\"step\": 5"), "{state}");
+    let state = std::fs::read_to_string(part.join("checkpoint.json")).unwrap();
+    assert!(state.contains("\"step\": 5,"), "{state}");
     let o = run(dgm()
         .args(["train", "--quiet", "--stop-after", "4", "--resume"])
         .arg(&part));
@@ -371,8 +379,8 @@ fn interrupted_and_resumed_equals_uninterrupted() {
         "ema.safetensors",
         "optimizer.safetensors",
     ] {
-        let a = std::fs::read(full.join(f)).unwrap();
-        let b = std::fs::read(part.join(f)).unwrap();
+        let a = std::fs::read(checkpoint_file(&full, f)).unwrap();
+        let b = std::fs::read(checkpoint_file(&part, f)).unwrap();
         assert!(
             a == b,
             "{f} differs between the resumed and the uninterrupted run"
@@ -402,8 +410,8 @@ fn interrupted_and_resumed_equals_uninterrupted() {
         ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        std::fs::read(full.join("model.safetensors")).unwrap()
-            == std::fs::read(d.join("one-thread/model.safetensors")).unwrap()
+        std::fs::read(checkpoint_file(&full, "model.safetensors")).unwrap()
+            == std::fs::read(checkpoint_file(&d.join("one-thread"), "model.safetensors")).unwrap()
     );
 }
 
@@ -428,22 +436,29 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("at step") && err.contains("last good checkpoint"),
+        err.contains("at step") && err.contains("the checkpoint of step"),
         "{err}"
     );
-    let state = std::fs::read_to_string(r.join("state.json")).unwrap();
+    let state = std::fs::read_to_string(r.join("checkpoint.json")).unwrap();
     assert!(!state.contains("\"step\": 0,"), "{state}");
+    let kept: String = err
+        .split("the checkpoint of step ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    assert!(
+        state.contains(&format!("\"step\": {kept},")),
+        "{err} {state}"
+    );
     // the kept checkpoint loads
     let o = run(dgm()
         .args(["sample", "--run"])
         .arg(&r)
         .args(["--weights", "model", "-n", "4", "--out"])
         .arg(d.join("s.png")));
-    assert!(
-        o.status.success() || o.status.code() == Some(1),
-        "{}",
-        stderr(&o)
-    );
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
@@ -477,7 +492,7 @@ fn ctrl_c_writes_a_checkpoint_and_exits_0() {
     assert!(ok.success());
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let state = std::fs::read_to_string(r.join("state.json")).unwrap();
+    let state = std::fs::read_to_string(r.join("checkpoint.json")).unwrap();
     assert!(state.contains("\"finished\": false"), "{state}");
     let o = run(dgm()
         .args(["train", "--quiet", "--stop-after", "3", "--resume"])

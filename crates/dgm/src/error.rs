@@ -66,12 +66,14 @@ pub enum Error {
     },
 
     /// Training produced a NaN or infinite loss.
-    #[error("loss became {loss} at step {step}; stopped (the last good checkpoint is kept)")]
+    #[error("loss became {loss} at step {step}; stopped ({})", kept(*checkpoint))]
     NonFinite {
         /// The step at which the loss stopped being finite.
         step: u64,
         /// The loss value (NaN or ±inf).
         loss: f64,
+        /// The step of the run's committed checkpoint, if it has one.
+        checkpoint: Option<u64>,
     },
 
     /// An operation a model does not support (e.g. likelihood of a GAN).
@@ -109,6 +111,14 @@ impl Error {
     /// rather than from a failure inside dgm. The CLI exits with code 2 for these.
     pub fn is_user_error(&self) -> bool {
         !matches!(self, Error::Candle(_) | Error::NonFinite { .. })
+    }
+}
+
+/// What a failed training run leaves behind: "the checkpoint of step N is kept" or that there is none.
+pub fn kept(checkpoint: Option<u64>) -> String {
+    match checkpoint {
+        Some(s) => format!("the checkpoint of step {s} is kept"),
+        None => "no checkpoint had been written yet, so nothing was saved".to_string(),
     }
 }
 

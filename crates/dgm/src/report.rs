@@ -1,12 +1,13 @@
 //! `dgm report`: one page comparing every run under a directory — a table of likelihoods, sample-quality and
 //! out-of-distribution metrics, then each run's loss curve and latest samples.
 //!
-//! A run directory is any directory holding `config.toml` and `state.json` (searched to depth
+//! A run directory is any directory holding `config.toml` and a checkpoint (`checkpoint.json`, or the
+//! `state.json` of runs written before it existed; searched to depth
 //! [`MAX_DEPTH`]). Its files are read tolerantly: a missing file leaves its columns at "–", a malformed one
 //! adds a note to the page, never an error. Files used:
 //!
 //! - `config.toml`: `model.name`, `data.name`, `data.preprocessing`, `train.steps`;
-//! - `state.json`: `step`, `finished`;
+//! - `checkpoint.json` (else `state.json`): `step`, `finished`;
 //! - `metrics.jsonl`: the loss curve (drawn by [`crate::train::plot::loss_curve_svg`]);
 //! - `eval-<split>.json`: likelihood reports (`nll_nats`, `bits_per_dim`, `kind`, …);
 //! - `eval-quality.json`: FID, KID, precision / recall, MMD, class accuracy, Inception-style score;
@@ -189,7 +190,7 @@ pub struct RunSummary {
     pub data: Option<String>,
     /// The preprocessing, described in words.
     pub preprocessing: Option<String>,
-    /// The step reached (`state.json`).
+    /// The step reached (`checkpoint.json` or `state.json`).
     pub step: Option<u64>,
     /// The planned number of steps (`train.steps`).
     pub total_steps: Option<u64>,
@@ -242,7 +243,7 @@ pub fn collect_runs(root: &Path) -> Result<Vec<RunSummary>> {
         return Err(Error::invalid(
             "runs directory",
             format!(
-                "no runs under {} (a run directory has config.toml and state.json)",
+                "no runs under {} (a run directory has config.toml and checkpoint.json or state.json)",
                 root.display()
             ),
         ));
@@ -252,7 +253,9 @@ pub fn collect_runs(root: &Path) -> Result<Vec<RunSummary>> {
 }
 
 fn is_run(dir: &Path) -> bool {
-    dir.join("config.toml").is_file() && dir.join("state.json").is_file()
+    dir.join("config.toml").is_file()
+        && (dir.join(crate::checkpoint::MANIFEST_FILE).is_file()
+            || dir.join("state.json").is_file())
 }
 
 fn find_runs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
@@ -355,9 +358,17 @@ fn read_run(root: &Path, dir: &Path) -> RunSummary {
         ..RunSummary::default()
     };
     read_config(dir, &mut r);
-    if let Some(state) = read_json(dir, "state.json", &mut r.notes) {
-        r.step = uint(&state, &["step"]);
-        r.finished = get(&state, &["finished"]).and_then(Value::as_bool);
+    // checkpoint.json holds the training state under "state"; state.json (older runs) is the state itself
+    let (state_file, at): (&str, &[&str]) = if dir.join(crate::checkpoint::MANIFEST_FILE).is_file()
+    {
+        (crate::checkpoint::MANIFEST_FILE, &["state"])
+    } else {
+        ("state.json", &[])
+    };
+    if let Some(state) = read_json(dir, state_file, &mut r.notes) {
+        let path = |k: &'static str| [at, &[k]].concat();
+        r.step = uint(&state, &path("step"));
+        r.finished = get(&state, &path("finished")).and_then(Value::as_bool);
     }
     read_likelihoods(dir, &mut r);
     if let Some(q) = read_json(dir, "eval-quality.json", &mut r.notes) {
@@ -1439,12 +1450,13 @@ steps = 2000
             &odd.join("config.toml"),
             "[model]\nname = \"pixelcnn\"\n[data]\nname = \"mnist\"\n",
         );
+        // the current layout: the state is in checkpoint.json (`full` has the older state.json)
         write(
-            &odd.join("state.json"),
-            r#"{"step": 500, "finished": false}"#,
+            &odd.join("checkpoint.json"),
+            r#"{"format": 1, "state": {"step": 500, "finished": false}, "dir": "checkpoints/step-00000500", "files": {}}"#,
         );
         write(&odd.join("eval-quality.json"), "{\"fid\": 3.0,");
-        // not a run: a folder without state.json
+        // not a run: a folder without checkpoint.json or state.json
         write(&root.join("empty/config.toml"), CONFIG);
         root
     }
@@ -1624,7 +1636,7 @@ steps = 2000
         let empty = t.0.join("runs/empty");
         let e = collect_runs(&empty).unwrap_err().to_string();
         assert!(
-            e.contains("no runs under") && e.contains("config.toml and state.json"),
+            e.contains("no runs under") && e.contains("config.toml and checkpoint.json"),
             "{e}"
         );
         // a run directory given directly is its own single run, named by its folder

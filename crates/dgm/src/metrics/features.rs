@@ -842,6 +842,7 @@ pub fn train_feature_net_on(
             return Err(Error::NonFinite {
                 step: step + 1,
                 loss: lv,
+                checkpoint: None,
             });
         }
         let grads = collect_grads(&vars, &loss.backward()?);

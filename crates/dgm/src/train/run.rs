@@ -2,21 +2,29 @@
 //!
 //! ```text
 //! config.toml            everything needed to rebuild model, data and training
-//! model.safetensors      the weights
-//! ema.safetensors        the EMA of the weights
-//! optimizer.safetensors  AdamW moments
-//! state.json             step, optimiser update count, seed and RNG state
+//! checkpoint.json        the committed checkpoint: step, optimiser update count, seed, RNG state, and the
+//!                        size and SHA-256 of each file below (see crate::checkpoint)
+//! checkpoints/step-N/    model.safetensors (the weights), ema.safetensors (their EMA),
+//!                        optimizer.safetensors (AdamW moments)
 //! metrics.jsonl          one JSON object per logged step
 //! samples/               sample grids written during training
 //! loss.svg               the loss curve, written when training ends
+//! .lock                  held (with the holder's PID inside) while a process trains the run
 //! ```
+//!
+//! Runs written before checkpoint.json existed keep `model.safetensors`, `ema.safetensors`,
+//! `optimizer.safetensors` and `state.json` at the top; they load as before (without hashes to check) and
+//! move to the layout above at their next checkpoint.
 
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{load_tensors, write_atomic};
+use crate::checkpoint::{read_manifest, tensors_from_bytes, write_atomic, Manifest};
 use crate::data::{self, DataSpec, Dataset, Split, Tokenizer};
 use crate::model::Model;
 use crate::models::{self, DataInfo};
@@ -76,6 +84,76 @@ impl Weights {
             Weights::Ema => "ema",
         }
     }
+
+    /// The checkpoint file that holds these weights.
+    pub fn file(&self) -> &'static str {
+        match self {
+            Weights::Model => MODEL_FILE,
+            Weights::Ema => EMA_FILE,
+        }
+    }
+}
+
+/// The checkpoint file of the trained weights.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The checkpoint file of the EMA weights.
+pub const EMA_FILE: &str = "ema.safetensors";
+/// The checkpoint file of the optimizer's moments.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The training state of a run written before `checkpoint.json` existed.
+const LEGACY_STATE_FILE: &str = "state.json";
+/// The lock file of a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// A run's committed checkpoint: its training state and where its files are.
+#[derive(Clone, Debug)]
+pub struct RunCheckpoint {
+    /// The training state it was written with.
+    pub state: TrainState,
+    /// The manifest (`None` for a run written before manifests existed: files at the top, no hashes).
+    pub manifest: Option<Manifest<TrainState>>,
+}
+
+impl RunCheckpoint {
+    /// Reads checkpoint file `name` (e.g. [`MODEL_FILE`]), checked against the manifest's size and hash.
+    pub fn read_file(&self, run: &RunDir, name: &str) -> Result<Vec<u8>> {
+        match &self.manifest {
+            Some(m) => m.read_file(&run.path, name),
+            None => {
+                let p = run.path.join(name);
+                std::fs::read(&p).map_err(|e| Error::Checkpoint {
+                    path: p,
+                    msg: format!("cannot read: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Loads the tensors of checkpoint file `name` onto `device`.
+    pub fn tensors(
+        &self,
+        run: &RunDir,
+        name: &str,
+        device: &Device,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let bytes = self.read_file(run, name)?;
+        tensors_from_bytes(&bytes, &self.file_path(run, name), device)
+    }
+
+    /// Where checkpoint file `name` is.
+    pub fn file_path(&self, run: &RunDir, name: &str) -> PathBuf {
+        match &self.manifest {
+            Some(m) => m.dir_path(&run.path).join(name),
+            None => run.path.join(name),
+        }
+    }
+}
+
+/// The exclusive lock on a run directory, held while training it; released when dropped or when the process
+/// ends (however it ends).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
 }
 
 impl RunDir {
@@ -109,22 +187,6 @@ impl RunDir {
     pub fn config_path(&self) -> PathBuf {
         self.path.join("config.toml")
     }
-    /// `model.safetensors`.
-    pub fn model_path(&self) -> PathBuf {
-        self.path.join("model.safetensors")
-    }
-    /// `ema.safetensors`.
-    pub fn ema_path(&self) -> PathBuf {
-        self.path.join("ema.safetensors")
-    }
-    /// `optimizer.safetensors`.
-    pub fn optimizer_path(&self) -> PathBuf {
-        self.path.join("optimizer.safetensors")
-    }
-    /// `state.json`.
-    pub fn state_path(&self) -> PathBuf {
-        self.path.join("state.json")
-    }
     /// `metrics.jsonl`.
     pub fn metrics_path(&self) -> PathBuf {
         self.path.join("metrics.jsonl")
@@ -149,24 +211,86 @@ impl RunDir {
         write_atomic(&self.config_path(), cfg.to_toml()?.as_bytes())
     }
 
-    /// Reads `state.json`.
-    pub fn load_state(&self) -> Result<TrainState> {
-        let p = self.state_path();
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::Checkpoint {
-            path: p.clone(),
-            msg: format!("cannot read training state ({e}); the run has no checkpoint yet"),
-        })?;
-        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+    /// The committed checkpoint, `None` when the run has none yet (it stopped before its first one).
+    pub fn checkpoint(&self) -> Result<Option<RunCheckpoint>> {
+        if let Some(m) = read_manifest::<TrainState>(&self.path)? {
+            return Ok(Some(RunCheckpoint {
+                state: m.state.clone(),
+                manifest: Some(m),
+            }));
+        }
+        let p = self.path.join(LEGACY_STATE_FILE);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&p, e)),
+        };
+        let state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
             path: p,
             msg: format!("corrupt: {e}"),
+        })?;
+        Ok(Some(RunCheckpoint {
+            state,
+            manifest: None,
+        }))
+    }
+
+    /// The committed checkpoint, or an error saying that the run has none yet.
+    pub fn require_checkpoint(&self) -> Result<RunCheckpoint> {
+        self.checkpoint()?.ok_or_else(|| Error::Checkpoint {
+            path: self.path.clone(),
+            msg: "the run has no checkpoint yet (it stopped before writing its first one)".into(),
         })
     }
 
-    /// Writes `state.json` atomically.
-    pub fn save_state(&self, s: &TrainState) -> Result<()> {
-        let text =
-            serde_json::to_string_pretty(s).map_err(|e| Error::invalid("state", e.to_string()))?;
-        write_atomic(&self.state_path(), text.as_bytes())
+    /// The training state of the committed checkpoint.
+    pub fn load_state(&self) -> Result<TrainState> {
+        Ok(self.require_checkpoint()?.state)
+    }
+
+    /// Takes the exclusive lock on the run directory (creating the directory), or refuses with the PID of the
+    /// process that holds it.
+    pub fn lock(&self) -> Result<RunLock> {
+        std::fs::create_dir_all(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let p = self.path.join(LOCK_FILE);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        match f.try_lock() {
+            Ok(()) => {
+                let pid = format!("{}\n", std::process::id());
+                f.set_len(0)
+                    .and_then(|()| f.write_all(pid.as_bytes()))
+                    .map_err(|e| Error::io(&p, e))?;
+                Ok(RunLock { _file: f })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = f.read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!("process {pid}"),
+                    Err(_) => "another process".to_string(),
+                };
+                Err(Error::Checkpoint {
+                    path: self.path.clone(),
+                    msg: format!(
+                        "is in use: {holder} is training it; wait for it to finish or stop it first"
+                    ),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&p, e)),
+        }
+    }
+
+    /// Removes the checkpoint files of the layout before `checkpoint.json` (once a manifest supersedes them).
+    pub fn remove_legacy_files(&self) {
+        for f in [LEGACY_STATE_FILE, MODEL_FILE, EMA_FILE, OPTIMIZER_FILE] {
+            let _ = std::fs::remove_file(self.path.join(f));
+        }
     }
 }
 
@@ -225,11 +349,32 @@ pub struct LoadedRun {
     pub weights: Weights,
 }
 
-/// Loads the model of the run at `path` with the chosen weights.
+/// Loads the model of the run at `path` with the chosen weights. The files are checked against the
+/// checkpoint's manifest; if a training process commits a newer checkpoint (and removes the old one) while
+/// they are read, they are read again from the new one.
 pub fn load(path: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> {
     let dir = RunDir::open(path)?;
     let config = dir.load_config()?;
-    let state = dir.load_state()?;
+    let mut attempt = 0;
+    let (ckpt, tensors) = loop {
+        let ckpt = dir.require_checkpoint()?;
+        match ckpt.tensors(&dir, weights.file(), device) {
+            Ok(t) => break (ckpt, t),
+            Err(e) => {
+                let moved_on = dir
+                    .checkpoint()
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.manifest)
+                    .map(|m| m.dir)
+                    != ckpt.manifest.map(|m| m.dir);
+                attempt += 1;
+                if !moved_on || attempt >= 5 {
+                    return Err(e);
+                }
+            }
+        }
+    };
     let params = Params::new(config.seed, device);
     let model = models::build(
         &config.model.name,
@@ -240,14 +385,10 @@ pub fn load(path: &Path, weights: Weights, device: &Device) -> Result<LoadedRun>
         path: dir.config_path(),
         msg: e.to_string(),
     })?;
-    let file = match weights {
-        Weights::Model => dir.model_path(),
-        Weights::Ema => dir.ema_path(),
-    };
-    params.assign(&load_tensors(&file, device)?, &file)?;
+    params.assign(&tensors, &ckpt.file_path(&dir, weights.file()))?;
     Ok(LoadedRun {
         config,
-        state,
+        state: ckpt.state,
         model,
         params,
         weights,

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use candle_core::Device;
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::{load_tensors, save_tensors, write_atomic};
+use crate::checkpoint::{self, tensor_bytes, write_atomic};
 use crate::data::{Dataset, Split};
+use crate::error::kept;
 use crate::image_io::save_samples;
 use crate::model::{Batch, GenerateOptions, Model, SampleOptions};
 use crate::models;
@@ -24,7 +25,9 @@ use crate::train::log::{MetricsLog, Progress};
 use crate::train::optim::{
     accumulate, collect_grads, global_grad_norm, lr_at, AdamW, AdamWParams, Grads,
 };
-use crate::train::run::{data_info, load_data, RunDir, TrainState};
+use crate::train::run::{
+    data_info, load_data, RunDir, TrainState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE,
+};
 use crate::train::{plot, RunConfig};
 use crate::{Error, Result};
 
@@ -92,23 +95,39 @@ struct Session {
     train: Dataset,
     val: Dataset,
     step: u64,
+    /// The step of the committed checkpoint, if there is one.
+    saved: Option<u64>,
 }
 
 impl Session {
-    fn checkpoint(&self) -> Result<()> {
-        let d = &self.dir;
-        save_tensors(&d.model_path(), &self.params.snapshot()?)?;
-        save_tensors(&d.ema_path(), &self.ema.params.snapshot()?)?;
-        save_tensors(&d.optimizer_path(), &self.opt.state()?)?;
-        // state.json last: it names the step the other files belong to
-        d.save_state(&TrainState {
+    /// Commits a checkpoint of the current step (weights, EMA, optimizer and state as one unit).
+    fn checkpoint(&mut self) -> Result<()> {
+        let state = TrainState {
             step: self.step,
             adam_t: self.opt.t,
             seed: self.cfg.seed,
             rng: Rng::stream(self.cfg.seed ^ STEP_SALT, self.step).state(self.cfg.seed ^ STEP_SALT),
             finished: self.step >= self.cfg.train.steps,
             dgm_version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+        };
+        let files = [
+            (MODEL_FILE, tensor_bytes(&self.params.snapshot()?)?),
+            (EMA_FILE, tensor_bytes(&self.ema.params.snapshot()?)?),
+            (OPTIMIZER_FILE, tensor_bytes(&self.opt.state()?)?),
+        ];
+        checkpoint::commit(&self.dir.path, self.step, state, &files).map_err(|e| {
+            Error::Checkpoint {
+                path: self.dir.path.clone(),
+                msg: format!(
+                    "could not write the checkpoint of step {} ({e}); {}",
+                    self.step,
+                    kept(self.saved)
+                ),
+            }
+        })?;
+        self.dir.remove_legacy_files();
+        self.saved = Some(self.step);
+        Ok(())
     }
 
     fn validation_loss(&self, model: &dyn Model) -> Result<f64> {
@@ -185,25 +204,79 @@ pub fn train(
     let mut cfg = cfg.clone();
     cfg.validate()?;
     let dev = &opts.device;
+    let created = !run_dir.exists();
+    // held until training ends: a second process training (or resuming) this run is refused
+    let _lock = dir.lock()?;
+    let setup = (|| -> Result<Option<TrainState>> {
+        let resume_from = if resume {
+            let ckpt = dir.checkpoint()?;
+            if ckpt.is_none() && !opts.quiet {
+                println!(
+                    "{} has no checkpoint yet (it stopped before its first one): restarting it from step 0",
+                    run_dir.display()
+                );
+            }
+            ckpt.map(|c| c.state)
+        } else {
+            if dir.config_path().exists() {
+                let msg = if dir.checkpoint()?.is_some() {
+                    "already holds a run; use `dgm train --resume DIR` to continue it, or choose another --out"
+                } else {
+                    "already holds a run that stopped before its first checkpoint; `dgm train --resume DIR` restarts it from step 0, or choose another --out"
+                };
+                return Err(Error::Checkpoint {
+                    path: run_dir.to_path_buf(),
+                    msg: msg.into(),
+                });
+            }
+            None
+        };
+        Ok(resume_from)
+    })();
+    let resume_from = match setup {
+        Ok(r) => r,
+        Err(e) => {
+            drop(_lock);
+            if created {
+                let _ = std::fs::remove_dir_all(run_dir);
+            }
+            return Err(e);
+        }
+    };
     // a new run builds its tokenizer from the corpus (data.text.tokenizer); a resumed run keeps its own
     let mut data_cfg = cfg.clone();
     if !resume {
         data_cfg.model.config.remove("tokenizer");
     }
-    let train = load_data(&data_cfg, Split::Train, &opts.data_dir)?;
-    let val = load_data(&data_cfg, Split::Validation, &opts.data_dir)?;
-    if !resume {
-        if dir.config_path().exists() {
-            return Err(Error::Checkpoint {
-                path: run_dir.to_path_buf(),
-                msg: "already holds a run; use `dgm train --resume DIR` to continue it, or choose another --out".into(),
-            });
+    let loaded = (|| -> Result<(Dataset, Dataset)> {
+        let train = load_data(&data_cfg, Split::Train, &opts.data_dir)?;
+        let val = load_data(&data_cfg, Split::Validation, &opts.data_dir)?;
+        if val.is_empty() {
+            return Err(Error::invalid(
+                "validation split",
+                format!(
+                    "'{}' has no validation examples; training validates at its end (for generated data set data.sizes.validation ≥ 1)",
+                    cfg.data.name
+                ),
+            ));
         }
-        let info = data_info(&train, &cfg);
-        models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-        dir.save_config(&cfg)?;
-    }
+        if !resume {
+            let info = data_info(&train, &cfg);
+            models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
+            dir.save_config(&cfg)?;
+        }
+        Ok((train, val))
+    })();
+    let (train, val) = match loaded {
+        Ok(d) => d,
+        Err(e) => {
+            drop(_lock);
+            if created {
+                let _ = std::fs::remove_dir_all(run_dir);
+            }
+            return Err(e);
+        }
+    };
     let t = cfg.train.clone();
     let params = Params::new(cfg.seed, dev);
     let model = models::build(&cfg.model.name, &cfg.model.config, params.var_builder())?;
@@ -219,20 +292,31 @@ pub fn train(
     };
     let mut opt = AdamW::new(params.vars(), adam)?;
     let mut step = 0;
-    if resume {
-        let state = dir.load_state()?;
-        params.assign(&load_tensors(&dir.model_path(), dev)?, &dir.model_path())?;
-        ema.params
-            .assign(&load_tensors(&dir.ema_path(), dev)?, &dir.ema_path())?;
-        opt.load_state(&load_tensors(&dir.optimizer_path(), dev)?, state.adam_t)
+    if let Some(state) = &resume_from {
+        let ckpt = dir.require_checkpoint()?;
+        params.assign(
+            &ckpt.tensors(&dir, MODEL_FILE, dev)?,
+            &ckpt.file_path(&dir, MODEL_FILE),
+        )?;
+        ema.params.assign(
+            &ckpt.tensors(&dir, EMA_FILE, dev)?,
+            &ckpt.file_path(&dir, EMA_FILE),
+        )?;
+        opt.load_state(&ckpt.tensors(&dir, OPTIMIZER_FILE, dev)?, state.adam_t)
             .map_err(|e| Error::Checkpoint {
-                path: dir.optimizer_path(),
+                path: ckpt.file_path(&dir, OPTIMIZER_FILE),
                 msg: e.to_string(),
             })?;
         step = state.step;
+        checkpoint::remove_debris(&dir.path, ckpt.manifest.as_ref().map(|m| m.dir.as_str()));
+    } else if resume {
+        checkpoint::remove_debris(&dir.path, None);
+    }
+    if resume {
         dir.save_config(&cfg)?; // may carry a new step count
     }
     let metrics = MetricsLog::open(&dir.metrics_path(), resume.then_some(step))?;
+    let saved = resume_from.as_ref().map(|s| s.step);
     let mut s = Session {
         dir,
         cfg,
@@ -244,6 +328,7 @@ pub fn train(
         train,
         val,
         step,
+        saved,
     };
     let mut loader = Loader::new(s.train.len(), t.batch_size, s.cfg.seed)?;
     let vars = s.params.vars();
@@ -287,6 +372,7 @@ pub fn train(
                 return Err(Error::NonFinite {
                     step: s.step + 1,
                     loss,
+                    checkpoint: s.saved,
                 });
             }
             accumulate(&mut grads, collect_grads(&vars, &out.loss.backward()?))?;
@@ -307,6 +393,7 @@ pub fn train(
             return Err(Error::NonFinite {
                 step: s.step + 1,
                 loss: norm,
+                checkpoint: s.saved,
             });
         }
         let clip = if t.grad_clip > 0.0 && norm > t.grad_clip {
@@ -343,28 +430,32 @@ pub fn train(
         } else {
             progress.update(s.step, "", false);
         }
-        if (t.eval_every > 0 && s.step.is_multiple_of(t.eval_every)) || last {
-            let side_start = std::time::Instant::now();
-            let train_s = progress.elapsed() - side_secs;
-            let v = s.validation_loss(s.model.as_ref())?;
-            let ve = s.validation_loss(s.ema_model.as_ref())?;
-            let mut rec = Map::new();
-            rec.insert("step".into(), json!(s.step));
-            rec.insert("val_loss".into(), json!(v));
-            rec.insert("val_loss_ema".into(), json!(ve));
-            rec.insert("train_s".into(), json!(train_s));
-            metrics.write(&rec)?;
-            progress.println(&format!(
-                "step {} validation loss {v:.4} (EMA weights {ve:.4})",
-                s.step
-            ));
-            side_secs += side_start.elapsed().as_secs_f64();
-        }
-        if t.sample_every > 0 && s.step.is_multiple_of(t.sample_every) && !last {
-            let side_start = std::time::Instant::now();
-            s.write_samples(&format!("step-{:07}", s.step))?;
-            side_secs += side_start.elapsed().as_secs_f64();
-        }
+        // validation and samples never cost the checkpoint of this step: it is written even when they fail
+        let side = (|| -> Result<()> {
+            if (t.eval_every > 0 && s.step.is_multiple_of(t.eval_every)) || last {
+                let side_start = std::time::Instant::now();
+                let train_s = progress.elapsed() - side_secs;
+                let v = s.validation_loss(s.model.as_ref())?;
+                let ve = s.validation_loss(s.ema_model.as_ref())?;
+                let mut rec = Map::new();
+                rec.insert("step".into(), json!(s.step));
+                rec.insert("val_loss".into(), json!(v));
+                rec.insert("val_loss_ema".into(), json!(ve));
+                rec.insert("train_s".into(), json!(train_s));
+                metrics.write(&rec)?;
+                progress.println(&format!(
+                    "step {} validation loss {v:.4} (EMA weights {ve:.4})",
+                    s.step
+                ));
+                side_secs += side_start.elapsed().as_secs_f64();
+            }
+            if t.sample_every > 0 && s.step.is_multiple_of(t.sample_every) && !last {
+                let side_start = std::time::Instant::now();
+                s.write_samples(&format!("step-{:07}", s.step))?;
+                side_secs += side_start.elapsed().as_secs_f64();
+            }
+            Ok(())
+        })();
         let interrupted = opts.stop.load(Ordering::SeqCst)
             || opts.stop_after.is_some_and(|n| s.step - session_start >= n)
             || opts
@@ -373,8 +464,13 @@ pub fn train(
         if (t.checkpoint_every > 0 && s.step.is_multiple_of(t.checkpoint_every))
             || last
             || interrupted
+            || side.is_err()
         {
             s.checkpoint()?;
+        }
+        if let Err(e) = side {
+            progress.finish();
+            return Err(e);
         }
         if interrupted && !last {
             progress.finish();
