@@ -388,7 +388,8 @@ impl Default for GeneratedSizes {
 }
 
 /// Loads the image / vector data set `spec`, split `split`. Text corpora are loaded with [`text::load`].
-/// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data.
+/// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data;
+/// a size whose examples would not fit in the available memory ([`crate::memory`]) is refused before generating.
 pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -> Result<Dataset> {
     let split_seed = match split {
         Split::Train => 0,
