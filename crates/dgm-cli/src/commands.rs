@@ -198,11 +198,33 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     if let Some(k) = a.class {
         opts.condition = Condition::Class(vec![k]);
     }
-    let x = run.model.sample(n, &opts)?;
-    dgm::image_io::save_samples(out, &x, &run.config.data.preprocessing)?;
+    // The picture is sized for n before anything is sampled (a grid too large to write is refused now), and
+    // filled batch by batch, so memory holds one batch, not n samples: -n is bounded by time.
+    let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
+    let mut canvas = dgm::image_io::SampleCanvas::new(n, &shape, &run.config.data.preprocessing)?;
+    let batch = if shape.len() == 3 {
+        SAMPLE_BATCH_IMAGES
+    } else {
+        SAMPLE_BATCH_POINTS
+    };
+    for (i, start) in (0..n).step_by(batch).enumerate() {
+        let mut o = opts.clone();
+        // batch 0 uses --seed itself, so -n up to one batch gives the samples a single call always gave
+        if i > 0 {
+            o.seed = dgm::rng::Rng::stream(a.seed, i as u64).next_u64();
+        }
+        let x = run.model.sample(batch.min(n - start), &o)?;
+        canvas.add(&x)?;
+    }
+    canvas.save(out)?;
     println!("wrote {n} samples to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
+
+/// Images `dgm sample` draws per model call (the default -n of 64 is one batch).
+const SAMPLE_BATCH_IMAGES: usize = 256;
+/// 2-D points `dgm sample` draws per model call.
+const SAMPLE_BATCH_POINTS: usize = 4096;
 
 /// `dgm sample` for a language model: streams each sample to stdout as it is generated.
 fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode> {

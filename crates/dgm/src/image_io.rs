@@ -19,40 +19,203 @@ fn encode_png(img: &RgbImage, path: &Path) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Arranges `(n, c, h, w)` images (c = 1 or 3, values in the preprocessed space) in a grid with `ncol` columns
-/// and a 2-pixel border, and returns it as an RGB image.
-pub fn grid(images: &Tensor, prep: &Preprocessing, ncol: usize) -> Result<RgbImage> {
-    let (n, c, h, w) = images.dims4()?;
+/// The largest picture dgm writes, in pixels: 100 megapixels (300 MB of RGB while it is drawn), e.g. a grid of
+/// about 100 000 MNIST samples. Larger grids are refused before any sample is drawn.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+const PAD: usize = 2;
+
+/// A grid of `n` images of `c × h × w` in `ncol` columns with a 2-pixel border: its size in pixels, refused
+/// (naming `n`, the size and [`MAX_PIXELS`]) when it is larger than that.
+fn grid_size(n: usize, c: usize, h: usize, w: usize, ncol: usize) -> Result<(u32, u32)> {
     if c != 1 && c != 3 {
         return Err(Error::invalid(
             "images",
             format!("expected 1 or 3 channels, got {c}"),
         ));
     }
-    let ncol = ncol.clamp(1, n.max(1));
-    let nrow = n.div_ceil(ncol).max(1);
-    let pad = 2;
-    let (gw, gh) = (ncol * (w + pad) + pad, nrow * (h + pad) + pad);
-    let mut img = RgbImage::from_pixel(gw as u32, gh as u32, Rgb([40, 40, 40]));
-    let v = images
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    for k in 0..n {
-        let (gx, gy) = (pad + (k % ncol) * (w + pad), pad + (k / ncol) * (h + pad));
-        for y in 0..h {
-            for x in 0..w {
-                let px = |ch: usize| prep.to_u8(v[((k * c + ch) * h + y) * w + x]);
-                let rgb = if c == 1 {
-                    [px(0); 3]
-                } else {
-                    [px(0), px(1), px(2)]
-                };
-                img.put_pixel((gx + x) as u32, (gy + y) as u32, Rgb(rgb));
-            }
+    let ncol = ncol.clamp(1, n.max(1)) as u64;
+    let nrow = (n as u64).div_ceil(ncol).max(1);
+    let gw = ncol.saturating_mul(w as u64 + PAD as u64) + PAD as u64;
+    let gh = nrow.saturating_mul(h as u64 + PAD as u64) + PAD as u64;
+    let pixels = gw.saturating_mul(gh);
+    if pixels > MAX_PIXELS {
+        return Err(Error::invalid(
+            "-n",
+            format!(
+                "a grid of {n} images of {w}×{h} would be {gw}×{gh} pixels ({:.1} megapixels), over the {} megapixels dgm writes in one PNG; ask for fewer samples",
+                pixels as f64 / 1e6,
+                MAX_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    Ok((gw as u32, gh as u32)) // ok: gw, gh ≤ MAX_PIXELS < u32::MAX
+}
+
+/// Arranges `(n, c, h, w)` images (c = 1 or 3, values in the preprocessed space) in a grid with `ncol` columns
+/// and a 2-pixel border, and returns it as an RGB image.
+pub fn grid(images: &Tensor, prep: &Preprocessing, ncol: usize) -> Result<RgbImage> {
+    let (n, c, h, w) = images.dims4()?;
+    let mut canvas = SampleCanvas::grid(n, [c, h, w], ncol, prep)?;
+    canvas.add(images)?;
+    match canvas.kind {
+        Kind::Grid { img, .. } => Ok(img),
+        Kind::Scatter { img, .. } => Ok(img),
+    }
+}
+
+enum Kind {
+    Grid {
+        img: RgbImage,
+        shape: [usize; 3],
+        ncol: usize,
+        prep: Preprocessing,
+    },
+    Scatter {
+        img: RgbImage,
+        lim: f32,
+    },
+}
+
+/// A picture of samples drawn batch by batch, so that sampling many needs the memory of one batch and of the
+/// picture, not of all samples: a grid of images (sized for `n` up front, and refused when it would be over
+/// [`MAX_PIXELS`]), or a scatter plot of 2-D points (any number of them). Adding the samples in several
+/// batches draws the same picture as adding them at once.
+pub struct SampleCanvas {
+    kind: Kind,
+    n: usize,
+    added: usize,
+}
+
+impl SampleCanvas {
+    /// A canvas for `n` samples of one example's `shape`: `[c, h, w]` images in a square-ish grid
+    /// (⌈√n⌉ columns), or `[2]` points in a 512 × 512 scatter plot of [−4.5, 4.5]².
+    pub fn new(n: usize, shape: &[usize], prep: &Preprocessing) -> Result<Self> {
+        match *shape {
+            [c, h, w] => Self::grid(n, [c, h, w], (n as f64).sqrt().ceil() as usize, prep),
+            [2] => Ok(Self::scatter(n, 4.5, 512)),
+            _ => Err(Error::invalid(
+                "samples",
+                format!(
+                    "cannot draw samples of shape {shape:?}: expected images [c, h, w] or points [2]"
+                ),
+            )),
         }
     }
-    Ok(img)
+
+    /// A grid of `n` images of `shape` in `ncol` columns.
+    pub fn grid(n: usize, shape: [usize; 3], ncol: usize, prep: &Preprocessing) -> Result<Self> {
+        let [c, h, w] = shape;
+        let (gw, gh) = grid_size(n, c, h, w, ncol)?;
+        Ok(Self {
+            kind: Kind::Grid {
+                img: RgbImage::from_pixel(gw, gh, Rgb([40, 40, 40])),
+                shape,
+                ncol: ncol.clamp(1, n.max(1)),
+                prep: prep.clone(),
+            },
+            n,
+            added: 0,
+        })
+    }
+
+    /// A `size` × `size` scatter plot of view box [−lim, lim]² (with grey axes) for `n` points.
+    pub fn scatter(n: usize, lim: f32, size: u32) -> Self {
+        let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+        for i in 0..size {
+            img.put_pixel(i, size / 2, Rgb([220, 220, 220]));
+            img.put_pixel(size / 2, i, Rgb([220, 220, 220]));
+        }
+        Self {
+            kind: Kind::Scatter { img, lim },
+            n,
+            added: 0,
+        }
+    }
+
+    /// Samples added so far.
+    pub fn added(&self) -> usize {
+        self.added
+    }
+
+    /// Draws the next batch: `(b, c, h, w)` images or `(b, 2)` points; at most the `n` the canvas was made for.
+    pub fn add(&mut self, x: &Tensor) -> Result<()> {
+        let b = x.dims().first().copied().unwrap_or(0);
+        if self.added + b > self.n {
+            return Err(Error::invalid(
+                "samples",
+                format!(
+                    "{b} more samples after {} do not fit a canvas for {}",
+                    self.added, self.n
+                ),
+            ));
+        }
+        let v = x
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        match &mut self.kind {
+            Kind::Grid {
+                img,
+                shape,
+                ncol,
+                prep,
+            } => {
+                let [c, h, w] = *shape;
+                if x.dims()[1..] != shape[..] {
+                    return Err(Error::invalid(
+                        "samples",
+                        format!("shape {:?}, the grid holds images of {shape:?}", x.dims()),
+                    ));
+                }
+                for i in 0..b {
+                    let k = self.added + i;
+                    let (gx, gy) = (PAD + (k % *ncol) * (w + PAD), PAD + (k / *ncol) * (h + PAD));
+                    for y in 0..h {
+                        for xx in 0..w {
+                            let px = |ch: usize| prep.to_u8(v[((i * c + ch) * h + y) * w + xx]);
+                            let rgb = if c == 1 {
+                                [px(0); 3]
+                            } else {
+                                [px(0), px(1), px(2)]
+                            };
+                            img.put_pixel((gx + xx) as u32, (gy + y) as u32, Rgb(rgb));
+                        }
+                    }
+                }
+            }
+            Kind::Scatter { img, lim } => {
+                if x.dims().len() != 2 || x.dims()[1] != 2 {
+                    return Err(Error::invalid(
+                        "points",
+                        format!("expected (n, 2) points, got {:?}", x.dims()),
+                    ));
+                }
+                let (size, lim) = (img.width(), *lim);
+                let s = size as f32;
+                for k in 0..b {
+                    let (x, y) = (v[2 * k], v[2 * k + 1]);
+                    let px = ((x + lim) / (2.0 * lim) * s) as i64;
+                    let py = ((lim - y) / (2.0 * lim) * s) as i64;
+                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                        let (qx, qy) = (px + dx, py + dy);
+                        if qx >= 0 && qy >= 0 && (qx as u32) < size && (qy as u32) < size {
+                            img.put_pixel(qx as u32, qy as u32, Rgb([30, 80, 200]));
+                        }
+                    }
+                }
+            }
+        }
+        self.added += b;
+        Ok(())
+    }
+
+    /// Writes the picture as a PNG, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        match &self.kind {
+            Kind::Grid { img, .. } | Kind::Scatter { img, .. } => encode_png(img, path),
+        }
+    }
 }
 
 /// Saves a grid of images (see [`grid`]) as a PNG, atomically.
@@ -69,47 +232,41 @@ pub fn save_scatter(path: &Path, points: &Tensor, lim: f32, size: u32) -> Result
             format!("expected (n, 2) points, got (n, {d})"),
         ));
     }
-    let v = points
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
-    let s = size as f32;
-    // axes
-    for i in 0..size {
-        img.put_pixel(i, size / 2, Rgb([220, 220, 220]));
-        img.put_pixel(size / 2, i, Rgb([220, 220, 220]));
-    }
-    for k in 0..n {
-        let (x, y) = (v[2 * k], v[2 * k + 1]);
-        let px = ((x + lim) / (2.0 * lim) * s) as i64;
-        let py = ((lim - y) / (2.0 * lim) * s) as i64;
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-            let (qx, qy) = (px + dx, py + dy);
-            if qx >= 0 && qy >= 0 && (qx as u32) < size && (qy as u32) < size {
-                img.put_pixel(qx as u32, qy as u32, Rgb([30, 80, 200]));
-            }
-        }
-    }
-    encode_png(&img, path)
+    let mut canvas = SampleCanvas::scatter(n, lim, size);
+    canvas.add(points)?;
+    canvas.save(path)
 }
 
 /// Reads the image file at `path` as 8-bit pixels in `(c, h, w)` order: grey for `c = 1`, RGB for `c = 3`
 /// (colour images are converted to grey by the usual luma weights). Its size must be exactly `h × w`:
 /// anything else is an error naming both sizes.
+///
+/// The size is read from the file's header first, so a wrong size is refused before any pixel is decoded (a
+/// 20000 × 20000 upload costs a few bytes of reading, not 1.2 GB of pixels); the decoder is then limited to
+/// `h × w` and to the memory those pixels need.
 pub fn load_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> {
-    let img =
-        image::open(path).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
-    if (img.width() as usize, img.height() as usize) != (w, h) {
+    let bad = |e: image::ImageError| Error::invalid(path.display().to_string(), e.to_string());
+    let reader = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+        image::ImageReader::open(path)
+            .map_err(|e| Error::io(path, e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io(path, e))
+    };
+    let (iw, ih) = reader()?.into_dimensions().map_err(bad)?;
+    if (iw as usize, ih as usize) != (w, h) {
         return Err(Error::invalid(
             path.display().to_string(),
-            format!(
-                "the image is {}×{} pixels; this model takes {w}×{h} images",
-                img.width(),
-                img.height()
-            ),
+            format!("the image is {iw}×{ih} pixels; this model takes {w}×{h} images"),
         ));
     }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(iw);
+    limits.max_image_height = Some(ih);
+    // the decoded image in its widest form (16-bit RGBA) and a copy for the colour conversion
+    limits.max_alloc = Some((iw as u64 * ih as u64).saturating_mul(16).max(1 << 20));
+    let mut r = reader()?;
+    r.limits(limits);
+    let img = r.decode().map_err(bad)?;
     match c {
         1 => Ok(img.to_luma8().into_raw()),
         3 => {
@@ -130,22 +287,13 @@ pub fn load_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> 
 }
 
 /// Saves model output shaped like a batch: images as a grid, 2-D points as a scatter plot.
+/// Samples in several batches: add each to a [`SampleCanvas`] instead.
 pub fn save_samples(path: &Path, x: &Tensor, prep: &Preprocessing) -> Result<()> {
-    match x.rank() {
-        4 => {
-            let n = x.dim(0)?;
-            let ncol = (n as f64).sqrt().ceil() as usize;
-            save_grid(path, x, prep, ncol)
-        }
-        2 if x.dim(1)? == 2 => save_scatter(path, x, 4.5, 512),
-        _ => Err(Error::invalid(
-            "samples",
-            format!(
-                "cannot draw samples of shape {:?}: expected (n, c, h, w) or (n, 2)",
-                x.dims()
-            ),
-        )),
-    }
+    let dims = x.dims();
+    let n = dims.first().copied().unwrap_or(0);
+    let mut canvas = SampleCanvas::new(n, &dims[1.min(dims.len())..], prep)?;
+    canvas.add(x)?;
+    canvas.save(path)
 }
 
 #[cfg(test)]
@@ -171,6 +319,100 @@ mod tests {
         assert!(e.contains("3×2") && e.contains("28×28"), "{e}");
         assert!(load_image(&dir.join("missing.png"), 1, 2, 3).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// A PNG chunk: length, type, data, CRC-32 of type and data.
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(kind);
+        out.extend(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend(crc.sum().to_be_bytes());
+    }
+
+    /// A 20000 × 20000 upload is refused from its header. The file (a few hundred bytes) holds the header and
+    /// only the first rows of pixels, so decoding it could not succeed: the refusal naming its size can only
+    /// come from reading the header before the pixels (decoding all 400 MB first, as before, failed on the
+    /// missing rows instead).
+    #[test]
+    fn a_huge_image_is_refused_from_its_header_before_decoding() -> Result<()> {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("dgm-imgio-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("big.png");
+        let side: u32 = 20_000;
+        let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+        let mut ihdr = Vec::new();
+        ihdr.extend(side.to_be_bytes());
+        ihdr.extend(side.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grey, no interlace
+        chunk(&mut png, b"IHDR", &ihdr);
+        // 4 rows of 20000 zero pixels (each row: filter byte 0, then the pixels)
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&vec![0u8; 4 * (side as usize + 1)])
+            .map_err(|e| Error::io(&path, e))?;
+        chunk(
+            &mut png,
+            b"IDAT",
+            &z.finish().map_err(|e| Error::io(&path, e))?,
+        );
+        chunk(&mut png, b"IEND", &[]);
+        assert!(png.len() < 1000);
+        std::fs::write(&path, &png).map_err(|e| Error::io(&path, e))?;
+        let e = load_image(&path, 1, 28, 28).unwrap_err().to_string();
+        assert!(e.contains("20000×20000") && e.contains("28×28"), "{e}");
+        // the right size gets past the header and fails on the missing rows, within the decoder's limits
+        assert!(load_image(&path, 1, 20_000, 20_000).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// Drawing samples in batches gives the same picture as drawing them at once; a grid too large to write is
+    /// refused before anything is drawn.
+    #[test]
+    fn canvas_in_batches_equals_one_batch_and_refuses_huge_grids() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let prep = Preprocessing::Scale {
+            range: crate::data::Range::ZeroOne,
+            dequantize: false,
+        };
+        let mut rng = crate::rng::Rng::new(5);
+        let x = rng.rand((300, 3, 8, 8), &dev)?;
+        let whole = grid(&x, &prep, 18)?;
+        let mut c = SampleCanvas::new(300, &[3, 8, 8], &prep)?;
+        c.add(&x.narrow(0, 0, 256)?)?;
+        c.add(&x.narrow(0, 256, 44)?)?;
+        assert_eq!(c.added(), 300);
+        let Kind::Grid { img, .. } = &c.kind else {
+            panic!("not a grid")
+        };
+        assert_eq!(img.as_raw(), whole.as_raw());
+        assert!(c.add(&x.narrow(0, 0, 1)?).is_err()); // more than n
+                                                      // points: the same with a scatter plot
+        let p = ((rng.randn((5000, 2), &dev)? * 2.0)?).contiguous()?;
+        let mut one = SampleCanvas::new(5000, &[2], &prep)?;
+        one.add(&p)?;
+        let mut two = SampleCanvas::new(5000, &[2], &prep)?;
+        two.add(&p.narrow(0, 0, 4096)?)?;
+        two.add(&p.narrow(0, 4096, 904)?)?;
+        let (Kind::Scatter { img: a, .. }, Kind::Scatter { img: b, .. }) = (&one.kind, &two.kind)
+        else {
+            panic!("not scatter plots")
+        };
+        assert_eq!(a.as_raw(), b.as_raw());
+        // 10⁹ MNIST samples: a 948 700-pixel-wide grid, refused by size
+        let e = SampleCanvas::new(1_000_000_000, &[1, 28, 28], &prep)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("-n") && e.contains("1000000000") && e.contains("megapixels"),
+            "{e}"
+        );
+        assert!(SampleCanvas::new(10, &[5], &prep).is_err());
         Ok(())
     }
 }

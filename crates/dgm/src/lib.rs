@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod image_io;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod models;

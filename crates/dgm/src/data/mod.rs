@@ -246,6 +246,37 @@ pub enum DataSpec {
     Text(String),
 }
 
+/// What a data set's examples are, for matching models to data ([`crate::models::check_data`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataKind {
+    /// 8-bit images (`mnist`, `shapes`).
+    Images,
+    /// Real-valued 2-D points (`toy2d:<name>`).
+    Points,
+    /// Token windows of a text corpus (`text:<name or path>`).
+    Text,
+}
+
+impl DataKind {
+    /// `images`, `points` or `text`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DataKind::Images => "images",
+            DataKind::Points => "points",
+            DataKind::Text => "text",
+        }
+    }
+
+    /// The kind with the data set names that have it, e.g. `images (mnist, shapes)`.
+    pub fn describe(&self) -> String {
+        match self {
+            DataKind::Images => "images (mnist, shapes)".into(),
+            DataKind::Points => "2-D points (toy2d:<name>)".into(),
+            DataKind::Text => "text (text:<name or path>)".into(),
+        }
+    }
+}
+
 /// The data set names `--help` lists.
 pub const DATASET_NAMES: &[&str] = &["mnist", "shapes", "toy2d:<name>", "text:<name or path>"];
 
@@ -277,6 +308,25 @@ impl DataSpec {
         opts.extend(toys.iter().map(|s| s.as_str()));
         opts.push("text:<name or path>");
         Err(Error::unknown("data set", s, &opts))
+    }
+
+    /// What the examples are: images, points or text.
+    pub fn kind(&self) -> DataKind {
+        match self {
+            DataSpec::Mnist | DataSpec::Shapes => DataKind::Images,
+            DataSpec::Toy2d(_) => DataKind::Points,
+            DataSpec::Text(_) => DataKind::Text,
+        }
+    }
+
+    /// Bytes one generated example takes in memory (pixels or values, label and caption), for the sizes of
+    /// generated data sets (`shapes`, `toy2d`); `None` for data read from files (bounded by the files).
+    pub fn generated_example_bytes(&self) -> Option<u64> {
+        match self {
+            DataSpec::Shapes => Some(shapes::example_bytes(&shapes::ShapesConfig::default())),
+            DataSpec::Toy2d(_) => Some(toy2d::EXAMPLE_BYTES),
+            DataSpec::Mnist | DataSpec::Text(_) => None,
+        }
     }
 
     /// The canonical name (inverse of [`DataSpec::parse`]).
@@ -338,7 +388,8 @@ impl Default for GeneratedSizes {
 }
 
 /// Loads the image / vector data set `spec`, split `split`. Text corpora are loaded with [`text::load`].
-/// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data.
+/// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data;
+/// a size whose examples would not fit in the available memory ([`crate::memory`]) is refused before generating.
 pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -> Result<Dataset> {
     let split_seed = match split {
         Split::Train => 0,
@@ -350,6 +401,14 @@ pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -
         Split::Validation => sizes.validation,
         Split::Test => sizes.test,
     };
+    if let Some(per) = spec.generated_example_bytes() {
+        crate::memory::check_bytes(
+            &format!("{n} generated {} examples", spec.name()),
+            &format!("data.sizes.{}", split.name()),
+            (n as u64).saturating_mul(per),
+            &crate::memory::available()?,
+        )?;
+    }
     match spec {
         DataSpec::Mnist => mnist::load_split(dir, split),
         DataSpec::Shapes => Ok(shapes::generate(n, 0x05_A9E5_u64.wrapping_add(split_seed), &shapes::ShapesConfig::default())),
@@ -371,5 +430,53 @@ pub(crate) fn test_data_dir() -> Option<PathBuf> {
         Some(p)
     } else {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generated sets are checked against the memory before a single example is generated: 10¹¹ shapes
+    /// (317 TB) or 10¹⁵ points are refused at once, naming the key.
+    #[test]
+    fn oversized_generated_sets_are_refused_before_generating() {
+        let dir = Path::new("unused");
+        for (spec, n) in [
+            (DataSpec::Shapes, 100_000_000_000usize),
+            (DataSpec::Toy2d("moons".into()), 1_000_000_000_000_000),
+        ] {
+            let sizes = GeneratedSizes {
+                train: 10,
+                validation: n,
+                test: 10,
+            };
+            let e = load(&spec, Split::Validation, dir, &sizes)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("data.sizes.validation")
+                    && e.contains(&n.to_string())
+                    && e.contains("available"),
+                "{e}"
+            );
+            assert_eq!(
+                load(&spec, Split::Train, dir, &sizes).map(|d| d.len()).ok(),
+                Some(10)
+            );
+        }
+        // the per-example size the check uses covers a real example (pixels, label, caption)
+        let ds = shapes::generate(50, 1, &shapes::ShapesConfig::default());
+        let caption = ds
+            .captions
+            .iter()
+            .flatten()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(0) as u64;
+        let per = DataSpec::Shapes.generated_example_bytes().unwrap_or(0);
+        assert!(per >= 3 * 32 * 32 + 4 + 24 + caption, "{per}");
+        assert_eq!(DataSpec::Mnist.generated_example_bytes(), None);
     }
 }

@@ -320,6 +320,24 @@ fn inside(class: usize, u: f32, v: f32) -> bool {
     }
 }
 
+/// Bytes one generated example takes in memory at most: its 3·side² pixels, its label, and its caption (the
+/// `String` and its longest possible text), so that `n` examples can be checked against the memory before
+/// they are generated.
+pub fn example_bytes(cfg: &ShapesConfig) -> u64 {
+    let side = cfg.clamped().image_size as u64;
+    let longest = |v: &[&str]| v.iter().map(|s| s.len()).max().unwrap_or(0);
+    let caption = "a    on a  background".len()
+        + longest(SIZES)
+        + COLOURS.iter().map(|c| c.0.len()).max().unwrap_or(0)
+        + longest(CLASS_NAMES)
+        + longest(POSITION_PHRASES)
+        + BACKGROUNDS.iter().map(|b| b.0.len()).max().unwrap_or(0);
+    3 * side * side
+        + std::mem::size_of::<u32>() as u64
+        + std::mem::size_of::<String>() as u64
+        + caption as u64
+}
+
 /// Generates `n` shape images with seed `seed`: data set `shapes`, examples `[3, side, side]` (u8), labels
 /// = shape class ([`CLASS_NAMES`]), captions from [`ShapeSpec::caption`]. Out-of-range options are clamped
 /// (see [`ShapesConfig::validate`]).

@@ -119,6 +119,9 @@ fn sample_point(name: &str, r: &mut Rng) -> Option<[f32; 2]> {
     Some([x as f32, y as f32])
 }
 
+/// Bytes one generated example takes in memory: two f32 coordinates.
+pub const EXAMPLE_BYTES: u64 = 2 * std::mem::size_of::<f32>() as u64;
+
 /// Samples `n` points of the toy density `name` (one of [`NAMES`]) with seed `seed`. The data set is
 /// named `toy2d:<name>`, has example shape `[2]`, f32 storage and no labels.
 pub fn generate(name: &str, n: usize, seed: u64) -> Result<Dataset> {

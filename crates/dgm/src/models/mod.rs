@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::data::Preprocessing;
+use crate::data::{DataKind, DataSpec, Preprocessing};
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -31,6 +31,140 @@ pub struct DataInfo {
     pub preprocessing: Preprocessing,
     /// The tokenizer of text data (the examples are then token windows), `None` otherwise.
     pub tokenizer: Option<crate::data::Tokenizer>,
+}
+
+/// The kinds of data each model trains on (see [`check_data`]).
+const DATA_KINDS: &[(&str, &[DataKind])] = &[
+    ("vae", &[DataKind::Images, DataKind::Points]),
+    ("iwae", &[DataKind::Images, DataKind::Points]),
+    ("cvae", &[DataKind::Images, DataKind::Points]),
+    ("ddpm", &[DataKind::Images, DataKind::Points]),
+    ("edm", &[DataKind::Images, DataKind::Points]),
+    ("ncsn", &[DataKind::Images, DataKind::Points]),
+    ("made", &[DataKind::Images]),
+    ("pixelcnn", &[DataKind::Images]),
+    ("gpt", &[DataKind::Text]),
+];
+
+/// The kinds of data model `name` trains on: images (mnist, shapes), 2-D points (toy2d) or text.
+pub fn data_kinds(name: &str) -> Result<&'static [DataKind]> {
+    DATA_KINDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
+        .ok_or_else(|| Error::unknown("model", name, MODEL_NAMES))
+}
+
+/// Refuses a model / data pair that cannot train (e.g. `vae` on text, `gpt` on images), in one line naming
+/// the kinds of data the model takes and the models that take this data.
+pub fn check_data(name: &str, spec: &DataSpec) -> Result<()> {
+    let kinds = data_kinds(name)?;
+    let kind = spec.kind();
+    if kinds.contains(&kind) {
+        return Ok(());
+    }
+    let takes: Vec<String> = kinds.iter().map(|k| k.describe()).collect();
+    let others: Vec<&str> = DATA_KINDS
+        .iter()
+        .filter(|(_, k)| k.contains(&kind))
+        .map(|(n, _)| *n)
+        .collect();
+    Err(Error::invalid(
+        "data",
+        format!(
+            "model '{name}' trains on {}, not {} like '{}'; {} data go with: {}",
+            takes.join(" or "),
+            kind.name(),
+            spec.name(),
+            kind.name(),
+            others.join(", ")
+        ),
+    ))
+}
+
+/// What a model needs in memory besides one copy of its parameters, in f32 values: the estimate behind
+/// [`crate::memory`]'s refusals. Each family documents its count at its `footprint` function; it is an
+/// estimate of the values a training step keeps alive (forward values saved for the backward pass, and their
+/// gradients), within a small factor, not an exact account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Values the model keeps besides its parameters (MADE's masks); 0 for most models.
+    pub buffers: u64,
+    /// Values one training example keeps alive during a step (a batch of b keeps b times as many).
+    pub activations_per_example: u64,
+}
+
+/// The [`Footprint`] of model `name` with its (prepared) config `cfg`.
+pub fn footprint(name: &str, cfg: &toml::Table) -> Result<Footprint> {
+    check_name(name)?;
+    match name {
+        "vae" | "iwae" | "cvae" => Ok(vae::config::footprint(&from_table(cfg)?)),
+        "ddpm" => {
+            let c: diffusion::DdpmConfig = from_table(cfg)?;
+            Ok(Footprint {
+                buffers: 0,
+                activations_per_example: c.net.activations_per_example(),
+            })
+        }
+        "edm" => {
+            let c: diffusion::EdmConfig = from_table(cfg)?;
+            Ok(Footprint {
+                buffers: 0,
+                activations_per_example: c.net.activations_per_example(),
+            })
+        }
+        "ncsn" => {
+            let c: diffusion::NcsnConfig = from_table(cfg)?;
+            Ok(Footprint {
+                buffers: 0,
+                activations_per_example: c.net.activations_per_example(),
+            })
+        }
+        "made" => Ok(autoregressive::made::footprint(&from_table(cfg)?)),
+        "pixelcnn" => Ok(autoregressive::pixelcnn::footprint(&from_table(cfg)?)),
+        "gpt" => Ok(autoregressive::gpt::footprint(&from_table(cfg)?)),
+        _ => Err(Error::unknown("model", name, MODEL_NAMES)),
+    }
+}
+
+/// The shape of one example of model `name` with its prepared config (`[c, h, w]` images, `[d]` vectors,
+/// `[T]` token windows): the shape its samples have.
+pub fn example_shape(name: &str, cfg: &toml::Table) -> Result<Vec<usize>> {
+    check_name(name)?;
+    let shape = match name {
+        "vae" | "iwae" | "cvae" => from_table::<vae::VaeConfig>(cfg)?.input_shape,
+        "ddpm" => from_table::<diffusion::DdpmConfig>(cfg)?.net.input_shape,
+        "edm" => from_table::<diffusion::EdmConfig>(cfg)?.net.input_shape,
+        "ncsn" => from_table::<diffusion::NcsnConfig>(cfg)?.net.input_shape,
+        "made" => from_table::<autoregressive::made::MadeConfig>(cfg)?.example_shape,
+        "pixelcnn" => from_table::<autoregressive::pixelcnn::PixelCnnConfig>(cfg)?.example_shape,
+        "gpt" => vec![from_table::<autoregressive::gpt::GptConfig>(cfg)?.block_size],
+        _ => return Err(Error::unknown("model", name, MODEL_NAMES)),
+    };
+    if shape.is_empty() {
+        return Err(Error::invalid(
+            "model",
+            format!(
+                "the config of model '{name}' has no example shape (it was not prepared with data)"
+            ),
+        ));
+    }
+    Ok(shape)
+}
+
+/// `a · b`, saturating (sizes come from user configs and may be absurd).
+pub(crate) fn sat_mul(a: u64, b: u64) -> u64 {
+    a.saturating_mul(b)
+}
+
+/// The saturating sum of `v`.
+pub(crate) fn sat_sum(v: impl IntoIterator<Item = u64>) -> u64 {
+    v.into_iter().fold(0u64, |a, b| a.saturating_add(b))
+}
+
+/// The saturating product of a shape's sizes.
+pub(crate) fn sat_prod(shape: &[usize]) -> u64 {
+    shape.iter().fold(1u64, |a, &b| a.saturating_mul(b as u64))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -140,8 +274,21 @@ pub fn prepare(name: &str, cfg: &mut toml::Table, data: &DataInfo) -> Result<()>
     }
 }
 
-/// Builds model `name` from its (prepared) config, creating or loading variables through `vb`.
+/// Builds model `name` from its (prepared) config, creating or loading variables through `vb`. A model whose
+/// parameters (or buffers) alone do not fit in the available memory is refused first, in one line, before
+/// anything is allocated ([`crate::memory::check_model`]).
 pub fn build(name: &str, cfg: &toml::Table, vb: VarBuilder) -> Result<Box<dyn Model>> {
+    check_name(name)?;
+    crate::memory::check_model(name, cfg, &crate::memory::available()?)?;
+    build_unchecked(name, cfg, vb)
+}
+
+/// [`build`] without the memory check (the shape-only count of [`crate::memory`] builds through this).
+pub(crate) fn build_unchecked(
+    name: &str,
+    cfg: &toml::Table,
+    vb: VarBuilder,
+) -> Result<Box<dyn Model>> {
     check_name(name)?;
     match name {
         "vae" | "iwae" | "cvae" => {

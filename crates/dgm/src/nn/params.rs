@@ -185,6 +185,110 @@ impl SimpleBackend for Params {
     }
 }
 
+/// A `VarBuilder` backend that records every variable a model asks for without allocating it, to count a
+/// model's parameters before any memory is committed ([`crate::memory`]). Each variable is one f32 zero
+/// broadcast to the requested shape (no storage behind it), so a model can be built as usual. Once the count
+/// passes `cap` values the next request fails and [`ShapeCounter::exceeded`] turns true, so a model of 10¹²
+/// parameters is refused at its first big layer.
+#[derive(Clone, Debug)]
+pub struct ShapeCounter {
+    state: Arc<Mutex<CounterState>>,
+    cap: u64,
+}
+
+#[derive(Debug, Default)]
+struct CounterState {
+    shapes: BTreeMap<String, Shape>,
+    total: u64,
+    /// The request that passed the cap: its name and shape.
+    exceeded: Option<(String, Vec<usize>)>,
+}
+
+impl ShapeCounter {
+    /// A counter that stops once more than `cap` values are asked for.
+    pub fn new(cap: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(CounterState::default())),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CounterState> {
+        // A poisoned lock only means another thread panicked while holding it; the counts are intact.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A `VarBuilder` (f32, CPU) that counts into this counter.
+    pub fn var_builder(&self) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, Device::Cpu)
+    }
+
+    /// Values asked for so far (each variable once; including the one that passed the cap, saturating).
+    pub fn count(&self) -> u64 {
+        self.lock().total
+    }
+
+    /// True once a request took the count past the cap.
+    pub fn exceeded(&self) -> bool {
+        self.lock().exceeded.is_some()
+    }
+
+    /// The name and shape of the variable that took the count past the cap.
+    pub fn culprit(&self) -> Option<(String, Vec<usize>)> {
+        self.lock().exceeded.clone()
+    }
+}
+
+impl SimpleBackend for ShapeCounter {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut st = self.lock();
+        match st.shapes.get(name) {
+            Some(old) if old != &s => {
+                candle_core::bail!("shape mismatch on {name}: {s:?} <> {old:?}")
+            }
+            Some(_) => {}
+            None => {
+                let n = s
+                    .dims()
+                    .iter()
+                    .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+                let total = n.and_then(|n| st.total.checked_add(n));
+                match total {
+                    Some(t) if t <= self.cap => st.total = t,
+                    _ => {
+                        st.total = total.unwrap_or(u64::MAX);
+                        st.exceeded = Some((name.to_string(), s.dims().to_vec()));
+                        candle_core::bail!(
+                            "variable {name} of shape {s:?} takes the parameter count past {}",
+                            self.cap
+                        )
+                    }
+                }
+                st.shapes.insert(name.to_string(), s.clone());
+            }
+        }
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match self.lock().shapes.get(name) {
+            Some(s) => Tensor::zeros((), dtype, dev)?.broadcast_as(s.clone()),
+            None => candle_core::bail!("no variable named {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.lock().shapes.contains_key(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +356,32 @@ mod tests {
         let mut missing = BTreeMap::new();
         missing.insert("v".to_string(), Tensor::new(&[1f32, 2., 3.], &dev)?);
         assert!(p.assign(&missing, Path::new("x")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn shape_counter_counts_without_allocating_and_stops_at_the_cap() -> Result<()> {
+        let c = ShapeCounter::new(1_000);
+        let vb = c.var_builder();
+        let w = vb.get_with_hints((10, 20), "w", Init::Const(0.))?;
+        assert_eq!(w.dims(), &[10, 20]);
+        vb.get_with_hints((10, 20), "w", Init::Const(0.))?; // the same variable again: counted once
+        vb.get_with_hints(5, "b", Init::Const(0.))?;
+        assert_eq!((c.count(), c.exceeded()), (205, false));
+        // 10^12 values: refused at once, nothing allocated (this would need 4 TB)
+        let big = ShapeCounter::new(1_000_000);
+        assert!(big
+            .var_builder()
+            .get_with_hints((1_000_000, 1_000_000), "huge", Init::Const(0.))
+            .is_err());
+        assert!(big.exceeded());
+        // a product that overflows u64 is refused the same way
+        let over = ShapeCounter::new(u64::MAX);
+        assert!(over
+            .var_builder()
+            .get_with_hints((usize::MAX, 4), "x", Init::Const(0.))
+            .is_err());
+        assert!(over.exceeded());
         Ok(())
     }
 }

@@ -173,11 +173,16 @@ impl TrainConfig {
                 format!("{} must be in [0, 1]", self.min_lr_ratio),
             ));
         }
-        if self.weight_decay < 0.0 || self.grad_clip < 0.0 {
-            return Err(Error::invalid(
-                "train",
-                "weight_decay and grad_clip must be ≥ 0",
-            ));
+        for (k, v, what) in [
+            ("weight_decay", self.weight_decay, "0 = no decay"),
+            ("grad_clip", self.grad_clip, "0 = no clipping"),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::invalid(
+                    format!("train.{k}"),
+                    format!("{v} must be a finite number ≥ 0 ({what})"),
+                ));
+            }
         }
         Ok(())
     }
@@ -230,6 +235,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let spec = DataSpec::parse(&self.data.name)?;
         self.train.validate()?;
+        models::check_data(&self.model.name, &spec)?;
         match (&spec, &self.data.text) {
             (DataSpec::Text(_), Some(t)) => {
                 if t.context == 0 {
@@ -371,6 +377,60 @@ mod tests {
         assert!(c.set("train.steps=-5").is_err());
         assert!(c.set("train.beta1=1.5").is_err());
         assert!(c.set("nokey").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_by_name() -> Result<()> {
+        let mut c = RunConfig::new("vae", "shapes")?;
+        for key in [
+            "train.grad_clip",
+            "train.weight_decay",
+            "train.lr",
+            "train.eps",
+            "train.beta1",
+            "train.beta2",
+            "train.ema_decay",
+            "train.min_lr_ratio",
+        ] {
+            for v in ["nan", "inf", "-inf"] {
+                let e = c.set(&format!("{key}={v}")).unwrap_err().to_string();
+                assert!(e.contains(key), "{key}={v}: {e}");
+            }
+        }
+        c.set("train.grad_clip=1.5")?;
+        c.set("train.weight_decay=0.1")?;
+        assert_eq!((c.train.grad_clip, c.train.weight_decay), (1.5, 0.1));
+        Ok(())
+    }
+
+    #[test]
+    fn incompatible_model_and_data_are_refused() -> Result<()> {
+        for (model, data) in [
+            ("vae", "text:tinyshakespeare"),
+            ("ddpm", "text:x.txt"),
+            ("pixelcnn", "toy2d:moons"),
+            ("made", "toy2d:moons"),
+            ("gpt", "mnist"),
+            ("gpt", "toy2d:moons"),
+        ] {
+            let e = RunConfig::new(model, data)?
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(model) && e.contains("trains on"), "{e}");
+        }
+        for (model, data) in [
+            ("vae", "toy2d:moons"),
+            ("cvae", "shapes"),
+            ("ddpm", "mnist"),
+            ("ncsn", "toy2d:moons"),
+            ("made", "mnist"),
+            ("pixelcnn", "shapes"),
+            ("gpt", "text:tinyshakespeare"),
+        ] {
+            RunConfig::new(model, data)?.validate()?;
+        }
         Ok(())
     }
 

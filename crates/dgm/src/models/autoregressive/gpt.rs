@@ -121,6 +121,26 @@ impl GptConfig {
     }
 }
 
+/// The memory estimate of a prepared config (see [`crate::models::Footprint`]): per token, each block keeps
+/// about 17·C values (two LayerNorms, q/k/v, the attention output and projection, the 4·C MLP before and after
+/// GELU, the residual sums) and 2·n_head·T attention weights (scores and softmax, dropout aside); then the
+/// embeddings and the final LayerNorm (3·C) and the logits with their softmax (2·V); × T tokens, × 2 for the
+/// gradients.
+pub fn footprint(cfg: &GptConfig) -> crate::models::Footprint {
+    use crate::models::{sat_mul, sat_sum};
+    let (c, t) = (cfg.n_embd as u64, cfg.block_size as u64);
+    let block = sat_sum([sat_mul(17, c), sat_mul(2, sat_mul(cfg.n_head as u64, t))]);
+    let per_token = sat_sum([
+        sat_mul(cfg.n_layer as u64, block),
+        sat_mul(3, c),
+        sat_mul(2, cfg.tokenizer.vocab_size() as u64),
+    ]);
+    crate::models::Footprint {
+        buffers: 0,
+        activations_per_example: sat_mul(2, sat_mul(t, per_token)),
+    }
+}
+
 /// Fills `block_size` and `tokenizer` from the data, and rejects data that are not token windows.
 pub fn prepare(cfg: &mut GptConfig, data: &DataInfo) -> Result<()> {
     let Some(tok) = &data.tokenizer else {

@@ -481,6 +481,23 @@ impl Complete for Made {
     }
 }
 
+/// The memory estimate of a prepared config (see [`crate::models::Footprint`]): the buffers are the
+/// `num_masks` mask sets (one (out, in) f32 mask per layer each); per example the input, each hidden layer
+/// before and after its activation and the output logits, × 2 for the gradients.
+pub fn footprint(cfg: &MadeConfig) -> crate::models::Footprint {
+    use crate::models::{sat_mul, sat_sum};
+    let d = cfg.input_dim as u64;
+    let mut sizes = vec![d];
+    sizes.extend(cfg.hidden.iter().map(|&h| h as u64));
+    sizes.push(d);
+    let mask_set = sat_sum(sizes.windows(2).map(|io| sat_mul(io[0], io[1])));
+    let hidden = sat_sum(cfg.hidden.iter().map(|&h| h as u64));
+    crate::models::Footprint {
+        buffers: sat_mul(cfg.num_masks as u64, mask_set),
+        activations_per_example: sat_mul(2, sat_sum([d, sat_mul(2, hidden), d])),
+    }
+}
+
 /// Fills `input_dim` and `example_shape` from the data and checks that MADE can model them: its Bernoulli
 /// conditionals need binarized pixels.
 pub fn prepare(cfg: &mut MadeConfig, data: &crate::models::DataInfo) -> Result<()> {

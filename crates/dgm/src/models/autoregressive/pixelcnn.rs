@@ -209,6 +209,27 @@ impl PixelCnnConfig {
     }
 }
 
+/// The memory estimate of a prepared config (see [`crate::models::Footprint`]): per pixel, each of the
+/// `layers` gated layers keeps its vertical and horizontal stacks' 2p-channel gate inputs, their gated p-channel
+/// outputs and the residual sum (about 7p values); the first layer 2p; the output keeps c × the output
+/// distribution's parameters per colour; × 2 for the gradients.
+pub fn footprint(cfg: &PixelCnnConfig) -> crate::models::Footprint {
+    use crate::models::{sat_mul, sat_prod, sat_sum};
+    let pixels = sat_prod(cfg.example_shape.get(1..).unwrap_or(&[]));
+    let c = cfg.example_shape.first().copied().unwrap_or(1) as u64;
+    let p = cfg.channels as u64;
+    let per_pixel = sat_sum([
+        c,
+        sat_mul(2, p),
+        sat_mul(cfg.layers as u64, sat_mul(7, p)),
+        sat_mul(c, cfg.params_per_colour() as u64),
+    ]);
+    crate::models::Footprint {
+        buffers: 0,
+        activations_per_example: sat_mul(2, sat_mul(pixels, per_pixel)),
+    }
+}
+
 /// Fills the data-dependent fields (shape, levels and range, classes), resolves `output = "auto"`, and rejects
 /// data PixelCNN cannot model.
 pub fn prepare(cfg: &mut PixelCnnConfig, data: &crate::models::DataInfo) -> Result<()> {

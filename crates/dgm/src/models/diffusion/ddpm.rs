@@ -119,6 +119,15 @@ impl DdpmConfig {
         if self.sample_steps == 0 {
             return Err(Error::invalid("model.sample_steps", "must be at least 1"));
         }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return Err(Error::invalid(
+                "model.eta",
+                format!(
+                    "{} must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise)",
+                    self.eta
+                ),
+            ));
+        }
         if !(0.0..1.0).contains(&self.class_dropout) {
             return Err(Error::invalid(
                 "model.class_dropout",

@@ -72,7 +72,8 @@ impl Quantization {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
-        if self.levels == 1 || self.range[0] >= self.range[1] {
+        let [lo, hi] = self.range;
+        if self.levels == 1 || !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(Error::invalid(
                 "model.quantization",
                 format!(

@@ -83,6 +83,61 @@ impl NetConfig {
         Ok(())
     }
 
+    /// Values a training step keeps per example (see [`crate::models::Footprint`]) for a prepared config.
+    /// MLP: input, time embedding, each hidden layer before and after its activation, output. UNet: per level ℓ
+    /// (side s/2^ℓ, C·mult[ℓ] channels) six maps per ResBlock on the way down and eight (concatenated skips) on
+    /// the way up, and where attention applies the q, k, v, output and normalised maps plus two heads·(side²)²
+    /// score matrices; the middle block at the lowest level; the input and output convolutions. The loss adds
+    /// the noise, the noisy input and the target (3 × the data). Everything × 2 for the gradients.
+    pub fn activations_per_example(&self) -> u64 {
+        use crate::models::{sat_mul, sat_prod, sat_sum};
+        let d = sat_prod(&self.input_shape);
+        let net = match (self.arch.as_str(), &self.input_shape[..]) {
+            ("unet", [c, h, w]) => {
+                let u = &self.unet;
+                let (nrb, heads) = (u.num_res_blocks as u64, u.num_heads as u64);
+                let mut total = sat_mul(
+                    sat_mul(*h as u64, *w as u64),
+                    sat_sum([*c as u64, u.base_channels as u64]),
+                );
+                let mut side = *h as u64;
+                let mut last = (0u64, side);
+                for &m in &u.channel_mult {
+                    let ch = sat_mul(u.base_channels as u64, m as u64);
+                    let map = sat_mul(ch, sat_mul(side, side));
+                    let res_blocks = sat_mul(map, sat_sum([sat_mul(6, nrb), sat_mul(8, nrb + 1)]));
+                    let attn = if u.attention_resolutions.contains(&(side as usize)) {
+                        let one = sat_sum([
+                            sat_mul(5, map),
+                            sat_mul(2, sat_mul(heads, sat_mul(side, side).saturating_pow(2))),
+                        ]);
+                        sat_mul(one, sat_sum([nrb, nrb + 1]))
+                    } else {
+                        0
+                    };
+                    total = sat_sum([total, res_blocks, attn]);
+                    last = (ch, side);
+                    side = (side / 2).max(1);
+                }
+                let (ch, side) = last;
+                let map = sat_mul(ch, sat_mul(side, side));
+                let middle = sat_sum([
+                    sat_mul(12, map),
+                    sat_mul(5, map),
+                    sat_mul(2, sat_mul(heads, sat_mul(side, side).saturating_pow(2))),
+                ]);
+                sat_sum([total, middle])
+            }
+            _ => sat_sum([
+                d,
+                self.mlp_time_dim as u64,
+                sat_mul(2, sat_mul(self.mlp_depth as u64, self.mlp_width as u64)),
+                d,
+            ]),
+        };
+        sat_mul(2, sat_sum([net, sat_mul(3, d)]))
+    }
+
     /// Fills the data-dependent fields and resolves `auto`.
     pub fn prepare(&mut self, data: &DataInfo) -> Result<()> {
         self.input_shape = data.example_shape.clone();

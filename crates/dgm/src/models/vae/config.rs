@@ -149,6 +149,37 @@ pub fn prepare(cfg: &mut VaeConfig, data: &DataInfo) -> Result<()> {
     validate(cfg)
 }
 
+/// The memory estimate of a (prepared) config, in f32 values (see [`crate::models::Footprint`]). Per example:
+/// the input, the encoder's layers (MLP: `hidden`; conv: `channels[i]` maps at 1/2^(i+1) of the size) and the
+/// 2·latent_dim Gaussian parameters; then `k` times the decoder (latent, the layers mirrored, twice for the conv
+/// decoder's up-sampling, and two values per data value of the observation model); all × 2 for the gradients.
+pub fn footprint(cfg: &VaeConfig) -> crate::models::Footprint {
+    use crate::models::{sat_mul, sat_prod, sat_sum};
+    let d = sat_prod(&cfg.input_shape);
+    let l = cfg.latent_dim as u64;
+    let (enc, dec) = match (cfg.arch.as_str(), &cfg.input_shape[..]) {
+        ("conv", [_, h, w]) => {
+            let mut side = sat_mul(*h as u64, *w as u64);
+            let mut e = 0u64;
+            for &ch in &cfg.channels {
+                side /= 4;
+                e = e.saturating_add(sat_mul(ch as u64, side));
+            }
+            (e, sat_mul(e, 2))
+        }
+        _ => {
+            let e = sat_sum(cfg.hidden.iter().map(|&h| h as u64));
+            (e, e)
+        }
+    };
+    let encoder = sat_sum([d, enc, sat_mul(2, l)]);
+    let decoder = sat_sum([l, dec, sat_mul(2, d)]);
+    crate::models::Footprint {
+        buffers: 0,
+        activations_per_example: sat_mul(2, encoder.saturating_add(sat_mul(cfg.k as u64, decoder))),
+    }
+}
+
 /// Checks a (prepared) config, naming the bad value and the valid options.
 pub(super) fn validate(cfg: &VaeConfig) -> Result<()> {
     let check = |key: &'static str, v: &str, opts: &[&str]| {
