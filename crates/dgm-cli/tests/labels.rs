@@ -38,6 +38,8 @@ fn tiny_ddpm(d: &Path) -> PathBuf {
             "--set",
             "model.timesteps=20",
             "--set",
+            "model.sample_steps=5",
+            "--set",
             "data.sizes.train=256",
             "--set",
             "data.sizes.validation=64",
