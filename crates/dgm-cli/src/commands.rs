@@ -895,6 +895,9 @@ fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
     if let Some(c) = &r.score.conditioning {
         println!("{c}");
     }
+    if let Some(b) = &r.score.bits_per_dim_means {
+        println!("bits/dim: {b}");
+    }
     println!(
         "in-distribution: {} {}, {} examples, mean NLL {:.2} nats = {:.4} bits/dim",
         i.data, i.split, i.n, i.mean_nll_nats, i.mean_bpd
