@@ -319,7 +319,10 @@ fn conditional_likelihoods_say_what_they_condition_on() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("class marginal"), "{out}");
-    assert!(out.contains("bits/dim: bits of a continuous density"), "{out}");
+    assert!(
+        out.contains("bits/dim: bits of a continuous density"),
+        "{out}"
+    );
     let ood: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(r.join("eval-ood.json")).unwrap()).unwrap();
     assert!(
