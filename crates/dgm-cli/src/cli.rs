@@ -246,7 +246,8 @@ pub struct SampleArgs {
     /// (< 1 sharper, > 1 more random).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
-    /// Draw from the observation model instead of showing its mean.
+    /// VAE family: draw from the observation model instead of showing its mean (other models' samples are
+    /// always draws).
     #[arg(long)]
     pub draw: bool,
     /// Diffusion models: the sampler (ddpm, ddim, euler, heun, dpm++2m, langevin, pc).
@@ -264,9 +265,9 @@ pub struct SampleArgs {
     /// Language models: read the prompt from this file (e.g. a function signature for a code model).
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
-    /// Language models: tokens to generate.
-    #[arg(long, default_value_t = 500)]
-    pub max_tokens: usize,
+    /// Language models: tokens to generate [default: 500].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
     /// Language models: sample only from the K most likely tokens.
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -333,24 +334,25 @@ pub struct EvalArgs {
     pub mode: Option<String>,
     #[command(flatten)]
     pub run: RunArg,
-    /// Metrics, comma-separated: nll, fid, kid, pr, mmd, class, all.
-    #[arg(long, default_value = "nll")]
-    pub metric: String,
-    /// Split: train, validation, test (NLL: the split scored; sample metrics: the split compared with).
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// Metrics, comma-separated: nll, fid, kid, pr, mmd, class, all [default: nll].
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Split: train, validation, test (NLL: the split scored; sample metrics: the split compared with)
+    /// [default: test].
+    #[arg(long)]
+    pub split: Option<String>,
     /// Feature network directory for image metrics (default: features/<data>).
     #[arg(long)]
     pub features: Option<PathBuf>,
-    /// Number of model samples for sample metrics.
-    #[arg(long, default_value_t = 10_000)]
-    pub num_samples: usize,
-    /// Sample metrics: draw from the observation model instead of using its mean.
+    /// Number of model samples for sample metrics [default: 10000].
+    #[arg(long)]
+    pub num_samples: Option<usize>,
+    /// Sample metrics of the VAE family: draw from the observation model instead of using its mean.
     #[arg(long)]
     pub draw: bool,
-    /// Sample metrics: permutations of the MMD test.
-    #[arg(long, default_value_t = 500)]
-    pub permutations: usize,
+    /// Sample metrics: permutations of the MMD test [default: 500].
+    #[arg(long)]
+    pub permutations: Option<usize>,
     /// OOD: sets to score, comma-separated (default: the data set's own list).
     #[arg(long)]
     pub ood: Option<String>,
@@ -361,27 +363,27 @@ pub struct EvalArgs {
     /// Diffusion likelihoods: time steps (vlb: KL terms evaluated, default all; ode: Heun steps).
     #[arg(long)]
     pub likelihood_steps: Option<usize>,
-    /// Diffusion ODE likelihood: Hutchinson probes per evaluation.
-    #[arg(long, default_value_t = 1)]
-    pub probes: usize,
+    /// Diffusion ODE likelihood: Hutchinson probes per evaluation (at least 1) [default: 1].
+    #[arg(long)]
+    pub probes: Option<usize>,
     /// Sample metrics of diffusion models: the sampler (default: the model's).
     #[arg(long)]
     pub sampler: Option<String>,
     /// Sample metrics of diffusion models: sampler steps (default: the model's).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// OOD: examples per batch of the typicality test.
-    #[arg(long, default_value_t = 16)]
-    pub typicality_batch: usize,
-    /// OOD: significance level of the typicality test.
-    #[arg(long, default_value_t = 0.01)]
-    pub alpha: f64,
+    /// OOD: examples per batch of the typicality test [default: 16].
+    #[arg(long)]
+    pub typicality_batch: Option<usize>,
+    /// OOD: significance level of the typicality test [default: 0.01].
+    #[arg(long)]
+    pub alpha: Option<f64>,
     /// OOD: also write every example's score to this CSV (set, index, nll_nats, bits_per_dim).
     #[arg(long)]
     pub scores: Option<PathBuf>,
-    /// Importance samples for the IWAE estimate (0 = skip it).
-    #[arg(long, default_value_t = 100)]
-    pub iwae_k: usize,
+    /// Importance samples for the IWAE estimate (0 = skip it) [default: 100].
+    #[arg(long)]
+    pub iwae_k: Option<usize>,
     /// Only the first N examples of the split (OOD: examples per set, default 2000).
     #[arg(long)]
     pub limit: Option<usize>,

@@ -170,17 +170,9 @@ fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
         ));
     }
     let run = load(&a.run)?;
+    refuse_sample_flags(&a, run.model.as_ref())?;
     if let Some(lm) = run.model.as_sequence() {
         return sample_text(&a, lm);
-    }
-    if a.prompt.is_some() || a.prompt_file.is_some() {
-        bail!(dgm::Error::invalid(
-            "--prompt",
-            format!(
-                "model '{}' is not a language model; prompts apply to gpt runs",
-                run.config.model.name
-            )
-        ));
     }
     let Some(out) = &a.out else {
         bail!(dgm::Error::invalid(
@@ -252,7 +244,7 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
     let mut generated = 0usize;
     for i in 0..n {
         let opts = dgm::model::GenerateOptions {
-            max_tokens: a.max_tokens,
+            max_tokens: a.max_tokens.unwrap_or(500),
             temperature: a.temperature,
             top_k: a.top_k,
             top_p: a.top_p,
@@ -301,6 +293,51 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         eprintln!("wrote {n} sample(s) to {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses the `dgm sample` flags `model` would ignore, naming the flag and why: what the model's
+/// [`dgm::model::SampleAbilities`] do not cover (a draw, a sampler, steps, guidance, a class), and the
+/// language-model flags for every other model.
+fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<()> {
+    let opts = SampleOptions {
+        condition: a
+            .class
+            .map_or(Condition::None, |k| Condition::Class(vec![k])),
+        sampler: a.sampler.clone(),
+        steps: a.steps,
+        guidance: a.guidance,
+        mean: !a.draw,
+        ..SampleOptions::seeded(a.seed)
+    };
+    dgm::model::check_sample_options(model, &opts)?;
+    if model.as_sequence().is_none() {
+        refuse_given(
+            &[
+                ("--prompt", a.prompt.is_some()),
+                ("--prompt-file", a.prompt_file.is_some()),
+                ("--max-tokens", a.max_tokens.is_some()),
+                ("--top-k", a.top_k.is_some()),
+                ("--top-p", a.top_p.is_some()),
+                ("--no-kv-cache", a.no_kv_cache),
+                ("--timing", a.timing),
+            ],
+            &format!(
+                "to model '{}': it is not a language model (the flag applies to gpt runs)",
+                model.name()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Fails with "FLAG does not apply WHY" for the first flag of `given` that was given (`true`).
+fn refuse_given(given: &[(&str, bool)], why: &str) -> Result<()> {
+    match given.iter().find(|(_, on)| *on) {
+        Some((flag, _)) => bail!(dgm::Error::Unsupported(format!(
+            "{flag} does not apply {why}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Escapes one byte for a per-token table.
@@ -352,8 +389,17 @@ fn score_cmd(a: ScoreArgs) -> Result<ExitCode> {
     let total: f64 = -lp.iter().sum::<f64>();
     let unit = tok.unit();
     let per = total / ids.len() as f64;
+    // with bytes skipped, the exact number is the NLL of another text: the file without those bytes
+    let what = if oov.is_empty() {
+        "exact".to_string()
+    } else {
+        format!(
+            "exact for the text with its {} out-of-vocabulary byte(s) removed, not for the file as given",
+            oov.len()
+        )
+    };
     println!(
-        "{}: {} {unit}s scored · NLL {total:.2} nats · {per:.4} nats/{unit} · {:.4} bits/{unit} (exact, under run {} with a {}-token context)",
+        "{}: {} {unit}s scored · NLL {total:.2} nats · {per:.4} nats/{unit} · {:.4} bits/{unit} ({what}, under run {} with a {}-token context)",
         a.text.display(),
         ids.len(),
         per / std::f64::consts::LN_2,
@@ -482,18 +528,57 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         Some("ood") => return ood_cmd(a),
         Some(other) => bail!(dgm::Error::unknown("eval mode", other, &["ood"])),
     }
-    let mut sel = MetricSelection::parse(&a.metric)?;
-    let split = Split::parse(&a.split)?;
+    refuse_given(
+        &[
+            ("--ood", a.ood.is_some()),
+            ("--typicality-batch", a.typicality_batch.is_some()),
+            ("--alpha", a.alpha.is_some()),
+            ("--scores", a.scores.is_some()),
+        ],
+        "here: it is an option of `dgm eval ood`",
+    )?;
+    let metric = a.metric.as_deref().unwrap_or("nll");
+    let mut sel = MetricSelection::parse(metric)?;
+    let split = Split::parse(a.split.as_deref().unwrap_or("test"))?;
     let run = load(&a.run)?;
     let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
     // `all` means every metric that applies to this run.
-    if a.metric.split(',').any(|m| m.trim() == "all") {
+    if metric.split(',').any(|m| m.trim() == "all") {
         sel.nll &= run.model.as_density().is_some();
         match data::DataSpec::parse(&run.config.data.name)? {
             data::DataSpec::Toy2d(_) => sel.quality.retain(|m| !m.needs_images()),
             // sample-quality metrics compare images or points; text has only its likelihood
             data::DataSpec::Text(_) => sel.quality.clear(),
             _ => {}
+        }
+    }
+    if sel.quality.is_empty() {
+        refuse_given(
+            &[
+                ("--features", a.features.is_some()),
+                ("--num-samples", a.num_samples.is_some()),
+                ("--draw", a.draw),
+                ("--permutations", a.permutations.is_some()),
+                ("--sampler", a.sampler.is_some()),
+                ("--steps", a.steps.is_some()),
+            ],
+            "here: it is an option of the sample-quality metrics (fid, kid, pr, mmd, class), and none is evaluated",
+        )?;
+    } else {
+        // refuse a draw, a sampler or steps the model would ignore before any slow work
+        dgm::model::check_sample_options(
+            run.model.as_ref(),
+            &SampleOptions {
+                mean: !a.draw,
+                sampler: a.sampler.clone(),
+                steps: a.steps,
+                ..SampleOptions::default()
+            },
+        )?;
+        if a.permutations.is_some() && !sel.quality.contains(&QualityMetric::Mmd) {
+            bail!(dgm::Error::Unsupported(
+                "--permutations does not apply here: it is an option of the MMD test (--metric mmd), which is not evaluated".into()
+            ));
         }
     }
     if sel.nll {
@@ -504,6 +589,17 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
             )));
         }
         eval_nll(&a, &run, split, &data_dir)?;
+    } else {
+        refuse_given(
+            &[
+                ("--estimator", a.estimator.is_some()),
+                ("--likelihood-steps", a.likelihood_steps.is_some()),
+                ("--probes", a.probes.is_some()),
+                ("--iwae-k", a.iwae_k.is_some()),
+                ("--limit", a.limit.is_some()),
+            ],
+            "here: it is an option of the likelihood (--metric nll), which is not evaluated",
+        )?;
     }
     if !sel.quality.is_empty() {
         eval_quality(&a, &run, &sel.quality, split, &data_dir)?;
@@ -546,14 +642,16 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
         }
         None => density.estimators(),
     };
+    refuse_estimator_flags(a, &estimators)?;
+    let iwae_k = a.iwae_k.unwrap_or(100);
     for est in estimators {
         let k = match est.as_str() {
-            "iwae" => a.iwae_k,
-            "ode" => a.probes,
+            "iwae" => iwae_k,
+            "ode" => a.probes.unwrap_or(1),
             _ => 1,
         };
         if k == 0 {
-            continue;
+            continue; // --iwae-k 0: skip the IWAE estimate (refused above when it is the only one)
         }
         let r = evaluate_nll(
             density,
@@ -595,8 +693,7 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
             }
         );
         println!(
-            "{:<22} {:>14} {:>10} {:>10}",
-            "kind",
+            "{:>14} {:>10} {:>10}  kind",
             format!("nats/{unit}"),
             "± s.e.",
             format!("bits/{unit}")
@@ -604,33 +701,78 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
         for r in &reports {
             let d = r.dims.max(1) as f64;
             println!(
-                "{:<22} {:>14.4} {:>10.4} {:>10.4}",
-                r.kind.to_string(),
+                "{:>14.4} {:>10.4} {:>10.4}  {}",
                 r.nll_nats / d,
                 r.stderr_nats / d,
-                r.bits_per_dim
+                r.bits_per_dim,
+                r.kind_text
             );
         }
     } else {
         println!("data: {} · {}", run.config.data.name, prep.describe());
+        if let Some(c) = reports.iter().find_map(|r| r.conditioning.as_ref()) {
+            println!("{c}");
+        }
         println!(
-            "{:<22} {:>14} {:>10} {:>10}",
-            "kind", "NLL (nats)", "± s.e.", "bits/dim"
+            "{:>14} {:>10} {:>10}  kind",
+            "NLL (nats)", "± s.e.", "bits/dim"
         );
         for r in &reports {
             println!(
-                "{:<22} {:>14.3} {:>10.3} {:>10.4}",
-                r.kind.to_string(),
-                r.nll_nats,
-                r.stderr_nats,
-                r.bits_per_dim
+                "{:>14.3} {:>10.3} {:>10.4}  {}",
+                r.nll_nats, r.stderr_nats, r.bits_per_dim, r.kind_text
             );
+        }
+        for r in &reports {
+            if let Some(n) = &r.note {
+                println!("{}: {n}", r.kind.short_name());
+            }
+        }
+        if let Some(r) = reports
+            .iter()
+            .find(|r| r.bits_per_dim_basis != dgm::model::BitsPerDim::Discrete)
+        {
+            println!("bits/dim: {}", r.bits_per_dim_means);
         }
         println!("(a lower bound on log p gives an upper bound on NLL; IWAE-k tightens towards the true NLL as k grows)");
     }
     let path = a.run.run.join(format!("eval-{}.json", split.name()));
     let text = serde_json::to_string_pretty(&reports)?;
     dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// Refuses the likelihood flags that the `estimators` to evaluate would not use, and values that would
+/// leave nothing to evaluate.
+fn refuse_estimator_flags(a: &EvalArgs, estimators: &[String]) -> Result<()> {
+    let uses = |e: &str| estimators.iter().any(|x| x == e);
+    let why = format!(
+        "here: the estimators evaluated ({}) do not use it",
+        estimators.join(", ")
+    );
+    refuse_given(
+        &[
+            ("--iwae-k", a.iwae_k.is_some() && !uses("iwae")),
+            ("--probes", a.probes.is_some() && !uses("ode")),
+            (
+                "--likelihood-steps",
+                a.likelihood_steps.is_some() && !uses("vlb") && !uses("ode"),
+            ),
+        ],
+        &why,
+    )?;
+    if a.probes == Some(0) {
+        bail!(dgm::Error::invalid(
+            "--probes",
+            "0 must be at least 1: the ODE estimate needs a Hutchinson probe"
+        ));
+    }
+    if a.iwae_k == Some(0) && estimators.iter().all(|e| e == "iwae") {
+        bail!(dgm::Error::invalid(
+            "--iwae-k",
+            "0 skips the IWAE estimate, the only one asked for: nothing would be evaluated"
+        ));
+    }
     Ok(())
 }
 
@@ -642,11 +784,11 @@ fn eval_quality(
     data_dir: &Path,
 ) -> Result<()> {
     let opts = QualityOptions {
-        num_samples: a.num_samples,
+        num_samples: a.num_samples.unwrap_or(10_000),
         reference_split: split,
         seed: a.seed,
         mean: !a.draw,
-        mmd_permutations: a.permutations,
+        mmd_permutations: a.permutations.unwrap_or(500),
         batch_size: a.batch_size,
         sampler: a.sampler.clone(),
         steps: a.steps,
@@ -707,7 +849,29 @@ fn eval_quality(
 }
 
 fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
+    refuse_given(
+        &[
+            ("--split", a.split.is_some()),
+            ("--metric", a.metric.is_some()),
+            ("--features", a.features.is_some()),
+            ("--num-samples", a.num_samples.is_some()),
+            ("--permutations", a.permutations.is_some()),
+            ("--draw", a.draw),
+            ("--sampler", a.sampler.is_some()),
+            ("--steps", a.steps.is_some()),
+        ],
+        "to `dgm eval ood`: it scores the test split and the OOD sets by likelihood, and draws no samples",
+    )?;
     let run = load(&a.run)?;
+    // the estimator that scores (the model's first by default)
+    let est = run.model.as_density().and_then(|d| {
+        a.estimator
+            .clone()
+            .or_else(|| d.estimators().first().cloned())
+    });
+    if let Some(e) = &est {
+        refuse_estimator_flags(&a, std::slice::from_ref(e))?;
+    }
     let data_dir = data::data_dir(a.data_dir.data_dir.as_deref());
     let sets = a
         .ood
@@ -723,16 +887,16 @@ fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
     let opts = OodOptions {
         sets,
         n: a.limit.unwrap_or(2000),
-        samples: match a.estimator.as_deref() {
-            Some("iwae") => a.iwae_k.max(1),
-            Some("ode") => a.probes.max(1),
+        samples: match est.as_deref() {
+            Some("iwae") => a.iwae_k.unwrap_or(100),
+            Some("ode") => a.probes.unwrap_or(1),
             _ => 1,
         },
         estimator: a.estimator.clone(),
         steps: a.likelihood_steps,
         batch_size: a.batch_size,
-        typicality_batch: a.typicality_batch,
-        alpha: a.alpha,
+        typicality_batch: a.typicality_batch.unwrap_or(16),
+        alpha: a.alpha.unwrap_or(0.01),
         seed: a.seed,
         ..OodOptions::default()
     };
@@ -750,6 +914,12 @@ fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
         r.score.estimator,
         r.score.kind
     );
+    if let Some(c) = &r.score.conditioning {
+        println!("{c}");
+    }
+    if let Some(b) = &r.score.bits_per_dim_means {
+        println!("bits/dim: {b}");
+    }
     println!(
         "in-distribution: {} {}, {} examples, mean NLL {:.2} nats = {:.4} bits/dim",
         i.data, i.split, i.n, i.mean_nll_nats, i.mean_bpd

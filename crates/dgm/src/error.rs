@@ -1,4 +1,8 @@
 //! dgm's error type. Every message names the bad value and, where there is a fixed set, the valid options.
+//!
+//! Each message already includes the reason of the error it wraps (the OS error of a file, candle's message),
+//! so no variant also reports that error as its `source()`: printers that walk the chain (anyhow's `{:#}`)
+//! would print the reason twice.
 
 use std::path::PathBuf;
 
@@ -7,15 +11,15 @@ use std::path::PathBuf;
 pub enum Error {
     /// An error from candle (tensor shape mismatch, device error, ...). Usually a bug, not user input.
     #[error("tensor error: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
 
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message; not repeated as the error's source).
+        error: std::io::Error,
     },
 
     /// A data file exists but its content is wrong (bad magic number, truncated, inconsistent counts).
@@ -100,10 +104,10 @@ impl Error {
     }
 
     /// Builds an [`Error::Io`] for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
@@ -122,5 +126,43 @@ pub fn kept(checkpoint: Option<u64>) -> String {
     }
 }
 
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(e)
+    }
+}
+
 /// dgm's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and every error in its source chain, joined the way anyhow's `{:#}` joins them.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn the_os_reason_is_printed_once() {
+        let e = Error::io(
+            "/no/such/file",
+            std::io::Error::from_raw_os_error(2), // ENOENT
+        );
+        let text = chain(&e);
+        assert!(text.starts_with("/no/such/file: "), "{text}");
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        let e = Error::from(candle_core::Error::Msg("shape mismatch".into()));
+        let text = chain(&e);
+        assert_eq!(text.matches("shape mismatch").count(), 1, "{text}");
+        assert!(!e.is_user_error());
+    }
+}

@@ -157,16 +157,103 @@ impl SampleOptions {
     }
 }
 
+/// Which of the [`SampleOptions`] beyond the seed, the temperature and a class condition a model's
+/// [`Model::sample`] uses (see [`Model::sample_abilities`]); [`check_sample_options`] refuses the others
+/// instead of ignoring them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleAbilities {
+    /// The model has an observation model p(x | z) whose mean it shows by default (the VAE family), so
+    /// `mean = false` (a draw from it) means something. Models whose samples are always draws (diffusion,
+    /// autoregressive) have none.
+    pub observation_mean: bool,
+    /// The sampler and its number of steps are chosen at sample time (`sampler`, `steps`: diffusion).
+    pub sampler: bool,
+    /// Classifier-free guidance (`guidance`): a class-conditional model trained with class dropout.
+    pub guidance: bool,
+}
+
+/// Refuses the options `model` would ignore: a draw (`mean = false`) from a model without an
+/// observation-model mean, a sampler, steps or guidance for a model that does not take them, and a class for
+/// an unconditional model (captions are left to the model). The message names the command-line flag and why it does not apply.
+pub fn check_sample_options(model: &dyn Model, opts: &SampleOptions) -> Result<()> {
+    use crate::Error;
+    let can = model.sample_abilities();
+    let name = model.name();
+    let refuse = |flag: &str, why: String| {
+        Err(Error::Unsupported(format!(
+            "{flag} does not apply to model '{name}': {why}"
+        )))
+    };
+    if !opts.mean && !can.observation_mean {
+        return refuse(
+            "--draw",
+            "its samples are always draws (it has no observation-model mean to show instead)"
+                .into(),
+        );
+    }
+    if !can.sampler {
+        let why = "it has no sampler to choose (--sampler and --steps apply to diffusion models: ddpm, edm, ncsn)";
+        if opts.sampler.is_some() {
+            return refuse("--sampler", why.into());
+        }
+        if opts.steps.is_some() {
+            return refuse("--steps", why.into());
+        }
+    }
+    if opts.guidance.is_some() && !can.guidance {
+        let why = match model.num_classes() {
+            None => "it is unconditional; classifier-free guidance needs a class-conditional ddpm trained with class dropout".to_string(),
+            Some(_) => "classifier-free guidance needs a class-conditional ddpm trained with class dropout".to_string(),
+        };
+        return refuse("--guidance", why);
+    }
+    if matches!(opts.condition, Condition::Class(_)) && model.num_classes().is_none() {
+        return refuse("--class", "it is unconditional".into());
+    }
+    Ok(())
+}
+
 /// Which kind of number a log-likelihood is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LikelihoodKind {
     /// The exact log-likelihood (autoregressive models, flows).
     Exact,
-    /// A lower bound on log p(x), by name (e.g. `ELBO`, `VLB`).
+    /// A lower bound on log p(x), computed exactly (deterministically), by name. No family here computes
+    /// its bound exactly — the ELBO and the VLB are Monte-Carlo estimates ([`LikelihoodKind::BoundEstimate`]) —
+    /// but results written by earlier versions of dgm carry this label.
     LowerBound(String),
+    /// An unbiased Monte-Carlo estimate of a lower bound on log p(x): each example's value is random, its
+    /// expectation is the bound, and the mean over a data set is an unbiased estimate of the mean bound (its
+    /// standard error includes the Monte-Carlo noise). E.g. the ELBO with one z sample per example, or the
+    /// diffusion VLB with one noise draw per term and K of its T − 1 KL terms (stratified).
+    BoundEstimate {
+        /// The bound, e.g. `ELBO`, `VLB`.
+        bound: String,
+        /// How it is estimated, e.g. `1 z sample per example`, `8 of 999 KL terms, one noise draw each`.
+        how: String,
+    },
     /// A stochastic estimate, by name (e.g. `IWAE-5000`, `ODE`). IWAE-k is itself a lower bound in
     /// expectation that tightens to log p(x) as k grows.
     Estimate(String),
+}
+
+impl LikelihoodKind {
+    /// A [`LikelihoodKind::BoundEstimate`].
+    pub fn bound_estimate(bound: impl Into<String>, how: impl Into<String>) -> Self {
+        LikelihoodKind::BoundEstimate {
+            bound: bound.into(),
+            how: how.into(),
+        }
+    }
+
+    /// The short name: `exact`, `ELBO`, `VLB`, `IWAE-100`, `ODE`.
+    pub fn short_name(&self) -> &str {
+        match self {
+            LikelihoodKind::Exact => "exact",
+            LikelihoodKind::LowerBound(n) | LikelihoodKind::Estimate(n) => n,
+            LikelihoodKind::BoundEstimate { bound, .. } => bound,
+        }
+    }
 }
 
 impl std::fmt::Display for LikelihoodKind {
@@ -174,6 +261,9 @@ impl std::fmt::Display for LikelihoodKind {
         match self {
             LikelihoodKind::Exact => write!(f, "exact"),
             LikelihoodKind::LowerBound(n) => write!(f, "lower bound ({n})"),
+            LikelihoodKind::BoundEstimate { bound, how } => {
+                write!(f, "estimate of a lower bound ({bound}), {how}")
+            }
             LikelihoodKind::Estimate(n) => write!(f, "estimate ({n})"),
         }
     }
@@ -243,6 +333,12 @@ pub trait Model {
     /// Number of classes the model is conditioned on, if it is class-conditional.
     fn num_classes(&self) -> Option<usize> {
         None
+    }
+
+    /// Which [`SampleOptions`] [`Model::sample`] uses (default: none beyond the seed, the temperature and
+    /// a class condition); [`check_sample_options`] refuses the rest.
+    fn sample_abilities(&self) -> SampleAbilities {
+        SampleAbilities::default()
     }
 
     /// The model as a [`Density`], when it has a likelihood.
@@ -380,15 +476,57 @@ pub trait Complete: Model {
     fn complete(&self, x: &Tensor, known_rows: usize, opts: &SampleOptions) -> Result<Tensor>;
 }
 
+/// What a bits-per-dimension number from [`bits_per_dim`] is, given the likelihood's [`LikelihoodSpace`] and
+/// the data's [`Preprocessing`] (see [`bits_per_dim_basis`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitsPerDim {
+    /// A probability of the discrete data values (binary pixels; 8-bit pixels under a discretized decoder
+    /// or a 256-way softmax; tokens): −log₂ P(x) / D, no conversion.
+    Discrete,
+    /// A density over uniformly dequantized 8-bit data, turned into bits of the 8-bit values by the bin
+    /// volume: each bin is `(hi − lo) / 256` wide, so −log P(x) ≈ −log p(x) − D ln w. In expectation over the
+    /// dequantization noise this is a lower bound on the discrete log-likelihood (Theis et al. 2016).
+    Dequantized,
+    /// A density of the values as they are, in bits per dimension with no conversion: genuinely continuous
+    /// data (2-D points), or 8-bit pixels scaled without dequantization under a continuous decoder. The
+    /// latter is NOT a number about the 8-bit probabilities: the data sit on a lattice of 256 levels spaced
+    /// `(hi − lo) / 255`, and a density there is neither a probability nor a bound on one (it can grow
+    /// without limit by concentrating on the levels). Use a discretized decoder or dequantization instead.
+    Density,
+}
+
+impl BitsPerDim {
+    /// What the number is, in words, for reports.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            BitsPerDim::Discrete => "bits of the discrete data values",
+            BitsPerDim::Dequantized => {
+                "bits of the 8-bit values: a density of uniformly dequantized data plus the bin volume (a bound in expectation over the noise)"
+            }
+            BitsPerDim::Density => {
+                "bits of a continuous density of the values as given, not of 8-bit values"
+            }
+        }
+    }
+}
+
+/// Which conversion [`bits_per_dim`] applies to a likelihood in `space` of data preprocessed by `prep`.
+pub fn bits_per_dim_basis(space: LikelihoodSpace, prep: &Preprocessing) -> BitsPerDim {
+    match (space, prep.bin_width()) {
+        (LikelihoodSpace::Discrete, _) => BitsPerDim::Discrete,
+        (LikelihoodSpace::Continuous, Some(_)) => BitsPerDim::Dequantized,
+        (LikelihoodSpace::Continuous, None) => BitsPerDim::Density,
+    }
+}
+
 /// Converts a negative log-likelihood of one example (nats) to bits per dimension, using the data dimension
-/// and the preprocessing recorded with the run.
+/// and the preprocessing recorded with the run; [`bits_per_dim_basis`] says which conversion applies:
 ///
-/// * A [`LikelihoodSpace::Discrete`] number is already a probability of the discrete data: `nll / (D ln 2)`.
-/// * A [`LikelihoodSpace::Continuous`] density over 8-bit data scaled into an interval (dequantised or not) is
-///   turned into a probability of the 256-level pixel values by the bin volume: each pixel bin has width
-///   `w = (hi − lo) / 256`, so `−log P(x) ≈ −log p(x) − D ln w` (with uniform dequantisation this is the usual
-///   lower bound of Theis et al. 2016 on the discrete log-likelihood).
-/// * A density over genuinely continuous data (2-D points) stays a density: `nll / (D ln 2)`.
+/// * [`BitsPerDim::Discrete`]: a probability of discrete data, `nll / (D ln 2)`.
+/// * [`BitsPerDim::Dequantized`]: a density over uniformly dequantized 8-bit data, turned into a probability
+///   of the 256-level values by the bin width `w = (hi − lo) / 256`: `(nll − D ln w) / (D ln 2)`.
+/// * [`BitsPerDim::Density`]: a density of the values as given, `nll / (D ln 2)` (2-D points, or scaled pixels
+///   without dequantization under a continuous decoder — not bits of 8-bit values).
 pub fn bits_per_dim(
     nll_nats: f64,
     dims: usize,
@@ -396,8 +534,8 @@ pub fn bits_per_dim(
     prep: &Preprocessing,
 ) -> f64 {
     let d = dims as f64;
-    let correction = match (space, prep.bin_width()) {
-        (LikelihoodSpace::Continuous, Some(w)) => -d * w.ln(),
+    let correction = match (bits_per_dim_basis(space, prep), prep.bin_width()) {
+        (BitsPerDim::Dequantized, Some(w)) => -d * w.ln(),
         _ => 0.0,
     };
     (nll_nats + correction) / (d * std::f64::consts::LN_2)
@@ -407,6 +545,21 @@ pub fn bits_per_dim(
 mod tests {
     use super::*;
     use crate::data::Range;
+
+    /// Every preprocessing there is.
+    fn all_preprocessings() -> Vec<Preprocessing> {
+        let mut all = vec![
+            Preprocessing::Binarize { dynamic: true },
+            Preprocessing::Binarize { dynamic: false },
+            Preprocessing::Identity,
+        ];
+        for range in [Range::ZeroOne, Range::MinusOneOne] {
+            for dequantize in [false, true] {
+                all.push(Preprocessing::Scale { range, dequantize });
+            }
+        }
+        all
+    }
 
     #[test]
     fn bits_per_dim_binary_and_dequantized() {
@@ -434,5 +587,84 @@ mod tests {
         assert!(
             (bits_per_dim(10.0 * ln2, 10, LikelihoodSpace::Continuous, &prep) - 8.0).abs() < 1e-12
         );
+    }
+
+    /// Every (likelihood space, preprocessing) pair — i.e. every decoder on every data it can see: discrete
+    /// decoders (Bernoulli, discretized logistic / Gaussian, 256-way softmax) give `Discrete`, continuous ones
+    /// (Gaussian, the ODE on continuous data) `Continuous` — converts as its basis says, and only densities
+    /// over dequantized pixels get the bin correction.
+    #[test]
+    fn bits_per_dim_for_every_space_and_preprocessing() {
+        let ln2 = std::f64::consts::LN_2;
+        let (d, nll) = (12usize, 30.0f64);
+        let plain = nll / (d as f64 * ln2);
+        for prep in all_preprocessings() {
+            for space in [LikelihoodSpace::Discrete, LikelihoodSpace::Continuous] {
+                let case = format!("{space:?} over {}", prep.describe());
+                let basis = bits_per_dim_basis(space, &prep);
+                let got = bits_per_dim(nll, d, space, &prep);
+                let want_basis = match (space, &prep) {
+                    (LikelihoodSpace::Discrete, _) => BitsPerDim::Discrete,
+                    (
+                        LikelihoodSpace::Continuous,
+                        Preprocessing::Scale {
+                            dequantize: true, ..
+                        },
+                    ) => BitsPerDim::Dequantized,
+                    // raw points, and scaled pixels that are NOT dequantized: a density on a lattice is no
+                    // probability of the 8-bit values, so it is not converted as if it were
+                    (LikelihoodSpace::Continuous, _) => BitsPerDim::Density,
+                };
+                assert_eq!(basis, want_basis, "{case}");
+                match basis {
+                    // the discrete decoders' numbers are unchanged: nll / (D ln 2)
+                    BitsPerDim::Discrete | BitsPerDim::Density => {
+                        assert!((got - plain).abs() < 1e-12, "{case}: {got} vs {plain}")
+                    }
+                    BitsPerDim::Dequantized => {
+                        let Preprocessing::Scale { range, .. } = prep else {
+                            unreachable!("dequantized data are scaled")
+                        };
+                        let (lo, hi) = range.bounds();
+                        let w = (hi - lo) as f64 / 256.0;
+                        let want = (nll - d as f64 * w.ln()) / (d as f64 * ln2);
+                        assert!((got - want).abs() < 1e-12, "{case}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        // a density that puts all its mass near the 256 levels of non-dequantized data can be huge; read as
+        // 8-bit probabilities (the old (hi − lo)/256 bin correction) it gave fewer than 0 bits per dimension
+        let lattice = Preprocessing::Scale {
+            range: Range::ZeroOne,
+            dequantize: false,
+        };
+        let peaked = -(d as f64) * 10.0; // log-density 10 nats per dimension
+        let old = (peaked + d as f64 * 256f64.ln()) / (d as f64 * ln2);
+        assert!(old < 0.0, "{old}");
+        assert_eq!(
+            bits_per_dim_basis(LikelihoodSpace::Continuous, &lattice),
+            BitsPerDim::Density
+        );
+        assert!(bits_per_dim(peaked, d, LikelihoodSpace::Continuous, &lattice) < 0.0);
+    }
+
+    #[test]
+    fn kinds_say_what_they_are() {
+        let elbo = LikelihoodKind::bound_estimate("ELBO", "1 z sample per example");
+        assert_eq!(
+            elbo.to_string(),
+            "estimate of a lower bound (ELBO), 1 z sample per example"
+        );
+        assert_eq!(elbo.short_name(), "ELBO");
+        assert_eq!(LikelihoodKind::Exact.to_string(), "exact");
+        assert_eq!(
+            LikelihoodKind::Estimate("IWAE-8".into()).to_string(),
+            "estimate (IWAE-8)"
+        );
+        // the JSON names the bound and how it is estimated
+        let j = serde_json::to_value(&elbo).unwrap();
+        assert_eq!(j["BoundEstimate"]["bound"], "ELBO");
+        assert_eq!(j["BoundEstimate"]["how"], "1 z sample per example");
     }
 }

@@ -51,8 +51,11 @@ pub const MISSING: &str = "–";
 pub enum KindClass {
     /// The exact log-likelihood.
     Exact,
-    /// A lower bound on log p(x) (an upper bound on the NLL), e.g. the ELBO.
+    /// A lower bound on log p(x) (an upper bound on the NLL), computed exactly.
     Bound,
+    /// An unbiased Monte-Carlo estimate of a lower bound, e.g. the ELBO with one z sample per example or the
+    /// diffusion VLB with one noise draw per term.
+    BoundEstimate,
     /// A stochastic estimate, e.g. IWAE-k.
     Estimate,
     /// Not recognised.
@@ -65,6 +68,7 @@ impl KindClass {
         match self {
             KindClass::Exact => "exact",
             KindClass::Bound => "bound",
+            KindClass::BoundEstimate => "estimate of a bound",
             KindClass::Estimate => "estimate",
             KindClass::Unknown => "?",
         }
@@ -446,11 +450,13 @@ fn read_config(dir: &Path, r: &mut RunSummary) {
 }
 
 /// The short name and class of a likelihood kind as serialised by dgm (`"Exact"`, `{"LowerBound":"ELBO"}`,
-/// `{"Estimate":"IWAE-10"}`), or as text (`"lower bound (ELBO)"`).
+/// `{"BoundEstimate":{"bound":"ELBO","how":"…"}}`, `{"Estimate":"IWAE-10"}`), or as text
+/// (`"lower bound (ELBO)"`, `"estimate of a lower bound (VLB), …"`).
 fn parse_kind(v: Option<&Value>) -> (String, KindClass) {
+    // the text between the first '(' and the next ')'
     let inner = |s: &str| -> Option<String> {
         let a = s.find('(')?;
-        let b = s.rfind(')')?;
+        let b = a + s[a..].find(')')?;
         (b > a + 1).then(|| s[a + 1..b].to_string())
     };
     match v {
@@ -458,6 +464,11 @@ fn parse_kind(v: Option<&Value>) -> (String, KindClass) {
             let l = s.to_ascii_lowercase();
             if l == "exact" {
                 ("exact".into(), KindClass::Exact)
+            } else if l.starts_with("estimate of a lower bound") {
+                (
+                    inner(s).unwrap_or_else(|| s.clone()),
+                    KindClass::BoundEstimate,
+                )
             } else if l.starts_with("lower bound") {
                 (inner(s).unwrap_or_else(|| s.clone()), KindClass::Bound)
             } else if l.starts_with("estimate") {
@@ -473,6 +484,10 @@ fn parse_kind(v: Option<&Value>) -> (String, KindClass) {
             let name = v.as_str().map(str::to_string);
             match k.as_str() {
                 "LowerBound" => (name.unwrap_or_else(|| "bound".into()), KindClass::Bound),
+                "BoundEstimate" => (
+                    text(v, &["bound"]).unwrap_or_else(|| "bound".into()),
+                    KindClass::BoundEstimate,
+                ),
                 "Estimate" => (
                     name.unwrap_or_else(|| "estimate".into()),
                     KindClass::Estimate,
@@ -1122,14 +1137,26 @@ fn html_details(h: &mut String, r: &RunSummary) {
 // ---------------------------------------------------------------------------------------------------------
 // Markdown
 
-/// Escapes text for a Markdown table cell or paragraph: `& < >` as HTML entities (Markdown passes raw HTML
-/// through), `|` escaped, newlines flattened.
+/// Escapes text for a Markdown table cell, heading or paragraph, so that what a user controls (run names,
+/// paths, notes) shows as the text it is: `& < >` as HTML entities (Markdown passes raw HTML through), the
+/// characters of links, images, emphasis and code (`\ [ ] ( ) ! * _ ` ~ #`) and the table separator `|`
+/// backslash-escaped, newlines flattened.
 fn md(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '[' | ']' | '(' | ')' | '!' | '*' | '_' | '`' | '~' | '#' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn md_table(m: &mut String, header: &[&str], rows: &[Vec<String>], numeric: &[usize]) {
@@ -1642,6 +1669,58 @@ steps = 2000
         // a run directory given directly is its own single run, named by its folder
         let one = collect_runs(&root.join("full")).unwrap();
         assert_eq!((one.len(), one[0].name.as_str()), (1, "full"));
+    }
+
+    #[test]
+    fn user_controlled_names_stay_text_in_markdown_and_html() {
+        let t = TempDir::new("inject");
+        let root = t.0.join("runs");
+        let evil = root.join("[x](javascript:alert(1))");
+        write(&evil.join("config.toml"), CONFIG);
+        write(&evil.join("state.json"), r#"{"step": 1, "finished": true}"#);
+        write(&evil.join("eval-test.json"), EVAL_TEST);
+        let md_out = t.0.join("r.md");
+        assert_eq!(write_report(&root, &md_out).unwrap(), 1);
+        let m = std::fs::read_to_string(&md_out).unwrap();
+        // the name is shown as its text, with every link character escaped: no live link
+        assert!(m.contains(r"\[x\]\(javascript:alert\(1\)\)"), "{m}");
+        assert!(!m.contains("[x](") && !m.contains("](javascript"), "{m}");
+        let html_out = t.0.join("r.html");
+        write_report(&root, &html_out).unwrap();
+        let h = std::fs::read_to_string(&html_out).unwrap();
+        assert!(h.contains("[x](javascript:alert(1))"));
+        assert!(!h.contains("href=\"javascript") && !h.contains("src=\"javascript"));
+        // every character that starts Markdown markup is escaped
+        assert_eq!(
+            md("*a* _b_ `c` ![i](u) <s> a|b #h ~x~ \\ &"),
+            r"\*a\* \_b\_ \`c\` \!\[i\]\(u\) &lt;s&gt; a\|b \#h \~x\~ \\ &amp;"
+        );
+    }
+
+    #[test]
+    fn estimates_of_bounds_are_read_as_such() {
+        let v: Value = serde_json::from_str(
+            r#"{"BoundEstimate":{"bound":"VLB","how":"8 of its 999 KL terms (stratified, unbiased)"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_kind(Some(&v)),
+            ("VLB".to_string(), KindClass::BoundEstimate)
+        );
+        let kind = crate::model::LikelihoodKind::bound_estimate("ELBO", "1 z sample per example");
+        assert_eq!(
+            parse_kind(Some(&serde_json::to_value(&kind).unwrap())),
+            ("ELBO".to_string(), KindClass::BoundEstimate)
+        );
+        // as text (eval-ood.json's score kind), parentheses in the detail do not confuse the name
+        assert_eq!(
+            parse_kind(Some(&Value::String(
+                "estimate of a lower bound (VLB), 8 of its 999 KL terms (stratified, unbiased)"
+                    .into()
+            ))),
+            ("VLB".to_string(), KindClass::BoundEstimate)
+        );
+        assert_eq!(KindClass::BoundEstimate.label(), "estimate of a bound");
     }
 
     #[test]

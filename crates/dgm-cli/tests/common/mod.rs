@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (each file under `tests/` is its own crate and uses a part of them).
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -71,15 +72,48 @@ pub fn assert_bad_input(o: &Output, needles: &[&str]) {
     }
 }
 
-/// The shared data directory, if `DGM_DATA` is set and holds MNIST (a relative path is taken from the
-/// workspace root).
+/// The shared data directory holding MNIST, from `DGM_DATA` (a relative path is taken from the workspace
+/// root). Without it a test that needs MNIST skips (and says so) — except in CI (`CI=true` or `DGM_DATA`
+/// set), where a missing data set fails the test instead of letting it pass silently.
 pub fn shared_data() -> Option<PathBuf> {
-    let v = std::env::var_os("DGM_DATA")?;
-    let p = PathBuf::from(v);
-    let p = if p.is_relative() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
-    } else {
-        p
-    };
-    p.join("mnist").is_dir().then_some(p)
+    find_data(
+        std::env::var_os("CI"),
+        std::env::var_os("DGM_DATA"),
+        "mnist",
+    )
+}
+
+/// True when data sets must be present: in CI (`CI` is `true` or `1`) or when `DGM_DATA` is set.
+pub fn data_required(ci: Option<&OsString>, dgm_data: Option<&OsString>) -> bool {
+    let ci = ci.is_some_and(|v| v == "true" || v == "1");
+    ci || dgm_data.is_some_and(|v| !v.is_empty())
+}
+
+/// The data folder `dgm_data` (the value of `DGM_DATA`) when it holds the data set folder `set`; `None`
+/// (printing that the test skips) when it does not and data are not required; panics with the reason when
+/// they are (see [`data_required`]).
+pub fn find_data(ci: Option<OsString>, dgm_data: Option<OsString>, set: &str) -> Option<PathBuf> {
+    let required = data_required(ci.as_ref(), dgm_data.as_ref());
+    let dir = dgm_data.filter(|v| !v.is_empty()).map(|v| {
+        let p = PathBuf::from(v);
+        if p.is_relative() {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
+        } else {
+            p
+        }
+    });
+    match dir {
+        Some(p) if p.join(set).is_dir() => Some(p),
+        Some(p) if required => panic!(
+            "data set '{set}' not found: {} has no '{set}' folder (DGM_DATA is set, so a missing data set fails the test)",
+            p.display()
+        ),
+        None if required => panic!(
+            "data set '{set}' needed, but DGM_DATA is not set (in CI, CI=true, a missing data set fails the test)"
+        ),
+        _ => {
+            eprintln!("skipped: DGM_DATA is not set, so the test needing '{set}' does not run");
+            None
+        }
+    }
 }

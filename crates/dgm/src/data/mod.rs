@@ -421,15 +421,73 @@ pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -
 }
 
 /// The data directory for tests that need real data: `$DGM_DATA`, a relative value resolved against the
-/// workspace root (tests run with the crate directory as their working directory). `None` when unset.
+/// workspace root (tests run with the crate directory as their working directory). `None` when unset (the
+/// test then skips, saying so) — except in CI (`CI=true`), where it panics: a missing data set must fail the
+/// test there, not let it pass silently. (With `DGM_DATA` set, a data set missing under it fails the test
+/// too; see [`require_test_data`].)
 #[cfg(test)]
 pub(crate) fn test_data_dir() -> Option<PathBuf> {
-    let v = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty())?;
+    test_data_dir_from(std::env::var_os("CI"), std::env::var_os(DATA_ENV))
+}
+
+/// [`test_data_dir`] from the values of `CI` and `DGM_DATA`.
+#[cfg(test)]
+fn test_data_dir_from(
+    ci: Option<std::ffi::OsString>,
+    dgm_data: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let Some(v) = dgm_data.filter(|v| !v.is_empty()) else {
+        if ci.is_some_and(|v| v == "true" || v == "1") {
+            panic!("CI is set but DGM_DATA is not: the tests that need real data sets cannot run (set DGM_DATA to the data folder)");
+        }
+        return None;
+    };
     let p = PathBuf::from(v);
     if p.is_absolute() {
         Some(p)
     } else {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p))
+    }
+}
+
+/// `found` (a data set located under [`test_data_dir`]), or `None` to skip the test when no data folder is
+/// configured; panics when one is (`DGM_DATA` set, or CI) but `what` is not in it.
+#[cfg(test)]
+pub(crate) fn require_test_data(found: Option<PathBuf>, what: &str) -> Option<PathBuf> {
+    match (found, test_data_dir()) {
+        (Some(p), _) => Some(p),
+        (None, Some(dir)) => panic!(
+            "{what} not found under DGM_DATA ({}): with DGM_DATA set a missing data set fails the test",
+            dir.display()
+        ),
+        (None, None) => {
+            println!("skipped: DGM_DATA is not set, so the test needing {what} does not run");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod test_data_tests {
+    use super::*;
+
+    #[test]
+    fn missing_data_fails_in_ci_and_skips_elsewhere() {
+        // no DGM_DATA, not CI: skip
+        assert_eq!(test_data_dir_from(None, None), None);
+        assert_eq!(test_data_dir_from(Some("false".into()), None), None);
+        // CI without DGM_DATA: fail
+        for ci in ["true", "1"] {
+            let r = std::panic::catch_unwind(|| test_data_dir_from(Some(ci.into()), None));
+            assert!(r.is_err(), "CI={ci} without DGM_DATA must fail");
+        }
+        // DGM_DATA set: that folder, relative values from the workspace root
+        assert_eq!(
+            test_data_dir_from(Some("true".into()), Some("/data".into())),
+            Some(PathBuf::from("/data"))
+        );
+        assert!(test_data_dir_from(None, Some("shared/data".into()))
+            .is_some_and(|p| p.ends_with("../../shared/data")));
     }
 }
 

@@ -694,8 +694,7 @@ mod tests {
 
     #[test]
     fn omniglot_loads_dark_white_on_black_images() -> Result<()> {
-        let Some(dir) = omniglot_dir() else {
-            println!("skipped: {OMNIGLOT_ZIP} not found under DGM_DATA or /work/shared/data");
+        let Some(dir) = crate::data::require_test_data(omniglot_dir(), OMNIGLOT_ZIP) else {
             return Ok(());
         };
         let r = reference(1, 28, 28, 1, 0);
@@ -721,8 +720,8 @@ mod tests {
 
     #[test]
     fn mnist_set_for_shapes_models() -> Result<()> {
-        let Some(dir) = crate::data::test_data_dir().filter(|d| mnist::find(d).is_some()) else {
-            println!("skipped: MNIST not found under DGM_DATA");
+        let found = crate::data::test_data_dir().filter(|d| mnist::find(d).is_some());
+        let Some(dir) = crate::data::require_test_data(found, "MNIST") else {
             return Ok(());
         };
         let r = reference(3, 32, 32, 1, 0);

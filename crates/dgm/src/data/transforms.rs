@@ -82,13 +82,36 @@ impl Preprocessing {
         }
     }
 
-    /// Width of one 8-bit pixel bin in the preprocessed space, for densities over scaled pixels;
-    /// `None` when the data are discrete (binarized) or genuinely continuous.
+    /// Width of the bin each 8-bit value fills in the preprocessed space, for densities over uniformly
+    /// dequantized pixels: value k becomes lo + (hi − lo)(k + u)/256, u ~ U[0, 1), so the bins are
+    /// `(hi − lo) / 256` wide and tile [lo, hi]. `None` for everything else: binarized data are discrete,
+    /// raw values are genuinely continuous, and pixels scaled without dequantization are 256 points
+    /// lo + (hi − lo)k/255 (spaced `(hi − lo) / 255`, see [`Preprocessing::level_spacing`]) that a density
+    /// does not fill — a density evaluated there is not turned into a probability by any bin width.
     pub fn bin_width(&self) -> Option<f64> {
         match self {
-            Preprocessing::Scale { range, .. } => {
+            Preprocessing::Scale {
+                range,
+                dequantize: true,
+            } => {
                 let (lo, hi) = range.bounds();
                 Some((hi - lo) as f64 / 256.0)
+            }
+            _ => None,
+        }
+    }
+
+    /// The distance between neighbouring 8-bit values scaled without dequantization, `(hi − lo) / 255`
+    /// (0 ↦ lo, 255 ↦ hi): the spacing of the levels a discretized decoder puts its bins around. `None` for
+    /// other preprocessings.
+    pub fn level_spacing(&self) -> Option<f64> {
+        match self {
+            Preprocessing::Scale {
+                range,
+                dequantize: false,
+            } => {
+                let (lo, hi) = range.bounds();
+                Some((hi - lo) as f64 / 255.0)
             }
             _ => None,
         }
@@ -206,7 +229,13 @@ mod tests {
             }
             assert_eq!(p.to_u8(hi + 5.0), 255);
             assert_eq!(p.to_u8(lo - 5.0), 0);
-            assert_eq!(p.bin_width(), Some((hi - lo) as f64 / 256.0));
+            // 256 points spaced (hi − lo)/255 apart: no bins for a density to fill
+            assert_eq!(p.bin_width(), None);
+            let gap = p.level_spacing().unwrap();
+            assert_eq!(gap, (hi - lo) as f64 / 255.0);
+            assert!(out
+                .windows(2)
+                .all(|w| ((w[1] - w[0]) as f64 - gap).abs() < 1e-6));
         }
         Ok(())
     }
@@ -237,6 +266,9 @@ mod tests {
                     assert!((p.to_u8(x) as i32 - k as i32).abs() <= 1);
                 }
             }
+            // the bins the noise fills tile [lo, hi]: 256 of width (hi − lo)/256
+            assert_eq!(p.bin_width(), Some(w as f64 / 256.0));
+            assert_eq!(p.level_spacing(), None);
             // the noise is uniform on [0, 1): mean 1/2 (sd of the mean ≈ 0.0013)
             mean_u /= (256 * reps) as f64;
             assert!((mean_u - 0.5).abs() < 0.01, "{mean_u}");

@@ -4,7 +4,10 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::data::{Dataset, Preprocessing};
-use crate::model::{bits_per_dim, Density, LikelihoodKind, LikelihoodOptions, LikelihoodSpace};
+use crate::model::{
+    bits_per_dim, bits_per_dim_basis, BitsPerDim, Density, LikelihoodKind, LikelihoodOptions,
+    LikelihoodSpace,
+};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -19,6 +22,14 @@ pub struct NllReport {
     pub steps: Option<usize>,
     /// What kind of number it is.
     pub kind: LikelihoodKind,
+    /// The kind in words, as `dgm eval` prints it (e.g. "estimate of a lower bound (ELBO), 1 z sample per
+    /// example").
+    pub kind_text: String,
+    /// What the per-example numbers and their mean are, when that needs saying (Monte-Carlo kinds).
+    pub note: Option<String>,
+    /// What the likelihood is conditioned on: `None` for an unconditional model; for a class-conditional
+    /// one, log p(x | y) with each example's true class y (not the class marginal log p(x)).
+    pub conditioning: Option<String>,
     /// Mass over discrete values or density over continuous ones.
     pub space: LikelihoodSpace,
     /// Mean negative log-likelihood per example, nats.
@@ -27,6 +38,10 @@ pub struct NllReport {
     pub stderr_nats: f64,
     /// The mean in bits per dimension (see [`bits_per_dim`]).
     pub bits_per_dim: f64,
+    /// What that bits-per-dimension number is (see [`bits_per_dim_basis`]).
+    pub bits_per_dim_basis: BitsPerDim,
+    /// The same in words.
+    pub bits_per_dim_means: String,
     /// Number of examples.
     pub n: usize,
     /// Data dimension.
@@ -131,17 +146,40 @@ pub fn evaluate_nll(
     let mean = all.iter().sum::<f64>() / n as f64;
     let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
     let dims = data.example_dim();
+    let basis = bits_per_dim_basis(per.space, prep);
     Ok(NllReport {
         estimator: estimator.to_string(),
         samples,
         steps,
+        kind_text: per.kind.to_string(),
+        note: kind_note(&per.kind),
+        conditioning: model.num_classes().map(|k| {
+            format!("conditional: log p(x | y) with each example's true class y (of {k}), not the class marginal log p(x)")
+        }),
         kind: per.kind,
         space: per.space,
         nll_nats: mean,
         stderr_nats: (var / n as f64).sqrt(),
         bits_per_dim: bits_per_dim(mean, dims, per.space, prep),
+        bits_per_dim_basis: basis,
+        bits_per_dim_means: basis.describe().to_string(),
         n,
         dims,
         preprocessing: prep.describe(),
     })
+}
+
+/// What the per-example numbers of `kind` and their mean over a data set are, for the Monte-Carlo kinds.
+pub fn kind_note(kind: &LikelihoodKind) -> Option<String> {
+    match kind {
+        LikelihoodKind::Exact | LikelihoodKind::LowerBound(_) => None,
+        LikelihoodKind::BoundEstimate { bound, .. } => Some(format!(
+            "each example's value is a Monte-Carlo estimate of its {bound}; the mean over the examples is an \
+             unbiased estimate of the mean {bound} (a lower bound on the mean log p(x)), and its standard error \
+             includes the Monte-Carlo noise"
+        )),
+        LikelihoodKind::Estimate(name) => Some(format!(
+            "each example's value is a stochastic estimate ({name}); the standard error includes its noise"
+        )),
+    }
 }

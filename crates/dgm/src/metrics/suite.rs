@@ -23,7 +23,10 @@ use crate::metrics::quality::{
     class_accuracy, fid, inception_score, kid, precision_recall, ClassAccuracy, InceptionScore,
     Kid, PrecisionRecall,
 };
-use crate::model::{bits_per_dim, Condition, Model, SampleOptions};
+use crate::model::{
+    bits_per_dim, bits_per_dim_basis, check_sample_options, Condition, LikelihoodKind, Model,
+    SampleOptions,
+};
 use crate::rng::Rng;
 use crate::train::run::{load_data, LoadedRun};
 use crate::{Error, Result};
@@ -275,6 +278,16 @@ fn draw_samples(
     Ok((out, wanted))
 }
 
+/// What the samples of `model` are, for the report: only models with an observation model (the VAE family)
+/// show its mean; every other model's samples are draws whatever `mean` says.
+pub fn samples_text(model: &dyn Model, mean: bool) -> &'static str {
+    match (model.sample_abilities().observation_mean, mean) {
+        (true, true) => "observation-model mean",
+        (true, false) => "draws from the observation model",
+        (false, _) => "draws (the model's samples)",
+    }
+}
+
 /// Concatenates embeddings of several batches.
 fn embed_all(net: &FeatureNet, batches: &[Tensor], batch_size: usize) -> Result<Embedding> {
     let mut all: Option<Embedding> = None;
@@ -324,6 +337,16 @@ pub fn evaluate_quality(
             format!("{} is too few: use at least 2", opts.num_samples),
         ));
     }
+    // refuse what the model would ignore (a draw from a model that always draws, a sampler it has not)
+    check_sample_options(
+        run.model.as_ref(),
+        &SampleOptions {
+            mean: opts.mean,
+            sampler: opts.sampler.clone(),
+            steps: opts.steps,
+            ..SampleOptions::default()
+        },
+    )?;
     let reference = load_data(&run.config, opts.reference_split, data_dir)?;
     let n_ref = opts.num_samples.min(reference.len());
     let device = run.params.device().clone();
@@ -331,12 +354,7 @@ pub fn evaluate_quality(
         step: run.state.step,
         weights: run.weights.name().to_string(),
         num_samples: opts.num_samples,
-        samples: if opts.mean {
-            "observation-model mean"
-        } else {
-            "draws"
-        }
-        .to_string(),
+        samples: samples_text(run.model.as_ref(), opts.mean).to_string(),
         sampler: opts.sampler.clone(),
         sampler_steps: opts.steps,
         reference: ReferenceInfo {
@@ -727,6 +745,13 @@ pub struct ScoreInfo {
     pub estimator: String,
     /// Its kind, in words.
     pub kind: String,
+    /// For a class-conditional model: the score is the class marginal −log (1/k) Σ_y p(x | y) (OOD inputs
+    /// have no labels), not the −log p(x | y) with true labels that `dgm eval` reports. `None` otherwise.
+    #[serde(default)]
+    pub conditioning: Option<String>,
+    /// What the bits-per-dimension numbers are.
+    #[serde(default)]
+    pub bits_per_dim_means: Option<String>,
 }
 
 /// The fitted typicality test.
@@ -946,7 +971,19 @@ pub fn evaluate_ood(
         },
         score: ScoreInfo {
             estimator,
+            conditioning: classes.map(|k| {
+                let exact = matches!(test_nll.kind, LikelihoodKind::Exact);
+                format!(
+                    "class marginal: −log (1/{k}) Σ_y p(x | y) over the {k} classes, uniform prior (OOD inputs have no labels){}",
+                    if exact {
+                        ""
+                    } else {
+                        "; the per-class numbers are of the kind above, and their log-mean-exp is not an unbiased estimate"
+                    }
+                )
+            }),
             kind: test_nll.kind.to_string(),
+            bits_per_dim_means: Some(bits_per_dim_basis(space, &prep).describe().to_string()),
         },
         typicality: TypicalityInfo {
             batch_size: typical.batch_size,

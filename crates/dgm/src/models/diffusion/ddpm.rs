@@ -27,7 +27,7 @@ use super::likelihood::{ode_data_log_likelihood, vlb_nats, Quantization};
 use super::net::{DenoiserNet, NetConfig};
 use crate::model::{
     Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
-    LossOutput, Model, SampleOptions,
+    LossOutput, Model, SampleAbilities, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, ddim_invert, Level, Sampler, SamplerOptions, VpSchedule};
@@ -380,6 +380,14 @@ impl Model for Ddpm {
         (self.cfg.net.num_classes > 0).then_some(self.cfg.net.num_classes)
     }
 
+    fn sample_abilities(&self) -> SampleAbilities {
+        SampleAbilities {
+            sampler: true,
+            guidance: self.cfg.net.num_classes > 0,
+            ..SampleAbilities::default()
+        }
+    }
+
     fn as_density(&self) -> Option<&dyn Density> {
         Some(self)
     }
@@ -407,6 +415,13 @@ impl Density for Ddpm {
         let x = batch.x.to_dtype(DType::F32)?;
         match opts.estimator.as_deref().unwrap_or(ESTIMATORS[0]) {
             "vlb" => {
+                let n_kl = self.schedule.num_steps().saturating_sub(1);
+                let how = match opts.steps.map(|k| k.min(n_kl)) {
+                    Some(k) if k < n_kl => format!(
+                        "{k} of its {n_kl} KL terms (stratified, unbiased), one noise draw each"
+                    ),
+                    _ => format!("all {n_kl} KL terms, one noise draw each"),
+                };
                 let nll = vlb_nats(
                     &x,
                     &self.schedule,
@@ -417,7 +432,7 @@ impl Density for Ddpm {
                 )?;
                 Ok(LogLikelihood {
                     nats: nll.iter().map(|v| -v).collect(),
-                    kind: LikelihoodKind::LowerBound("VLB".into()),
+                    kind: LikelihoodKind::bound_estimate("VLB", how),
                     space,
                 })
             }
@@ -655,7 +670,28 @@ mod tests {
             assert_eq!(ll.nats, m.log_likelihood(&batch, &opts)?.nats, "{est}");
             if *est == "vlb" {
                 assert!(ll.nats.iter().all(|&v| v <= 0.0), "{:?}", ll.nats);
-                assert_eq!(ll.kind, LikelihoodKind::LowerBound("VLB".into()));
+                // every KL term, but one noise draw each: an estimate of the bound
+                assert_eq!(
+                    ll.kind,
+                    LikelihoodKind::bound_estimate(
+                        "VLB",
+                        format!(
+                            "all {} KL terms, one noise draw each",
+                            m.schedule.num_steps() - 1
+                        )
+                    )
+                );
+                // K of the terms: an unbiased estimate of the bound, labelled with K
+                let few = LikelihoodOptions {
+                    steps: Some(2),
+                    ..opts.clone()
+                };
+                let kind = m.log_likelihood(&batch, &few)?.kind.to_string();
+                assert!(
+                    kind.starts_with("estimate of a lower bound (VLB), 2 of its")
+                        && kind.contains("stratified"),
+                    "{kind}"
+                );
             } else {
                 assert_eq!(ll.kind, LikelihoodKind::Estimate("ODE".into()));
             }

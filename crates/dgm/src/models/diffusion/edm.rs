@@ -38,7 +38,8 @@ use super::condition::{batch_labels, class_labels};
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
 use crate::model::{
-    Batch, Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleOptions,
+    Batch, Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities,
+    SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, KarrasSchedule, Level, NoiseSchedule, SamplerOptions};
@@ -362,6 +363,13 @@ impl Model for Edm {
 
     fn num_classes(&self) -> Option<usize> {
         (self.cfg.net.num_classes > 0).then_some(self.cfg.net.num_classes)
+    }
+
+    fn sample_abilities(&self) -> SampleAbilities {
+        SampleAbilities {
+            sampler: true,
+            ..SampleAbilities::default()
+        }
     }
 
     fn as_density(&self) -> Option<&dyn Density> {

@@ -23,7 +23,7 @@ use super::config::{validate, VaeConfig};
 use super::decoders::Observation;
 use crate::model::{
     Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
-    LossOutput, Model, SampleOptions,
+    LossOutput, Model, SampleAbilities, SampleOptions,
 };
 use crate::nn::{upsample2x, Activation, Conv2d, Linear};
 use crate::rng::Rng;
@@ -401,6 +401,13 @@ impl Model for Vae {
         self.cfg.conditional.then_some(self.cfg.num_classes)
     }
 
+    fn sample_abilities(&self) -> SampleAbilities {
+        SampleAbilities {
+            observation_mean: true,
+            ..SampleAbilities::default()
+        }
+    }
+
     fn as_density(&self) -> Option<&dyn Density> {
         Some(self)
     }
@@ -475,7 +482,11 @@ impl Density for Vae {
         }
         let kind = match iwae {
             true => LikelihoodKind::Estimate(format!("IWAE-{k}")),
-            false => LikelihoodKind::LowerBound("ELBO".into()),
+            // the KL term is exact, the reconstruction term a k-sample Monte-Carlo mean
+            false => LikelihoodKind::bound_estimate(
+                "ELBO",
+                format!("{k} z sample{} per example", if k == 1 { "" } else { "s" }),
+            ),
         };
         Ok(LogLikelihood {
             nats,

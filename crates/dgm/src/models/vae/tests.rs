@@ -347,7 +347,15 @@ fn chunked_iwae_equals_unchunked() -> Result<()> {
         kind("iwae", 5000)?,
         LikelihoodKind::Estimate("IWAE-5000".into())
     );
-    assert_eq!(kind("elbo", 1)?, LikelihoodKind::LowerBound("ELBO".into()));
+    // one z sample per example: an unbiased estimate of the ELBO, not the bound itself
+    assert_eq!(
+        kind("elbo", 1)?,
+        LikelihoodKind::bound_estimate("ELBO", "1 z sample per example")
+    );
+    assert_eq!(
+        kind("elbo", 4)?.to_string(),
+        "estimate of a lower bound (ELBO), 4 z samples per example"
+    );
     assert!(kind("exact", 1).is_err());
     Ok(())
 }
