@@ -259,6 +259,21 @@ fn saved_tokenizer_errors_are_one_line() -> dgm::Result<()> {
 }
 
 #[test]
+fn omniglot_member_name_with_a_newline_gives_a_one_line_error() {
+    // found by the campaign (target omniglot, input 505793): archive member names went into messages raw
+    let t = target("omniglot");
+    let zip = targets::make_zip(&[("a\nb.png".to_string(), b"not a png".to_vec())], true);
+    let work = fuzz::work_dir("regression-omniglot-name");
+    let _ = std::fs::create_dir_all(&work);
+    let run = fuzz::run_one(&t, &work, &vec![zip]);
+    let _ = std::fs::remove_dir_all(&work);
+    match run.outcome {
+        Outcome::Err(e) => assert!(!e.contains('\n') && e.contains("a\\nb.png"), "{e:?}"),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
 #[ignore = "known failure: image_io::load_image decodes before checking the header (fix: decode with \
             dgm::data::ood::decode_png(bytes, max(h, w), limit) or an equivalent header check)"]
 fn load_image_refuses_a_huge_declared_size_before_allocating() {

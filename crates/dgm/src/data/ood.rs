@@ -296,7 +296,9 @@ fn load_omniglot(dir: &Path, h: usize, w: usize, n: usize, rng: &mut Rng) -> Res
     }
     let mut out = Vec::with_capacity(entries.len() * h * w);
     let mut bytes = Vec::new();
-    for (name, index) in &entries {
+    for (raw_name, index) in &entries {
+        // member names come from the archive: escaped, so that a newline in one cannot split the message
+        let name = raw_name.escape_debug().to_string();
         bytes.clear();
         zip.by_index(*index)
             .map_err(|e| corrupt(format!("{name}: {e}")))?
@@ -354,7 +356,7 @@ pub fn decode_png(
             }
             first = false;
         }
-        if kind == b"PLTE" && (len % 3 != 0 || len > 768) {
+        if kind == b"PLTE" && (!len.is_multiple_of(3) || len > 768) {
             return Err(format!(
                 "PLTE chunk of {len} bytes; a palette is 1 to 256 RGB entries of 3 bytes"
             ));

@@ -272,7 +272,7 @@ fn png_seeds(rng: &mut Rng) -> Vec<Vec<u8>> {
     let gama = (*b"gAMA", 45455u32.to_be_bytes().to_vec());
     vec![
         make_png(28, 28, 8, 0, &[], rng),
-        make_png(8, 8, 8, 2, &[gama.clone()], rng),
+        make_png(8, 8, 8, 2, std::slice::from_ref(&gama), rng),
         make_png(5, 7, 8, 6, &[], rng),
         make_png(6, 5, 4, 3, &[plte.clone(), trns], rng),
         make_png(9, 3, 8, 3, &[plte], rng),
@@ -496,7 +496,7 @@ pub fn make_zip(files: &[(String, Vec<u8>)], deflate: bool) -> Vec<u8> {
 fn omniglot() -> Target {
     let mut rng = Rng::new(3);
     let char_png = |w, h, rng: &mut Rng| make_png(w, h, 8, 0, &[], rng);
-    let pngs = vec![
+    let pngs = [
         char_png(105, 105, &mut rng),
         char_png(12, 9, &mut rng),
         make_png(10, 10, 8, 2, &[], &mut rng),
@@ -576,7 +576,7 @@ fn omniglot() -> Target {
                 captions: None,
             };
             let ds = dgm::data::ood::load_ood("omniglot", &reference, work, 3, 0).map_err(err)?;
-            assert!(ds.len() >= 1 && ds.len() <= 3, "{} images", ds.len());
+            assert!(!ds.is_empty() && ds.len() <= 3, "{} images", ds.len());
             Ok(())
         }),
     }
@@ -1153,7 +1153,7 @@ fn check_corpus(corpus: &TextCorpus) -> Result<(), String> {
         for split in [Split::Train, Split::Validation] {
             // short splits are refused with an error; the others give windows that all fit
             if let Ok(ds) = corpus.windows(split, &tok, context) {
-                assert!(ds.len() >= 1, "no windows");
+                assert!(!ds.is_empty(), "no windows");
             }
         }
     }
