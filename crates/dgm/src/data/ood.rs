@@ -68,6 +68,12 @@ pub const BLUR_SIGMA: f32 = 1.0;
 pub const ROTATE_RANGE: (f32, f32) = (90.0, 270.0);
 /// The Omniglot archive, relative to the data directory.
 pub const OMNIGLOT_ZIP: &str = "omniglot/images_background_small1.zip";
+/// The largest width or height of an Omniglot PNG that is decoded (the characters are 105×105).
+pub const MAX_PNG_SIDE: u32 = 4096;
+/// The most memory one PNG may decode into (bytes).
+pub const MAX_PNG_ALLOC: u64 = 32 << 20;
+/// The largest uncompressed size of one archive member that is read (bytes).
+pub const MAX_MEMBER_BYTES: u64 = 16 << 20;
 
 const MNIST_SETS: &[&str] = &[
     "omniglot",
@@ -290,13 +296,21 @@ fn load_omniglot(dir: &Path, h: usize, w: usize, n: usize, rng: &mut Rng) -> Res
     }
     let mut out = Vec::with_capacity(entries.len() * h * w);
     let mut bytes = Vec::new();
-    for (name, index) in &entries {
+    for (raw_name, index) in &entries {
+        // member names come from the archive: escaped, so that a newline in one cannot split the message
+        let name = raw_name.escape_debug().to_string();
         bytes.clear();
         zip.by_index(*index)
             .map_err(|e| corrupt(format!("{name}: {e}")))?
+            .take(MAX_MEMBER_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| corrupt(format!("{name}: {e}")))?;
-        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        if bytes.len() as u64 > MAX_MEMBER_BYTES {
+            return Err(corrupt(format!(
+                "{name}: larger than {MAX_MEMBER_BYTES} bytes uncompressed; not an Omniglot character"
+            )));
+        }
+        let img = decode_png(&bytes, MAX_PNG_SIDE, MAX_PNG_ALLOC)
             .map_err(|e| corrupt(format!("{name}: not a valid PNG: {e}")))?
             .to_luma8();
         let (sw, sh) = (img.width() as usize, img.height() as usize);
@@ -307,6 +321,67 @@ fn load_omniglot(dir: &Path, h: usize, w: usize, n: usize, rng: &mut Rng) -> Res
         out.extend(small.into_iter().map(|v| 255 - v));
     }
     Ok(out)
+}
+
+/// Decodes a PNG held in memory, after checking what the decoder trusts: the signature, a first chunk IHDR
+/// whose width and height are positive and at most `max_side`, and PLTE chunks of whole RGB entries (at most
+/// 256; the `png` crate panics on a PLTE whose length is not a multiple of 3). The decoder then refuses to
+/// allocate more than `max_alloc` bytes, so a small file declaring a huge image fails before any large
+/// allocation. Errors are one line.
+pub fn decode_png(
+    bytes: &[u8],
+    max_side: u32,
+    max_alloc: u64,
+) -> std::result::Result<image::DynamicImage, String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !bytes.starts_with(SIGNATURE) {
+        return Err("no PNG signature".into());
+    }
+    let mut at = SIGNATURE.len();
+    let mut first = true;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        let data = bytes.get(at + 8..(at + 8).saturating_add(len));
+        if first {
+            let Some(d) = data.filter(|d| kind == b"IHDR" && d.len() == 13) else {
+                return Err("the first chunk is not a 13-byte IHDR".into());
+            };
+            let w = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+            let h = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+            if w == 0 || h == 0 || w > max_side || h > max_side {
+                return Err(format!(
+                    "the header declares {w}×{h} pixels; sides of 1 to {max_side} are accepted"
+                ));
+            }
+            first = false;
+        }
+        if kind == b"PLTE" && (!len.is_multiple_of(3) || len > 768) {
+            return Err(format!(
+                "PLTE chunk of {len} bytes; a palette is 1 to 256 RGB entries of 3 bytes"
+            ));
+        }
+        if kind == b"IEND" || data.is_none() {
+            break;
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    if first {
+        return Err("truncated before the IHDR chunk".into());
+    }
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    limits.max_alloc = Some(max_alloc);
+    reader.limits(limits);
+    reader.decode().map_err(|e| {
+        e.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 /// For each of `dst` output cells along one axis of length `src`, the source indices and their area weights

@@ -102,6 +102,23 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// A tokenizer from its saved form (the `[model.tokenizer]` table of a run's `config.toml`), validated.
+    /// The error is one line (`toml`'s own deserialisation messages end in a newline and may continue on a
+    /// second line).
+    pub fn from_toml_value(value: &toml::Value) -> Result<Tokenizer> {
+        let t = Tokenizer::deserialize(value.clone()).map_err(|e| {
+            Error::invalid(
+                "model.tokenizer",
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        })?;
+        t.validate()?;
+        Ok(t)
+    }
+
     /// Byte → token id table (`u32::MAX` for bytes outside the vocabulary).
     fn table(&self) -> [u32; 256] {
         let mut t = [u32::MAX; 256];
