@@ -449,6 +449,31 @@ fn complete_cmd(a: CompleteArgs) -> Result<ExitCode> {
             format!("{} is more than the image's {h} rows", a.rows)
         ));
     }
+    match (a.class, model.num_classes()) {
+        (Some(k), None) => bail!(dgm::Error::invalid(
+            "--class",
+            format!(
+                "{k}: run {} is unconditional; --class applies to class-conditional runs",
+                a.run.run.display()
+            )
+        )),
+        (Some(k), Some(n)) if k as usize >= n => bail!(dgm::Error::invalid(
+            "--class",
+            format!(
+                "{k} is not a class of this run (0 to {})",
+                n.saturating_sub(1)
+            )
+        )),
+        _ => {}
+    }
+    // the n copies as bytes, the batch as f32 and the completed images: refuse what cannot fit
+    let need = (a.n as u64).saturating_mul((c * h * w) as u64 * 9);
+    dgm::memory::check_bytes(
+        &format!("{} images to complete", a.n),
+        "-n",
+        need,
+        &dgm::memory::available()?,
+    )?;
     let pixels = dgm::image_io::load_image(&a.image, c, h, w)?;
     let ds = Dataset {
         name: a.image.display().to_string(),

@@ -298,5 +298,23 @@ fn made_and_pixelcnn_train_score_and_complete_mnist() {
             .args(["--rows", "29", "--out"])
             .arg(d.join("x.png")));
         assert_bad_input(&o, &["--rows", "29"]);
+        // --class on an unconditional run is refused, not ignored; -n that cannot fit is refused up front
+        let o = run(dgm()
+            .args(["edit", "complete", "--run"])
+            .arg(&r)
+            .arg("--image")
+            .arg(&img)
+            .args(["--rows", "14", "--class", "3", "--out"])
+            .arg(d.join("x.png")));
+        assert_bad_input(&o, &["--class", "unconditional"]);
+        let o = run(dgm()
+            .env("DGM_MEMORY_LIMIT", "1GB")
+            .args(["edit", "complete", "--run"])
+            .arg(&r)
+            .arg("--image")
+            .arg(&img)
+            .args(["--rows", "14", "-n", "1000000000", "--out"])
+            .arg(d.join("x.png")));
+        assert_bad_input(&o, &["-n", "1000000000 images", "DGM_MEMORY_LIMIT"]);
     }
 }

@@ -190,7 +190,7 @@ fn sigkill_at_every_write_point_resumes_bit_identical() {
         let again = || toy_train(&r, steps, &extra);
         run_to_completion(
             &r,
-            &mut dgm().args(["train", "--quiet", "--resume"]).arg(&r),
+            dgm().args(["train", "--quiet", "--resume"]).arg(&r),
             &|| again(),
         );
         assert!(
@@ -256,7 +256,7 @@ fn sigkill_during_a_resume_and_from_outside_resumes_bit_identical() {
         let again = || toy_train(&r, steps, &extra);
         run_to_completion(
             &r,
-            &mut dgm().args(["train", "--quiet", "--resume"]).arg(&r),
+            dgm().args(["train", "--quiet", "--resume"]).arg(&r),
             &|| again(),
         );
         assert!(want == snapshot(&r), "killed after {ms} ms: differs");
@@ -303,7 +303,7 @@ fn a_failed_write_keeps_the_previous_checkpoint_and_resumes_bit_identical() {
         let again = || toy_train(&r, steps, &extra);
         run_to_completion(
             &r,
-            &mut dgm().args(["train", "--quiet", "--resume"]).arg(&r),
+            dgm().args(["train", "--quiet", "--resume"]).arg(&r),
             &|| again(),
         );
         assert!(want == snapshot(&r), "failed write at point {k}: differs");

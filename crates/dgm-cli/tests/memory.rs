@@ -217,3 +217,34 @@ fn sample_n_is_bounded() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(png_size(&png), (512, 512));
 }
+
+/// A batch whose activations cannot fit is refused by the training estimate before the parameters are created,
+/// naming `train.batch_size`, and leaves no folder behind; the same run with a small batch trains under the same
+/// limit (so the refusal is the batch's, not the model's or the data's).
+#[test]
+fn huge_batches_are_refused_before_training() {
+    let d = tmp("mem-batch");
+    let go = |out: &Path, batch: &str| {
+        run(dgm()
+            .env("DGM_MEMORY_LIMIT", "50MB")
+            .args(["train", "vae", "--data", "shapes", "--out"])
+            .arg(out)
+            .args(["--steps", "1", "--seed", "7"])
+            .args(TINY)
+            .args(["--set", "data.sizes.train=2048"])
+            .args(["--set", &format!("train.batch_size={batch}")]))
+    };
+    let r = d.join("big");
+    let o = go(&r, "2048");
+    assert_bad_input(
+        &o,
+        &[
+            "train.batch_size",
+            "2048",
+            "50.0 MB allowed by DGM_MEMORY_LIMIT",
+        ],
+    );
+    assert!(!r.exists(), "a refused run leaves no folder");
+    let o = go(&d.join("small"), "32");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -266,7 +266,7 @@ impl<M> Manifest<M> {
                 msg: format!(
                     "SHA-256 {} does not match the manifest's {}: the file is damaged",
                     &hash[..16],
-                    &rec.sha256[..rec.sha256.len().min(16)]
+                    rec.sha256.chars().take(16).collect::<String>()
                 ),
             });
         }

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     /// An error from candle (tensor shape mismatch, device error, ...). Usually a bug, not user input.
-    #[error("tensor error: {0}")]
+    #[error("tensor error: {}", esc(.0))]
     Candle(candle_core::Error),
 
     /// A file could not be read or written.
-    #[error("{}: {error}", path.display())]
+    #[error("{}: {}", esc(path.display()), esc(error))]
     Io {
         /// The file involved.
         path: PathBuf,
@@ -23,7 +23,7 @@ pub enum Error {
     },
 
     /// A data file exists but its content is wrong (bad magic number, truncated, inconsistent counts).
-    #[error("{}: {msg}", path.display())]
+    #[error("{}: {}", esc(path.display()), esc(msg))]
     CorruptData {
         /// The offending file.
         path: PathBuf,
@@ -32,7 +32,7 @@ pub enum Error {
     },
 
     /// A data set was asked for but its files are not where we looked.
-    #[error("data set '{name}' not found: {msg}")]
+    #[error("data set '{}' not found: {}", esc(name), esc(msg))]
     DataNotFound {
         /// The data set name (e.g. `mnist`).
         name: String,
@@ -41,7 +41,7 @@ pub enum Error {
     },
 
     /// A name (model, data set, sampler, metric, key ...) is not one we know.
-    #[error("unknown {what} '{value}'; valid options: {options}")]
+    #[error("unknown {what} '{}'; valid options: {}", esc(value), esc(options))]
     Unknown {
         /// What kind of name this is ("model", "data set", ...).
         what: &'static str,
@@ -52,7 +52,7 @@ pub enum Error {
     },
 
     /// A value was given for a known key but it is not acceptable.
-    #[error("invalid value for {key}: {msg}")]
+    #[error("invalid value for {}: {}", esc(key), esc(msg))]
     InvalidValue {
         /// The key or argument (e.g. `model.latent_dim`).
         key: String,
@@ -61,7 +61,7 @@ pub enum Error {
     },
 
     /// A checkpoint or run directory is missing, incomplete or does not match its config.
-    #[error("checkpoint {}: {msg}", path.display())]
+    #[error("checkpoint {}: {}", esc(path.display()), esc(msg))]
     Checkpoint {
         /// The run directory or file.
         path: PathBuf,
@@ -81,7 +81,7 @@ pub enum Error {
     },
 
     /// An operation a model does not support (e.g. likelihood of a GAN).
-    #[error("{0}")]
+    #[error("{}", esc(.0))]
     Unsupported(String),
 }
 
@@ -132,6 +132,25 @@ impl From<candle_core::Error> for Error {
     }
 }
 
+/// `s` as it goes into an error message: control characters (newlines, tabs, terminal escapes) are written
+/// as Rust escapes (`\n`, `\u{1b}`), so that a message built from a user's string (a file or data set name,
+/// a `--set` value) stays on one line and cannot drive the terminal. Everything else is unchanged.
+pub fn esc(s: impl std::fmt::Display) -> String {
+    let s = s.to_string();
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// dgm's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -164,5 +183,24 @@ mod tests {
         let text = chain(&e);
         assert_eq!(text.matches("shape mismatch").count(), 1, "{text}");
         assert!(!e.is_user_error());
+    }
+
+    /// User strings with control characters (a data set named "x\n", a `--set` value with an escape sequence)
+    /// give one-line messages; ordinary text, Unicode included, is unchanged.
+    #[test]
+    fn messages_built_from_user_strings_stay_on_one_line() {
+        let e = Error::unknown("data set", "x\ny\u{1b}[2J", &["mnist", "shapes"]);
+        assert_eq!(
+            e.to_string(),
+            "unknown data set 'x\\ny\\u{1b}[2J'; valid options: mnist, shapes"
+        );
+        let e = Error::invalid("train.lr", "'1\t2' is not a number ≥ 0");
+        assert_eq!(
+            e.to_string(),
+            "invalid value for train.lr: '1\\t2' is not a number ≥ 0"
+        );
+        let e = Error::io("a\nb.png", std::io::Error::from_raw_os_error(2));
+        assert!(e.to_string().starts_with("a\\nb.png: "), "{e}");
+        assert_eq!(esc("données ✓"), "données ✓");
     }
 }

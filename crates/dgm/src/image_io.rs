@@ -243,47 +243,127 @@ pub fn save_scatter(path: &Path, points: &Tensor, lim: f32, size: u32) -> Result
 ///
 /// The size is read from the file's header first, so a wrong size is refused before any pixel is decoded (a
 /// 20000 × 20000 upload costs a few bytes of reading, not 1.2 GB of pixels); the decoder is then limited to
-/// `h × w` and to the memory those pixels need.
+/// `h × w` and to the memory those pixels need. PNGs go through [`decode_png`]'s chunk checks (the `png` crate
+/// panics on some malformed palettes); files larger than any `h × w` image could reasonably be are refused
+/// before they are read.
 pub fn load_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> {
-    let bad = |e: image::ImageError| Error::invalid(path.display().to_string(), e.to_string());
-    let reader = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
-        image::ImageReader::open(path)
-            .map_err(|e| Error::io(path, e))?
+    if c != 1 && c != 3 {
+        return Err(Error::invalid(
+            "image channels",
+            format!("{c}: only 1 (grey) or 3 (RGB) channel images can be read"),
+        ));
+    }
+    let name = path.display().to_string();
+    let bad = |e: String| Error::invalid(name.clone(), e);
+    // the decoded image in its widest form (16-bit RGBA) and a copy for the colour conversion
+    let max_alloc = (w as u64 * h as u64).saturating_mul(16).max(1 << 20);
+    // an encoded image is never much larger than its raw pixels plus metadata
+    let max_file = max_alloc.saturating_add(16 << 20);
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > max_file {
+        return Err(bad(format!(
+            "the file has {len} bytes, more than any {w}×{h} image needs ({max_file} at most)"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
             .with_guessed_format()
             .map_err(|e| Error::io(path, e))
     };
-    let (iw, ih) = reader()?.into_dimensions().map_err(bad)?;
+    let (iw, ih) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(one_line(&e.to_string())))?;
     if (iw as usize, ih as usize) != (w, h) {
-        return Err(Error::invalid(
-            path.display().to_string(),
-            format!("the image is {iw}×{ih} pixels; this model takes {w}×{h} images"),
-        ));
+        return Err(bad(format!(
+            "the image is {iw}×{ih} pixels; this model takes {w}×{h} images"
+        )));
     }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(iw);
-    limits.max_image_height = Some(ih);
-    // the decoded image in its widest form (16-bit RGBA) and a copy for the colour conversion
-    limits.max_alloc = Some((iw as u64 * ih as u64).saturating_mul(16).max(1 << 20));
-    let mut r = reader()?;
-    r.limits(limits);
-    let img = r.decode().map_err(bad)?;
-    match c {
-        1 => Ok(img.to_luma8().into_raw()),
-        3 => {
-            let rgb = img.to_rgb8();
-            let mut out = vec![0u8; 3 * h * w];
-            for (i, p) in rgb.pixels().enumerate() {
-                for ch in 0..3 {
-                    out[ch * h * w + i] = p.0[ch];
-                }
-            }
-            Ok(out)
+    let img = if reader()?.format() == Some(image::ImageFormat::Png) {
+        decode_png(&bytes, iw.max(ih), max_alloc).map_err(bad)?
+    } else {
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(iw);
+        limits.max_image_height = Some(ih);
+        limits.max_alloc = Some(max_alloc);
+        let mut r = reader()?;
+        r.limits(limits);
+        r.decode().map_err(|e| bad(one_line(&e.to_string())))?
+    };
+    if c == 1 {
+        return Ok(img.to_luma8().into_raw());
+    }
+    let rgb = img.to_rgb8();
+    let mut out = vec![0u8; 3 * h * w];
+    for (i, p) in rgb.pixels().enumerate() {
+        for ch in 0..3 {
+            out[ch * h * w + i] = p.0[ch];
         }
-        _ => Err(Error::invalid(
-            "image channels",
-            format!("{c}: only 1 (grey) or 3 (RGB) channel images can be read"),
-        )),
     }
+    Ok(out)
+}
+
+/// `s` on one line: runs of whitespace (newlines included) become one space.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Decodes a PNG held in memory, after checking what the decoder trusts: the signature, a first chunk IHDR
+/// whose width and height are positive and at most `max_side`, and PLTE chunks of whole RGB entries (at most
+/// 256; the `png` crate panics on a PLTE whose length is not a multiple of 3). The decoder then refuses to
+/// allocate more than `max_alloc` bytes, so a small file declaring a huge image fails before any large
+/// allocation. Errors are one line.
+pub fn decode_png(
+    bytes: &[u8],
+    max_side: u32,
+    max_alloc: u64,
+) -> std::result::Result<image::DynamicImage, String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !bytes.starts_with(SIGNATURE) {
+        return Err("no PNG signature".into());
+    }
+    let mut at = SIGNATURE.len();
+    let mut first = true;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        let data = bytes.get(at + 8..(at + 8).saturating_add(len));
+        if first {
+            let Some(d) = data.filter(|d| kind == b"IHDR" && d.len() == 13) else {
+                return Err("the first chunk is not a 13-byte IHDR".into());
+            };
+            let w = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+            let h = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+            if w == 0 || h == 0 || w > max_side || h > max_side {
+                return Err(format!(
+                    "the header declares {w}×{h} pixels; sides of 1 to {max_side} are accepted"
+                ));
+            }
+            first = false;
+        }
+        if kind == b"PLTE" && (!len.is_multiple_of(3) || len > 768) {
+            return Err(format!(
+                "PLTE chunk of {len} bytes; a palette is 1 to 256 RGB entries of 3 bytes"
+            ));
+        }
+        if kind == b"IEND" || data.is_none() {
+            break;
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    if first {
+        return Err("truncated before the IHDR chunk".into());
+    }
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    limits.max_alloc = Some(max_alloc);
+    reader.limits(limits);
+    reader.decode().map_err(|e| one_line(&e.to_string()))
 }
 
 /// Saves model output shaped like a batch: images as a grid, 2-D points as a scatter plot.

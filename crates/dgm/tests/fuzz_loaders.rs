@@ -27,23 +27,10 @@ fn target(name: &str) -> Target {
     }
 }
 
-/// Findings that are known and tolerated until a file outside the fuzzing work is fixed (see each use).
-#[derive(Clone, Copy, Default)]
-struct Known {
-    /// Multi-line error messages.
-    multiline: bool,
-    /// Panics and allocations over 64 MiB.
-    crashes: bool,
-}
-
 /// Runs `name` for [`CI_INPUTS`] inputs on an 8 MiB stack (the size of the CLI's main thread) and fails
 /// with the findings (input index, kind, message, saved file) when any input panics, makes an allocation
-/// over 64 MiB, or gets an error of more than one line (unless `known` tolerates it).
+/// over 64 MiB, or gets an error of more than one line.
 fn check(name: &'static str) {
-    check_known(name, Known::default())
-}
-
-fn check_known(name: &'static str, known: Known) {
     let rep = std::thread::Builder::new()
         .stack_size(8 << 20)
         .spawn(move || fuzz::campaign(&target(name), CI_INPUTS, CI_SEED, &findings_dir()))
@@ -52,15 +39,7 @@ fn check_known(name: &'static str, known: Known) {
         Ok(Ok(rep)) => {
             println!("{} ({})", rep, rep.loader);
             assert!(rep.bad_seeds.is_empty(), "{rep}");
-            if !known.crashes && !known.multiline {
-                assert!(rep.clean(), "{rep}");
-            }
-            if !known.crashes {
-                assert!(rep.panics == 0 && rep.big_allocs == 0, "{rep}");
-            }
-            if !known.multiline {
-                assert!(rep.multiline == 0, "{rep}");
-            }
+            assert!(rep.clean(), "{rep}");
             assert!(rep.ok > 0 && rep.errors > 0, "{rep}");
         }
         _ => panic!("the fuzz thread of {name} failed"),
@@ -79,15 +58,7 @@ fn fuzz_omniglot_zip() {
 
 #[test]
 fn fuzz_png_load_image() {
-    // KNOWN FAILURE until image_io::load_image checks the PNG before decoding it (see
-    // `load_image_refuses_a_huge_declared_size_before_allocating`, ignored until then)
-    check_known(
-        "png",
-        Known {
-            crashes: true,
-            ..Known::default()
-        },
-    )
+    check("png")
 }
 
 #[test]
@@ -95,31 +66,29 @@ fn fuzz_safetensors() {
     check("safetensors")
 }
 
-// KNOWN FAILURE (multi-line errors) for the three config targets until user strings are escaped in error
-// messages and run_tokenizer uses Tokenizer::from_toml_value (see the ignored tests at the end)
-const MULTILINE: Known = Known {
-    multiline: true,
-    crashes: false,
-};
-
 #[test]
 fn fuzz_config_toml() {
-    check_known("config", MULTILINE)
+    check("config")
 }
 
 #[test]
 fn fuzz_config_set() {
-    check_known("set", MULTILINE)
+    check("set")
 }
 
 #[test]
 fn fuzz_tokenizer_in_config() {
-    check_known("tokenizer", MULTILINE)
+    check("tokenizer")
 }
 
 #[test]
 fn fuzz_state_json() {
     check("state")
+}
+
+#[test]
+fn fuzz_checkpoint_manifest() {
+    check("checkpoint")
 }
 
 #[test]
@@ -129,7 +98,7 @@ fn fuzz_text_corpus() {
 
 #[test]
 fn every_target_is_checked() {
-    assert_eq!(targets::NAMES.len(), 9);
+    assert_eq!(targets::NAMES.len(), 10);
     for n in targets::NAMES {
         let t = target(n);
         assert!(!t.seeds.is_empty(), "{n}");
@@ -274,8 +243,6 @@ fn omniglot_member_name_with_a_newline_gives_a_one_line_error() {
 }
 
 #[test]
-#[ignore = "known failure: image_io::load_image decodes before checking the header (fix: decode with \
-            dgm::data::ood::decode_png(bytes, max(h, w), limit) or an equivalent header check)"]
 fn load_image_refuses_a_huge_declared_size_before_allocating() {
     let run = png_run(
         png_claiming(10, 10, Some((20_000, 20_000)), 0, &[]),
@@ -288,16 +255,12 @@ fn load_image_refuses_a_huge_declared_size_before_allocating() {
 }
 
 #[test]
-#[ignore = "known failure: the png crate panics on a PLTE of 3k+1 or 3k+2 bytes; image_io::load_image must \
-            check PLTE lengths first (as dgm::data::ood::decode_png does)"]
 fn load_image_with_a_partial_palette_entry_is_an_error_not_a_panic() {
     let run = png_run(png_claiming(6, 5, None, 3, &[partial_palette()]), 1, 5, 6);
     assert!(matches!(run.outcome, Outcome::Err(_)), "{run:?}");
 }
 
 #[test]
-#[ignore = "known failure: run_tokenizer (train/run.rs) prints toml's multi-line message; fix: call \
-            Tokenizer::from_toml_value"]
 fn saved_tokenizer_with_a_missing_field_is_a_one_line_error() {
     let t = target("tokenizer");
     let run = fuzz::run_one(
@@ -312,8 +275,6 @@ fn saved_tokenizer_with_a_missing_field_is_a_one_line_error() {
 }
 
 #[test]
-#[ignore = "known failure: user strings (data set and model names, [model] keys, --set values) are put in \
-            error messages unescaped; fix: escape them (e.g. escape_debug in Error::unknown and in set())"]
 fn config_and_set_errors_stay_one_line_with_newlines_in_names() {
     let toml = dgm::train::RunConfig::new("vae", "mnist")
         .and_then(|c| c.to_toml())

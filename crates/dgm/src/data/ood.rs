@@ -45,6 +45,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{mnist, Dataset, Split, Storage, DATA_ENV};
+use crate::image_io::decode_png;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -321,67 +322,6 @@ fn load_omniglot(dir: &Path, h: usize, w: usize, n: usize, rng: &mut Rng) -> Res
         out.extend(small.into_iter().map(|v| 255 - v));
     }
     Ok(out)
-}
-
-/// Decodes a PNG held in memory, after checking what the decoder trusts: the signature, a first chunk IHDR
-/// whose width and height are positive and at most `max_side`, and PLTE chunks of whole RGB entries (at most
-/// 256; the `png` crate panics on a PLTE whose length is not a multiple of 3). The decoder then refuses to
-/// allocate more than `max_alloc` bytes, so a small file declaring a huge image fails before any large
-/// allocation. Errors are one line.
-pub fn decode_png(
-    bytes: &[u8],
-    max_side: u32,
-    max_alloc: u64,
-) -> std::result::Result<image::DynamicImage, String> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    if !bytes.starts_with(SIGNATURE) {
-        return Err("no PNG signature".into());
-    }
-    let mut at = SIGNATURE.len();
-    let mut first = true;
-    while let Some(head) = bytes.get(at..at + 8) {
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let kind = &head[4..8];
-        let data = bytes.get(at + 8..(at + 8).saturating_add(len));
-        if first {
-            let Some(d) = data.filter(|d| kind == b"IHDR" && d.len() == 13) else {
-                return Err("the first chunk is not a 13-byte IHDR".into());
-            };
-            let w = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-            let h = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-            if w == 0 || h == 0 || w > max_side || h > max_side {
-                return Err(format!(
-                    "the header declares {w}×{h} pixels; sides of 1 to {max_side} are accepted"
-                ));
-            }
-            first = false;
-        }
-        if kind == b"PLTE" && (!len.is_multiple_of(3) || len > 768) {
-            return Err(format!(
-                "PLTE chunk of {len} bytes; a palette is 1 to 256 RGB entries of 3 bytes"
-            ));
-        }
-        if kind == b"IEND" || data.is_none() {
-            break;
-        }
-        at = at.saturating_add(12).saturating_add(len);
-    }
-    if first {
-        return Err("truncated before the IHDR chunk".into());
-    }
-    let mut reader =
-        image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(max_side);
-    limits.max_image_height = Some(max_side);
-    limits.max_alloc = Some(max_alloc);
-    reader.limits(limits);
-    reader.decode().map_err(|e| {
-        e.to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    })
 }
 
 /// For each of `dst` output cells along one axis of length `src`, the source indices and their area weights

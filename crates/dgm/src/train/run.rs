@@ -319,10 +319,7 @@ pub fn run_tokenizer(cfg: &RunConfig) -> Result<Option<Tokenizer>> {
     if v.as_table().is_some_and(|t| t.is_empty()) {
         return Ok(None);
     }
-    let t = Tokenizer::deserialize(v.clone())
-        .map_err(|e| Error::invalid("model.tokenizer", e.to_string()))?;
-    t.validate()?;
-    Ok(Some(t))
+    Tokenizer::from_toml_value(v).map(Some)
 }
 
 /// What a model needs to know about a data set.

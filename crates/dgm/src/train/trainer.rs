@@ -263,6 +263,10 @@ pub fn train(
         if !resume {
             let info = data_info(&train, &cfg);
             models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
+        }
+        // parameters, optimizer, EMA and one batch's activations must fit before anything is allocated
+        crate::memory::check_training(&cfg)?;
+        if !resume {
             dir.save_config(&cfg)?;
         }
         Ok((train, val))

@@ -9,7 +9,8 @@
 //! | `config` | `train::RunConfig::from_toml` (+ `validate`, `run_tokenizer`, `to_toml` round trip) |
 //! | `set` | `train::RunConfig::set` (what `--set key=value` parses) |
 //! | `tokenizer` | `[model.tokenizer]` of a config through `train::run::run_tokenizer` |
-//! | `state` | `train::RunDir::load_state` (state.json) |
+//! | `state` | `train::RunDir::load_state` (a legacy run's state.json) |
+//! | `checkpoint` | `train::RunDir::checkpoint` + `RunCheckpoint::tensors` (checkpoint.json and a hashed file) |
 //! | `text` | `data::text::load` + `Tokenizer::from_corpus` + `TextCorpus::windows` + `Utf8Stream` |
 //!
 //! There is no WAV loader in dgm yet, so no WAV target.
@@ -36,6 +37,7 @@ pub const NAMES: &[&str] = &[
     "set",
     "tokenizer",
     "state",
+    "checkpoint",
     "text",
 ];
 
@@ -50,6 +52,7 @@ pub fn target(name: &str) -> Option<Target> {
         "set" => set(),
         "tokenizer" => tokenizer(),
         "state" => state(),
+        "checkpoint" => checkpoint(),
         "text" => text(),
         _ => return None,
     })
@@ -1092,6 +1095,89 @@ fn state() -> Target {
             let s = RunDir::new(work).load_state().map_err(err)?;
             // a loaded state resumes its generator
             let _ = dgm::rng::Rng::from_state(&s.rng).next_u64();
+            Ok(())
+        }),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// checkpoint.json (the manifest) and the file it vouches for
+
+const CHECKPOINT_DIR: &str = "checkpoints/step-00000001";
+
+const MANIFEST_DICT: &[&[u8]] = &[
+    b"\"format\"",
+    b"\"state\"",
+    b"\"dir\"",
+    b"\"files\"",
+    b"\"bytes\"",
+    b"\"sha256\"",
+    b"\"model.safetensors\"",
+    b"\"checkpoints/step-00000001\"",
+    b"\"checkpoints/..\"",
+    b"\"checkpoints/\"",
+    b"\"../x\"",
+    b"\"/etc\"",
+    b"\"checkpoints/a/b\"",
+    // a multi-byte hash (JSON escapes of é): sliced by bytes it would split a character
+    br#""\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9""#,
+    "\"éééééééééé\"".as_bytes(),
+    b"2",
+    b"4294967296",
+];
+
+/// A manifest for `file` (as `model.safetensors` in [`CHECKPOINT_DIR`]) with training state `state`.
+fn manifest_for(state: &str, file: &[u8]) -> Vec<u8> {
+    format!(
+        r#"{{"format":1,"state":{state},"dir":"{CHECKPOINT_DIR}","files":{{"model.safetensors":{{"bytes":{},"sha256":"{}"}}}}}}"#,
+        file.len(),
+        dgm::checkpoint::sha256_hex(file)
+    )
+    .into_bytes()
+}
+
+const SEED_STATE: &str = r#"{"step":1,"adam_t":1,"seed":3,"rng":{"seed":3,"stream":1,"word_pos":0},"finished":false,"dgm_version":"0.1.0"}"#;
+
+fn checkpoint() -> Target {
+    let mut rng = Rng::new(5);
+    let seeds: Vec<Input> = safetensors_seeds(&mut rng)
+        .into_iter()
+        .take(3)
+        .map(|f| vec![manifest_for(SEED_STATE, &f), f])
+        .collect();
+    Target {
+        name: "checkpoint",
+        loader:
+            "train::RunDir::checkpoint + RunCheckpoint::tensors (checkpoint.json, checkpoints/…)",
+        seeds,
+        mutate: Box::new(|rng, seed, seeds| {
+            let (mut manifest, mut file) = (seed[0].clone(), seed[1].clone());
+            match rng.below(4) {
+                // the manifest: fields, names, folders, hashes, sizes, JSON syntax
+                0 | 1 => mutate_text(rng, &mut manifest, MANIFEST_DICT, &refs(seeds, 0)),
+                // the file alone: the hash check must catch it
+                2 => mutate_bytes(rng, &mut file, &[], &refs(seeds, 1), 3),
+                // the file with a manifest that vouches for it: the safetensors parser sees it
+                _ => {
+                    mutate_bytes(rng, &mut file, ST_DICT, &refs(seeds, 1), 3);
+                    manifest = manifest_for(SEED_STATE, &file);
+                }
+            }
+            vec![manifest, file]
+        }),
+        run: Box::new(|work, input| {
+            let dir = work.join(CHECKPOINT_DIR);
+            let _ = std::fs::remove_dir_all(work.join("checkpoints"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("model.safetensors"), &input[1]).map_err(|e| e.to_string())?;
+            std::fs::write(work.join("checkpoint.json"), &input[0]).map_err(|e| e.to_string())?;
+            let run = RunDir::new(work);
+            let Some(c) = run.checkpoint().map_err(err)? else {
+                return Err("no checkpoint".into());
+            };
+            c.tensors(&run, "model.safetensors", &Device::Cpu)
+                .map_err(err)?;
+            let _ = dgm::rng::Rng::from_state(&c.state.rng).next_u64();
             Ok(())
         }),
     }
