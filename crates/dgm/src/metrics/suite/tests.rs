@@ -3,7 +3,8 @@
 use super::ood::marginal_nll;
 use super::quality::spread_rows;
 use super::*;
-use crate::data::Storage;
+use crate::data::{Dataset, Storage};
+use crate::metrics::likelihood::PerExampleNll;
 use crate::model::{LikelihoodKind, LikelihoodSpace};
 
 #[test]
