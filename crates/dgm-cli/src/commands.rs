@@ -21,6 +21,7 @@ use crate::cli::{
     InterpolateArgs, MetricsCommand, ReportArgs, RunArg, SampleArgs, ScoreArgs, TrainArgs,
     TrainFeaturesArgs,
 };
+use crate::progress::{throttled, TrainProgress};
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -66,7 +67,6 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
         }
     }
     opts.time_limit = a.time_limit;
-    opts.quiet = a.quiet;
     let stop = opts.stop.clone();
     // First Ctrl-C: finish the current step, write a checkpoint, exit 0. Second: exit at once.
     let _ = ctrlc::set_handler(move || {
@@ -149,7 +149,10 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
             (out.clone(), cfg, false)
         }
     };
-    match train::train(&dir, &cfg, resume, &opts)? {
+    let mut progress = TrainProgress::new(a.quiet);
+    let outcome = train::train(&dir, &cfg, resume, &opts, &mut |e| progress.on(e));
+    progress.finish();
+    match outcome? {
         TrainOutcome::Finished { .. } | TrainOutcome::Interrupted { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -630,21 +633,6 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         eval_quality(&a, &run, &sel.quality, split, &data_dir)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A progress printer that speaks at most every 10 s.
-fn throttled(label: String) -> impl FnMut(usize, usize) {
-    let started = std::time::Instant::now();
-    let mut last = started;
-    move |done: usize, total: usize| {
-        if last.elapsed().as_secs() >= 10 {
-            eprintln!(
-                "{label}: {done}/{total} examples, {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-            last = std::time::Instant::now();
-        }
-    }
 }
 
 fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -> Result<()> {

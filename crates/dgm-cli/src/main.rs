@@ -9,6 +9,7 @@ use mimalloc::MiMalloc;
 
 mod cli;
 mod commands;
+mod progress;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;

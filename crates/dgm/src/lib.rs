@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod events;
 pub mod image_io;
 pub mod memory;
 pub mod metrics;

@@ -1,12 +1,11 @@
-//! Run logging: `metrics.jsonl` (one JSON object per logged step) and console progress — an indicatif bar on
-//! a terminal, plain periodic lines otherwise (CI logs, pipes).
+//! Run logging: `metrics.jsonl` (one JSON object per logged step) and the session [`Clock`] behind its
+//! rates. Console progress is not printed here: the trainer sends [`crate::events::Event`]s.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
 use crate::checkpoint::write_atomic;
@@ -64,38 +63,23 @@ impl MetricsLog {
     }
 }
 
-/// Console progress.
-pub struct Progress {
-    bar: Option<ProgressBar>,
-    total: u64,
+/// The clock of one training session: elapsed time and steps per second (logged as `it_s`, shown by
+/// whoever renders the progress events).
+pub struct Clock {
     start: Instant,
     start_step: u64,
-    quiet: bool,
 }
 
-impl Progress {
-    /// Progress from `start_step` to `total`; a bar when stdout is a terminal (and not `quiet`).
-    pub fn new(start_step: u64, total: u64, quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stdout().is_terminal()).then(|| {
-            let b = ProgressBar::new(total);
-            let style = ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            b.set_style(style);
-            b.set_position(start_step);
-            b
-        });
+impl Clock {
+    /// A clock started now, at step `start_step`.
+    pub fn new(start_step: u64) -> Self {
         Self {
-            bar,
-            total,
             start: Instant::now(),
             start_step,
-            quiet,
         }
     }
 
-    /// Seconds since this session's progress started.
+    /// Seconds since this session started.
     pub fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
@@ -103,52 +87,5 @@ impl Progress {
     /// Steps per second in this session so far.
     pub fn rate(&self, step: u64) -> f64 {
         (step.saturating_sub(self.start_step)) as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
-    }
-
-    /// Reports `step` (1-based count of finished steps) with a message; prints a plain line when there is
-    /// no bar and `print` is set.
-    pub fn update(&self, step: u64, msg: &str, print: bool) {
-        let rate = self.rate(step);
-        match &self.bar {
-            Some(b) => {
-                b.set_position(step);
-                b.set_message(format!("{msg} {rate:.1} it/s"));
-            }
-            None if print && !self.quiet => {
-                let eta = (self.total - step.min(self.total)) as f64 / rate.max(1e-9);
-                println!(
-                    "step {step}/{} {msg} {rate:.1} it/s eta {}",
-                    self.total,
-                    fmt_secs(eta)
-                );
-            }
-            None => {}
-        }
-    }
-
-    /// Prints a line without breaking the bar.
-    pub fn println(&self, line: &str) {
-        match &self.bar {
-            Some(b) => b.println(line),
-            None if !self.quiet => println!("{line}"),
-            None => {}
-        }
-    }
-
-    /// Removes the bar.
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
-/// "1h02m", "3m05s", "12s".
-pub fn fmt_secs(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    match (s / 3600, (s / 60) % 60, s % 60) {
-        (0, 0, sec) => format!("{sec}s"),
-        (0, m, sec) => format!("{m}m{sec:02}s"),
-        (h, m, _) => format!("{h}h{m:02}m"),
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::checkpoint::{self, tensor_bytes, write_atomic};
 use crate::data::{Dataset, Split};
 use crate::error::kept;
+use crate::events::{Event, StepLog};
 use crate::image_io::save_samples;
 use crate::model::{Batch, GenerateOptions, Model, SampleOptions};
 use crate::models;
@@ -21,7 +22,7 @@ use crate::nn::Params;
 use crate::rng::Rng;
 use crate::train::ema::Ema;
 use crate::train::loader::Loader;
-use crate::train::log::{MetricsLog, Progress};
+use crate::train::log::{Clock, MetricsLog};
 use crate::train::optim::{
     accumulate, collect_grads, global_grad_norm, lr_at, AdamW, AdamWParams, Grads,
 };
@@ -49,8 +50,6 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) once this session has trained for this many seconds (validation and sample
     /// writing not counted): training for a fixed time budget.
     pub time_limit: Option<f64>,
-    /// No console output.
-    pub quiet: bool,
 }
 
 impl TrainOptions {
@@ -62,7 +61,6 @@ impl TrainOptions {
             stop: Arc::new(AtomicBool::new(false)),
             stop_after: None,
             time_limit: None,
-            quiet: false,
         }
     }
 }
@@ -100,8 +98,9 @@ struct Session {
 }
 
 impl Session {
-    /// Commits a checkpoint of the current step (weights, EMA, optimizer and state as one unit).
-    fn checkpoint(&mut self) -> Result<()> {
+    /// Commits a checkpoint of the current step (weights, EMA, optimizer and state as one unit); returns its
+    /// folder.
+    fn checkpoint(&mut self) -> Result<PathBuf> {
         let state = TrainState {
             step: self.step,
             adam_t: self.opt.t,
@@ -115,19 +114,20 @@ impl Session {
             (EMA_FILE, tensor_bytes(&self.ema.params.snapshot()?)?),
             (OPTIMIZER_FILE, tensor_bytes(&self.opt.state()?)?),
         ];
-        checkpoint::commit(&self.dir.path, self.step, state, &files).map_err(|e| {
-            Error::Checkpoint {
-                path: self.dir.path.clone(),
-                msg: format!(
-                    "could not write the checkpoint of step {} ({e}); {}",
-                    self.step,
-                    kept(self.saved)
-                ),
-            }
-        })?;
+        let manifest =
+            checkpoint::commit(&self.dir.path, self.step, state, &files).map_err(|e| {
+                Error::Checkpoint {
+                    path: self.dir.path.clone(),
+                    msg: format!(
+                        "could not write the checkpoint of step {} ({e}); {}",
+                        self.step,
+                        kept(self.saved)
+                    ),
+                }
+            })?;
         self.dir.remove_legacy_files();
         self.saved = Some(self.step);
-        Ok(())
+        Ok(self.dir.path.join(&manifest.dir))
     }
 
     fn validation_loss(&self, model: &dyn Model) -> Result<f64> {
@@ -193,12 +193,13 @@ impl Session {
 
 /// Trains the run in `run_dir`: a new run from `cfg` when `resume` is false (the directory must not hold a
 /// run already), or continues the checkpoint there (then `cfg` must be the run's own config, possibly with
-/// more steps).
+/// more steps). Progress goes to `on_event` (the library prints nothing).
 pub fn train(
     run_dir: &Path,
     cfg: &RunConfig,
     resume: bool,
     opts: &TrainOptions,
+    on_event: &mut dyn FnMut(&Event),
 ) -> Result<TrainOutcome> {
     let dir = RunDir::new(run_dir);
     let mut cfg = cfg.clone();
@@ -210,11 +211,10 @@ pub fn train(
     let setup = (|| -> Result<Option<TrainState>> {
         let resume_from = if resume {
             let ckpt = dir.checkpoint()?;
-            if ckpt.is_none() && !opts.quiet {
-                println!(
-                    "{} has no checkpoint yet (it stopped before its first one): restarting it from step 0",
-                    run_dir.display()
-                );
+            if ckpt.is_none() {
+                on_event(&Event::RestartWithoutCheckpoint {
+                    run: run_dir.to_path_buf(),
+                });
             }
             ckpt.map(|c| c.state)
         } else {
@@ -336,18 +336,17 @@ pub fn train(
     };
     let mut loader = Loader::new(s.train.len(), t.batch_size, s.cfg.seed)?;
     let vars = s.params.vars();
-    let progress = Progress::new(step, t.steps, opts.quiet);
-    if !opts.quiet && step == 0 {
-        progress.println(&format!(
-            "training {} on {} ({} examples, {}) with {} parameters → {}",
-            s.cfg.model.name,
-            s.cfg.data.name,
-            s.train.len(),
-            s.cfg.data.preprocessing.describe(),
-            s.params.num_parameters(),
-            run_dir.display()
-        ));
-    }
+    let clock = Clock::new(step);
+    on_event(&Event::TrainStart {
+        model: s.cfg.model.name.clone(),
+        data: s.cfg.data.name.clone(),
+        examples: s.train.len(),
+        preprocessing: s.cfg.data.preprocessing.describe(),
+        parameters: s.params.num_parameters(),
+        run: run_dir.to_path_buf(),
+        start_step: step,
+        total_steps: t.steps,
+    });
     let session_start = step;
     let mut window: Vec<(String, f64)> = Vec::new();
     let mut window_n = 0usize;
@@ -372,7 +371,6 @@ pub fn train(
                 .to_dtype(candle_core::DType::F64)?
                 .to_scalar::<f64>()?;
             if !loss.is_finite() {
-                progress.finish();
                 return Err(Error::NonFinite {
                     step: s.step + 1,
                     loss,
@@ -393,7 +391,6 @@ pub fn train(
             f64::NAN
         };
         if t.grad_clip > 0.0 && !norm.is_finite() {
-            progress.finish();
             return Err(Error::NonFinite {
                 step: s.step + 1,
                 loss: norm,
@@ -412,33 +409,46 @@ pub fn train(
         window_n += 1;
 
         if log_now {
+            let losses: Vec<(String, f64)> = window
+                .iter()
+                .map(|(k, v)| (k.clone(), v / window_n as f64))
+                .collect();
             let mut rec = Map::new();
             rec.insert("step".into(), json!(s.step));
-            for (k, v) in &window {
-                rec.insert(k.clone(), json!(v / window_n as f64));
+            for (k, v) in &losses {
+                rec.insert(k.clone(), json!(v));
             }
             rec.insert("lr".into(), json!(lr));
             rec.insert("grad_norm".into(), json!(norm));
-            rec.insert("it_s".into(), json!(progress.rate(s.step)));
-            rec.insert("train_s".into(), json!(progress.elapsed() - side_secs));
+            rec.insert("it_s".into(), json!(clock.rate(s.step)));
+            rec.insert("train_s".into(), json!(clock.elapsed() - side_secs));
             last_loss = rec.get("loss").and_then(Value::as_f64).unwrap_or(f64::NAN);
-            let msg = window
-                .iter()
-                .map(|(k, v)| format!("{k} {:.4}", v / window_n as f64))
-                .collect::<Vec<_>>()
-                .join(" ");
             metrics.write(&rec)?;
-            progress.update(s.step, &msg, true);
+            on_event(&Event::Step {
+                step: s.step,
+                total_steps: t.steps,
+                it_s: clock.rate(s.step),
+                logged: Some(StepLog {
+                    losses,
+                    lr,
+                    grad_norm: norm,
+                }),
+            });
             window.clear();
             window_n = 0;
         } else {
-            progress.update(s.step, "", false);
+            on_event(&Event::Step {
+                step: s.step,
+                total_steps: t.steps,
+                it_s: clock.rate(s.step),
+                logged: None,
+            });
         }
         // validation and samples never cost the checkpoint of this step: it is written even when they fail
         let side = (|| -> Result<()> {
             if (t.eval_every > 0 && s.step.is_multiple_of(t.eval_every)) || last {
                 let side_start = std::time::Instant::now();
-                let train_s = progress.elapsed() - side_secs;
+                let train_s = clock.elapsed() - side_secs;
                 let v = s.validation_loss(s.model.as_ref())?;
                 let ve = s.validation_loss(s.ema_model.as_ref())?;
                 let mut rec = Map::new();
@@ -447,15 +457,17 @@ pub fn train(
                 rec.insert("val_loss_ema".into(), json!(ve));
                 rec.insert("train_s".into(), json!(train_s));
                 metrics.write(&rec)?;
-                progress.println(&format!(
-                    "step {} validation loss {v:.4} (EMA weights {ve:.4})",
-                    s.step
-                ));
+                on_event(&Event::Validation {
+                    step: s.step,
+                    loss: v,
+                    loss_ema: ve,
+                });
                 side_secs += side_start.elapsed().as_secs_f64();
             }
             if t.sample_every > 0 && s.step.is_multiple_of(t.sample_every) && !last {
                 let side_start = std::time::Instant::now();
-                s.write_samples(&format!("step-{:07}", s.step))?;
+                let path = s.write_samples(&format!("step-{:07}", s.step))?;
+                on_event(&Event::SamplesWritten { step: s.step, path });
                 side_secs += side_start.elapsed().as_secs_f64();
             }
             Ok(())
@@ -464,44 +476,36 @@ pub fn train(
             || opts.stop_after.is_some_and(|n| s.step - session_start >= n)
             || opts
                 .time_limit
-                .is_some_and(|l| progress.elapsed() - side_secs >= l);
+                .is_some_and(|l| clock.elapsed() - side_secs >= l);
         if (t.checkpoint_every > 0 && s.step.is_multiple_of(t.checkpoint_every))
             || last
             || interrupted
             || side.is_err()
         {
-            s.checkpoint()?;
+            let path = s.checkpoint()?;
+            on_event(&Event::CheckpointWritten { step: s.step, path });
         }
-        if let Err(e) = side {
-            progress.finish();
-            return Err(e);
-        }
+        side?;
         if interrupted && !last {
-            progress.finish();
-            if !opts.quiet {
-                println!(
-                    "stopped at step {} with a checkpoint; continue with: dgm train --resume {}",
-                    s.step,
-                    run_dir.display()
-                );
-            }
+            on_event(&Event::StepsEnded { step: s.step });
+            on_event(&Event::Interrupted {
+                step: s.step,
+                run: run_dir.to_path_buf(),
+            });
             return Ok(TrainOutcome::Interrupted { step: s.step });
         }
     }
-    progress.finish();
+    on_event(&Event::StepsEnded { step: s.step });
     let grid = s.write_samples("samples")?;
     if s.dir.metrics_path().exists() {
         let title = format!("{} on {}", s.cfg.model.name, s.cfg.data.name);
         plot::loss_curve(&s.dir.metrics_path(), &s.dir.path.join("loss.svg"), &title)?;
     }
-    if !opts.quiet {
-        println!(
-            "done: {} steps. Open {} to see samples; the loss curve is {}",
-            s.step,
-            grid.display(),
-            s.dir.path.join("loss.svg").display()
-        );
-    }
+    on_event(&Event::Done {
+        step: s.step,
+        samples: grid,
+        loss_curve: s.dir.path.join("loss.svg"),
+    });
     Ok(TrainOutcome::Finished {
         step: s.step,
         last_loss,
