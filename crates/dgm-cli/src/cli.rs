@@ -4,20 +4,32 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// The models and data sets, for every subcommand's help.
-macro_rules! models_and_data {
-    () => {
-        "Models: vae, iwae, cvae, ddpm, edm, ncsn, made, pixelcnn, gpt\n\
+/// The models (from the registry, [`dgm::models::REGISTRY`]) and data sets, for every subcommand's help.
+fn models_and_data() -> String {
+    format!(
+        "Models: {}\n\
 Data sets: mnist, shapes, toy2d:<moons|8gaussians|checkerboard|swissroll|pinwheel|2spirals>, text:<name or path>\n\
-Data directory: --data-dir, else $DGM_DATA, else ./data"
-    };
+Data directory: --data-dir, else $DGM_DATA, else ./data",
+        dgm::models::model_names().join(", ")
+    )
 }
 
-const AFTER: &str = models_and_data!();
+/// The help of `dgm train`'s model argument: the registry's names.
+fn model_arg_help() -> String {
+    format!("Model name: {}.", dgm::models::model_names().join(", "))
+}
+
+/// The help of `dgm edit complete`: the registry's models that can complete images.
+fn complete_about() -> String {
+    format!(
+        "Keep the top rows of an image and sample the rest (autoregressive image models: {}).",
+        dgm::models::names_with(|a| a.complete).join(", ")
+    )
+}
 
 /// dgm: deep generative models — train, sample, score and inspect them.
 #[derive(Parser, Debug)]
-#[command(name = "dgm", version, about, after_help = AFTER)]
+#[command(name = "dgm", version, about, after_help = models_and_data())]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -28,31 +40,31 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model (or continue a run with --resume).
-    #[command(after_help = AFTER)]
+    #[command(after_help = models_and_data())]
     Train(TrainArgs),
     /// Draw samples from a trained run: a PNG grid for image models, streamed text for language models
     /// (--prompt, --max-tokens, --temperature, --top-k, --top-p).
-    #[command(after_help = AFTER)]
+    #[command(after_help = models_and_data())]
     Sample(SampleArgs),
     /// Score a text file under a language model: per-token log-probabilities, total nats, nats and bits per
     /// character.
-    #[command(after_help = AFTER)]
+    #[command(after_help = models_and_data())]
     Score(ScoreArgs),
     /// Edit data with a trained model.
-    #[command(subcommand, after_help = AFTER)]
+    #[command(subcommand, after_help = models_and_data())]
     Edit(EditCommand),
     /// Evaluate a trained run: likelihood (nats, bits/dim, and what kind of number it is), sample quality
     /// (FID/KID/precision-recall/MMD/classifier scores) or, with `dgm eval ood`, out-of-distribution detection.
-    #[command(after_help = EVAL_AFTER)]
+    #[command(after_help = eval_after())]
     Eval(EvalArgs),
     /// Encode examples to latent codes (CSV: index, label, z…).
-    #[command(after_help = AFTER)]
+    #[command(after_help = models_and_data())]
     Encode(EncodeArgs),
     /// Decode a straight line between the latent codes of two examples (PNG strip).
-    #[command(after_help = AFTER)]
+    #[command(after_help = models_and_data())]
     Interpolate(InterpolateArgs),
     /// Data sets: where they are found.
-    #[command(subcommand, after_help = AFTER)]
+    #[command(subcommand, after_help = models_and_data())]
     Data(DataCommand),
     /// Evaluation tools: the feature network behind FID-MNIST / FID-shapes.
     #[command(subcommand)]
@@ -61,13 +73,14 @@ pub enum Command {
     Report(ReportArgs),
 }
 
-const EVAL_AFTER: &str = concat!(
-    models_and_data!(),
-    "\nMetrics (--metric, comma-separated): nll, fid, kid, pr, mmd, class, all\n\
+/// The help after `dgm eval` and `dgm metrics compare`: models, data sets, metrics and OOD sets.
+fn eval_after() -> String {
+    models_and_data()
+        + "\nMetrics (--metric, comma-separated): nll, fid, kid, pr, mmd, class, all\n\
 OOD sets (dgm eval ood --ood a,b): omniglot, noise, constant, corrupt-noise, corrupt-blur, corrupt-rotate, invert, mnist\n\
 Image metrics use dgm's own feature network (dgm metrics train-features --data mnist): FID-MNIST / FID-shapes are\n\
 comparable between dgm runs, not to Inception FID."
-);
+}
 
 /// `dgm metrics …`
 #[derive(Subcommand, Debug)]
@@ -76,7 +89,7 @@ pub enum MetricsCommand {
     TrainFeatures(TrainFeaturesArgs),
     /// Compare two data sets (splits or OOD sets) by FID / KID / precision-recall / MMD: the floor and ceiling
     /// that model numbers sit between.
-    #[command(after_help = EVAL_AFTER)]
+    #[command(after_help = eval_after())]
     Compare(CompareArgs),
 }
 
@@ -156,7 +169,7 @@ pub struct ReportArgs {
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Which data sets are found, and where.
-    #[command(after_help = AFTER)]
+    #[command(after_help = models_and_data())]
     Info(DataDirArg),
 }
 
@@ -171,7 +184,8 @@ pub struct DataDirArg {
 /// `dgm train`
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Model name: vae, iwae, cvae, ddpm, edm, ncsn, made, pixelcnn, gpt.
+    /// Model name (the help lists the registry's names).
+    #[arg(help = model_arg_help())]
     pub model: Option<String>,
     /// Data set: mnist, shapes, toy2d:<name>, text:<name or path>.
     #[arg(long)]
@@ -298,7 +312,8 @@ pub struct ScoreArgs {
 /// `dgm edit …`
 #[derive(Subcommand, Debug)]
 pub enum EditCommand {
-    /// Keep the top rows of an image and sample the rest (autoregressive image models: pixelcnn, made).
+    /// Keep the top rows of an image and sample the rest (autoregressive image models; the help lists them).
+    #[command(about = complete_about())]
     Complete(CompleteArgs),
 }
 

@@ -102,18 +102,20 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                     c
                 }
                 (None, Some(model)) => {
-                    // language models default to the text corpus, everything else to the embedded shapes
-                    let default_data = if model == "gpt" {
-                        "text:tinyshakespeare"
-                    } else {
-                        "shapes"
+                    // each model's default data set comes from its registry row
+                    let data = match a.data.as_deref() {
+                        Some(d) => d,
+                        None => dgm::models::entry(model)?.default_data,
                     };
-                    RunConfig::new(model, a.data.as_deref().unwrap_or(default_data))?
+                    RunConfig::new(model, data)?
                 }
                 (None, None) => {
                     return Err(dgm::Error::invalid(
                         "train",
-                        "name a model (e.g. vae, ddpm, gpt), give --config FILE, or --resume a run",
+                        format!(
+                            "name a model (e.g. {}), give --config FILE, or --resume a run",
+                            model_examples()
+                        ),
                     )
                     .into())
                 }
@@ -325,12 +327,35 @@ fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<
                 ("--timing", a.timing),
             ],
             &format!(
-                "to model '{}': it is not a language model (the flag applies to gpt runs)",
-                model.name()
+                "to model '{}': it is not a language model (the flag applies to {} runs)",
+                model.name(),
+                dgm::models::names_with(|a| a.sequence).join(", ")
             ),
         )?;
     }
     Ok(())
+}
+
+/// One model of each family, in registry order (`vae, ddpm, made`), for "e.g." in messages.
+fn model_examples() -> String {
+    let mut families: Vec<&str> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for e in dgm::models::REGISTRY {
+        if !families.contains(&e.family) {
+            families.push(e.family);
+            names.push(e.name);
+        }
+    }
+    names.join(", ")
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Fails with "FLAG does not apply WHY" for the first flag of `given` that was given (`true`).
@@ -358,8 +383,9 @@ fn score_cmd(a: ScoreArgs) -> Result<ExitCode> {
     let run = load(&a.run)?;
     let Some(lm) = run.model.as_sequence() else {
         bail!(dgm::Error::Unsupported(format!(
-            "model '{}' is not a language model; `dgm score` takes gpt runs (for images use `dgm eval`)",
-            run.config.model.name
+            "model '{}' is not a language model; `dgm score` takes {} runs (for images use `dgm eval`)",
+            run.config.model.name,
+            dgm::models::names_with(|a| a.sequence).join(", ")
         )));
     };
     let bytes = std::fs::read(&a.text).map_err(|e| dgm::Error::io(&a.text, e))?;
@@ -432,8 +458,9 @@ fn complete_cmd(a: CompleteArgs) -> Result<ExitCode> {
     let run = load(&a.run)?;
     let Some(model) = run.model.as_complete() else {
         bail!(dgm::Error::Unsupported(format!(
-            "model '{}' cannot complete images; `dgm edit complete` takes pixelcnn and made runs",
-            run.config.model.name
+            "model '{}' cannot complete images; `dgm edit complete` takes {} runs",
+            run.config.model.name,
+            and_list(&dgm::models::names_with(|a| a.complete))
         )));
     };
     let shape = match image_shape(&run.config) {

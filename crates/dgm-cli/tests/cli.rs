@@ -61,6 +61,35 @@ fn help_lists_models_and_data_sets() {
     }
 }
 
+/// The help texts are generated from the model registry: every registry name is listed, and the refusals
+/// name the models that have the ability asked for.
+#[test]
+fn help_lists_every_registry_model() {
+    let names = dgm::models::model_names();
+    let line = format!("Models: {}", names.join(", "));
+    for sub in [
+        vec!["--help"],
+        vec!["train", "--help"],
+        vec!["sample", "--help"],
+        vec!["eval", "--help"],
+        vec!["score", "--help"],
+    ] {
+        let o = run(dgm().args(&sub));
+        assert!(o.status.success());
+        let s = stdout(&o);
+        assert!(s.contains(&line), "{sub:?} help lacks {line:?}:\n{s}");
+    }
+    let o = run(dgm().args(["train", "--help"]));
+    assert!(stdout(&o).contains(&format!("Model name: {}.", names.join(", "))));
+    let o = run(dgm().args(["edit", "--help"]));
+    let complete = dgm::models::names_with(|a| a.complete);
+    assert!(!complete.is_empty());
+    assert!(stdout(&o).contains(&complete.join(", ")), "{}", stdout(&o));
+    // no model and no config: the hint names one model of each family
+    let o = run(dgm().args(["train"]));
+    assert_bad_input(&o, &["name a model (e.g. vae, ddpm, made)", "--config"]);
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let d = tmp("bad");

@@ -381,7 +381,7 @@ mod tests {
         assert!(a > 0);
     }
 
-    use crate::data::{Preprocessing, Range, Tokenizer};
+    use crate::data::{DataKind, DataSpec, Preprocessing, Tokenizer};
     use crate::nn::Params;
     use candle_core::Device;
 
@@ -393,14 +393,10 @@ mod tests {
             .parse()
             .map_err(|e| Error::invalid("set", format!("{e}")))?;
         cfg.extend(over);
-        let text = name == "gpt";
-        let preprocessing = match (name, shape.len()) {
-            (_, 1) => Preprocessing::Identity,
-            ("ddpm" | "edm" | "ncsn", _) => Preprocessing::Scale {
-                range: Range::MinusOneOne,
-                dequantize: false,
-            },
-            _ => Preprocessing::Binarize { dynamic: true },
+        let text = models::data_kinds(name)? == [DataKind::Text];
+        let preprocessing = match shape.len() {
+            1 => Preprocessing::Identity,
+            _ => models::default_preprocessing(name, &DataSpec::Mnist),
         };
         let info = DataInfo {
             example_shape: shape.to_vec(),
@@ -415,7 +411,8 @@ mod tests {
     use crate::models::DataInfo;
 
     fn run_config(name: &str, cfg: toml::Table, batch_size: usize) -> Result<RunConfig> {
-        let data = if name == "gpt" { "text:x" } else { "mnist" };
+        let text = models::data_kinds(name)? == [DataKind::Text];
+        let data = if text { "text:x" } else { "mnist" };
         let mut c = RunConfig::new(name, data)?;
         c.model.config = cfg;
         c.train.batch_size = batch_size;

@@ -2,6 +2,8 @@
 //!
 //! A model's config is a typed serde struct in its own file; the registry moves it through TOML so that
 //! `config.toml`, `--config FILE` and `--set model.key=value` all work the same way for every family.
+//! [`REGISTRY`] is the one place that knows which models exist: the library's lookups below, the CLI's help,
+//! `train`'s default data and the refusals of model / data pairs all read it.
 
 pub mod autoregressive;
 pub mod diffusion;
@@ -14,11 +16,6 @@ use serde::Serialize;
 use crate::data::{DataKind, DataSpec, Preprocessing};
 use crate::model::Model;
 use crate::{Error, Result};
-
-/// The model names the registry knows, for `--help` and error messages.
-pub const MODEL_NAMES: &[&str] = &[
-    "vae", "iwae", "cvae", "ddpm", "edm", "ncsn", "made", "pixelcnn", "gpt",
-];
 
 /// What a model needs to know about its data to be built.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,26 +30,329 @@ pub struct DataInfo {
     pub tokenizer: Option<crate::data::Tokenizer>,
 }
 
-/// The kinds of data each model trains on (see [`check_data`]).
-const DATA_KINDS: &[(&str, &[DataKind])] = &[
-    ("vae", &[DataKind::Images, DataKind::Points]),
-    ("iwae", &[DataKind::Images, DataKind::Points]),
-    ("cvae", &[DataKind::Images, DataKind::Points]),
-    ("ddpm", &[DataKind::Images, DataKind::Points]),
-    ("edm", &[DataKind::Images, DataKind::Points]),
-    ("ncsn", &[DataKind::Images, DataKind::Points]),
-    ("made", &[DataKind::Images]),
-    ("pixelcnn", &[DataKind::Images]),
-    ("gpt", &[DataKind::Text]),
+/// What a model offers besides training and sampling, as static flags for help texts and refusals. The
+/// runtime views ([`Model::as_density`], [`Model::as_latent`], …) stay the authority on a built model; a unit
+/// test checks that every row's flags agree with them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Abilities {
+    /// A likelihood (exact, a bound or an estimate): [`Model::as_density`], `dgm eval --metric nll`.
+    pub density: bool,
+    /// Encode / decode to latent codes: [`Model::as_latent`], `dgm encode`, `dgm interpolate`.
+    pub latent: bool,
+    /// Generates and scores token sequences (a language model): [`Model::as_sequence`], `dgm score`.
+    pub sequence: bool,
+    /// Samples the rest of a partly known image: [`Model::as_complete`], `dgm edit complete`.
+    pub complete: bool,
+    /// Can be conditioned on class labels (`--class`), always or when its config asks for it.
+    pub class_conditional: bool,
+}
+
+impl Abilities {
+    /// No abilities (the base that rows extend with `..Abilities::NONE`).
+    pub const NONE: Abilities = Abilities {
+        density: false,
+        latent: false,
+        sequence: false,
+        complete: false,
+        class_conditional: false,
+    };
+}
+
+/// One model of the [`REGISTRY`]: its name, what it trains on, its config and how to build it.
+///
+/// The config functions take and give the model's config as a TOML table (the typed config lives in the
+/// model's file; [`from_table`] / [`to_table`] / [`with_config`] convert).
+#[derive(Clone, Copy)]
+pub struct ModelEntry {
+    /// The registry name (`dgm train NAME`, `[model] name` in `config.toml`, [`Model::name`]).
+    pub name: &'static str,
+    /// The family: the module under `models/` it lives in (`vae`, `diffusion`, `autoregressive`).
+    pub family: &'static str,
+    /// A one-line description.
+    pub about: &'static str,
+    /// The kinds of data it trains on (see [`check_data`]); never empty.
+    pub data_kinds: &'static [DataKind],
+    /// The data set `dgm train NAME` uses when no `--data` is given.
+    pub default_data: &'static str,
+    /// What it offers besides training and sampling.
+    pub abilities: Abilities,
+    /// Its default config.
+    pub defaults: fn() -> Result<toml::Table>,
+    /// Reads a config table as its typed config and writes it back: unknown keys are refused, missing ones
+    /// take the type's defaults (the defaults round-trip unchanged).
+    pub normalize: fn(&toml::Table) -> Result<toml::Table>,
+    /// The preprocessing it trains on by default for a data set.
+    pub preprocessing: fn(&DataSpec) -> Preprocessing,
+    /// Fills the data-dependent fields of its config (see [`prepare`]).
+    pub prepare: fn(&mut toml::Table, &DataInfo) -> Result<()>,
+    /// Its memory [`Footprint`] with a prepared config.
+    pub footprint: fn(&toml::Table) -> Result<Footprint>,
+    /// The shape of one example with a prepared config (possibly empty when unprepared; see [`example_shape`]).
+    pub example_shape: fn(&toml::Table) -> Result<Vec<usize>>,
+    /// Builds it (registry name, prepared config, variables); no memory check (see [`build`]).
+    pub build: fn(&str, &toml::Table, VarBuilder) -> Result<Box<dyn Model>>,
+}
+
+impl std::fmt::Debug for ModelEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelEntry")
+            .field("name", &self.name)
+            .field("family", &self.family)
+            .field("data_kinds", &self.data_kinds)
+            .field("default_data", &self.default_data)
+            .field("abilities", &self.abilities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Images or 2-D points.
+const IMAGES_OR_POINTS: &[DataKind] = &[DataKind::Images, DataKind::Points];
+
+/// The preprocessing of diffusion models (DDPM, EDM, NCSN): 8-bit images scaled to [−1, 1] (Ho et al. 2020,
+/// section 3.3; no dequantization, so the discretized decoder at t = 0 gives a likelihood of the 256 levels;
+/// EDM's σ_data = 0.5 and NCSN's σ levels assume this range too); other data as the data set has them.
+fn minus_one_to_one(spec: &DataSpec) -> Preprocessing {
+    match spec.default_preprocessing() {
+        Preprocessing::Binarize { .. } | Preprocessing::Scale { .. } => Preprocessing::Scale {
+            range: crate::data::Range::MinusOneOne,
+            dequantize: false,
+        },
+        p => p,
+    }
+}
+
+/// The footprint of a diffusion model: its network's activations, no buffers.
+fn net_footprint(net: &diffusion::net::NetConfig) -> Footprint {
+    Footprint {
+        buffers: 0,
+        activations_per_example: net.activations_per_example(),
+    }
+}
+
+/// Every model dgm knows, in the order help texts and error messages list them.
+///
+/// Adding a model:
+/// 1. write its file under `models/<family>/` (a new family is a new module declared above): a typed config
+///    (`Serialize + Deserialize + Default`, `#[serde(deny_unknown_fields, default)]`), its `prepare` (fill the
+///    data-dependent fields from a [`DataInfo`], refuse what cannot work), its `footprint` (documented count of
+///    the values a training step keeps alive), and the model implementing [`Model`] (and [`Model::as_density`]
+///    etc. for the abilities it has);
+/// 2. add one row below: name, family, one-line `about`, the data kinds it trains on, its default data set,
+///    its [`Abilities`] (a unit test checks them against the built model), and the functions that reach its
+///    config (use [`with_config`] / [`from_table`] / [`to_table`]).
+///
+/// Nothing else: the CLI's help, `dgm train`'s default data, the model / data refusals, the memory checks and
+/// the unit tests (defaults round-trip, names unique, abilities) all read this table.
+pub const REGISTRY: &[ModelEntry] = &[
+    ModelEntry {
+        name: "vae",
+        family: "vae",
+        about: "variational autoencoder (Kingma & Welling 2014)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            latent: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&vae::preset("vae")?),
+        normalize: |t| to_table(&from_table::<vae::VaeConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| vae::prepare(c, d)),
+        footprint: |t| Ok(vae::config::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<vae::VaeConfig>(t)?.input_shape),
+        build: |name, t, vb| Ok(Box::new(vae::Vae::new(name, from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "iwae",
+        family: "vae",
+        about: "importance-weighted autoencoder (Burda, Grosse & Salakhutdinov 2016)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            latent: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&vae::preset("iwae")?),
+        normalize: |t| to_table(&from_table::<vae::VaeConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| vae::prepare(c, d)),
+        footprint: |t| Ok(vae::config::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<vae::VaeConfig>(t)?.input_shape),
+        build: |name, t, vb| Ok(Box::new(vae::Vae::new(name, from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "cvae",
+        family: "vae",
+        about: "class-conditional variational autoencoder (Sohn, Lee & Yan 2015)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            latent: true,
+            class_conditional: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&vae::preset("cvae")?),
+        normalize: |t| to_table(&from_table::<vae::VaeConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| vae::prepare(c, d)),
+        footprint: |t| Ok(vae::config::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<vae::VaeConfig>(t)?.input_shape),
+        build: |name, t, vb| Ok(Box::new(vae::Vae::new(name, from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "ddpm",
+        family: "diffusion",
+        about: "denoising diffusion probabilistic model (Ho, Jain & Abbeel 2020)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            latent: true,
+            class_conditional: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&diffusion::DdpmConfig::default()),
+        normalize: |t| to_table(&from_table::<diffusion::DdpmConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| diffusion::ddpm::prepare(c, d)),
+        footprint: |t| Ok(net_footprint(&from_table::<diffusion::DdpmConfig>(t)?.net)),
+        example_shape: |t| Ok(from_table::<diffusion::DdpmConfig>(t)?.net.input_shape),
+        build: |_, t, vb| Ok(Box::new(diffusion::Ddpm::new(from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "edm",
+        family: "diffusion",
+        about: "diffusion with the preconditioning and samplers of Karras et al. 2022 (EDM)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            class_conditional: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&diffusion::EdmConfig::default()),
+        normalize: |t| to_table(&from_table::<diffusion::EdmConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| diffusion::edm::prepare(c, d)),
+        footprint: |t| Ok(net_footprint(&from_table::<diffusion::EdmConfig>(t)?.net)),
+        example_shape: |t| Ok(from_table::<diffusion::EdmConfig>(t)?.net.input_shape),
+        build: |_, t, vb| Ok(Box::new(diffusion::Edm::new(from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "ncsn",
+        family: "diffusion",
+        about: "noise-conditional score network with annealed Langevin sampling (Song & Ermon 2019, 2020)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            class_conditional: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&diffusion::NcsnConfig::default()),
+        normalize: |t| to_table(&from_table::<diffusion::NcsnConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| diffusion::ncsn::prepare(c, d)),
+        footprint: |t| Ok(net_footprint(&from_table::<diffusion::NcsnConfig>(t)?.net)),
+        example_shape: |t| Ok(from_table::<diffusion::NcsnConfig>(t)?.net.input_shape),
+        build: |_, t, vb| Ok(Box::new(diffusion::Ncsn::new(from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "made",
+        family: "autoregressive",
+        about: "masked autoencoder for distribution estimation (Germain et al. 2015)",
+        data_kinds: &[DataKind::Images],
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            complete: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&autoregressive::made::MadeConfig::default()),
+        normalize: |t| to_table(&from_table::<autoregressive::made::MadeConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| autoregressive::made::prepare(c, d)),
+        footprint: |t| Ok(autoregressive::made::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<autoregressive::made::MadeConfig>(t)?.example_shape),
+        build: |_, t, vb| Ok(Box::new(autoregressive::made::Made::new(from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "pixelcnn",
+        family: "autoregressive",
+        about: "gated PixelCNN image model (van den Oord et al. 2016; PixelCNN++ outputs)",
+        data_kinds: &[DataKind::Images],
+        default_data: "shapes",
+        abilities: Abilities {
+            density: true,
+            complete: true,
+            class_conditional: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&autoregressive::pixelcnn::PixelCnnConfig::default()),
+        normalize: |t| to_table(&from_table::<autoregressive::pixelcnn::PixelCnnConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| autoregressive::pixelcnn::prepare(c, d)),
+        footprint: |t| Ok(autoregressive::pixelcnn::footprint(&from_table(t)?)),
+        example_shape: |t| {
+            Ok(from_table::<autoregressive::pixelcnn::PixelCnnConfig>(t)?.example_shape)
+        },
+        build: |_, t, vb| {
+            Ok(Box::new(autoregressive::pixelcnn::PixelCnn::new(
+                from_table(t)?,
+                vb,
+            )?))
+        },
+    },
+    ModelEntry {
+        name: "gpt",
+        family: "autoregressive",
+        about: "decoder-only transformer language model over characters or bytes (nanoGPT layout)",
+        data_kinds: &[DataKind::Text],
+        default_data: "text:tinyshakespeare",
+        abilities: Abilities {
+            density: true,
+            sequence: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&autoregressive::gpt::GptConfig::default()),
+        normalize: |t| to_table(&from_table::<autoregressive::gpt::GptConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| autoregressive::gpt::prepare(c, d)),
+        footprint: |t| Ok(autoregressive::gpt::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(vec![from_table::<autoregressive::gpt::GptConfig>(t)?.block_size]),
+        build: |_, t, vb| Ok(Box::new(autoregressive::gpt::Gpt::new(from_table(t)?, vb)?)),
+    },
 ];
+
+/// The registry names, in [`REGISTRY`] order (for help texts and error messages).
+pub fn model_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
+
+/// The registry row of model `name`; an unknown name is refused with the valid ones listed.
+pub fn entry(name: &str) -> Result<&'static ModelEntry> {
+    REGISTRY
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| Error::unknown("model", name, &model_names()))
+}
+
+/// The names of the models whose [`Abilities`] pass `has`, in [`REGISTRY`] order (e.g. the models a
+/// refusal points to).
+pub fn names_with(has: impl Fn(&Abilities) -> bool) -> Vec<&'static str> {
+    REGISTRY
+        .iter()
+        .filter(|e| has(&e.abilities))
+        .map(|e| e.name)
+        .collect()
+}
 
 /// The kinds of data model `name` trains on: images (mnist, shapes), 2-D points (toy2d) or text.
 pub fn data_kinds(name: &str) -> Result<&'static [DataKind]> {
-    DATA_KINDS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, k)| *k)
-        .ok_or_else(|| Error::unknown("model", name, MODEL_NAMES))
+    Ok(entry(name)?.data_kinds)
 }
 
 /// Refuses a model / data pair that cannot train (e.g. `vae` on text, `gpt` on images), in one line naming
@@ -64,10 +364,10 @@ pub fn check_data(name: &str, spec: &DataSpec) -> Result<()> {
         return Ok(());
     }
     let takes: Vec<String> = kinds.iter().map(|k| k.describe()).collect();
-    let others: Vec<&str> = DATA_KINDS
+    let others: Vec<&str> = REGISTRY
         .iter()
-        .filter(|(_, k)| k.contains(&kind))
-        .map(|(n, _)| *n)
+        .filter(|e| e.data_kinds.contains(&kind))
+        .map(|e| e.name)
         .collect();
     Err(Error::invalid(
         "data",
@@ -96,51 +396,13 @@ pub struct Footprint {
 
 /// The [`Footprint`] of model `name` with its (prepared) config `cfg`.
 pub fn footprint(name: &str, cfg: &toml::Table) -> Result<Footprint> {
-    check_name(name)?;
-    match name {
-        "vae" | "iwae" | "cvae" => Ok(vae::config::footprint(&from_table(cfg)?)),
-        "ddpm" => {
-            let c: diffusion::DdpmConfig = from_table(cfg)?;
-            Ok(Footprint {
-                buffers: 0,
-                activations_per_example: c.net.activations_per_example(),
-            })
-        }
-        "edm" => {
-            let c: diffusion::EdmConfig = from_table(cfg)?;
-            Ok(Footprint {
-                buffers: 0,
-                activations_per_example: c.net.activations_per_example(),
-            })
-        }
-        "ncsn" => {
-            let c: diffusion::NcsnConfig = from_table(cfg)?;
-            Ok(Footprint {
-                buffers: 0,
-                activations_per_example: c.net.activations_per_example(),
-            })
-        }
-        "made" => Ok(autoregressive::made::footprint(&from_table(cfg)?)),
-        "pixelcnn" => Ok(autoregressive::pixelcnn::footprint(&from_table(cfg)?)),
-        "gpt" => Ok(autoregressive::gpt::footprint(&from_table(cfg)?)),
-        _ => Err(Error::unknown("model", name, MODEL_NAMES)),
-    }
+    (entry(name)?.footprint)(cfg)
 }
 
 /// The shape of one example of model `name` with its prepared config (`[c, h, w]` images, `[d]` vectors,
 /// `[T]` token windows): the shape its samples have.
 pub fn example_shape(name: &str, cfg: &toml::Table) -> Result<Vec<usize>> {
-    check_name(name)?;
-    let shape = match name {
-        "vae" | "iwae" | "cvae" => from_table::<vae::VaeConfig>(cfg)?.input_shape,
-        "ddpm" => from_table::<diffusion::DdpmConfig>(cfg)?.net.input_shape,
-        "edm" => from_table::<diffusion::EdmConfig>(cfg)?.net.input_shape,
-        "ncsn" => from_table::<diffusion::NcsnConfig>(cfg)?.net.input_shape,
-        "made" => from_table::<autoregressive::made::MadeConfig>(cfg)?.example_shape,
-        "pixelcnn" => from_table::<autoregressive::pixelcnn::PixelCnnConfig>(cfg)?.example_shape,
-        "gpt" => vec![from_table::<autoregressive::gpt::GptConfig>(cfg)?.block_size],
-        _ => return Err(Error::unknown("model", name, MODEL_NAMES)),
-    };
+    let shape = (entry(name)?.example_shape)(cfg)?;
     if shape.is_empty() {
         return Err(Error::invalid(
             "model",
@@ -167,14 +429,6 @@ pub(crate) fn sat_prod(shape: &[usize]) -> u64 {
     shape.iter().fold(1u64, |a, &b| a.saturating_mul(b as u64))
 }
 
-fn check_name(name: &str) -> Result<()> {
-    if MODEL_NAMES.contains(&name) {
-        Ok(())
-    } else {
-        Err(Error::unknown("model", name, MODEL_NAMES))
-    }
-}
-
 /// Serialises a typed config to a TOML table.
 pub fn to_table<T: Serialize>(cfg: &T) -> Result<toml::Table> {
     toml::Table::try_from(cfg)
@@ -192,93 +446,43 @@ pub fn from_table<T: DeserializeOwned + Serialize + Default>(t: &toml::Table) ->
         .map_err(|e| Error::invalid("model", e.to_string()))
 }
 
-/// The default config of model `name`, as a TOML table.
-pub fn default_config(name: &str) -> Result<toml::Table> {
-    check_name(name)?;
-    match name {
-        "vae" | "iwae" | "cvae" => to_table(&vae::preset(name)?),
-        "ddpm" => to_table(&diffusion::DdpmConfig::default()),
-        "edm" => to_table(&diffusion::EdmConfig::default()),
-        "ncsn" => to_table(&diffusion::NcsnConfig::default()),
-        "made" => to_table(&autoregressive::made::MadeConfig::default()),
-        "pixelcnn" => to_table(&autoregressive::pixelcnn::PixelCnnConfig::default()),
-        "gpt" => to_table(&autoregressive::gpt::GptConfig::default()),
-        _ => Err(Error::unknown("model", name, MODEL_NAMES)),
-    }
+/// Reads the typed config in `t`, changes it with `f` and writes it back (a row's `prepare`).
+pub fn with_config<T: DeserializeOwned + Serialize + Default>(
+    t: &mut toml::Table,
+    f: impl FnOnce(&mut T) -> Result<()>,
+) -> Result<()> {
+    let mut c: T = from_table(t)?;
+    f(&mut c)?;
+    *t = to_table(&c)?;
+    Ok(())
 }
 
-/// The preprocessing model `name` trains on by default for data set `spec`: diffusion models (DDPM, EDM, NCSN)
-/// see 8-bit images scaled to [−1, 1] (Ho et al. 2020, section 3.3; no dequantization, so the discretized
-/// decoder at t = 0 gives a likelihood of the 256 levels; EDM's σ_data = 0.5 and NCSN's σ levels assume this
-/// range too); every other model takes the data set's default.
-pub fn default_preprocessing(name: &str, spec: &crate::data::DataSpec) -> Preprocessing {
-    match (name, spec.default_preprocessing()) {
-        ("ddpm" | "edm" | "ncsn", Preprocessing::Binarize { .. } | Preprocessing::Scale { .. }) => {
-            Preprocessing::Scale {
-                range: crate::data::Range::MinusOneOne,
-                dequantize: false,
-            }
-        }
-        (_, p) => p,
+/// The default config of model `name`, as a TOML table.
+pub fn default_config(name: &str) -> Result<toml::Table> {
+    (entry(name)?.defaults)()
+}
+
+/// The preprocessing model `name` trains on by default for data set `spec` (its row's `preprocessing`):
+/// diffusion models (DDPM, EDM, NCSN) see 8-bit images scaled to [−1, 1], every other model takes the data
+/// set's default (as does an unknown name).
+pub fn default_preprocessing(name: &str, spec: &DataSpec) -> Preprocessing {
+    match entry(name) {
+        Ok(e) => (e.preprocessing)(spec),
+        Err(_) => spec.default_preprocessing(),
     }
 }
 
 /// Fills the data-dependent fields of a model config (input shape, number of classes) and resolves automatic
 /// choices (e.g. the VAE decoder from the preprocessing); rejects combinations that cannot work.
 pub fn prepare(name: &str, cfg: &mut toml::Table, data: &DataInfo) -> Result<()> {
-    check_name(name)?;
-    match name {
-        "vae" | "iwae" | "cvae" => {
-            let mut c: vae::VaeConfig = from_table(cfg)?;
-            vae::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        "ddpm" => {
-            let mut c: diffusion::DdpmConfig = from_table(cfg)?;
-            diffusion::ddpm::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        "edm" => {
-            let mut c: diffusion::EdmConfig = from_table(cfg)?;
-            diffusion::edm::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        "ncsn" => {
-            let mut c: diffusion::NcsnConfig = from_table(cfg)?;
-            diffusion::ncsn::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        "made" => {
-            let mut c: autoregressive::made::MadeConfig = from_table(cfg)?;
-            autoregressive::made::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        "pixelcnn" => {
-            let mut c: autoregressive::pixelcnn::PixelCnnConfig = from_table(cfg)?;
-            autoregressive::pixelcnn::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        "gpt" => {
-            let mut c: autoregressive::gpt::GptConfig = from_table(cfg)?;
-            autoregressive::gpt::prepare(&mut c, data)?;
-            *cfg = to_table(&c)?;
-            Ok(())
-        }
-        _ => Err(Error::unknown("model", name, MODEL_NAMES)),
-    }
+    (entry(name)?.prepare)(cfg, data)
 }
 
 /// Builds model `name` from its (prepared) config, creating or loading variables through `vb`. A model whose
 /// parameters (or buffers) alone do not fit in the available memory is refused first, in one line, before
 /// anything is allocated ([`crate::memory::check_model`]).
 pub fn build(name: &str, cfg: &toml::Table, vb: VarBuilder) -> Result<Box<dyn Model>> {
-    check_name(name)?;
+    entry(name)?;
     crate::memory::check_model(name, cfg, &crate::memory::available()?)?;
     build_unchecked(name, cfg, vb)
 }
@@ -289,36 +493,135 @@ pub(crate) fn build_unchecked(
     cfg: &toml::Table,
     vb: VarBuilder,
 ) -> Result<Box<dyn Model>> {
-    check_name(name)?;
-    match name {
-        "vae" | "iwae" | "cvae" => {
-            let c: vae::VaeConfig = from_table(cfg)?;
-            Ok(Box::new(vae::Vae::new(name, c, vb)?))
+    (entry(name)?.build)(name, cfg, vb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Tokenizer;
+    use crate::nn::Params;
+    use candle_core::Device;
+
+    /// Names are unique, every row takes some data and its default data set is one it trains on.
+    #[test]
+    fn registry_rows_are_consistent() -> Result<()> {
+        let names = model_names();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate names in {names:?}");
+        for e in REGISTRY {
+            assert!(!e.data_kinds.is_empty(), "{} takes no data", e.name);
+            assert!(!e.about.is_empty() && !e.about.contains('\n'), "{}", e.name);
+            assert!(!e.family.is_empty(), "{}", e.name);
+            check_data(e.name, &DataSpec::parse(e.default_data)?)?;
+            assert_eq!(entry(e.name)?.name, e.name);
         }
-        "ddpm" => {
-            let c: diffusion::DdpmConfig = from_table(cfg)?;
-            Ok(Box::new(diffusion::Ddpm::new(c, vb)?))
+        let err = entry("vea").unwrap_err().to_string();
+        assert!(
+            err.contains("vea") && err.contains(&names.join(", ")),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    /// Every row's defaults round-trip through its typed config unchanged (defaults → from_table → to_table),
+    /// and an unknown key is refused.
+    #[test]
+    fn defaults_round_trip() -> Result<()> {
+        for e in REGISTRY {
+            let d = (e.defaults)()?;
+            assert!(!d.is_empty(), "{}", e.name);
+            assert_eq!((e.normalize)(&d)?, d, "{}", e.name);
+            assert_eq!(default_config(e.name)?, d);
+            let mut bad = d.clone();
+            bad.insert("no_such_key".into(), toml::Value::Integer(1));
+            let err = (e.normalize)(&bad).unwrap_err().to_string();
+            assert!(err.contains("no_such_key"), "{}: {err}", e.name);
         }
-        "edm" => {
-            let c: diffusion::EdmConfig = from_table(cfg)?;
-            Ok(Box::new(diffusion::Edm::new(c, vb)?))
+        Ok(())
+    }
+
+    /// A small example of each kind of data a model takes: the data set, the shape of one example, the
+    /// tokenizer.
+    fn small_data(kind: DataKind) -> (&'static str, Vec<usize>, Option<Tokenizer>) {
+        match kind {
+            DataKind::Points => ("toy2d:moons", vec![2], None),
+            DataKind::Images => ("mnist", vec![1, 28, 28], None),
+            DataKind::Text => ("text:x", vec![16], Some(Tokenizer::Bytes)),
         }
-        "ncsn" => {
-            let c: diffusion::NcsnConfig = from_table(cfg)?;
-            Ok(Box::new(diffusion::Ncsn::new(c, vb)?))
+    }
+
+    /// Each row prepares, builds and reports an example shape on the last kind of data it takes, and its
+    /// static abilities are those the built model offers.
+    #[test]
+    fn abilities_match_the_built_models() -> Result<()> {
+        for e in REGISTRY {
+            let kind = *e.data_kinds.last().expect("a row takes some data");
+            let (data, shape, tokenizer) = small_data(kind);
+            let spec = DataSpec::parse(data)?;
+            let mut cfg = default_config(e.name)?;
+            prepare(
+                e.name,
+                &mut cfg,
+                &DataInfo {
+                    example_shape: shape.clone(),
+                    num_classes: Some(10),
+                    preprocessing: default_preprocessing(e.name, &spec),
+                    tokenizer,
+                },
+            )?;
+            assert_eq!((e.normalize)(&cfg)?, cfg, "{}", e.name);
+            let got = example_shape(e.name, &cfg)?;
+            assert!(!got.is_empty(), "{}", e.name);
+            assert!(
+                footprint(e.name, &cfg)?.activations_per_example > 0,
+                "{}",
+                e.name
+            );
+            let p = Params::new(0, &Device::Cpu);
+            let m = build_unchecked(e.name, &cfg, p.var_builder())?;
+            assert_eq!(m.name(), e.name);
+            let a = e.abilities;
+            assert_eq!(m.as_density().is_some(), a.density, "{} density", e.name);
+            assert_eq!(m.as_latent().is_some(), a.latent, "{} latent", e.name);
+            assert_eq!(m.as_sequence().is_some(), a.sequence, "{} sequence", e.name);
+            assert_eq!(m.as_complete().is_some(), a.complete, "{} complete", e.name);
+            if e.name == "cvae" {
+                assert!(a.class_conditional && m.num_classes() == Some(10));
+            }
+            if !a.class_conditional {
+                assert_eq!(m.num_classes(), None, "{}", e.name);
+            }
         }
-        "made" => {
-            let c: autoregressive::made::MadeConfig = from_table(cfg)?;
-            Ok(Box::new(autoregressive::made::Made::new(c, vb)?))
+        Ok(())
+    }
+
+    /// Diffusion models default to images in [−1, 1]; the others to the data set's own preprocessing.
+    #[test]
+    fn default_preprocessing_per_row() -> Result<()> {
+        for data in ["mnist", "shapes", "toy2d:moons"] {
+            let spec = DataSpec::parse(data)?;
+            for e in REGISTRY {
+                let p = default_preprocessing(e.name, &spec);
+                if e.family == "diffusion" && spec.kind() == DataKind::Images {
+                    assert_eq!(
+                        p,
+                        Preprocessing::Scale {
+                            range: crate::data::Range::MinusOneOne,
+                            dequantize: false
+                        }
+                    );
+                } else {
+                    assert_eq!(p, spec.default_preprocessing(), "{} {data}", e.name);
+                }
+            }
         }
-        "pixelcnn" => {
-            let c: autoregressive::pixelcnn::PixelCnnConfig = from_table(cfg)?;
-            Ok(Box::new(autoregressive::pixelcnn::PixelCnn::new(c, vb)?))
-        }
-        "gpt" => {
-            let c: autoregressive::gpt::GptConfig = from_table(cfg)?;
-            Ok(Box::new(autoregressive::gpt::Gpt::new(c, vb)?))
-        }
-        _ => Err(Error::unknown("model", name, MODEL_NAMES)),
+        assert_eq!(
+            default_preprocessing("nope", &DataSpec::Mnist),
+            DataSpec::Mnist.default_preprocessing()
+        );
+        Ok(())
     }
 }
