@@ -225,7 +225,6 @@ pub fn shift_down(x: &Tensor) -> Result<Tensor> {
     Ok(x.pad_with_zeros(2, 1, 0)?.narrow(2, 0, h)?)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@ use super::cpu_f32;
 use super::im2col::{channel_sums, conv_forward, conv_input_grad, conv_weight_grad, Geom};
 use crate::{Error, Result};
 
-
 /// For a stride-1 convolution with padding < k, the geometry of the forward convolution that computes its
 /// input gradient: `dx = dy ∗ flip(W)ᵀ` with padding k − 1 − p.
 fn flipped(g: &Geom) -> Option<Geom> {

@@ -6,9 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::sgemm;
-use super::linear::{
-    fill_rows, linear, row_split_input_grad, row_split_param_grads, Activation,
-};
+use super::linear::{fill_rows, linear, row_split_input_grad, row_split_param_grads, Activation};
 use super::math::exp_approx;
 use super::{cpu_f32, par_rows, to_candle, with_data};
 use crate::Result;

@@ -19,7 +19,6 @@ use rayon::prelude::*;
 use super::gemm::sgemm;
 use super::par_chunks_from_planes;
 
-
 /// The geometry of one convolution `x: (n, ci, h, w)` ∗ `W: (co, ci, k, k)` → `y: (n, co, oh, ow)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Geom {

@@ -408,8 +408,7 @@ mod tests {
                 Activation::Silu,
             ] {
                 let inputs = [x.clone(), w.clone(), b.clone()];
-                let ours =
-                    value_and_grads(|t| linear(&t[0], &t[1], &t[2], act), &inputs, &r)?;
+                let ours = value_and_grads(|t| linear(&t[0], &t[1], &t[2], act), &inputs, &r)?;
                 let stock = value_and_grads(
                     |t| act.forward(&t[0].matmul(&t[1].t()?)?.broadcast_add(&t[2])?),
                     &inputs,

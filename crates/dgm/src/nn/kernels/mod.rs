@@ -59,7 +59,6 @@ pub mod token_nll;
 
 pub use optim::{adamw_update_cpu, ema_update_cpu, AdamWUpdate};
 
-
 /// The contiguous f32 data of a CPU storage, or an error naming the op (for `CustomOp::cpu_fwd`).
 pub(crate) fn cpu_f32<'a>(
     op: &str,
@@ -71,7 +70,6 @@ pub(crate) fn cpu_f32<'a>(
         _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
     }
 }
-
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor, or returns `None` for other tensors.
 pub fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
@@ -119,7 +117,11 @@ const GEMM_MIN_ROWS: usize = 32;
 /// A vector of `len` floats built in parallel chunks of `chunk` elements (the last may be shorter): each chunk
 /// is zeroed by the thread that then hands it to `work(i, chunk)`, so the zeroing happens in parallel and in
 /// cache rather than as one serial pass before the work.
-pub(crate) fn par_filled(len: usize, chunk: usize, work: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+pub(crate) fn par_filled(
+    len: usize,
+    chunk: usize,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
     if len > 0 {
         v.spare_capacity_mut()[..len]

@@ -10,7 +10,6 @@ use rayon::prelude::*;
 use super::with_cpu_f32;
 use crate::Result;
 
-
 /// One fused AdamW step, in place, for parameters on the CPU:
 /// p ← p·(1 − lr·λ) − lr·(m/bc1) / (√(v/bc2) + ε) after m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², g = scale·grad.
 pub struct AdamWUpdate<'a> {

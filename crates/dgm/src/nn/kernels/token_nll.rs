@@ -150,5 +150,4 @@ mod tests {
         assert!(token_nll(&flat, &Tensor::new(&[0u32, 5, 65], &dev)?).is_err());
         Ok(())
     }
-
 }
