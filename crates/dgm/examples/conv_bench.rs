@@ -26,6 +26,8 @@
 //! process's peak RSS (`VmHWM`), so run each mode in its own process. Set RAYON_NUM_THREADS for the thread
 //! count.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -36,11 +38,9 @@ use dgm::nn::{Conv2d, ConvTranspose2d, GroupNorm, Params};
 use dgm::rng::Rng;
 use dgm::train::optim::{collect_grads, AdamW, AdamWParams};
 use dgm::{Error, Result};
-use mimalloc::MiMalloc;
 use serde_json::{json, Value};
 
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+use common::{quartiles, StepTimer};
 
 const GROUPS: usize = 8;
 
@@ -141,13 +141,6 @@ fn peak_rss_mb() -> Option<f64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// Sorted times → (median, q1, q3), quantiles as in `step_throughput`.
-fn quartiles(mut times: Vec<f64>) -> (f64, f64, f64) {
-    times.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    (q(0.5), q(0.25), q(0.75))
 }
 
 fn round3(x: f64) -> f64 {
@@ -258,8 +251,7 @@ fn run_model(o: &Opts) -> Result<Value> {
         None => Some(AdamW::new(vars.clone(), adam)?),
     };
     let mut rng = Rng::new(1);
-    let mut times = Vec::with_capacity(o.steps);
-    let mut parts = [0f64; 3];
+    let mut timer = StepTimer::new(o.steps, o.warmup, &["forward", "backward", "optimizer"]);
     for s in 0..o.steps + o.warmup {
         // the batch is drawn outside the timed region (on both sides)
         let mut clean = Vec::with_capacity(bs * 784);
@@ -285,16 +277,10 @@ fn run_model(o: &Opts) -> Result<Value> {
             }
             (None, None) => unreachable!("the optimiser exists whenever the model is trained"),
         };
-        let t3 = Instant::now();
-        if s >= o.warmup {
-            parts[0] += (t1 - t0).as_secs_f64() * 1e3;
-            parts[1] += (t2 - t1).as_secs_f64() * 1e3;
-            parts[2] += (t3 - t2).as_secs_f64() * 1e3;
-            times.push((t3 - t0).as_secs_f64() * 1e3);
-        }
+        timer.record(s, &[t0, t1, t2]);
     }
-    let n = o.steps as f64;
-    let (med, q1, q3) = quartiles(times);
+    let parts = timer.part_means();
+    let (med, q1, q3) = timer.quartiles()?;
     let gflop = forward_flop(bs) * if o.mode == "step" { 3.0 } else { 1.0 } / 1e9;
     Ok(json!({
         "impl": if o.stock { "candle stock" } else { "dgm" },
@@ -307,9 +293,9 @@ fn run_model(o: &Opts) -> Result<Value> {
         "q3_ms": round3(q3),
         "gflop": round3(gflop),
         "parts_ms": {
-            "forward": round3(parts[0] / n),
-            "backward": round3(parts[1] / n),
-            "optimizer": round3(parts[2] / n),
+            "forward": round3(parts[0]),
+            "backward": round3(parts[1]),
+            "optimizer": round3(parts[2]),
         },
         "peak_rss_mb": peak_rss_mb().map(|m| (m * 10.0).round() / 10.0),
         "params": params.num_parameters(),
@@ -425,10 +411,7 @@ fn run_ops(o: &Opts) -> Result<Value> {
 }
 
 fn main() -> Result<()> {
-    // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
-    // SAFETY: sets a plain integer option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    dgm::runtime::init_cpu_runtime();
+    common::init();
     let o = parse_args()?;
     dgm::nn::set_stock_ops(o.stock);
     let out = match o.mode.as_str() {

@@ -11,6 +11,8 @@
 //! DIR/gpt.safetensors for `bench/torch/gpt_char.py --check DIR`, which loads them into the PyTorch twin and
 //! compares.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -22,10 +24,8 @@ use dgm::models::autoregressive::gpt::{Gpt, GptConfig};
 use dgm::nn::Params;
 use dgm::rng::Rng;
 use dgm::train::optim::{collect_grads, global_grad_norm, AdamW, AdamWParams};
-use mimalloc::MiMalloc;
 
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+use common::StepTimer;
 
 /// Context length of the benchmark.
 const BLOCK: usize = 64;
@@ -81,10 +81,7 @@ fn dump(dir: &Path) -> dgm::Result<()> {
 }
 
 fn main() -> dgm::Result<()> {
-    // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
-    // SAFETY: sets a plain integer option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    dgm::runtime::init_cpu_runtime();
+    common::init();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--dump") {
         let dir = args
@@ -109,10 +106,9 @@ fn main() -> dgm::Result<()> {
     )?;
     let mut rng = Rng::new(1);
     let batch = Batch::new(random_batch(bs, &mut rng)?);
-    let mut times = Vec::with_capacity(steps);
-    let mut parts = [0f64; 3];
-    let mut last_loss = f64::NAN;
     let warmup = 10;
+    let mut timer = StepTimer::new(steps, warmup, &["forward", "backward", "clip + optimizer"]);
+    let mut last_loss = f64::NAN;
     for s in 0..steps + warmup {
         let t0 = Instant::now();
         let out = model.loss(&batch, &mut rng)?;
@@ -122,36 +118,16 @@ fn main() -> dgm::Result<()> {
         let norm = global_grad_norm(&grads)?;
         let scale = if norm > 1.0 { 1.0 / norm } else { 1.0 };
         opt.step(&grads, 1e-3, scale)?;
+        timer.record(s, &[t0, t1, t2]);
         last_loss = out.parts[0].1;
-        if s >= warmup {
-            parts[0] += (t1 - t0).as_secs_f64() * 1e3;
-            parts[1] += (t2 - t1).as_secs_f64() * 1e3;
-            parts[2] += t2.elapsed().as_secs_f64() * 1e3;
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    if std::env::var_os("DGM_PROFILE").is_some() {
-        let n = steps as f64;
-        eprintln!(
-            "mean ms: forward {:.2}  backward {:.2}  clip + optimizer {:.2}",
-            parts[0] / n,
-            parts[1] / n,
-            parts[2] / n
-        );
-    }
-    if times.is_empty() {
-        return Err(dgm::Error::invalid(
-            "STEPS",
-            "0: need at least one timed step",
-        ));
-    }
-    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    timer.print_profile();
+    let (median, q1, q3) = timer.quartiles()?;
     println!(
         "{{\"impl\": \"dgm\", \"steps\": {steps}, \"batch\": {bs}, \"block\": {BLOCK}, \"median_ms\": {:.3}, \"q1_ms\": {:.3}, \"q3_ms\": {:.3}, \"params\": {}, \"loss\": {:.4}}}",
-        q(0.5),
-        q(0.25),
-        q(0.75),
+        median,
+        q1,
+        q3,
         params.num_parameters(),
         last_loss
     );

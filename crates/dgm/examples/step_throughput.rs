@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release --example step_throughput -- [STEPS] [BATCH]` (set RAYON_NUM_THREADS for the thread count).
 
+mod common;
+
 use std::time::Instant;
 
 use candle_core::Device;
@@ -13,16 +15,11 @@ use dgm::models::{self, DataInfo};
 use dgm::nn::Params;
 use dgm::rng::Rng;
 use dgm::train::optim::{collect_grads, AdamW, AdamWParams};
-use mimalloc::MiMalloc;
 
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+use common::StepTimer;
 
 fn main() -> dgm::Result<()> {
-    // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
-    // SAFETY: sets a plain integer option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    dgm::runtime::init_cpu_runtime();
+    common::init();
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200);
     let bs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
@@ -68,9 +65,12 @@ fn main() -> dgm::Result<()> {
         },
     )?;
     let mut rng = Rng::new(1);
-    let mut times = Vec::with_capacity(steps);
-    let mut parts = [0f64; 4];
     let warmup = 10;
+    let mut timer = StepTimer::new(
+        steps,
+        warmup,
+        &["batch", "forward", "backward", "optimizer"],
+    );
     for s in 0..steps + warmup {
         let t0 = Instant::now();
         let idx: Vec<usize> = (0..bs).map(|i| (s * bs + i) % data.len()).collect();
@@ -81,32 +81,16 @@ fn main() -> dgm::Result<()> {
         let grads = collect_grads(&vars, &out.loss.backward()?);
         let t3 = Instant::now();
         opt.step(&grads, 1e-3, 1.0)?;
-        if s >= warmup {
-            parts[0] += (t1 - t0).as_secs_f64() * 1e3;
-            parts[1] += (t2 - t1).as_secs_f64() * 1e3;
-            parts[2] += (t3 - t2).as_secs_f64() * 1e3;
-            parts[3] += t3.elapsed().as_secs_f64() * 1e3;
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
+        timer.record(s, &[t0, t1, t2, t3]);
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    if std::env::var_os("DGM_PROFILE").is_some() {
-        let n = steps as f64;
-        eprintln!(
-            "mean ms: batch {:.2}  forward {:.2}  backward {:.2}  optimizer {:.2}",
-            parts[0] / n,
-            parts[1] / n,
-            parts[2] / n,
-            parts[3] / n
-        );
-    }
-    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    timer.print_profile();
+    let (median, q1, q3) = timer.quartiles()?;
     println!(
         "{{\"impl\": \"dgm\", \"data\": \"{}\", \"steps\": {steps}, \"batch\": {bs}, \"median_ms\": {:.3}, \"q1_ms\": {:.3}, \"q3_ms\": {:.3}, \"params\": {}}}",
         data.name,
-        q(0.5),
-        q(0.25),
-        q(0.75),
+        median,
+        q1,
+        q3,
         params.num_parameters()
     );
     Ok(())

@@ -12,6 +12,8 @@
 //! perturbed, so that every parameter matters), an input (x, t) and the UNet's output to DIR/tensors.{txt,bin}
 //! for `bench/torch/unet_step.py --check DIR`, which loads them into the PyTorch twin and compares outputs.
 
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,10 +25,8 @@ use dgm::nn::unet::{UNet, UNetConfig};
 use dgm::nn::Params;
 use dgm::rng::Rng;
 use dgm::train::optim::{collect_grads, AdamW, AdamWParams};
-use mimalloc::MiMalloc;
 
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+use common::StepTimer;
 
 /// The prepared DDPM config (as a TOML table) of `configs/ddpm-mnist.toml`, with base channels `base`.
 fn ddpm_config(base: usize) -> dgm::Result<toml::Table> {
@@ -135,10 +135,7 @@ fn dump(dir: &Path, base: usize) -> dgm::Result<()> {
 }
 
 fn main() -> dgm::Result<()> {
-    // as the dgm binary does: keep freed memory committed (mimalloc option purge_delay = -1)
-    // SAFETY: sets a plain integer option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    dgm::runtime::init_cpu_runtime();
+    common::init();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--dump") {
         let dir = args
@@ -168,9 +165,8 @@ fn main() -> dgm::Result<()> {
     let mut rng = Rng::new(1);
     let x0 = ((rng.rand((bs, 1, 28, 28), &dev)? * 2.0)? - 1.0)?; // (b, 1, 28, 28) in [−1, 1]
     let batch = Batch::new(x0);
-    let mut times = Vec::with_capacity(steps);
-    let mut parts = [0f64; 3];
     let warmup = 10;
+    let mut timer = StepTimer::new(steps, warmup, &["forward", "backward", "optimizer"]);
     for s in 0..steps + warmup {
         let t0 = Instant::now();
         let out = model.loss(&batch, &mut rng)?;
@@ -178,35 +174,15 @@ fn main() -> dgm::Result<()> {
         let grads = collect_grads(&vars, &out.loss.backward()?);
         let t2 = Instant::now();
         opt.step(&grads, 1e-3, 1.0)?;
-        if s >= warmup {
-            parts[0] += (t1 - t0).as_secs_f64() * 1e3;
-            parts[1] += (t2 - t1).as_secs_f64() * 1e3;
-            parts[2] += t2.elapsed().as_secs_f64() * 1e3;
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
+        timer.record(s, &[t0, t1, t2]);
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    if std::env::var_os("DGM_PROFILE").is_some() {
-        let n = steps as f64;
-        eprintln!(
-            "mean ms: forward {:.2}  backward {:.2}  optimizer {:.2}",
-            parts[0] / n,
-            parts[1] / n,
-            parts[2] / n
-        );
-    }
-    if times.is_empty() {
-        return Err(dgm::Error::invalid(
-            "STEPS",
-            "0: need at least one timed step",
-        ));
-    }
-    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    timer.print_profile();
+    let (median, q1, q3) = timer.quartiles()?;
     println!(
         "{{\"impl\": \"dgm\", \"steps\": {steps}, \"batch\": {bs}, \"base\": {base}, \"median_ms\": {:.3}, \"q1_ms\": {:.3}, \"q3_ms\": {:.3}, \"params\": {}}}",
-        q(0.5),
-        q(0.25),
-        q(0.75),
+        median,
+        q1,
+        q3,
         params.num_parameters()
     );
     Ok(())

@@ -1,15 +1,23 @@
 //! dgm's layer types. Model files build every linear / conv / norm layer through these types, so that the
 //! implementation behind them can be swapped without touching any model file: on the CPU in f32 they run
-//! dgm's own kernels ([`super::conv`], [`super::linear`], [`super::norm`]), elsewhere (CUDA, other dtypes,
-//! or after [`super::set_stock_ops`]) candle's stock ops. Initialisation follows PyTorch's defaults so that side-by-side benchmarks with
-//! PyTorch train the same model.
+//! dgm's own kernels ([`super::kernels`]), elsewhere (CUDA, other dtypes, or after
+//! [`super::set_stock_ops`]) candle's stock ops. Initialisation follows PyTorch's defaults (or nanoGPT's,
+//! for [`Linear::nanogpt`] and [`LayerNorm`]) so that side-by-side benchmarks with PyTorch train the same
+//! model.
 
 use candle_core::Tensor;
 use candle_nn::init::Init;
 use candle_nn::VarBuilder;
 
-use super::linear::Activation;
+use super::kernels::conv::{conv2d, conv_transpose2d};
+use super::kernels::group_norm::group_norm;
+use super::kernels::layer_norm::layer_norm;
+use super::kernels::linear::{dense, linear, Activation};
+use crate::rng::Rng;
 use crate::Result;
+
+/// LayerNorm's ε, as in PyTorch and nanoGPT.
+pub const LN_EPS: f64 = 1e-5;
 
 /// PyTorch's default init for a layer with `fan_in` inputs: U(−1/√fan_in, 1/√fan_in) for weight and bias.
 fn torch_uniform(fan_in: usize) -> Init {
@@ -17,22 +25,100 @@ fn torch_uniform(fan_in: usize) -> Init {
     Init::Uniform { lo: -b, up: b }
 }
 
-/// A fully connected layer `y = x Wᵀ + b`, W of shape (out, in) as in PyTorch, initialised as PyTorch does,
-/// U(−1/√in, 1/√in) for weight and bias.
-///
+/// Applies `f`, a map of rows `(m, in)` → `(m, out)`, to `x: (…, in)` → `(…, out)`: a matrix as it is, any
+/// other rank flattened to rows and the result reshaped back.
+pub(crate) fn over_rows(
+    x: &Tensor,
+    out: usize,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if x.rank() == 2 {
+        return f(x); // (m, out)
+    }
+    let dims = x.dims();
+    let (lead, d_in) = dims.split_at(dims.len().saturating_sub(1));
+    let x2 = x.reshape((
+        lead.iter().product::<usize>(),
+        d_in.iter().product::<usize>(),
+    ))?; // (m, in)
+    let y = f(&x2)?; // (m, out)
+    let mut shape = lead.to_vec();
+    shape.push(out);
+    Ok(y.reshape(shape)?)
+}
+
+/// Which of the two linear kernels a [`Linear`] runs on (see [`super::kernels::linear`]: they compute the
+/// same function but sum in different orders, so each model keeps the one its numbers were made with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinearKernel {
+    /// [`linear`]: gemm's own threading, activations fused in.
+    Fused,
+    /// [`dense`]: products split into blocks of rows over the threads (transformer shapes).
+    RowSplit,
+}
+
+/// A fully connected layer `y = x Wᵀ + b`, W of shape (out, in) as in PyTorch. Two constructors, one per
+/// family of models: [`Linear::new`] (PyTorch's init and the fused-activation kernel) and
+/// [`Linear::nanogpt`] (nanoGPT's init, an optional bias, and the row-split kernel of the transformer).
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: Tensor,
+    /// The bias variable, or a constant zero vector when the layer has none.
     bias: Tensor,
+    kernel: LinearKernel,
 }
 
 impl Linear {
-    /// A linear layer with bias, variables `weight` (out, in) and `bias` (out,) under `vb`.
+    /// A linear layer with bias, variables `weight` (out, in) and `bias` (out,) under `vb`, initialised as
+    /// PyTorch does, U(−1/√in, 1/√in) for weight and bias; runs on [`linear`].
     pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
         let init = torch_uniform(in_dim);
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
         let bias = vb.get_with_hints(out_dim, "bias", init)?;
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            kernel: LinearKernel::Fused,
+        })
+    }
+
+    /// A linear layer as nanoGPT builds it: `weight` (out, in) drawn N(0, std²), `bias` (out,) zero, or no
+    /// bias variable at all when `bias` is false; runs on [`dense`].
+    pub fn nanogpt(
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        std: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?;
+        let bias = if bias {
+            vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?
+        } else {
+            Tensor::zeros(out_dim, vb.dtype(), vb.device())?
+        };
+        Ok(Self {
+            weight,
+            bias,
+            kernel: LinearKernel::RowSplit,
+        })
+    }
+
+    /// The weight (out, in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias (out,) (zeros for a layer built without one).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
     }
 
     /// Applies the layer to `(…, in)` → `(…, out)`.
@@ -41,26 +127,22 @@ impl Linear {
     }
 
     /// `act(x Wᵀ + b)`, `(…, in)` → `(…, out)`; on the CPU the matmul, bias and activation (relu, tanh,
-    /// identity) run as one fused op with its own backward ([`super::linear`]).
+    /// identity) run as one fused op with its own backward ([`linear`]).
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        if x.rank() == 2 {
-            return super::linear::linear(x, &self.weight, &self.bias, act); // (m, out)
+        over_rows(x, self.bias.dim(0)?, |x2| self.forward_2d(x2, act))
+    }
+
+    /// `act(x Wᵀ + b)` for `x: (m, in)` on this layer's kernel.
+    fn forward_2d(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        match self.kernel {
+            LinearKernel::Fused => linear(x, &self.weight, &self.bias, act),
+            LinearKernel::RowSplit => act.forward(&dense(x, &self.weight, &self.bias)?),
         }
-        let dims = x.dims();
-        let (lead, d_in) = dims.split_at(dims.len().saturating_sub(1));
-        let x2 = x.reshape((
-            lead.iter().product::<usize>(),
-            d_in.iter().product::<usize>(),
-        ))?; // (m, in)
-        let y = super::linear::linear(&x2, &self.weight, &self.bias, act)?; // (m, out)
-        let mut shape = lead.to_vec();
-        shape.push(self.bias.dim(0)?);
-        Ok(y.reshape(shape)?)
     }
 }
 
 /// A 2-D convolution with bias, weight (out, in, k, k) as in PyTorch's `Conv2d`, initialised as PyTorch does.
-/// On the CPU it runs on dgm's GEMM-based kernels ([`super::conv`]), elsewhere on candle's stock op.
+/// On the CPU it runs on dgm's GEMM-based kernels ([`super::kernels::conv`]), elsewhere on candle's stock op.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     weight: Tensor,
@@ -92,7 +174,7 @@ impl Conv2d {
 
     /// `(b, in, h, w)` → `(b, out, h', w')` with h' = (h + 2·padding − k) / stride + 1.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv2d(x, &self.weight, Some(&self.bias), self.stride, self.padding)
+        conv2d(x, &self.weight, Some(&self.bias), self.stride, self.padding)
     }
 }
 
@@ -134,7 +216,7 @@ impl ConvTranspose2d {
 
     /// `(b, in, h, w)` → `(b, out, h', w')`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv_transpose2d(
+        conv_transpose2d(
             x,
             &self.weight,
             Some(&self.bias),
@@ -176,12 +258,39 @@ impl GroupNorm {
 
     /// `(b, c, …)` → same shape, normalised over each group of channels and all positions.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::norm::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false)
+        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false)
     }
 
     /// `silu(group_norm(x))` in one pass (forward and backward) on the CPU.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        super::norm::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
+        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
+    }
+}
+
+/// LayerNorm (Ba et al. 2016) over the last dimension, `weight` initialised to 1 and `bias` (optional, as
+/// nanoGPT's `bias = False`) to 0, ε = [`LN_EPS`].
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    /// The bias variable, or a constant zero vector when the layer has none.
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    /// A LayerNorm over `dim` features; variables `weight` (dim,) and, with `bias`, `bias` (dim,) under `vb`.
+    pub fn new(dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        let bias = if bias {
+            vb.get_with_hints(dim, "bias", Init::Const(0.0))?
+        } else {
+            Tensor::zeros(dim, vb.dtype(), vb.device())?
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// `(…, dim)` → same shape: γ ⊙ (x − μ) / √(σ² + ε) + β over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.weight, &self.bias, LN_EPS)
     }
 }
 
@@ -193,6 +302,19 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
     Ok(x.reshape((b, c, h, 1, w, 1))? // (b, c, h, 1, w, 1)
         .broadcast_as((b, c, h, 2, w, 2))?
         .reshape((b, c, 2 * h, 2 * w))?) // (b, c, 2h, 2w)
+}
+
+/// Dropout: each element zeroed with probability `p`, the rest scaled by 1/(1 − p), the mask drawn from `rng`.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.uniform_f64() < p { 0.0 } else { scale })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
 }
 
 /// An embedding table (n, dim), e.g. for class labels.
@@ -225,7 +347,7 @@ impl Embedding {
 mod tests {
     use super::*;
     use crate::nn::Params;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     /// Same values as nearest-neighbour up-sampling; the gradient of each input pixel is the sum of its 2×2
     /// copies' gradients.
@@ -284,6 +406,26 @@ mod tests {
                 assert!((y[0][r][o] - want).abs() < 1e-6);
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn dropout_zeroes_a_fraction_p_and_rescales_the_rest() -> Result<()> {
+        let dev = Device::Cpu;
+        let n = 40_000;
+        let x = Tensor::ones(n, DType::F32, &dev)?;
+        let y = dropout(&x, 0.25, &mut Rng::new(1))?.to_vec1::<f32>()?;
+        let zeros = y.iter().filter(|v| **v == 0.0).count() as f64 / n as f64;
+        // 5 standard errors of a Bernoulli(0.25) frequency
+        assert!(
+            (zeros - 0.25).abs() < 5.0 * (0.25f64 * 0.75 / n as f64).sqrt(),
+            "{zeros}"
+        );
+        assert!(y.iter().all(|v| *v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+        assert_eq!(
+            dropout(&x, 0.0, &mut Rng::new(1))?.to_vec1::<f32>()?,
+            vec![1.0; n]
+        );
         Ok(())
     }
 }

@@ -16,7 +16,9 @@ use candle_core::{Device, Tensor};
 use candle_nn::init::Init;
 use candle_nn::VarBuilder;
 
-use super::linear::Activation;
+use super::kernels::linear::linear;
+use super::layers::over_rows;
+use super::Activation;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -25,7 +27,7 @@ pub const ORDERS: &[&str] = &["natural", "random"];
 
 /// A fully connected layer with a fixed 0/1 connectivity mask: y = x (W ⊙ M)ᵀ + b, W and M of shape
 /// (out, in) as in PyTorch, initialised like [`super::Linear`] (U(−1/√in, 1/√in) for weight and bias). The
-/// masked weight goes through dgm's fused linear kernel ([`super::linear::linear`]); the gradient of a masked
+/// masked weight goes through dgm's fused linear kernel ([`linear`]); the gradient of a masked
 /// weight entry is exactly 0.
 #[derive(Clone, Debug)]
 pub struct MaskedLinear {
@@ -94,19 +96,7 @@ impl MaskedLinear {
             ));
         }
         let w = (&self.weight * mask)?; // (out, in)
-        if x.rank() == 2 {
-            return super::linear::linear(x, &w, &self.bias, act); // (m, out)
-        }
-        let dims = x.dims();
-        let (lead, d_in) = dims.split_at(dims.len().saturating_sub(1));
-        let x2 = x.reshape((
-            lead.iter().product::<usize>(),
-            d_in.iter().product::<usize>(),
-        ))?; // (m, in)
-        let y = super::linear::linear(&x2, &w, &self.bias, act)?; // (m, out)
-        let mut shape = lead.to_vec();
-        shape.push(self.bias.dim(0)?);
-        Ok(y.reshape(shape)?)
+        over_rows(x, self.bias.dim(0)?, |x2| linear(x2, &w, &self.bias, act))
     }
 }
 

@@ -21,24 +21,21 @@
 //!
 //! Implementation (the choice the module makes): the weight is stored as a full square `(c_out, c_in, k, k)`
 //! kernel and the mask applied on every forward pass, so gradients of masked taps are zero and the layer runs
-//! through dgm's CPU kernel [`crate::nn::conv::conv2d`] with symmetric padding c (same-size output). This is
+//! through dgm's CPU kernel [`crate::nn::kernels::conv::conv2d`] with symmetric padding c (same-size output). This is
 //! exact and simple; it wastes the masked taps' multiply-adds. The horizontal masks keep at most c + 1 taps of
 //! one row out of k², so for them the layer instead gathers the active taps as column-shifted copies of the
 //! input (zero-padded on the left, so a tap never reads a later column) and runs one 1×1 convolution over their
 //! concatenation — the same sum, in about (c + 1)/k² of the multiply-adds. The tests check both paths against
 //! candle's stock convolution with the masked kernel.
 //!
-//! [`gated_activation`] is the Gated PixelCNN non-linearity tanh(a) ⊙ σ(g) over the two halves of a layer's
-//! 2p channels, fused into one pass each way on the CPU (composed of tensor ops it costs about a dozen passes
-//! over the model's largest tensors, and libm's tanh).
+//! [`gated_activation`] (a CPU kernel in [`super::kernels::gate`], re-exported here) is the Gated PixelCNN
+//! non-linearity tanh(a) ⊙ σ(g) over the two halves of a layer's 2p channels.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::Tensor;
 use candle_nn::init::Init;
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 
-use super::kernels::cpu_f32;
-use super::norm::exp_approx;
+pub use super::kernels::gate::gated_activation;
 use crate::{Error, Result};
 
 /// Which taps of a k×k kernel a [`MaskedConv2d`] sees (see the module docs).
@@ -197,7 +194,7 @@ impl MaskedConv2d {
 
     /// The square path: the masked kernel through dgm's convolution with padding k/2.
     fn forward_square(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv2d(x, &self.masked_weight()?, Some(&self.bias), 1, self.k / 2)
+        super::kernels::conv::conv2d(x, &self.masked_weight()?, Some(&self.bias), 1, self.k / 2)
     }
 
     /// The one-row path: Σ over active centre-row taps kx of W[:, :, c, kx] · x shifted right by c − kx
@@ -217,7 +214,7 @@ impl MaskedConv2d {
             .collect::<candle_core::Result<_>>()?; // each (co, ci, 1, 1)
         let xs = Tensor::cat(&shifted, 1)?; // (b, taps·ci, h, w), tap-major
         let ws = Tensor::cat(&wtaps, 1)?; // (co, taps·ci, 1, 1), same order
-        super::conv::conv2d(&xs, &ws, Some(&self.bias), 1, 0)
+        super::kernels::conv::conv2d(&xs, &ws, Some(&self.bias), 1, 0)
     }
 }
 
@@ -226,132 +223,6 @@ impl MaskedConv2d {
 pub fn shift_down(x: &Tensor) -> Result<Tensor> {
     let h = x.dim(2)?;
     Ok(x.pad_with_zeros(2, 1, 0)?.narrow(2, 0, h)?)
-}
-
-/// The gated activation of Gated PixelCNN (eq. 2 of the paper): `(b, 2p, h, w)` → `(b, p, h, w)`,
-/// y = tanh(a) ⊙ σ(g) with a the first p channels and g the last p. On the CPU in f32 it is one fused pass
-/// each way ([`GateOp`]); elsewhere it is composed of tensor ops.
-pub fn gated_activation(x: &Tensor) -> Result<Tensor> {
-    let (n, c2, h, w) = x.dims4()?;
-    if !c2.is_multiple_of(2) {
-        return Err(Error::invalid(
-            "gated activation",
-            format!("{c2} channels cannot be split into two halves"),
-        ));
-    }
-    if super::use_cpu_kernel(x) {
-        let op = GateOp { n, p: c2 / 2, h, w };
-        return Ok(x.contiguous()?.apply_op1(op)?);
-    }
-    gated_activation_composed(x)
-}
-
-/// [`gated_activation`] composed of candle tensor ops, for any device and float dtype.
-fn gated_activation_composed(x: &Tensor) -> Result<Tensor> {
-    let p = x.dim(1)? / 2;
-    let a = x.narrow(1, 0, p)?.tanh()?;
-    let s = (((x.narrow(1, p, p)? * 0.5)?.tanh()? + 1.0)? * 0.5)?; // σ(g) = (1 + tanh(g/2))/2
-    Ok((a * s)?)
-}
-
-/// (tanh a, σ g) with tanh a = 2σ(2a) − 1.
-#[inline(always)]
-fn tanh_sigmoid(a: f32, g: f32) -> (f32, f32) {
-    let t = 2.0 / (1.0 + exp_approx(-2.0 * a)) - 1.0;
-    let s = 1.0 / (1.0 + exp_approx(-g));
-    (t, s)
-}
-
-/// The fused gated activation on a contiguous f32 `(n, 2p, h, w)` tensor; its backward is [`GateGrad`].
-#[derive(Clone, Copy, Debug)]
-pub struct GateOp {
-    n: usize,
-    p: usize,
-    h: usize,
-    w: usize,
-}
-
-/// The gradient of [`GateOp`]: (x, dy) → dx with da = dy·(1 − tanh² a)·σ(g), dg = dy·tanh a·σ(g)(1 − σ(g)).
-struct GateGrad(GateOp);
-
-/// Elements per rayon task of the gate kernels.
-const GATE_TASK: usize = 1 << 14;
-
-impl CustomOp1 for GateOp {
-    fn name(&self) -> &'static str {
-        "dgm-gate"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(self.name(), s, l)?;
-        let half = self.p * self.h * self.w;
-        let mut y = vec![0f32; self.n * half];
-        y.par_chunks_mut(half)
-            .zip(x.par_chunks(2 * half))
-            .for_each(|(y, x)| {
-                let (a, g) = x.split_at(half);
-                y.par_chunks_mut(GATE_TASK)
-                    .zip(a.par_chunks(GATE_TASK).zip(g.par_chunks(GATE_TASK)))
-                    .for_each(|(y, (a, g))| {
-                        for ((y, &a), &g) in y.iter_mut().zip(a).zip(g) {
-                            let (t, s) = tanh_sigmoid(a, g);
-                            *y = t * s;
-                        }
-                    });
-            });
-        Ok((
-            CpuStorage::F32(y),
-            Shape::from((self.n, self.p, self.h, self.w)),
-        ))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let dx = x.apply_op2_no_bwd(&grad.contiguous()?, &GateGrad(*self))?;
-        Ok(Some(dx))
-    }
-}
-
-impl CustomOp2 for GateGrad {
-    fn name(&self) -> &'static str {
-        "dgm-gate-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(self.name(), s1, l1)?;
-        let dy = cpu_f32(self.name(), s2, l2)?;
-        let op = self.0;
-        let half = op.p * op.h * op.w;
-        let mut dx = vec![0f32; op.n * 2 * half];
-        dx.par_chunks_mut(2 * half)
-            .zip(x.par_chunks(2 * half).zip(dy.par_chunks(half)))
-            .for_each(|(dx, (x, dy))| {
-                let (a, g) = x.split_at(half);
-                let (da, dg) = dx.split_at_mut(half);
-                da.par_chunks_mut(GATE_TASK)
-                    .zip(dg.par_chunks_mut(GATE_TASK))
-                    .zip(a.par_chunks(GATE_TASK).zip(g.par_chunks(GATE_TASK)))
-                    .zip(dy.par_chunks(GATE_TASK))
-                    .for_each(|(((da, dg), (a, g)), dy)| {
-                        for ((((da, dg), &a), &g), &dy) in
-                            da.iter_mut().zip(dg.iter_mut()).zip(a).zip(g).zip(dy)
-                        {
-                            let (t, s) = tanh_sigmoid(a, g);
-                            *da = dy * (1.0 - t * t) * s;
-                            *dg = dy * t * s * (1.0 - s);
-                        }
-                    });
-            });
-        Ok((
-            CpuStorage::F32(dx),
-            Shape::from((op.n, 2 * op.p, op.h, op.w)),
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -439,7 +310,7 @@ mod tests {
                 )?;
                 let x = Var::from_tensor(&rng.randn((2, ci, 6, 5), &dev)?)?;
                 let y = conv.forward(&x)?;
-                let want = crate::nn::conv::conv2d_stock(
+                let want = crate::nn::kernels::conv::conv2d_stock(
                     &x,
                     &conv.masked_weight()?,
                     Some(&conv.bias),
@@ -510,31 +381,6 @@ mod tests {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// The fused gate equals tanh(a)·σ(g) composed of stock ops, forward and backward.
-    #[test]
-    fn fused_gate_matches_the_composed_one() -> Result<()> {
-        let dev = Device::Cpu;
-        let x = Var::from_tensor(&(Rng::new(5).randn((3, 8, 5, 7), &dev)? * 3.0)?)?;
-        let r = Rng::new(6).randn((3, 4, 5, 7), &dev)?;
-        let mut out = Vec::new();
-        // (not via set_stock_ops: it is process-wide and the lib tests run in parallel)
-        for f in [gated_activation, gated_activation_composed] {
-            let y = f(&x)?;
-            let gx = (&y * &r)?.sum_all()?.backward()?;
-            let gx = gx
-                .get(&x)
-                .cloned()
-                .ok_or(Error::invalid("test", "no gradient"))?;
-            out.push((y, gx));
-        }
-        assert!(crate::nn::rel_err(&out[0].0, &out[1].0)? < 1e-5);
-        assert!(crate::nn::rel_err(&out[0].1, &out[1].1)? < 1e-5);
-        assert!(
-            gated_activation(&Tensor::zeros((1, 3, 2, 2), candle_core::DType::F32, &dev)?).is_err()
-        );
         Ok(())
     }
 

@@ -1,15 +1,12 @@
-//! Shared building blocks: the parameter store and dgm's layer types (see [`layers`] for why every model
-//! goes through them), and the CPU kernels behind them ([`conv`], [`linear`], [`norm`], [`kernels`]).
+//! Shared building blocks: the parameter store ([`params`]), dgm's layer types (see [`layers`] for why every
+//! model goes through them), the CPU kernels behind them ([`kernels`]), and the blocks built from them
+//! (the UNet, the transformer blocks, masked layers for autoregressive models).
 
 pub mod attention;
-pub mod conv;
-pub(crate) mod gemm;
 pub mod kernels;
 pub mod layers;
-pub mod linear;
 pub mod masked;
 pub mod masked_conv;
-pub mod norm;
 pub mod params;
 pub mod transformer;
 pub mod unet;
@@ -17,8 +14,11 @@ pub mod unet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use attention::SelfAttention2d;
-pub use layers::{upsample2x, Conv2d, ConvTranspose2d, Embedding, GroupNorm, Linear};
-pub use linear::Activation;
+pub(crate) use kernels::gemm;
+pub use kernels::linear::Activation;
+pub use layers::{
+    dropout, upsample2x, Conv2d, ConvTranspose2d, Embedding, GroupNorm, LayerNorm, Linear, LN_EPS,
+};
 pub use params::Params;
 pub use unet::{UNet, UNetConfig};
 

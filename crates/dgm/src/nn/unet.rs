@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::SelfAttention2d;
 use super::layers::{upsample2x, Conv2d, Embedding, GroupNorm, Linear};
-use super::linear::Activation;
+use super::Activation;
 use crate::{Error, Result};
 
 // ---------------------------------------------------------------------------------------------------------

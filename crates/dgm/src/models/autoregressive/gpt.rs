@@ -31,7 +31,10 @@ use crate::model::{
     LogLikelihood, LossOutput, Model, SampleOptions, Sequence,
 };
 use crate::models::DataInfo;
-use crate::nn::transformer::{self, Block, BlockConfig, KvCache, LayerNorm};
+use crate::nn::kernels::linear::dense;
+use crate::nn::kernels::token_nll::token_nll;
+use crate::nn::transformer::{forward_cached, Block, BlockConfig, KvCache};
+use crate::nn::{dropout, LayerNorm};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -300,7 +303,7 @@ impl Gpt {
         let pos = self.wpe.narrow(0, start, t)?; // (t, C)
         let x = tok.broadcast_add(&pos)?.reshape((b * t, c))?; // (b·t, C)
         match train {
-            Some(rng) if self.cfg.dropout > 0.0 => transformer::dropout(&x, self.cfg.dropout, rng),
+            Some(rng) if self.cfg.dropout > 0.0 => dropout(&x, self.cfg.dropout, rng),
             _ => Ok(x),
         }
     }
@@ -318,7 +321,7 @@ impl Gpt {
     /// Logits `(m, V)` of hidden states `(m, C)`: the tied head W_te[..V] hᵀ.
     fn head(&self, h: &Tensor) -> Result<Tensor> {
         let w = self.wte.narrow(0, 0, self.vocab)?; // (V, C)
-        transformer::dense(h, &w, &self.head_bias)
+        dense(h, &w, &self.head_bias)
     }
 
     /// The model's input [BOS, x_0 … x_{T−2}] for a batch of windows `x: (b, T)` u32.
@@ -354,7 +357,7 @@ impl Gpt {
     fn token_nlls(&self, x: &Tensor, train: Option<&mut Rng>) -> Result<Tensor> {
         let input = self.shift_right(x)?;
         let h = self.hidden(&self.embed_tokens(&input)?, 0, train)?; // (b·T, C)
-        transformer::token_nll(&self.head(&h)?, &x.flatten_all()?)
+        token_nll(&self.head(&h)?, &x.flatten_all()?)
     }
 
     /// Logits `(b, V)` of the last position of `ids: (b, t)`, either through `cache` (which then holds the
@@ -366,7 +369,7 @@ impl Gpt {
             Some(cache) => {
                 let x = self.embed(&tok, cache.len(), None)?;
                 self.ln_f
-                    .forward(&transformer::forward_cached(&self.blocks, &x, b, cache)?)?
+                    .forward(&forward_cached(&self.blocks, &x, b, cache)?)?
             }
             None => self.hidden(&tok, 0, None)?,
         }; // (b·t, C)
@@ -513,7 +516,7 @@ impl Sequence for Gpt {
             let input = Tensor::from_vec(input, (rows, t), &self.device)?; // (rows, T)
             let logits = self.last_logits(&input, None)?; // (rows, V)
             let targets = Tensor::from_slice(&ids[i..i + rows], rows, &self.device)?;
-            let nll = transformer::token_nll(&logits, &targets)?.to_dtype(DType::F64)?;
+            let nll = token_nll(&logits, &targets)?.to_dtype(DType::F64)?;
             out.extend(nll.to_vec1::<f64>()?.into_iter().map(|v| -v));
             i += rows;
         }

@@ -29,7 +29,7 @@ use crate::model::{
     LogLikelihood, LossOutput, Model, SampleOptions,
 };
 use crate::models::vae::decoders::bernoulli_log_prob;
-use crate::nn::linear::linear;
+use crate::nn::kernels::linear::linear;
 use crate::nn::masked::{input_degrees, made_masks, MadeMasks, MaskedLinear, ORDERS};
 use crate::nn::Activation;
 use crate::rng::Rng;

@@ -1,60 +1,14 @@
-//! CPU kernels that replace slow spots of candle's stock ops. Each has a portable fallback (candle's own ops)
-//! used on other devices and for dtypes other than f32.
+//! The optimiser's CPU kernels, in place on the parameters and moments (no allocation per step):
 //!
 //! * [`adamw_update_cpu`]: the AdamW update fused into one pass over parameter, gradient and moments,
-//!   in place, instead of a dozen whole-tensor ops that each allocate.
+//!   instead of a dozen whole-tensor ops that each allocate.
+//! * [`ema_update_cpu`]: the exponential moving average of the weights.
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor};
-
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use rayon::prelude::*;
 
+use super::with_cpu_f32;
 use crate::Result;
-
-/// The contiguous f32 data of a CPU storage, or an error naming the op (for `CustomOp::cpu_fwd`).
-pub(crate) fn cpu_f32<'a>(
-    op: &str,
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
-    }
-}
-
-/// Builds `n` chunks of `planes × plane` floats in parallel without zeroing the allocation first: chunk
-/// `i` is filled plane by plane with `value(p)` (a bias, or 0) while it is hot in cache, then handed to
-/// `work(i, chunk)`. Saves the separate memset pass of `vec![0.0; len]` over large outputs.
-pub(crate) fn par_chunks_from_planes(
-    n: usize,
-    planes: usize,
-    plane: usize,
-    value: impl Fn(usize) -> f32 + Sync,
-    work: impl Fn(usize, &mut [f32]) + Sync,
-) -> Vec<f32> {
-    let chunk = planes * plane;
-    let len = n * chunk;
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    if chunk > 0 {
-        v.spare_capacity_mut()[..len]
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| {
-                for (p, row) in c.chunks_mut(plane.max(1)).enumerate() {
-                    let val = value(p);
-                    for e in row.iter_mut() {
-                        e.write(val);
-                    }
-                }
-                // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
-                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-                work(i, c);
-            });
-    }
-    // SAFETY: the loop above wrote all `len` elements (none when `chunk` is 0, and then `len` is 0).
-    unsafe { v.set_len(len) };
-    v
-}
 
 /// One fused AdamW step, in place, for parameters on the CPU:
 /// p ← p·(1 − lr·λ) − lr·(m/bc1) / (√(v/bc2) + ε) after m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², g = scale·grad.
@@ -160,18 +114,6 @@ pub fn ema_update_cpu(ema: &Tensor, w: &Tensor, d: f64) -> Result<bool> {
     match with_cpu_f32(w, |w| ema.inplace_op1(&EmaUpdate { w, d: d as f32 })) {
         Some(r) => r.map(|_| true).map_err(Into::into),
         None => Ok(false),
-    }
-}
-
-/// Runs `f` on the contiguous f32 data of a CPU tensor, or returns `None` for other tensors.
-pub fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(CpuStorage::F32(data)) => {
-            let (a, b) = layout.contiguous_offsets()?;
-            Some(f(&data[a..b]))
-        }
-        _ => None,
     }
 }
 

@@ -1,0 +1,96 @@
+//! The timing harness shared by dgm's step benchmarks (`gpt_step`, `unet_step`, `step_throughput`,
+//! `conv_bench`; included by each with `mod common;`): the process setup of the dgm binary, and a step timer
+//! with warm-up steps, per-part means and quartiles.
+
+// each example uses a part of the harness
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+/// Sets the process up as the dgm binary does: mimalloc keeps freed memory committed (option
+/// `purge_delay` = −1), and dgm's CPU runtime (thread pool) is initialised.
+pub fn init() {
+    // SAFETY: sets a plain integer option before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    dgm::runtime::init_cpu_runtime();
+}
+
+/// (median, q1, q3) of `times`, each quantile the element at the rounded fractional rank of the sorted
+/// times. `times` must not be empty.
+pub fn quartiles(mut times: Vec<f64>) -> (f64, f64, f64) {
+    times.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.25), q(0.75))
+}
+
+/// The times of a benchmark loop's steps after `warmup` untimed ones, each step split into named parts.
+pub struct StepTimer {
+    warmup: usize,
+    names: &'static [&'static str],
+    /// Summed milliseconds of each part over the timed steps.
+    parts: Vec<f64>,
+    /// Milliseconds of each timed step.
+    times: Vec<f64>,
+}
+
+impl StepTimer {
+    /// A timer for `steps` timed steps after `warmup` warm-up steps, with parts called `names`.
+    pub fn new(steps: usize, warmup: usize, names: &'static [&'static str]) -> Self {
+        Self {
+            warmup,
+            names,
+            parts: vec![0.0; names.len()],
+            times: Vec::with_capacity(steps),
+        }
+    }
+
+    /// Records step `s` (nothing while `s` is a warm-up step): `marks[i]` is the instant part `i` began, the
+    /// last part ends now, and the step lasted from `marks[0]` until now.
+    pub fn record(&mut self, s: usize, marks: &[Instant]) {
+        if s < self.warmup {
+            return;
+        }
+        let now = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        for (i, part) in self.parts.iter_mut().enumerate() {
+            let end = marks.get(i + 1).copied().unwrap_or(now);
+            *part += ms(marks[i], end);
+        }
+        self.times.push(ms(marks[0], now));
+    }
+
+    /// The mean milliseconds of each part over the timed steps.
+    pub fn part_means(&self) -> Vec<f64> {
+        let n = self.times.len() as f64;
+        self.parts.iter().map(|p| p / n).collect()
+    }
+
+    /// Prints the mean of each part to stderr when `DGM_PROFILE` is set (`mean ms: forward 1.23  …`).
+    pub fn print_profile(&self) {
+        if std::env::var_os("DGM_PROFILE").is_some() {
+            let means: Vec<String> = self
+                .names
+                .iter()
+                .zip(self.part_means())
+                .map(|(name, m)| format!("{name} {m:.2}"))
+                .collect();
+            eprintln!("mean ms: {}", means.join("  "));
+        }
+    }
+
+    /// (median, q1, q3) of the step times in milliseconds; an error when no step was timed.
+    pub fn quartiles(&self) -> dgm::Result<(f64, f64, f64)> {
+        if self.times.is_empty() {
+            return Err(dgm::Error::invalid(
+                "STEPS",
+                "0: need at least one timed step",
+            ));
+        }
+        Ok(quartiles(self.times.clone()))
+    }
+}

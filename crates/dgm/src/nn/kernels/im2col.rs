@@ -1,0 +1,460 @@
+//! The three GEMM kernels of dgm's convolutions on NCHW data (see [`super::conv`] for how they serve
+//! conv2d and its transpose): each a single-threaded [`sgemm`] call per image (and tile of output rows)
+//! around an im2col / col2im, with rayon over images.
+//!
+//! * [`conv_forward`]:      `y_i = W · col(x_i) + b`           (c_out × P) = (c_out × K)(K × P)
+//! * [`conv_input_grad`]:   `dx_i = col2im(Wᵀ · dy_i)`         (K × P) = (K × c_out)(c_out × P)
+//! * [`conv_weight_grad`]:  `dW = Σ_i dy_i · col(x_i)ᵀ`        (c_out × K) = (c_out × P)(P × K)
+//!
+//! with K = c_in·k·k and P the output positions. Tiles of output rows keep the im2col buffer in the core's
+//! L2 (≈ 512 KB); scratch buffers are reused per thread. The stride-1 weight gradient needs no im2col at
+//! all (one GEMM per kernel tap on a zero-padded copy, `weight_grad_shifted`). Each output element is
+//! computed by one gemm call and the weight gradient sums fixed chunks of the batch in a fixed order, so
+//! results do not depend on the thread count.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::gemm::sgemm;
+use super::par_chunks_from_planes;
+
+/// The geometry of one convolution `x: (n, ci, h, w)` ∗ `W: (co, ci, k, k)` → `y: (n, co, oh, ow)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Geom {
+    pub(super) n: usize,
+    pub(super) ci: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) co: usize,
+    pub(super) k: usize,
+    pub(super) s: usize,
+    pub(super) p: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+}
+
+impl Geom {
+    /// Rows of the im2col matrix, c_in·k·k.
+    fn kdim(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+    fn in_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.co * self.oh * self.ow
+    }
+    /// A 1×1, stride-1, unpadded convolution needs no im2col: col(x) is x itself.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.s == 1 && self.p == 0
+    }
+    /// Output rows per tile so that the tile's im2col block stays around 512 KB.
+    fn tile_rows(&self) -> usize {
+        let per_row = self.kdim() * self.ow * 4;
+        (512 * 1024 / per_row.max(1)).clamp(1, self.oh.max(1))
+    }
+}
+
+/// Images per chunk of the weight-gradient sum: at most 16 partial sums, fixed by the batch size alone.
+fn wgrad_chunk(n: usize) -> usize {
+    n.div_ceil(16).max(1)
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a per-thread scratch buffer of at least `len` floats (contents unspecified). The buffer is
+/// taken out of its cell while in use, so a nested call (rayon work stealing) gets a fresh one.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.with(|c| {
+        let mut cell = c.borrow_mut();
+        if cell.len() < buf.len() {
+            *cell = buf;
+        }
+    });
+    r
+}
+
+/// Writes the im2col block of output rows `oy0..oy1` of image `x: (ci, h, w)` into `col`
+/// ((ci·k·k) × ((oy1 − oy0)·ow), row-major).
+fn im2col(g: &Geom, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
+    let (k, s, p, ow) = (g.k, g.s, g.p, g.ow);
+    let cols = (oy1 - oy0) * ow;
+    for (r, row) in col.chunks_exact_mut(cols).enumerate().take(g.kdim()) {
+        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        if s == 1 && ow == g.w {
+            im2col_row_same_width(g, plane, ky, kx, oy0, oy1, row);
+            continue;
+        }
+        // output columns ox whose input column ox·s + kx − p lies inside [0, w)
+        let ox_lo = p.saturating_sub(kx).div_ceil(s).min(ow);
+        let ox_hi = if g.w + p > kx {
+            ((g.w + p - kx - 1) / s + 1).min(ow)
+        } else {
+            0
+        }
+        .max(ox_lo);
+        for (dst, oy) in row.chunks_exact_mut(ow).zip(oy0..oy1) {
+            let iy = (oy * s + ky) as isize - p as isize;
+            if iy < 0 || iy as usize >= g.h {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+            dst[..ox_lo].fill(0.0);
+            dst[ox_hi..].fill(0.0);
+            if s == 1 {
+                let ix0 = ox_lo + kx - p;
+                dst[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + ox_hi - ox_lo]);
+            } else {
+                // a strided gather written as chunks so that it vectorises (shuffles)
+                let ix0 = ox_lo * s + kx - p;
+                let n = ox_hi - ox_lo;
+                let full = n.saturating_sub(1);
+                for (d, c) in dst[ox_lo..ox_lo + full]
+                    .iter_mut()
+                    .zip(src[ix0..].chunks_exact(s))
+                {
+                    *d = c[0];
+                }
+                if n > 0 {
+                    dst[ox_hi - 1] = src[(ox_hi - 1) * s + kx - p];
+                }
+            }
+        }
+    }
+}
+
+/// One row (c, ky, kx) of [`im2col`] for a stride-1 convolution whose output is as wide as its input
+/// (`ow == w`, e.g. 3×3 with padding 1): the row is then the input plane shifted by a constant offset, so
+/// it is one contiguous copy, followed by zeroing the rows above / below the plane and the columns that
+/// wrapped around the left / right edge.
+fn im2col_row_same_width(
+    g: &Geom,
+    plane: &[f32],
+    ky: usize,
+    kx: usize,
+    oy0: usize,
+    oy1: usize,
+    row: &mut [f32],
+) {
+    let (w, p) = (g.w, g.p);
+    // output rows whose input row oy + ky − p lies inside [0, h)
+    let a = p.saturating_sub(ky).clamp(oy0, oy1);
+    let b = (g.h + p).saturating_sub(ky).clamp(a, oy1);
+    row[..(a - oy0) * w].fill(0.0);
+    row[(b - oy0) * w..].fill(0.0);
+    if a == b {
+        return;
+    }
+    let d = &mut row[(a - oy0) * w..(b - oy0) * w];
+    let shift = kx as isize - p as isize;
+    let start = ((a + ky - p) * w) as isize + shift;
+    let lo = (-start).max(0) as usize;
+    let hi = ((plane.len() as isize - start).max(0) as usize).min(d.len());
+    d[..lo].fill(0.0);
+    d[hi..].fill(0.0);
+    if lo < hi {
+        let s0 = (start + lo as isize) as usize;
+        d[lo..hi].copy_from_slice(&plane[s0..s0 + hi - lo]);
+    }
+    let edge = shift.unsigned_abs().min(w);
+    if edge > 0 {
+        for line in d.chunks_exact_mut(w) {
+            if shift < 0 {
+                line[..edge].fill(0.0);
+            } else {
+                line[w - edge..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Adds the col2im of `col` (the block of output rows `oy0..oy1`, laid out as in [`im2col`]) into
+/// `dx: (ci, h, w)`.
+fn col2im_add(g: &Geom, col: &[f32], oy0: usize, oy1: usize, dx: &mut [f32]) {
+    let (k, s, p, ow) = (g.k, g.s, g.p, g.ow);
+    let cols = (oy1 - oy0) * ow;
+    for (r, row) in col.chunks_exact(cols).enumerate().take(g.kdim()) {
+        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let ox_lo = p.saturating_sub(kx).div_ceil(s).min(ow);
+        let ox_hi = if g.w + p > kx {
+            ((g.w + p - kx - 1) / s + 1).min(ow)
+        } else {
+            0
+        }
+        .max(ox_lo);
+        for (src, oy) in row.chunks_exact(ow).zip(oy0..oy1) {
+            let iy = (oy * s + ky) as isize - p as isize;
+            if iy < 0 || iy as usize >= g.h {
+                continue;
+            }
+            let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+            if s == 1 {
+                let ix0 = ox_lo + kx - p;
+                for (d, v) in dst[ix0..ix0 + ox_hi - ox_lo]
+                    .iter_mut()
+                    .zip(&src[ox_lo..ox_hi])
+                {
+                    *d += v;
+                }
+            } else {
+                for ox in ox_lo..ox_hi {
+                    dst[ox * s + kx - p] += src[ox];
+                }
+            }
+        }
+    }
+}
+
+/// Output-row tiles `(oy0, oy1)` of one image.
+fn tiles(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
+    let (t, oh) = (g.tile_rows(), g.oh);
+    (0..oh.div_ceil(t)).map(move |i| (i * t, ((i + 1) * t).min(oh)))
+}
+
+/// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional).
+pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let (kd, pp) = (g.kdim(), g.oh * g.ow);
+    let bias = |c: usize| b.map_or(0.0, |b| b[c]);
+    let one_image = |i: usize, yi: &mut [f32]| {
+        let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
+        if g.pointwise() {
+            sgemm(
+                (g.co, pp, kd),
+                yi,
+                pp,
+                b.is_some(),
+                w,
+                (kd, 1),
+                xi,
+                (pp, 1),
+                false,
+            );
+            return;
+        }
+        with_scratch(kd * g.tile_rows() * g.ow, |col| {
+            for (oy0, oy1) in tiles(g) {
+                let cols = (oy1 - oy0) * g.ow;
+                let col = &mut col[..kd * cols];
+                im2col(g, xi, oy0, oy1, col);
+                let dst = &mut yi[oy0 * g.ow..];
+                sgemm(
+                    (g.co, cols, kd),
+                    dst,
+                    pp,
+                    b.is_some(),
+                    w,
+                    (kd, 1),
+                    col,
+                    (cols, 1),
+                    false,
+                );
+            }
+        });
+    };
+    par_chunks_from_planes(g.n, g.co, pp, bias, one_image)
+}
+
+/// Input gradient: `dx (n, ci, h, w) = col2im(Wᵀ · dy) [+ b]`; with `b` this is a transposed convolution's
+/// forward pass (b indexed by the `ci` channels).
+pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let (kd, pp, hw) = (g.kdim(), g.oh * g.ow, g.h * g.w);
+    let bias = |c: usize| b.map_or(0.0, |b| b[c]);
+    let one_image = |i: usize, dxi: &mut [f32]| {
+        let dyi = &dy[i * g.out_len()..(i + 1) * g.out_len()];
+        if g.pointwise() {
+            sgemm(
+                (kd, pp, g.co),
+                dxi,
+                pp,
+                b.is_some(),
+                w,
+                (1, kd),
+                dyi,
+                (pp, 1),
+                false,
+            );
+            return;
+        }
+        with_scratch(kd * g.tile_rows() * g.ow, |col| {
+            for (oy0, oy1) in tiles(g) {
+                let cols = (oy1 - oy0) * g.ow;
+                let col = &mut col[..kd * cols];
+                let src = &dyi[oy0 * g.ow..];
+                sgemm(
+                    (kd, cols, g.co),
+                    col,
+                    cols,
+                    false,
+                    w,
+                    (1, kd),
+                    src,
+                    (pp, 1),
+                    false,
+                );
+                col2im_add(g, col, oy0, oy1, dxi);
+            }
+        });
+    };
+    par_chunks_from_planes(g.n, g.ci, hw, bias, one_image)
+}
+
+/// Weight gradient: `dW (co, ci·k·k) = Σ_i dy_i · col(x_i)ᵀ`, summed over fixed chunks of the batch in a
+/// fixed order (the same bits for any thread count).
+pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (kd, pp) = (g.kdim(), g.oh * g.ow);
+    let chunk = wgrad_chunk(g.n);
+    let partial = |(xs, dys): (&[f32], &[f32])| -> Vec<f32> {
+        let mut dw = vec![0f32; g.co * kd];
+        let images = xs
+            .chunks_exact(g.in_len().max(1))
+            .zip(dys.chunks_exact(g.out_len().max(1)));
+        if g.pointwise() {
+            for (xi, dyi) in images {
+                sgemm(
+                    (g.co, kd, pp),
+                    &mut dw,
+                    kd,
+                    true,
+                    dyi,
+                    (pp, 1),
+                    xi,
+                    (1, pp),
+                    false,
+                );
+            }
+            return dw;
+        }
+        if g.s == 1 {
+            return weight_grad_shifted(g, images);
+        }
+        with_scratch(kd * g.tile_rows() * g.ow, |col| {
+            for (xi, dyi) in images {
+                for (oy0, oy1) in tiles(g) {
+                    let cols = (oy1 - oy0) * g.ow;
+                    let col = &mut col[..kd * cols];
+                    im2col(g, xi, oy0, oy1, col);
+                    let src = &dyi[oy0 * g.ow..];
+                    sgemm(
+                        (g.co, kd, cols),
+                        &mut dw,
+                        kd,
+                        true,
+                        src,
+                        (pp, 1),
+                        col,
+                        (1, cols),
+                        false,
+                    );
+                }
+            }
+        });
+        dw
+    };
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(chunk * g.in_len().max(1))
+        .zip(dy.par_chunks(chunk * g.out_len().max(1)))
+        .map(partial)
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.co * kd]);
+    for part in parts {
+        for (a, b) in dw.iter_mut().zip(&part) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// The weight gradient of a stride-1 convolution over some images without im2col: one GEMM per kernel tap,
+/// `dW[:, :, ky, kx] += dy_i · shift_{ky,kx}(x_i)ᵀ` with inner dimension = output positions. On a zero-padded
+/// copy of x (h + 2p rows of w + 2p) every shifted view is a plain strided matrix if the output is laid out
+/// on the padded width too (dy copied in with zeros in the w + 2p − ow extra columns, so those columns add
+/// nothing). Two copies of about the image's size replace an im2col k² times its size.
+fn weight_grad_shifted<'a>(
+    g: &Geom,
+    images: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+) -> Vec<f32> {
+    let (k, ci, co) = (g.k, g.ci, g.co);
+    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
+    let plane = hp * wp;
+    let pw = g.oh * wp; // output positions on the padded width
+    let xlen = ci * plane + k; // + slack: the last tap's view reaches k − 1 past the last plane
+    let mut taps = vec![0f32; k * k * co * ci]; // (k·k, co, ci)
+    with_scratch(xlen + co * pw, |buf| {
+        let (xpad, dypad) = buf.split_at_mut(xlen);
+        for (xi, dyi) in images {
+            xpad.fill(0.0);
+            for (c, src) in xi.chunks_exact(g.h * g.w).enumerate() {
+                for (y, row) in src.chunks_exact(g.w).enumerate() {
+                    let at = c * plane + (y + g.p) * wp + g.p;
+                    xpad[at..at + g.w].copy_from_slice(row);
+                }
+            }
+            for (dst, src) in dypad.chunks_exact_mut(wp).zip(dyi.chunks_exact(g.ow)) {
+                dst[..g.ow].copy_from_slice(src);
+                dst[g.ow..].fill(0.0);
+            }
+            for (t, acc) in taps.chunks_exact_mut(co * ci).enumerate() {
+                let off = (t / k) * wp + t % k;
+                // (co × ci) += dy_pad (co × pw) · view (pw × ci), view[q][c] = xpad[off + c·plane + q]
+                sgemm(
+                    (co, ci, pw),
+                    acc,
+                    ci,
+                    true,
+                    dypad,
+                    (pw, 1),
+                    &xpad[off..],
+                    (1, plane),
+                    false,
+                );
+            }
+        }
+    });
+    // (k·k, co, ci) → (co, ci, k·k)
+    let mut dw = vec![0f32; co * ci * k * k];
+    for (t, tap) in taps.chunks_exact(co * ci).enumerate() {
+        for (oc, &v) in tap.iter().enumerate() {
+            dw[oc * k * k + t] = v;
+        }
+    }
+    dw
+}
+
+/// `Σ_{n, positions} t` per channel of `t: (n, c, positions)`, in a fixed order: per plane eight f32
+/// lanes (independent sums, so the loop vectorises instead of waiting on one chain of adds), the lanes and
+/// planes added in f64.
+pub(super) fn channel_sums(t: &[f32], n: usize, c: usize) -> Vec<f32> {
+    const LANES: usize = 8;
+    let plane = t.len() / (n * c).max(1);
+    let plane_sum = |row: &[f32]| -> f64 {
+        let (blocks, rest) = row.as_chunks::<LANES>();
+        let mut acc = [0f32; LANES];
+        for blk in blocks {
+            for (a, v) in acc.iter_mut().zip(blk) {
+                *a += v;
+            }
+        }
+        acc.iter().chain(rest).map(|&v| f64::from(v)).sum()
+    };
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let acc: f64 = (0..n)
+                .map(|i| plane_sum(&t[(i * c + ch) * plane..(i * c + ch + 1) * plane]))
+                .sum();
+            acc as f32
+        })
+        .collect()
+}

@@ -1,0 +1,235 @@
+//! dgm's CPU kernels: the candle `CustomOp`s (forward and backward as single passes over f32 data) behind
+//! dgm's layer types ([`super::layers`]), and the helpers they share. Each public entry point runs its
+//! kernel on f32 CPU tensors and falls back to candle's stock ops elsewhere (other devices, other dtypes, or
+//! after [`super::set_stock_ops`]); the `*_stock` functions are those references.
+//!
+//! * [`linear`]: `act(x Wᵀ + b)` (two kernels, see there) and the [`linear::Activation`]s it can fuse.
+//! * [`conv`]: 2-D convolution and transposed convolution, on the GEMM kernels of [`im2col`].
+//! * [`group_norm`], [`layer_norm`]: the normalisations (group norm optionally fused with SiLU).
+//! * [`gelu`], [`softmax`], [`attention`], [`token_nll`]: the pieces of a transformer.
+//! * [`gate`]: Gated PixelCNN's tanh(a) ⊙ σ(g).
+//! * [`optim`]: the fused AdamW and EMA updates, in place.
+//!
+//! The helpers below are the `CustomOp` boilerplate: reading a storage as f32 ([`cpu_f32`], [`with_data`]),
+//! building outputs in parallel ([`par_filled`], [`par_rows`], [`par_chunks_from_planes`]), and running a
+//! loop compiled for AVX2 when the CPU has it (`avx2_dispatch!`, [`has_avx2`]). Results never depend on the
+//! thread count or on the ISA: every kernel fixes its summation order and nothing asks for fused
+//! multiply-adds.
+
+use candle_core::{CpuStorage, Layout, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX2 + FMA when the CPU has them
+/// ([`has_avx2`]), and the baseline build otherwise.
+macro_rules! avx2_dispatch {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) = $body:ident;) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if $crate::nn::kernels::has_avx2() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+pub mod attention;
+pub mod conv;
+pub mod gate;
+pub mod gelu;
+pub(crate) mod gemm;
+pub mod group_norm;
+mod im2col;
+pub mod layer_norm;
+pub mod linear;
+pub(crate) mod math;
+pub mod optim;
+pub mod softmax;
+pub mod token_nll;
+
+pub use optim::{adamw_update_cpu, ema_update_cpu, AdamWUpdate};
+
+/// The contiguous f32 data of a CPU storage, or an error naming the op (for `CustomOp::cpu_fwd`).
+pub(crate) fn cpu_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor, or returns `None` for other tensors.
+pub fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => {
+            let (a, b) = layout.contiguous_offsets()?;
+            Some(f(&data[a..b]))
+        }
+        _ => None,
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor (copying it to a contiguous one first if needed).
+pub(crate) fn with_data<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    with_cpu_f32(&t, f)
+        .ok_or_else(|| Error::invalid(op, "the CPU kernel needs an f32 CPU tensor".to_string()))
+}
+
+/// A candle error from a dgm one (inside `CustomOp::bwd`).
+pub(crate) fn to_candle(e: Error) -> candle_core::Error {
+    match e {
+        Error::Candle(c) => c,
+        other => candle_core::Error::Msg(other.to_string()),
+    }
+}
+
+/// Whether this CPU runs the AVX2 + FMA builds of the loops (dgm is compiled for baseline x86-64, whose
+/// vectors are half as wide). The results are the same bits either way: nothing asks for fused multiply-adds.
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Output rows one thread computes at least in [`par_rows`].
+const GEMM_MIN_ROWS: usize = 32;
+
+/// A vector of `len` floats built in parallel chunks of `chunk` elements (the last may be shorter): each chunk
+/// is zeroed by the thread that then hands it to `work(i, chunk)`, so the zeroing happens in parallel and in
+/// cache rather than as one serial pass before the work.
+pub(crate) fn par_filled(
+    len: usize,
+    chunk: usize,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    if len > 0 {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each(|(i, c)| {
+                for e in c.iter_mut() {
+                    e.write(0.0);
+                }
+                // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
+                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                work(i, c);
+            });
+    }
+    // SAFETY: the loop above wrote all `len` elements (none when `len` is 0).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// A new `(m × n)` matrix computed in blocks of rows, one per thread (at least [`GEMM_MIN_ROWS`] rows each):
+/// `f(r0, block)` fills the zeroed `block`, rows `r0 .. r0 + block.len() / n`. With a single-threaded gemm per
+/// block this splits matrix products evenly over the threads — gemm's own threading splits these small shapes
+/// poorly (768 × 128 → 512 gets no speed-up at all from a second thread on this project's 2-core machine,
+/// where MKL gets 2×) — and every output element is computed the same way whatever the split, so results do
+/// not depend on the thread count.
+pub(crate) fn par_rows(m: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let parts = rayon::current_num_threads().min(m / GEMM_MIN_ROWS).max(1);
+    let rows = m.div_ceil(parts).max(1);
+    par_filled(m * n, rows * n, |i, block| f(i * rows, block))
+}
+
+/// `i` is filled plane by plane with `value(p)` (a bias, or 0) while it is hot in cache, then handed to
+/// `work(i, chunk)`. Saves the separate memset pass of `vec![0.0; len]` over large outputs.
+pub(crate) fn par_chunks_from_planes(
+    n: usize,
+    planes: usize,
+    plane: usize,
+    value: impl Fn(usize) -> f32 + Sync,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunk = planes * plane;
+    let len = n * chunk;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    if chunk > 0 {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| {
+                for (p, row) in c.chunks_mut(plane.max(1)).enumerate() {
+                    let val = value(p);
+                    for e in row.iter_mut() {
+                        e.write(val);
+                    }
+                }
+                // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
+                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                work(i, c);
+            });
+    }
+    // SAFETY: the loop above wrote all `len` elements (none when `chunk` is 0, and then `len` is 0).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Helpers of the kernels' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{Tensor, Var};
+
+    use crate::nn::rel_err;
+    use crate::{Error, Result};
+
+    /// The output and the gradients of Σ r ⊙ f(inputs) with respect to every input.
+    pub(crate) fn value_and_grads(
+        f: impl Fn(&[Tensor]) -> Result<Tensor>,
+        inputs: &[Tensor],
+        r: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let vars = inputs
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts)?;
+        let g = (&y * r)?.sum_all()?.backward()?;
+        let mut out = vec![y];
+        for v in &vars {
+            out.push(
+                g.get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| Error::invalid("test", "no gradient"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Asserts that each of `ours` is within relative error `tol` of the matching `stock` tensor.
+    pub(crate) fn assert_close(
+        ours: &[Tensor],
+        stock: &[Tensor],
+        names: &[&str],
+        tol: f32,
+        what: &str,
+    ) -> Result<()> {
+        for ((u, v), name) in ours.iter().zip(stock).zip(names) {
+            let e = rel_err(u, v)?;
+            assert!(e < tol, "{what}: {name} rel err {e}");
+        }
+        Ok(())
+    }
+}
