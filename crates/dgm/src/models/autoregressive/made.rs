@@ -23,9 +23,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Batch;
 use crate::data::Preprocessing;
 use crate::model::{
-    Batch, Complete, Condition, Density, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
+    Complete, Condition, Density, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
     LogLikelihood, LossOutput, Model, SampleOptions,
 };
 use crate::models::vae::decoders::bernoulli_log_prob;
@@ -556,11 +557,7 @@ mod tests {
 
     fn adam() -> AdamWParams {
         AdamWParams {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decay_matrices_only: false,
+            ..Default::default()
         }
     }
 

@@ -41,9 +41,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Batch;
 use crate::data::{Preprocessing, Range};
 use crate::model::{
-    Batch, Complete, Density, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
+    Complete, Density, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
     LossOutput, Model, SampleOptions,
 };
 use crate::models::diffusion::condition::{batch_labels, class_labels};
@@ -1128,11 +1129,7 @@ mod tests {
         let mut opt = AdamW::new(
             vars.clone(),
             AdamWParams {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-                decay_matrices_only: false,
+                ..Default::default()
             },
         )?;
         let mut rng = Rng::new(13);

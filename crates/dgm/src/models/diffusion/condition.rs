@@ -6,7 +6,8 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::model::{Batch, Condition};
+use crate::data::Batch;
+use crate::model::Condition;
 use crate::{Error, Result};
 
 /// The class labels for `n` samples of `model` (its registry name, used in messages), a network with

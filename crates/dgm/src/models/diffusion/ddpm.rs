@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use super::condition::{batch_labels, check_guidance, class_labels};
 use super::likelihood::{ode_data_log_likelihood, vlb_nats, Quantization};
 use super::net::{DenoiserNet, NetConfig};
+use crate::data::Batch;
 use crate::model::{
-    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
-    LossOutput, Model, SampleAbilities, SampleOptions,
+    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
+    Model, SampleAbilities, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, ddim_invert, Level, Sampler, SamplerOptions, VpSchedule};

@@ -37,9 +37,9 @@ use serde::{Deserialize, Serialize};
 use super::condition::{batch_labels, class_labels};
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
+use crate::data::Batch;
 use crate::model::{
-    Batch, Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities,
-    SampleOptions,
+    Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, KarrasSchedule, Level, NoiseSchedule, SamplerOptions};

@@ -24,8 +24,9 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::condition::batch_labels;
+use crate::data::Batch;
 use crate::data::Preprocessing;
-use crate::model::{Batch, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
+use crate::model::{LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
 use crate::rng::Rng;
 use crate::schedulers::{posterior, Level, VpSchedule};
 use crate::{Error, Result};

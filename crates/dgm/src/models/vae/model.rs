@@ -21,9 +21,10 @@ use candle_nn::VarBuilder;
 
 use super::config::{validate, VaeConfig};
 use super::decoders::Observation;
+use crate::data::Batch;
 use crate::model::{
-    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
-    LossOutput, Model, SampleAbilities, SampleOptions,
+    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
+    Model, SampleAbilities, SampleOptions,
 };
 use crate::nn::{upsample2x, Activation, Conv2d, Linear};
 use crate::rng::Rng;
