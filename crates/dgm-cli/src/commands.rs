@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
+use dgm::data::Batch;
 use dgm::data::{self, Dataset, Split};
 use dgm::metrics::evaluate_nll;
 use dgm::metrics::features::{self, FeatureNetConfig, FeatureTrainConfig};
@@ -13,7 +14,7 @@ use dgm::metrics::suite::{
     compare_sets, evaluate_ood, evaluate_quality, MetricSelection, OodOptions, QualityMetric,
     QualityOptions, SetMetrics,
 };
-use dgm::model::{Batch, Condition, SampleOptions};
+use dgm::model::{Condition, SampleOptions};
 use dgm::train::{self, run, RunConfig, TrainOptions, TrainOutcome, Weights};
 
 use crate::cli::{

@@ -240,11 +240,7 @@ fn run_model(o: &Opts) -> Result<Value> {
         None
     };
     let adam = AdamWParams {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        decay_matrices_only: false,
+        ..Default::default()
     };
     let mut opt = match frozen {
         Some(_) => None,

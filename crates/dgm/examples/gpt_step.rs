@@ -18,8 +18,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use dgm::data::Batch;
 use dgm::data::Tokenizer;
-use dgm::model::{Batch, Model};
+use dgm::model::Model;
 use dgm::models::autoregressive::gpt::{Gpt, GptConfig};
 use dgm::nn::Params;
 use dgm::rng::Rng;
@@ -97,11 +98,10 @@ fn main() -> dgm::Result<()> {
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWParams {
-            beta1: 0.9,
             beta2: 0.99,
-            eps: 1e-8,
             weight_decay: 0.1,
             decay_matrices_only: true,
+            ..Default::default()
         },
     )?;
     let mut rng = Rng::new(1);

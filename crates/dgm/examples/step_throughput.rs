@@ -9,8 +9,8 @@ mod common;
 use std::time::Instant;
 
 use candle_core::Device;
+use dgm::data::Batch;
 use dgm::data::{DataSpec, Preprocessing, Split};
-use dgm::model::Batch;
 use dgm::models::{self, DataInfo};
 use dgm::nn::Params;
 use dgm::rng::Rng;
@@ -57,11 +57,7 @@ fn main() -> dgm::Result<()> {
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWParams {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decay_matrices_only: false,
+            ..Default::default()
         },
     )?;
     let mut rng = Rng::new(1);

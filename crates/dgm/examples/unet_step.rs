@@ -18,8 +18,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use dgm::data::Batch;
 use dgm::data::{Preprocessing, Range};
-use dgm::model::Batch;
 use dgm::models::{self, DataInfo};
 use dgm::nn::unet::{UNet, UNetConfig};
 use dgm::nn::Params;
@@ -155,11 +155,7 @@ fn main() -> dgm::Result<()> {
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWParams {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decay_matrices_only: false,
+            ..Default::default()
         },
     )?;
     let mut rng = Rng::new(1);

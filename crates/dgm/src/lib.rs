@@ -9,7 +9,9 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod conditioning;
 pub mod data;
+pub mod distributions;
 pub mod error;
 pub mod events;
 pub mod image_io;

@@ -33,62 +33,15 @@
 //!   does) while reusing the data loader, checkpoints, EMA and logging of `train/`. `Latent::decode` is the
 //!   generator.
 //!
-//! Conditioning travels in [`Batch`] (labels, captions) for training and in [`Condition`] for sampling, so a
+//! Conditioning travels in [`Batch`](crate::data::Batch) (labels, captions) for training and in [`Condition`] for sampling, so a
 //! caption-conditioned model later needs no new method either.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Preprocessing;
+use crate::data::{Batch, Preprocessing};
 use crate::rng::Rng;
 use crate::Result;
-
-/// A batch of training or evaluation data.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    /// The examples, preprocessed: `(b, c, h, w)` for images, `(b, d)` for vectors.
-    pub x: Tensor,
-    /// Class labels, `(b,)` u32, when the data set has classes.
-    pub labels: Option<Tensor>,
-    /// Captions, one per example, when the data set has them.
-    pub captions: Option<Vec<String>>,
-}
-
-impl Batch {
-    /// A batch with examples only.
-    pub fn new(x: Tensor) -> Self {
-        Self {
-            x,
-            labels: None,
-            captions: None,
-        }
-    }
-
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        self.x.dims().first().copied().unwrap_or(0)
-    }
-
-    /// True when the batch holds no examples.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Examples `start..start+len` of the batch.
-    pub fn narrow(&self, start: usize, len: usize) -> Result<Batch> {
-        Ok(Batch {
-            x: self.x.narrow(0, start, len)?,
-            labels: match &self.labels {
-                Some(l) => Some(l.narrow(0, start, len)?),
-                None => None,
-            },
-            captions: self
-                .captions
-                .as_ref()
-                .map(|c| c[start..start + len].to_vec()),
-        })
-    }
-}
 
 /// The result of [`Model::loss`].
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 //! model inputs each time a batch is drawn (so dynamic binarisation and dequantisation noise are fresh every
 //! time, and drawn from dgm's seeded [`Rng`]).
 
+pub mod batch;
 pub mod mnist;
 pub mod ood;
 pub mod shapes;
@@ -19,10 +20,10 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use batch::Batch;
 pub use tokenizer::Tokenizer;
 pub use transforms::{Preprocessing, Range};
 
-use crate::model::Batch;
 use crate::rng::Rng;
 use crate::{Error, Result};
 

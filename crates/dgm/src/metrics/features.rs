@@ -805,11 +805,8 @@ pub fn train_feature_net_on(
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWParams {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
             weight_decay: t.weight_decay,
-            decay_matrices_only: false,
+            ..Default::default()
         },
     )?;
     progress(&format!(

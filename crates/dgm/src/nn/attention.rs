@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use crate::nn::{rel_err, Params};
     use crate::rng::Rng;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
     use std::collections::BTreeMap;
     use std::path::Path;
 

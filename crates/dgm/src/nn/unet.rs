@@ -798,11 +798,7 @@ mod tests {
         let sigma = sigma.reshape((4, 1, 1, 1))?;
         let vars = p.vars();
         let adam = AdamWParams {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decay_matrices_only: false,
+            ..Default::default()
         };
         let mut opt = AdamW::new(vars.clone(), adam)?;
         let mut losses = Vec::new();

@@ -204,16 +204,7 @@ impl VeSchedule {
 
     /// `num_levels` = L geometric levels from `sigma_max` down to `sigma_min` (L = 1: σ_max alone).
     pub fn new(sigma_max: f64, sigma_min: f64, num_levels: usize) -> Result<Self> {
-        if !(sigma_min.is_finite()
-            && sigma_max.is_finite()
-            && sigma_min > 0.0
-            && sigma_max > sigma_min)
-        {
-            return Err(Error::invalid(
-                "noise schedule",
-                format!("need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min}, sigma_max = {sigma_max}"),
-            ));
-        }
+        check_sigma_range(sigma_min, sigma_max)?;
         if num_levels == 0 {
             return Err(Error::invalid(
                 "noise schedule",
@@ -320,16 +311,7 @@ impl KarrasSchedule {
 
     /// The schedule with 0 < `sigma_min` < `sigma_max` and `rho` > 0.
     pub fn new(sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Self> {
-        if !(sigma_min.is_finite()
-            && sigma_max.is_finite()
-            && sigma_min > 0.0
-            && sigma_max > sigma_min)
-        {
-            return Err(Error::invalid(
-                "noise schedule",
-                format!("need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min}, sigma_max = {sigma_max}"),
-            ));
-        }
+        check_sigma_range(sigma_min, sigma_max)?;
         if !(rho.is_finite() && rho > 0.0) {
             return Err(Error::invalid(
                 "noise schedule",
@@ -408,6 +390,18 @@ impl NoiseSchedule for KarrasSchedule {
         levels.push(Level::CLEAN);
         Ok(levels)
     }
+}
+
+/// Checks the σ range of a variance-exploding schedule: finite, 0 < σ_min < σ_max.
+pub fn check_sigma_range(sigma_min: f64, sigma_max: f64) -> Result<()> {
+    if !(sigma_min.is_finite() && sigma_max.is_finite() && sigma_min > 0.0 && sigma_max > sigma_min)
+    {
+        return Err(Error::invalid(
+            "noise schedule",
+            format!("need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min}, sigma_max = {sigma_max}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_steps(num_steps: usize) -> Result<()> {

@@ -31,7 +31,8 @@ pub fn accumulate(acc: &mut Grads, more: Grads) -> Result<()> {
 
 use crate::{Error, Result};
 
-/// AdamW hyper-parameters.
+/// AdamW hyper-parameters. The [`Default`] is Adam's usual β₁ = 0.9, β₂ = 0.999, ε = 10⁻⁸ without weight
+/// decay; override fields with `AdamWParams { beta2: 0.99, ..Default::default() }`.
 #[derive(Clone, Debug)]
 pub struct AdamWParams {
     /// β₁.
@@ -45,6 +46,18 @@ pub struct AdamWParams {
     /// Decay only variables with two or more dimensions (weight matrices, conv kernels, embeddings) and leave
     /// biases and normalisation gains alone, as GPT-2 / nanoGPT do; `false` decays every variable.
     pub decay_matrices_only: bool,
+}
+
+impl Default for AdamWParams {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decay_matrices_only: false,
+        }
+    }
 }
 
 /// The first and second moments of one variable: plain vectors updated in place by the fused CPU kernel,
@@ -233,11 +246,8 @@ mod tests {
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
             let p = Var::from_tensor(&Tensor::new(&[1f64, -2.0], &dev)?.to_dtype(dtype)?)?;
             let params = AdamWParams {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
                 weight_decay: 0.01,
-                decay_matrices_only: false,
+                ..Default::default()
             };
             let mut opt = AdamW::new(vec![("p".into(), p.clone())], params.clone())?;
             let mut rp = [1f64, -2.0];
@@ -287,11 +297,10 @@ mod tests {
             let b = Var::from_tensor(&Tensor::new(&[1f32, -1.0], &dev)?)?;
             let vars = vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())];
             let params = AdamWParams {
-                beta1: 0.9,
                 beta2: 0.99,
-                eps: 1e-8,
                 weight_decay: 0.5,
                 decay_matrices_only: only,
+                ..Default::default()
             };
             let mut opt = AdamW::new(vars.clone(), params)?;
             let grads: Grads = vec![

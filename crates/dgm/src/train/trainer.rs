@@ -12,11 +12,12 @@ use candle_core::Device;
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{self, tensor_bytes, write_atomic};
+use crate::data::Batch;
 use crate::data::{Dataset, Split};
 use crate::error::kept;
 use crate::events::{Event, StepLog};
 use crate::image_io::save_samples;
-use crate::model::{Batch, GenerateOptions, Model, SampleOptions};
+use crate::model::{GenerateOptions, Model, SampleOptions};
 use crate::models;
 use crate::nn::Params;
 use crate::rng::Rng;

@@ -25,9 +25,10 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::sampling::pick_token;
+use crate::data::Batch;
 use crate::data::Tokenizer;
 use crate::model::{
-    Batch, Condition, Density, GenerateOptions, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
+    Condition, Density, GenerateOptions, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
     LogLikelihood, LossOutput, Model, SampleOptions, Sequence,
 };
 use crate::models::DataInfo;
@@ -818,11 +819,8 @@ mod tests {
         let mut opt = AdamW::new(
             vars.clone(),
             AdamWParams {
-                beta1: 0.9,
                 beta2: 0.99,
-                eps: 1e-8,
-                weight_decay: 0.0,
-                decay_matrices_only: false,
+                ..Default::default()
             },
         )?;
         let window = |o: usize| -> Vec<u32> { (0..t).map(|i| ((o + i) % period) as u32).collect() };

@@ -23,12 +23,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::exact_log_likelihood;
+use crate::data::Batch;
 use crate::data::Preprocessing;
+use crate::distributions::bernoulli_log_prob;
 use crate::model::{
-    Batch, Complete, Condition, Density, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
-    LogLikelihood, LossOutput, Model, SampleOptions,
+    Complete, Condition, Density, LikelihoodOptions, LogLikelihood, LossOutput, Model,
+    SampleOptions,
 };
-use crate::models::vae::decoders::bernoulli_log_prob;
 use crate::nn::kernels::linear::linear;
 use crate::nn::masked::{input_degrees, made_masks, MadeMasks, MaskedLinear, ORDERS};
 use crate::nn::Activation;
@@ -36,7 +38,7 @@ use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// Likelihood estimators of [`Made`]: the exact log-likelihood only.
-pub const ESTIMATORS: &[&str] = &["exact"];
+pub use super::ESTIMATORS;
 
 /// MADE hyper-parameters (`[model]` in a run's config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -414,32 +416,25 @@ impl Density for Made {
     /// The exact log p(x) in nats: of the single mask, or of the uniform mixture of the first `ensemble`
     /// masks, log (1/K) Σ_k p_k(x) (log-sum-exp in f64). `opts.chunk` bounds the rows per pass.
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
-        match opts.estimator.as_deref().unwrap_or(ESTIMATORS[0]) {
-            "exact" => {}
-            other => return Err(Error::unknown("estimator", other, ESTIMATORS)),
-        }
-        if opts.chunk == 0 {
-            return Err(Error::invalid("likelihood options", "chunk must be ≥ 1"));
-        }
-        let x = self.flat(&batch.x)?; // (b, D)
-        let (b, k) = (x.dim(0)?, self.cfg.ensemble_size());
-        let mut nats = Vec::with_capacity(b);
-        for s in (0..b).step_by(opts.chunk) {
-            let xs = x.narrow(0, s, opts.chunk.min(b - s))?;
+        let k = self.cfg.ensemble_size();
+        let prepare = || {
+            let x = self.flat(&batch.x)?; // (b, D)
+            let b = x.dim(0)?;
+            Ok((x, b))
+        };
+        exact_log_likelihood(opts, None, prepare, |x, s, len| {
+            let xs = x.narrow(0, s, len)?;
             let per: Vec<Vec<f32>> = (0..k)
                 .map(|m| Ok(self.log_prob(&xs, m)?.detach().to_vec1::<f32>()?))
                 .collect::<Result<_>>()?;
+            let mut nats = Vec::with_capacity(len);
             for e in 0..xs.dim(0)? {
                 let lp: Vec<f64> = per.iter().map(|p| p[e] as f64).collect();
                 let mx = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = lp.iter().map(|v| (v - mx).exp()).sum();
                 nats.push(mx + (sum / k as f64).ln());
             }
-        }
-        Ok(LogLikelihood {
-            nats,
-            kind: LikelihoodKind::Exact,
-            space: LikelihoodSpace::Discrete,
+            Ok(nats)
         })
     }
 }
@@ -556,11 +551,7 @@ mod tests {
 
     fn adam() -> AdamWParams {
         AdamWParams {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decay_matrices_only: false,
+            ..Default::default()
         }
     }
 

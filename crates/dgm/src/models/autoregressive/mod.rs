@@ -4,8 +4,50 @@
 //! * [`pixelcnn`]: Gated PixelCNN with vertical and horizontal stacks (van den Oord et al. 2016).
 //! * [`gpt`]: a decoder-only transformer language model over characters or bytes (GPT-2 / nanoGPT).
 //! * [`sampling`]: temperature, top-k and top-p token sampling, shared by the language models.
+//!
+//! [`exact_log_likelihood`] is the [`Density::log_likelihood`](crate::model::Density::log_likelihood) body
+//! MADE and PixelCNN share.
 
 pub mod gpt;
 pub mod made;
 pub mod pixelcnn;
 pub mod sampling;
+
+use crate::model::{LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
+use crate::{Error, Result};
+
+/// The likelihood estimators of the image models here (MADE, PixelCNN): the exact likelihood only.
+pub const ESTIMATORS: &[&str] = &["exact"];
+
+/// The exact log p(x) in nats of a model over discrete values, evaluated in chunks: checks the estimator
+/// (`exact`, the default) and `opts.chunk` (with `max_chunk`, clamped to 1..=max_chunk; without, 0 is an
+/// error), then `prepare()` gives the data and their number of examples n, and `chunk_nats(data, start, len)`
+/// the log-likelihoods of examples `start..start + len`, for consecutive chunks covering 0..n.
+pub fn exact_log_likelihood<T>(
+    opts: &LikelihoodOptions,
+    max_chunk: Option<usize>,
+    prepare: impl FnOnce() -> Result<(T, usize)>,
+    mut chunk_nats: impl FnMut(&T, usize, usize) -> Result<Vec<f64>>,
+) -> Result<LogLikelihood> {
+    match opts.estimator.as_deref().unwrap_or(ESTIMATORS[0]) {
+        "exact" => {}
+        other => return Err(Error::unknown("estimator", other, ESTIMATORS)),
+    }
+    let chunk = match max_chunk {
+        Some(max) => opts.chunk.clamp(1, max),
+        None if opts.chunk == 0 => {
+            return Err(Error::invalid("likelihood options", "chunk must be ≥ 1"))
+        }
+        None => opts.chunk,
+    };
+    let (data, n) = prepare()?;
+    let mut nats = Vec::with_capacity(n);
+    for s in (0..n).step_by(chunk) {
+        nats.extend(chunk_nats(&data, s, chunk.min(n - s))?);
+    }
+    Ok(LogLikelihood {
+        nats,
+        kind: LikelihoodKind::Exact,
+        space: LikelihoodSpace::Discrete,
+    })
+}

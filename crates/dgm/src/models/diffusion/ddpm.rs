@@ -22,12 +22,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::condition::{batch_labels, check_guidance, class_labels};
 use super::likelihood::{ode_data_log_likelihood, vlb_nats, Quantization};
 use super::net::{DenoiserNet, NetConfig};
+use crate::conditioning::{batch_labels, check_guidance, class_labels, drop_labels, null_labels};
+use crate::data::Batch;
 use crate::model::{
-    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
-    LossOutput, Model, SampleAbilities, SampleOptions,
+    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
+    Model, SampleAbilities, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, ddim_invert, Level, Sampler, SamplerOptions, VpSchedule};
@@ -233,7 +234,7 @@ impl Ddpm {
             return self.denoise(x, level, class);
         };
         let b = x.dim(0)?;
-        let null = Tensor::full(self.cfg.net.num_classes as u32, b, &self.device)?;
+        let null = null_labels(b, self.cfg.net.num_classes, &self.device)?;
         let both = self.denoise_unclipped(
             &Tensor::cat(&[x, x], 0)?,
             level,
@@ -321,21 +322,12 @@ impl Model for Ddpm {
         )?;
         let class = match batch_labels(batch, self.cfg.net.num_classes, "ddpm")? {
             // classifier-free guidance training: the null class (index K) with probability class_dropout
-            Some(y) if self.cfg.class_dropout > 0.0 => {
-                let k = self.cfg.net.num_classes as u32;
-                let ids: Vec<u32> = y
-                    .to_vec1::<u32>()?
-                    .into_iter()
-                    .map(|c| {
-                        if rng.uniform_f64() < self.cfg.class_dropout {
-                            k
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
-                Some(Tensor::from_vec(ids, b, &self.device)?)
-            }
+            Some(y) if self.cfg.class_dropout > 0.0 => Some(drop_labels(
+                &y,
+                self.cfg.net.num_classes,
+                self.cfg.class_dropout,
+                rng,
+            )?),
             y => y,
         };
         let out = self.net.forward(&xt, &t, class.as_ref())?;

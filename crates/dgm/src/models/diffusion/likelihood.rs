@@ -23,9 +23,11 @@
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::condition::batch_labels;
+use crate::conditioning::batch_labels;
+use crate::data::Batch;
 use crate::data::Preprocessing;
-use crate::model::{Batch, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
+use crate::distributions::gaussian::{discretized_gaussian_log_prob, gaussian_log_density};
+use crate::model::{LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
 use crate::rng::Rng;
 use crate::schedulers::{posterior, Level, VpSchedule};
 use crate::{Error, Result};
@@ -219,82 +221,13 @@ pub enum Decoder {
     Gaussian,
 }
 
-/// The complementary error function erfc(x) = 1 − erf(x), with relative error below 1.2e-7 everywhere
-/// (Chebyshev fit of Numerical Recipes, 2nd ed., section 6.2), also in the far tails.
-pub fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 {
-        r
-    } else {
-        2.0 - r
-    }
-}
-
-/// Upper tail of the standard normal, Q(z) = P(Z > z), accurate in both tails.
-fn normal_upper(z: f64) -> f64 {
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
-}
-
-/// log P(lo < Z < hi) for Z ~ N(mean, scale²), computed from whichever tail avoids cancellation; when the
-/// probability underflows, the density at the middle times the width. `lo` may be −∞ and `hi` +∞.
-pub fn log_gaussian_interval(lo: f64, hi: f64, mean: f64, scale: f64) -> f64 {
-    let (a, b) = ((lo - mean) / scale, (hi - mean) / scale);
-    let p = if a > 0.0 {
-        normal_upper(a) - normal_upper(b) // both in the upper tail
-    } else if b < 0.0 {
-        normal_upper(-b) - normal_upper(-a) // both in the lower tail
-    } else {
-        1.0 - normal_upper(-a) - normal_upper(b)
-    };
-    if p > 1e-250 {
-        p.ln()
-    } else {
-        let mid = if a.is_finite() && b.is_finite() {
-            0.5 * (a + b)
-        } else if a.is_finite() {
-            a
-        } else {
-            b
-        };
-        let width = if a.is_finite() && b.is_finite() {
-            (b - a).max(1e-300)
-        } else {
-            1.0
-        };
-        -0.5 * mid * mid - 0.5 * (2.0 * std::f64::consts::PI).ln() + width.ln()
-    }
-}
-
 /// log p(x | mean, scale) of `decoder` for one value.
 fn decoder_log_prob(decoder: &Decoder, x: f64, mean: f64, scale: f64) -> f64 {
     match *decoder {
         Decoder::Discretized { half_width, lo, hi } => {
-            let low = if x <= lo + 0.5 * half_width {
-                f64::NEG_INFINITY
-            } else {
-                x - half_width
-            };
-            let high = if x >= hi - 0.5 * half_width {
-                f64::INFINITY
-            } else {
-                x + half_width
-            };
-            log_gaussian_interval(low, high, mean, scale)
+            discretized_gaussian_log_prob(x, mean, scale, half_width, lo, hi)
         }
-        Decoder::Gaussian => {
-            let z = (x - mean) / scale;
-            -0.5 * z * z - scale.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
-        }
+        Decoder::Gaussian => gaussian_log_density(x, mean, scale),
     }
 }
 
@@ -515,6 +448,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distributions::log_gaussian_interval;
     use crate::schedulers::{KarrasSchedule, NoiseSchedule};
     use candle_core::Device;
 
@@ -533,26 +467,6 @@ mod tests {
                 -0.5 * z * z / var - 0.5 * (2.0 * std::f64::consts::PI * var).ln()
             })
             .sum()
-    }
-
-    #[test]
-    fn erfc_matches_reference_values() {
-        // reference values from the closed forms / tables (Abramowitz & Stegun 7.1)
-        for (x, want) in [
-            (0.0, 1.0),
-            (0.5, 0.479_500_122_186_953_5),
-            (1.0, 0.157_299_207_050_285_1),
-            (2.0, 0.004_677_734_981_047_266),
-            (3.0, 2.209_049_699_858_544e-5),
-            (5.0, 1.537_459_794_428_035e-12),
-            (-1.0, 1.842_700_792_949_715),
-        ] {
-            let got = erfc(x);
-            assert!(
-                ((got - want) / want).abs() < 2e-7,
-                "erfc({x}) = {got}, want {want}"
-            );
-        }
     }
 
     /// The discretized decoder is a probability over the 256 values: it sums to 1 by enumeration.

@@ -40,12 +40,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::condition::{batch_labels, class_labels};
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
+use super::{refuse_guidance, run_sampler};
+use crate::conditioning::{batch_labels, class_labels};
+use crate::data::Batch;
 use crate::model::{
-    Batch, Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities,
-    SampleOptions,
+    Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::schedulers::{self, Level, NoiseSchedule, SamplerOptions, VeSchedule};
@@ -300,12 +301,7 @@ impl Model for Ncsn {
         if n == 0 {
             return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
         }
-        if opts.guidance.is_some() {
-            return Err(Error::invalid(
-                "--guidance",
-                "classifier-free guidance needs a model trained with class dropout; only 'ddpm' has that so far",
-            ));
-        }
+        refuse_guidance(opts)?;
         let class = class_labels(
             &opts.condition,
             self.cfg.net.num_classes,
@@ -320,23 +316,15 @@ impl Model for Ncsn {
             (None, s) => s,
         };
         let mut sampler = schedulers::build(name, &self.schedule, steps, &self.sampler_options())?;
-        let mut rng = Rng::new(opts.seed);
-        let mut shape = vec![n];
-        shape.extend_from_slice(&self.cfg.net.input_shape);
-        let mut x = sampler.init_noise(&shape.into(), &mut rng, &self.device)?;
-        if opts.temperature != 1.0 {
-            x = (x * opts.temperature)?;
-        }
-        for i in 0..sampler.num_evals() {
-            // the model's D(x; σ) = x + σ²·s_θ at the sampler's level, detached (candle has no no-grad mode)
-            let level = sampler.level(i);
-            let d = self.denoise(&x, &level, class.as_ref())?.detach();
-            x = sampler.step(i, &x, &d, &mut rng)?; // scheduler step
-        }
-        if self.net.is_image() {
-            x = x.clamp(-1f32, 1f32)?;
-        }
-        Ok(x)
+        run_sampler(
+            sampler.as_mut(),
+            n,
+            &self.cfg.net.input_shape,
+            opts,
+            self.net.is_image(),
+            &self.device,
+            |x, level| self.denoise(x, level, class.as_ref()),
+        )
     }
 
     fn num_classes(&self) -> Option<usize> {

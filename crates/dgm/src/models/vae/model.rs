@@ -21,9 +21,11 @@ use candle_nn::VarBuilder;
 
 use super::config::{validate, VaeConfig};
 use super::decoders::Observation;
+use crate::conditioning::{class_labels, one_hot};
+use crate::data::Batch;
 use crate::model::{
-    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
-    LossOutput, Model, SampleAbilities, SampleOptions,
+    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
+    Model, SampleAbilities, SampleOptions,
 };
 use crate::nn::{upsample2x, Activation, Conv2d, Linear};
 use crate::rng::Rng;
@@ -238,54 +240,32 @@ impl Vae {
         }
         Ok((
             batch.x.clone(),
-            Some(self.one_hot(&labels, "batch.labels")?),
+            Some(one_hot(
+                &labels,
+                self.cfg.num_classes,
+                "batch.labels",
+                &self.device,
+            )?),
         ))
     }
 
-    /// `(n, C)` one-hot rows for class ids, each checked against the number of classes.
-    fn one_hot(&self, ids: &[u32], key: &str) -> Result<Tensor> {
-        let c = self.cfg.num_classes;
-        let mut v = vec![0f32; ids.len() * c];
-        for (i, &id) in ids.iter().enumerate() {
-            if id as usize >= c {
-                let msg = format!(
-                    "class {id} is out of range; valid classes are 0..={}",
-                    c - 1
-                );
-                return Err(Error::invalid(key, msg));
-            }
-            v[i * c + id as usize] = 1.0;
-        }
-        Ok(Tensor::from_vec(v, (ids.len(), c), &self.device)?)
-    }
-
-    /// The one-hot labels `(n, C)` a [`Condition`] asks for (one label broadcasts to all n), or `None`.
+    /// The one-hot labels `(n, C)` a [`Condition`] asks for (one label broadcasts to all n), or `None`; the
+    /// checks and messages are the shared ones of [`crate::conditioning::class_labels`].
     fn condition(&self, cond: &Condition, n: usize) -> Result<Option<Tensor>> {
-        let (name, c) = (&self.name, self.cfg.num_classes);
-        let msg = match (cond, self.cfg.conditional) {
-            (Condition::None, false) => return Ok(None),
-            (Condition::Class(ids), true) if ids.len() == 1 => {
-                return Ok(Some(self.one_hot(&vec![ids[0]; n], "condition")?))
-            }
-            (Condition::Class(ids), true) if ids.len() == n => {
-                return Ok(Some(self.one_hot(ids, "condition")?))
-            }
-            (Condition::Class(ids), true) => format!(
-                "{} classes for {n} samples: give one class for all or one per sample",
-                ids.len()
-            ),
-            (Condition::None, true) => format!(
-                "model '{name}' is class-conditional: give a class (0..={})",
-                c.saturating_sub(1)
-            ),
-            (Condition::Class(_), false) => {
-                format!("model '{name}' is unconditional: it takes no class")
-            }
-            (Condition::Caption(_), _) => {
-                format!("model '{name}' takes class labels, not captions")
-            }
+        let k = if self.cfg.conditional {
+            self.cfg.num_classes
+        } else {
+            0
         };
-        Err(Error::invalid("condition", msg))
+        match class_labels(cond, k, n, &self.name, &self.device)? {
+            None => Ok(None),
+            Some(ids) => Ok(Some(one_hot(
+                &ids.to_vec1::<u32>()?,
+                k,
+                "condition",
+                &self.device,
+            )?)),
+        }
     }
 
     /// The reparameterised pass for noise ε `(s, b, L)`: z_i = μ + σ ⊙ ε_i. Returns log p(x | z_i) and

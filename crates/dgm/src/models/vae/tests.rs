@@ -5,9 +5,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 use super::*;
+use crate::data::Batch;
 use crate::data::{Preprocessing, Range};
 use crate::model::{
-    Batch, Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, Model,
+    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, Model,
     SampleOptions,
 };
 use crate::models::DataInfo;

@@ -384,6 +384,7 @@ mod tests {
     use super::*;
     use crate::nn::kernels::gelu::gelu_linear;
     use crate::nn::kernels::testing::{assert_close, value_and_grads};
+    use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{DType, Device, Var};
 

@@ -1,13 +1,65 @@
-//! Class conditioning shared by the diffusion family (DDPM, EDM, NCSN): turning a sampling [`Condition`] or a
-//! training batch's labels into the `(n,)` u32 class tensor the denoising network of [`super::net`] takes, with
-//! the same checks and messages for every model. (Class-conditional generation as in Ho et al. 2020's
-//! conditional CIFAR-10 models and Karras et al. 2022's class-conditional ImageNet: the label is one more input
-//! of the denoiser; the objectives are unchanged.)
+//! Conditioning shared by the model families: turning a sampling [`Condition`] or a training batch's labels
+//! into class labels with the same checks and messages for every model, the null class of classifier-free
+//! guidance, and one-hot labels. (Class-conditional generation as in Ho et al. 2020's conditional CIFAR-10
+//! models, Karras et al. 2022's class-conditional ImageNet and Sohn et al. 2015's conditional VAE: the label
+//! is one more input of the network; the objectives are unchanged.) Caption embeddings will live here too.
 
 use candle_core::{Device, Tensor};
 
-use crate::model::{Batch, Condition};
+use crate::data::Batch;
+use crate::model::Condition;
+use crate::rng::Rng;
 use crate::{Error, Result};
+
+/// Checks class ids against a model with `num_classes` classes; `key` names the value in the message.
+pub fn check_classes(ids: &[u32], num_classes: usize, key: &str) -> Result<()> {
+    match ids.iter().find(|&&c| c as usize >= num_classes) {
+        Some(&bad) => Err(Error::invalid(
+            key,
+            format!(
+                "class {bad} is out of range: the model has classes 0..={}",
+                num_classes.saturating_sub(1)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `(n, C)` one-hot rows (f32) for class ids, each checked against the `num_classes` = C classes; `key`
+/// names the ids in the message.
+pub fn one_hot(ids: &[u32], num_classes: usize, key: &str, device: &Device) -> Result<Tensor> {
+    check_classes(ids, num_classes, key)?;
+    let c = num_classes;
+    let mut v = vec![0f32; ids.len() * c];
+    for (i, &id) in ids.iter().enumerate() {
+        v[i * c + id as usize] = 1.0;
+    }
+    Ok(Tensor::from_vec(v, (ids.len(), c), device)?)
+}
+
+/// The null class of classifier-free guidance (Ho & Salimans 2022) for a network with `num_classes` classes:
+/// the extra index `num_classes`, which a conditional network embeds as "no class".
+pub fn null_class(num_classes: usize) -> u32 {
+    num_classes as u32
+}
+
+/// `(n,)` u32 labels that are all the [`null_class`].
+pub fn null_labels(n: usize, num_classes: usize, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::full(null_class(num_classes), n, device)?)
+}
+
+/// Classifier-free guidance training: each of the `(b,)` labels replaced by the [`null_class`] with
+/// probability `p` (one uniform from `rng` per label, in order).
+pub fn drop_labels(labels: &Tensor, num_classes: usize, p: f64, rng: &mut Rng) -> Result<Tensor> {
+    let k = null_class(num_classes);
+    let ids: Vec<u32> = labels
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|c| if rng.uniform_f64() < p { k } else { c })
+        .collect();
+    let n = ids.len();
+    Ok(Tensor::from_vec(ids, n, labels.device())?)
+}
 
 /// The class labels for `n` samples of `model` (its registry name, used in messages), a network with
 /// `num_classes` classes (0 = unconditional), from `cond`: `None` for an unconditional model, else an `(n,)`
@@ -26,12 +78,7 @@ pub fn class_labels(
     match (cond, k) {
         (Condition::None, 0) => Ok(None),
         (Condition::Class(ids), k) if k > 0 && (ids.len() == 1 || ids.len() == n) => {
-            if let Some(&bad) = ids.iter().find(|&&c| c as usize >= k) {
-                return Err(Error::invalid(
-                    "class",
-                    format!("{bad} is out of range: the model has classes 0..={}", k - 1),
-                ));
-            }
+            check_classes(ids, k, "class")?;
             let ids = if ids.len() == 1 {
                 vec![ids[0]; n]
             } else {
@@ -101,6 +148,7 @@ pub fn check_guidance(guidance: Option<f64>, num_classes: usize, model: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn labels_are_repeated_checked_and_named() -> Result<()> {
