@@ -1,0 +1,182 @@
+//! `dgm sample`: a grid of images or points, or streamed text from a language model, and the checks of
+//! which sampling flags apply to the run's model.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use dgm::model::{Condition, SampleOptions};
+
+use super::{load, refuse_given};
+use crate::cli::SampleArgs;
+
+pub(super) fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
+    if a.n == Some(0) {
+        bail!(dgm::Error::invalid("-n", "must be at least 1"));
+    }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        bail!(dgm::Error::invalid(
+            "--temperature",
+            format!("{} must be a positive number", a.temperature)
+        ));
+    }
+    let run = load(&a.run)?;
+    refuse_sample_flags(&a, run.model.as_ref())?;
+    if let Some(lm) = run.model.as_sequence() {
+        return sample_text(&a, lm);
+    }
+    let Some(out) = &a.out else {
+        bail!(dgm::Error::invalid(
+            "--out",
+            "give the PNG file to write, e.g. --out samples.png"
+        ));
+    };
+    let n = a.n.unwrap_or(64);
+    let mut opts = SampleOptions::seeded(a.seed);
+    opts.temperature = a.temperature;
+    opts.mean = !a.draw;
+    opts.sampler = a.sampler.clone();
+    opts.steps = a.steps;
+    opts.guidance = a.guidance;
+    if let Some(k) = a.class {
+        opts.condition = Condition::Class(vec![k]);
+    }
+    // The picture is sized for n before anything is sampled (a grid too large to write is refused now), and
+    // filled batch by batch, so memory holds one batch, not n samples: -n is bounded by time.
+    let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
+    let mut canvas = dgm::image_io::SampleCanvas::new(n, &shape, &run.config.data.preprocessing)?;
+    let batch = if shape.len() == 3 {
+        SAMPLE_BATCH_IMAGES
+    } else {
+        SAMPLE_BATCH_POINTS
+    };
+    for (i, start) in (0..n).step_by(batch).enumerate() {
+        let mut o = opts.clone();
+        // batch 0 uses --seed itself, so -n up to one batch gives the samples a single call always gave
+        if i > 0 {
+            o.seed = dgm::rng::Rng::stream(a.seed, i as u64).next_u64();
+        }
+        let x = run.model.sample(batch.min(n - start), &o)?;
+        canvas.add(&x)?;
+    }
+    canvas.save(out)?;
+    println!("wrote {n} samples to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Images `dgm sample` draws per model call (the default -n of 64 is one batch).
+const SAMPLE_BATCH_IMAGES: usize = 256;
+/// 2-D points `dgm sample` draws per model call.
+const SAMPLE_BATCH_POINTS: usize = 4096;
+
+/// `dgm sample` for a language model: streams each sample to stdout as it is generated.
+fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode> {
+    use std::io::Write;
+    let prompt: Option<Vec<u8>> = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => Some(p.as_bytes().to_vec()),
+        (None, Some(f)) => Some(std::fs::read(f).map_err(|e| dgm::Error::io(f, e))?),
+        (None, None) => None,
+    };
+    if prompt.as_ref().is_some_and(|p| p.is_empty()) {
+        bail!(dgm::Error::invalid(
+            "--prompt",
+            "the prompt is empty; give some text to continue, or leave --prompt out to start from the beginning of a text"
+        ));
+    }
+    let prompt = prompt.unwrap_or_default();
+    let ids = lm
+        .tokenizer()
+        .encode(&prompt)
+        .map_err(|e| dgm::Error::invalid("--prompt", e.to_string()))?;
+    let n = a.n.unwrap_or(1);
+    let mut all = Vec::new();
+    let stdout = std::io::stdout();
+    let started = std::time::Instant::now();
+    let mut generated = 0usize;
+    for i in 0..n {
+        let opts = dgm::model::GenerateOptions {
+            max_tokens: a.max_tokens.unwrap_or(500),
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed.wrapping_add(i as u64),
+            kv_cache: !a.no_kv_cache,
+        };
+        opts.validate()?;
+        if n > 1 {
+            println!("--- sample {} (seed {}) ---", i + 1, opts.seed);
+        }
+        let mut stream = dgm::data::tokenizer::Utf8Stream::default();
+        let mut out = stdout.lock();
+        write!(out, "{}", stream.push(&prompt))?;
+        out.flush()?;
+        let tok = lm.tokenizer();
+        let new = lm.generate(&ids, &opts, &mut |id| {
+            if let Some(b) = tok.token_byte(id) {
+                let text = stream.push(&[b]);
+                if !text.is_empty() {
+                    let _ = write!(out, "{text}");
+                    let _ = out.flush();
+                }
+            }
+            Ok(true)
+        })?;
+        writeln!(out, "{}", stream.finish())?;
+        generated += new.len();
+        all.extend_from_slice(&prompt);
+        all.extend(tok.decode(&new)?);
+        all.push(b'\n');
+    }
+    if a.timing {
+        let s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{generated} tokens in {s:.2} s: {:.1} tokens/s ({})",
+            generated as f64 / s,
+            if a.no_kv_cache {
+                "no KV cache"
+            } else {
+                "KV cache"
+            }
+        );
+    }
+    if let Some(out) = &a.out {
+        dgm::checkpoint::write_atomic(out, &all)?;
+        eprintln!("wrote {n} sample(s) to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses the `dgm sample` flags `model` would ignore, naming the flag and why: what the model's
+/// [`dgm::model::SampleAbilities`] do not cover (a draw, a sampler, steps, guidance, a class), and the
+/// language-model flags for every other model.
+fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<()> {
+    let opts = SampleOptions {
+        condition: a
+            .class
+            .map_or(Condition::None, |k| Condition::Class(vec![k])),
+        sampler: a.sampler.clone(),
+        steps: a.steps,
+        guidance: a.guidance,
+        mean: !a.draw,
+        ..SampleOptions::seeded(a.seed)
+    };
+    dgm::model::check_sample_options(model, &opts)?;
+    if model.as_sequence().is_none() {
+        refuse_given(
+            &[
+                ("--prompt", a.prompt.is_some()),
+                ("--prompt-file", a.prompt_file.is_some()),
+                ("--max-tokens", a.max_tokens.is_some()),
+                ("--top-k", a.top_k.is_some()),
+                ("--top-p", a.top_p.is_some()),
+                ("--no-kv-cache", a.no_kv_cache),
+                ("--timing", a.timing),
+            ],
+            &format!(
+                "to model '{}': it is not a language model (the flag applies to {} runs)",
+                model.name(),
+                dgm::models::names_with(|a| a.sequence).join(", ")
+            ),
+        )?;
+    }
+    Ok(())
+}
