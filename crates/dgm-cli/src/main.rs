@@ -1,7 +1,8 @@
 //! `dgm`: train, sample, score and inspect deep generative models from the command line.
 //!
 //! Errors are printed once, on one line; bad input (unknown names, bad values, missing or corrupt files,
-//! mismatched checkpoints) exits with code 2, other failures with 1.
+//! mismatched checkpoints) exits with code 2, other failures with 1. The library's errors name its options;
+//! [`hints`] prints them with the CLI's flags and commands.
 
 use std::process::ExitCode;
 
@@ -9,6 +10,7 @@ use mimalloc::MiMalloc;
 
 mod cli;
 mod commands;
+mod hints;
 mod progress;
 
 #[global_allocator]
@@ -28,11 +30,7 @@ fn main() -> ExitCode {
     match commands::run(args) {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}");
-            eprintln!(
-                "error: {}",
-                msg.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
+            eprintln!("error: {}", hints::message(&e));
             let user = match e.downcast_ref::<dgm::Error>() {
                 Some(d) => d.is_user_error(),
                 None => true, // errors raised by the CLI itself are about its input

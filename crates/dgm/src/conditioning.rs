@@ -132,13 +132,13 @@ pub fn check_guidance(guidance: Option<f64>, num_classes: usize, model: &str) ->
     match guidance {
         None => Ok(()),
         Some(_) if num_classes == 0 => Err(Error::invalid(
-            "--guidance",
+            "guidance",
             format!(
-                "classifier-free guidance needs a class-conditional model; model '{model}' is unconditional (train with --set model.net.conditional=true)"
+                "classifier-free guidance needs a class-conditional model; model '{model}' is unconditional (train one with model.net.conditional = true in its config)"
             ),
         )),
         Some(s) if !(s.is_finite() && s >= 0.0) => Err(Error::invalid(
-            "--guidance",
+            "guidance",
             format!("{s}: the guidance scale must be a finite number ≥ 0 (1 = no guidance)"),
         )),
         Some(_) => Ok(()),

@@ -1,4 +1,8 @@
 //! dgm's error type. Every message names the bad value and, where there is a fixed set, the valid options.
+//! Options are named as the library names them (the field of an options struct, a config key, a function's
+//! argument: `steps`, `data_dir`, `model.net.conditional`), never as a front end's flags or commands;
+//! errors whose fix is a step a front end words its own way (resume a run, train a feature network) have
+//! their own variants, so that the front end can recognise them and add its hints (the CLI's `hints.rs`).
 //!
 //! Each message already includes the reason of the error it wraps (the OS error of a file, candle's message),
 //! so no variant also reports that error as its `source()`: printers that walk the chain (anyhow's `{:#}`)
@@ -80,6 +84,57 @@ pub enum Error {
         checkpoint: Option<u64>,
     },
 
+    /// An option was given that the model does not take and would ignore (a sampler for a VAE, a class for
+    /// an unconditional model).
+    #[error("{option} does not apply to model '{}': {}", esc(model), esc(why))]
+    NotApplicable {
+        /// The option, by its library name (e.g. `steps`, the field of [`crate::model::SampleOptions`]).
+        option: &'static str,
+        /// The model's name.
+        model: String,
+        /// Why it does not apply.
+        why: String,
+    },
+
+    /// A new run was to be written into a directory that already holds one.
+    #[error("{}: already holds a run{}", esc(path.display()), if *checkpointed {
+        "; resume it to continue it, or write the new run elsewhere"
+    } else {
+        " that stopped before its first checkpoint; resuming restarts it from step 0, or write the new run elsewhere"
+    })]
+    RunExists {
+        /// The run directory.
+        path: PathBuf,
+        /// Whether the run has a checkpoint to continue from.
+        checkpointed: bool,
+    },
+
+    /// A run directory was asked for but `path` is not one: it does not exist, or holds no `config.toml`
+    /// (training writes one).
+    #[error("checkpoint {}: {}", esc(path.display()), if *exists {
+        "not a run directory (no config.toml)"
+    } else {
+        "no such run directory"
+    })]
+    NotARun {
+        /// The path given as a run directory.
+        path: PathBuf,
+        /// Whether `path` is a directory at all.
+        exists: bool,
+    },
+
+    /// The image metrics need a feature network that `dir` does not hold (or holds for other data); the fix
+    /// is to train one on `data` ([`crate::metrics::features::train_feature_net`]).
+    #[error("feature network {}: {}; train one on {}", esc(path.display()), esc(msg), esc(data.as_deref().unwrap_or("mnist or shapes")))]
+    FeatureNet {
+        /// The feature network's directory.
+        path: PathBuf,
+        /// What is wrong with it (missing files, other data).
+        msg: String,
+        /// The data set to train one on, when known.
+        data: Option<String>,
+    },
+
     /// An operation a model does not support (e.g. likelihood of a GAN).
     #[error("{}", esc(.0))]
     Unsupported(String),
@@ -108,6 +163,16 @@ impl Error {
         Error::Io {
             path: path.into(),
             error,
+        }
+    }
+
+    /// The option the error is about, by its library name: the key of an [`Error::InvalidValue`], the option
+    /// of an [`Error::NotApplicable`]. Front ends map it to their own spelling (the CLI to its flag).
+    pub fn option(&self) -> Option<&str> {
+        match self {
+            Error::InvalidValue { key, .. } => Some(key),
+            Error::NotApplicable { option, .. } => Some(option),
+            _ => None,
         }
     }
 
@@ -202,5 +267,123 @@ mod tests {
         let e = Error::io("a\nb.png", std::io::Error::from_raw_os_error(2));
         assert!(e.to_string().starts_with("a\\nb.png: "), "{e}");
         assert_eq!(esc("données ✓"), "données ✓");
+    }
+
+    /// The rule of this module on real refusals: messages name options by their library names (`steps`,
+    /// `draw`, `model.net.conditional`) and give values and valid options, never a front end's flags
+    /// (`--steps`) or command lines (`dgm train …`).
+    #[test]
+    fn messages_name_options_not_flags() -> Result<()> {
+        use crate::model::{check_sample_options, Condition, SampleOptions};
+        use crate::models::{self, DataInfo};
+        use crate::schedulers::{self, SamplerOptions, VpSchedule};
+        use candle_core::{Device, Tensor};
+
+        let dev = Device::Cpu;
+        let build = |name: &str, shape: &[usize]| -> Result<Box<dyn crate::model::Model>> {
+            let mut cfg = models::default_config(name)?;
+            let info = DataInfo {
+                example_shape: shape.to_vec(),
+                num_classes: None,
+                preprocessing: crate::data::Preprocessing::Identity,
+                tokenizer: None,
+            };
+            models::prepare(name, &mut cfg, &info)?;
+            models::build(name, &cfg, crate::nn::Params::new(0, &dev).var_builder())
+        };
+        let (vae, ddpm) = (build("vae", &[2])?, build("ddpm", &[2])?);
+        let mut errors: Vec<Error> = Vec::new();
+        let mut refused = |model: &dyn crate::model::Model, opts: SampleOptions| {
+            let e = check_sample_options(model, &opts).expect_err("refused");
+            assert!(matches!(e, Error::NotApplicable { .. }), "{e}");
+            errors.push(e);
+        };
+        let o = SampleOptions::default;
+        refused(ddpm.as_ref(), SampleOptions { mean: false, ..o() });
+        let sampler = Some("ddim".to_string());
+        refused(vae.as_ref(), SampleOptions { sampler, ..o() });
+        refused(
+            vae.as_ref(),
+            SampleOptions {
+                steps: Some(3),
+                ..o()
+            },
+        );
+        refused(
+            ddpm.as_ref(),
+            SampleOptions {
+                guidance: Some(2.0),
+                ..o()
+            },
+        );
+        let condition = Condition::Class(vec![1]);
+        refused(vae.as_ref(), SampleOptions { condition, ..o() });
+        // the model's own refusal, without check_sample_options
+        errors.push(
+            vae.sample(
+                1,
+                &SampleOptions {
+                    steps: Some(3),
+                    ..o()
+                },
+            )
+            .unwrap_err(),
+        );
+        errors.push(crate::conditioning::check_guidance(Some(2.0), 0, "ddpm").unwrap_err());
+        errors.push(crate::conditioning::check_guidance(Some(-1.0), 10, "ddpm").unwrap_err());
+        let vp = VpSchedule::linear(100)?;
+        let opts = SamplerOptions::default();
+        errors.push(schedulers::build("ddim", &vp, 0, &opts).err().unwrap());
+        errors.push(schedulers::build("ddim", &vp, 101, &opts).err().unwrap());
+        let x0 = Tensor::zeros((1, 2), candle_core::DType::F32, &dev)?;
+        errors.push(schedulers::ddim_invert(&vp, 0, 0, &x0, |x, _| Ok(x.clone())).unwrap_err());
+        let generate = crate::model::GenerateOptions {
+            top_k: Some(0),
+            ..Default::default()
+        };
+        errors.push(generate.validate().unwrap_err());
+        let mut cfg = crate::train::RunConfig::new("vae", "toy2d:moons")?;
+        errors.push(cfg.set("train.lr").unwrap_err());
+        errors.push(cfg.set("train.lr=fast").unwrap_err());
+        // missing files and directories
+        let empty = std::env::temp_dir().join(format!("dgm-error-rule-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).map_err(|e| Error::io(&empty, e))?;
+        let sizes = crate::data::GeneratedSizes::default();
+        let mnist = crate::data::DataSpec::Mnist;
+        let split = crate::data::Split::Train;
+        errors.push(crate::data::load(&mnist, split, &empty, &sizes).unwrap_err());
+        errors.push(crate::data::text::load("no-such-corpus", &empty).unwrap_err());
+        errors.push(crate::train::run::RunDir::open(&empty).err().unwrap());
+        errors.push(
+            crate::train::run::RunDir::open(&empty.join("nope"))
+                .err()
+                .unwrap(),
+        );
+        errors.push(crate::metrics::features::load(&empty, &dev).err().unwrap());
+        errors.push(crate::report::write_report(&empty, &empty.join("r.pdf")).unwrap_err());
+        let _ = std::fs::remove_dir_all(&empty);
+        for checkpointed in [true, false] {
+            errors.push(Error::RunExists {
+                path: "runs/a".into(),
+                checkpointed,
+            });
+        }
+        for e in &errors {
+            let m = e.to_string();
+            assert!(
+                !m.contains("--") && !m.contains("dgm "),
+                "names a flag or command: {m}"
+            );
+        }
+        let named: Vec<&str> = errors.iter().filter_map(Error::option).collect();
+        for option in [
+            "draw", "sampler", "steps", "guidance", "class", "top_k", "override", "out",
+        ] {
+            assert!(
+                named.contains(&option),
+                "no error names '{option}': {named:?}"
+            );
+        }
+        Ok(())
     }
 }

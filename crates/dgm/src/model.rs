@@ -127,30 +127,32 @@ pub struct SampleAbilities {
 
 /// Refuses the options `model` would ignore: a draw (`mean = false`) from a model without an
 /// observation-model mean, a sampler, steps or guidance for a model that does not take them, and a class for
-/// an unconditional model (captions are left to the model). The message names the command-line flag and why it does not apply.
+/// an unconditional model (captions are left to the model). The error is an [`crate::Error::NotApplicable`]
+/// naming the option (`draw`, `sampler`, `steps`, `guidance`, `class`) and why it does not apply.
 pub fn check_sample_options(model: &dyn Model, opts: &SampleOptions) -> Result<()> {
     use crate::Error;
     let can = model.sample_abilities();
-    let name = model.name();
-    let refuse = |flag: &str, why: String| {
-        Err(Error::Unsupported(format!(
-            "{flag} does not apply to model '{name}': {why}"
-        )))
+    let refuse = |option: &'static str, why: String| {
+        Err(Error::NotApplicable {
+            option,
+            model: model.name().to_string(),
+            why,
+        })
     };
     if !opts.mean && !can.observation_mean {
         return refuse(
-            "--draw",
+            "draw",
             "its samples are always draws (it has no observation-model mean to show instead)"
                 .into(),
         );
     }
     if !can.sampler {
-        let why = "it has no sampler to choose (--sampler and --steps apply to diffusion models: ddpm, edm, ncsn)";
+        let why = "it has no sampler to choose (diffusion models do: ddpm, edm, ncsn)";
         if opts.sampler.is_some() {
-            return refuse("--sampler", why.into());
+            return refuse("sampler", why.into());
         }
         if opts.steps.is_some() {
-            return refuse("--steps", why.into());
+            return refuse("steps", why.into());
         }
     }
     if opts.guidance.is_some() && !can.guidance {
@@ -158,10 +160,10 @@ pub fn check_sample_options(model: &dyn Model, opts: &SampleOptions) -> Result<(
             None => "it is unconditional; classifier-free guidance needs a class-conditional ddpm trained with class dropout".to_string(),
             Some(_) => "classifier-free guidance needs a class-conditional ddpm trained with class dropout".to_string(),
         };
-        return refuse("--guidance", why);
+        return refuse("guidance", why);
     }
     if matches!(opts.condition, Condition::Class(_)) && model.num_classes().is_none() {
-        return refuse("--class", "it is unconditional".into());
+        return refuse("class", "it is unconditional".into());
     }
     Ok(())
 }
@@ -377,7 +379,7 @@ impl GenerateOptions {
     pub fn validate(&self) -> Result<()> {
         use crate::Error;
         if self.max_tokens == 0 {
-            return Err(Error::invalid("max-tokens", "0 must be at least 1"));
+            return Err(Error::invalid("max_tokens", "0 must be at least 1"));
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return Err(Error::invalid(
@@ -386,11 +388,11 @@ impl GenerateOptions {
             ));
         }
         if self.top_k == Some(0) {
-            return Err(Error::invalid("top-k", "0 must be at least 1"));
+            return Err(Error::invalid("top_k", "0 must be at least 1"));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
-                return Err(Error::invalid("top-p", format!("{p} must be in (0, 1]")));
+                return Err(Error::invalid("top_p", format!("{p} must be in (0, 1]")));
             }
         }
         Ok(())

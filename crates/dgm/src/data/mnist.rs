@@ -34,7 +34,7 @@ pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 /// All four file names (without `.gz`).
 pub const FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
-const HOW_TO_GET: &str = "set DGM_DATA or --data-dir to a folder holding mnist/train-images-idx3-ubyte.gz, \
+const HOW_TO_GET: &str = "set DGM_DATA or the data directory to a folder holding mnist/train-images-idx3-ubyte.gz, \
      mnist/train-labels-idx1-ubyte.gz, mnist/t10k-images-idx3-ubyte.gz and mnist/t10k-labels-idx1-ubyte.gz \
      (raw or gzipped IDX files; e.g. ../shared/data)";
 
@@ -482,7 +482,10 @@ mod tests {
                 p.display()
             );
         }
-        assert!(m.contains("DGM_DATA") && m.contains("--data-dir"), "{m}");
+        assert!(
+            m.contains("DGM_DATA") && m.contains("data directory"),
+            "{m}"
+        );
         assert_eq!(find(&d), None);
         let _ = std::fs::remove_dir_all(&d);
         Ok(())

@@ -264,7 +264,7 @@ fn load_omniglot(dir: &Path, h: usize, w: usize, n: usize, rng: &mut Rng) -> Res
         return Err(Error::DataNotFound {
             name: "omniglot".into(),
             msg: format!(
-                "expected {}; set {DATA_ENV} or --data-dir to a folder holding {OMNIGLOT_ZIP} \
+                "expected {}; set {DATA_ENV} or the data directory to a folder holding {OMNIGLOT_ZIP} \
                  (e.g. ../shared/data)",
                 path.display()
             ),

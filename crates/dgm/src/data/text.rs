@@ -54,7 +54,7 @@ pub fn load(name_or_path: &str, dir: &Path) -> Result<TextCorpus> {
         return Err(Error::DataNotFound {
             name: format!("text:{name_or_path}"),
             msg: format!(
-                "no file at {}; give a text file path, or set DGM_DATA or --data-dir to a folder holding \
+                "no file at {}; give a text file path, or set DGM_DATA or the data directory to a folder holding \
                  <name>/input.txt (e.g. ../shared/data with tinyshakespeare/input.txt)",
                 list.join(", ")
             ),

@@ -251,7 +251,7 @@ pub fn write_report(root: &Path, out: &Path) -> Result<usize> {
         "md" => false,
         _ => {
             return Err(Error::invalid(
-                "--out",
+                "out",
                 format!(
                     "{}: unknown report format '{}'; use .html or .md",
                     out.display(),

@@ -280,7 +280,7 @@ fn errors_for_bad_extension_missing_root_and_no_runs() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("--out") && e.contains(".html") && e.contains(".md"),
+        e.contains("invalid value for out:") && e.contains(".html") && e.contains(".md"),
         "{e}"
     );
     let e = collect_runs(&t.0.join("nope")).unwrap_err().to_string();

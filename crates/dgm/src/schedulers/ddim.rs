@@ -196,7 +196,7 @@ where
 {
     if steps == 0 {
         return Err(Error::invalid(
-            "--steps",
+            "steps",
             "the number of inversion steps must be at least 1, got 0",
         ));
     }

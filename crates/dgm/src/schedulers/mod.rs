@@ -163,7 +163,7 @@ pub fn build(
     }
     if steps == 0 {
         return Err(Error::invalid(
-            "--steps",
+            "steps",
             format!("the number of sampling steps must be at least 1, got 0 (sampler '{name}')"),
         ));
     }

@@ -417,7 +417,7 @@ fn check_steps(num_steps: usize) -> Result<()> {
 fn check_sampling_steps(steps: usize, max: usize, what: &str) -> Result<()> {
     if steps == 0 || steps > max {
         return Err(Error::invalid(
-            "--steps",
+            "steps",
             format!("the number of sampling steps must be between 1 and the {what} ({max}), got {steps}"),
         ));
     }

@@ -604,7 +604,10 @@ fn bad_names_steps_and_options_are_clear_errors() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("--steps") && e.contains('0'), "{e}");
+    assert!(
+        e.contains("invalid value for steps:") && e.contains('0'),
+        "{e}"
+    );
     let e = build("ddim", &vp, 101, &o)
         .err()
         .map(|e| e.to_string())

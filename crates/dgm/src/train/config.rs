@@ -284,9 +284,9 @@ impl RunConfig {
     /// The key must exist; the value is parsed as TOML (a bare word is taken as a string) and must have the
     /// type of the current value.
     pub fn set(&mut self, assignment: &str) -> Result<()> {
-        let (key, raw) = assignment
-            .split_once('=')
-            .ok_or_else(|| Error::invalid("--set", format!("'{assignment}' is not key=value")))?;
+        let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+            Error::invalid("override", format!("'{assignment}' is not key=value"))
+        })?;
         let (key, raw) = (key.trim(), raw.trim());
         let mut root =
             toml::Table::try_from(&*self).map_err(|e| Error::invalid("config", e.to_string()))?;

@@ -167,17 +167,10 @@ impl RunDir {
     /// An existing run: `path` must hold a `config.toml`.
     pub fn open(path: &Path) -> Result<Self> {
         let r = Self::new(path);
-        if !path.is_dir() {
-            return Err(Error::Checkpoint {
+        if !path.is_dir() || !r.config_path().is_file() {
+            return Err(Error::NotARun {
                 path: path.to_path_buf(),
-                msg: "no such run directory".into(),
-            });
-        }
-        if !r.config_path().is_file() {
-            return Err(Error::Checkpoint {
-                path: path.to_path_buf(),
-                msg: "not a run directory (no config.toml); runs are made by `dgm train --out DIR`"
-                    .into(),
+                exists: path.is_dir(),
             });
         }
         Ok(r)

@@ -220,14 +220,9 @@ pub fn train(
             ckpt.map(|c| c.state)
         } else {
             if dir.config_path().exists() {
-                let msg = if dir.checkpoint()?.is_some() {
-                    "already holds a run; use `dgm train --resume DIR` to continue it, or choose another --out"
-                } else {
-                    "already holds a run that stopped before its first checkpoint; `dgm train --resume DIR` restarts it from step 0, or choose another --out"
-                };
-                return Err(Error::Checkpoint {
+                return Err(Error::RunExists {
                     path: run_dir.to_path_buf(),
-                    msg: msg.into(),
+                    checkpointed: dir.checkpoint()?.is_some(),
                 });
             }
             None

@@ -55,7 +55,7 @@ pub fn compare_sets(
     }
     if let Some(bad) = metrics.iter().find(|m| **m == QualityMetric::Class) {
         return Err(Error::invalid(
-            "--metric",
+            "metric",
             format!(
                 "{} scores model samples, not a data set; valid here: fid, kid, pr, mmd",
                 bad.name()
@@ -69,7 +69,7 @@ pub fn compare_sets(
     if !a.is_image() || !b.is_image() {
         if let Some(bad) = metrics.iter().find(|m| m.needs_images()) {
             return Err(Error::invalid(
-                "--metric",
+                "metric",
                 format!(
                     "{} needs image data, but the sets hold vectors; valid for vectors: mmd",
                     bad.name()

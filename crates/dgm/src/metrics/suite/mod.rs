@@ -108,7 +108,7 @@ impl MetricSelection {
         }
         if !sel.nll && sel.quality.is_empty() {
             return Err(Error::invalid(
-                "--metric",
+                "metric",
                 "no metric named; valid: nll, fid, kid, pr, mmd, class, all",
             ));
         }

@@ -211,7 +211,7 @@ pub fn evaluate_ood(
         };
     if opts.n < opts.typicality_batch.max(2) {
         return Err(Error::invalid(
-            "--limit",
+            "examples_per_set",
             format!(
                 "{} examples are fewer than one typicality batch of {}",
                 opts.n, opts.typicality_batch
@@ -223,7 +223,7 @@ pub fn evaluate_ood(
     let test = load_data(&run.config, Split::Test, data_dir)?;
     if !test.is_image() {
         return Err(Error::invalid(
-            "--run",
+            "run",
             format!("OOD sets are images; {} holds vectors", test.name),
         ));
     }
@@ -305,7 +305,7 @@ pub fn evaluate_ood(
         let stats = batch_statistics(&typical, &nll.nats);
         if stats.is_empty() {
             return Err(Error::invalid(
-                "--typicality-batch",
+                "typicality_batch",
                 format!(
                     "OOD set {name} has {} examples, fewer than one batch of {}",
                     nll.nats.len(),

@@ -239,7 +239,7 @@ pub fn evaluate_quality(
 ) -> Result<QualityReport> {
     if opts.num_samples < 2 {
         return Err(Error::invalid(
-            "--num-samples",
+            "num_samples",
             format!("{} is too few: use at least 2", opts.num_samples),
         ));
     }
@@ -275,7 +275,7 @@ pub fn evaluate_quality(
     if !reference.is_image() {
         if let Some(bad) = metrics.iter().find(|m| m.needs_images()) {
             return Err(Error::invalid(
-                "--metric",
+                "metric",
                 format!(
                     "{} needs image data, but {} holds vectors; valid for this run: mmd",
                     bad.name(),
@@ -342,14 +342,11 @@ pub(super) fn load_features(
     let path = dir.map_or_else(|| default_dir(data), Path::to_path_buf);
     let (net, info) = crate::metrics::features::load(&path, device)?;
     if info.data != data {
-        return Err(Error::invalid(
-            "--features",
-            format!(
-                "the feature network at {} was trained on {}, but the data are {data}; train one with `dgm metrics train-features --data {data}`",
-                path.display(),
-                info.data
-            ),
-        ));
+        return Err(Error::FeatureNet {
+            path,
+            msg: format!("trained on {}, but the data are {data}", info.data),
+            data: Some(data.to_string()),
+        });
     }
     let used = FeatureNetUse {
         path: path.display().to_string(),

@@ -150,7 +150,7 @@ pub fn prepare(cfg: &mut GptConfig, data: &DataInfo) -> Result<()> {
     let Some(tok) = &data.tokenizer else {
         return Err(Error::invalid(
             "model",
-            "gpt models token sequences; train it on text data, e.g. --data text:tinyshakespeare",
+            "gpt models token sequences; train it on text data, e.g. the data set text:tinyshakespeare",
         ));
     };
     let &[window] = data.example_shape.as_slice() else {
@@ -934,7 +934,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--data text:tinyshakespeare") && !e.contains('\n'),
+            e.contains("text:tinyshakespeare") && !e.contains("--") && !e.contains('\n'),
             "{e}"
         );
         let mut wrong = GptConfig {

@@ -23,7 +23,7 @@ use crate::{Error, Result};
 pub(crate) fn refuse_guidance(opts: &SampleOptions) -> Result<()> {
     if opts.guidance.is_some() {
         return Err(Error::invalid(
-            "--guidance",
+            "guidance",
             "classifier-free guidance needs a model trained with class dropout; only 'ddpm' has that so far",
         ));
     }

@@ -362,13 +362,16 @@ impl Model for Vae {
             return Err(Error::invalid("temperature", msg));
         }
         if opts.sampler.is_some() || opts.steps.is_some() || opts.guidance.is_some() {
-            return Err(Error::invalid(
-                "sampler",
-                format!(
-                    "model '{}' draws samples in one decoder pass; --sampler, --steps and --guidance apply to diffusion models (ddpm, edm, ncsn)",
-                    self.name
-                ),
-            ));
+            let option = match (&opts.sampler, opts.steps) {
+                (Some(_), _) => "sampler",
+                (None, Some(_)) => "steps",
+                (None, None) => "guidance",
+            };
+            return Err(Error::NotApplicable {
+                option,
+                model: self.name.clone(),
+                why: "it draws samples in one decoder pass; sampler, steps and guidance are options of diffusion models (ddpm, edm, ncsn)".into(),
+            });
         }
         let y = self.condition(&opts.condition, n)?;
         let mut rng = Rng::new(opts.seed);
