@@ -209,7 +209,7 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
         }
         if let Some(r) = reports
             .iter()
-            .find(|r| r.bits_per_dim_basis != dgm::model::BitsPerDim::Discrete)
+            .find(|r| r.bits_per_dim_basis != Some(dgm::model::BitsPerDim::Discrete))
         {
             println!("bits/dim: {}", r.bits_per_dim_means);
         }

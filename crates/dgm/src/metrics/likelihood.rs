@@ -1,7 +1,7 @@
 //! Negative log-likelihood of a data split, in nats and bits/dim, with what kind of number it is.
 
 use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Preprocessing};
 use crate::model::{
@@ -9,21 +9,26 @@ use crate::model::{
     LikelihoodSpace,
 };
 use crate::rng::Rng;
+
+use super::json;
 use crate::{Error, Result};
 
-/// The result of [`evaluate_nll`].
-#[derive(Clone, Debug, Serialize)]
+/// The result of [`evaluate_nll`]; `dgm eval` writes a list of them to `eval-<split>.json`. Reads back the files
+/// of earlier dgm versions: fields they lack take their defaults (0, empty, `None`, NaN for a number).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NllReport {
     /// Estimator name as asked (`elbo`, `iwae`, ...).
     pub estimator: String,
-    /// Samples / probes the estimator used.
+    /// Samples / probes the estimator used (0 in files written before it was recorded).
+    #[serde(default)]
     pub samples: usize,
     /// Time steps the estimator used (`None`: the model's default).
     pub steps: Option<usize>,
     /// What kind of number it is.
     pub kind: LikelihoodKind,
     /// The kind in words, as `dgm eval` prints it (e.g. "estimate of a lower bound (ELBO), 1 z sample per
-    /// example").
+    /// example"; empty in files written before it was recorded).
+    #[serde(default)]
     pub kind_text: String,
     /// What the per-example numbers and their mean are, when that needs saying (Monte-Carlo kinds).
     pub note: Option<String>,
@@ -33,14 +38,20 @@ pub struct NllReport {
     /// Mass over discrete values or density over continuous ones.
     pub space: LikelihoodSpace,
     /// Mean negative log-likelihood per example, nats.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub nll_nats: f64,
     /// Standard error of that mean.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub stderr_nats: f64,
     /// The mean in bits per dimension (see [`bits_per_dim`]).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub bits_per_dim: f64,
-    /// What that bits-per-dimension number is (see [`bits_per_dim_basis`]).
-    pub bits_per_dim_basis: BitsPerDim,
-    /// The same in words.
+    /// What that bits-per-dimension number is (see [`bits_per_dim_basis`]); `None` in files written before it
+    /// was recorded.
+    #[serde(default)]
+    pub bits_per_dim_basis: Option<BitsPerDim>,
+    /// The same in words (empty in files written before it was recorded).
+    #[serde(default)]
     pub bits_per_dim_means: String,
     /// Number of examples.
     pub n: usize,
@@ -161,7 +172,7 @@ pub fn evaluate_nll(
         nll_nats: mean,
         stderr_nats: (var / n as f64).sqrt(),
         bits_per_dim: bits_per_dim(mean, dims, per.space, prep),
-        bits_per_dim_basis: basis,
+        bits_per_dim_basis: Some(basis),
         bits_per_dim_means: basis.describe().to_string(),
         n,
         dims,

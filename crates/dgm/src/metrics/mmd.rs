@@ -23,6 +23,8 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::json;
+
 use crate::metrics::linalg::{centred_points, check_points, gemm_abt, Points, DIST_BLOCK};
 use crate::rng::{fnv1a, Rng};
 use crate::{Error, Result};
@@ -36,14 +38,17 @@ pub const MMD_MAX_POOLED: usize = 4000;
 pub const MEDIAN_MAX_POINTS: usize = 1000;
 
 /// Result of the kernel two-sample test.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MmdTest {
     /// Unbiased squared MMD of the (possibly subsampled) sets with the Gaussian kernel of bandwidth
     /// `bandwidth`. Can be slightly negative when the distributions match.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mmd2: f64,
     /// Permutation p-value (1 + #{permuted ≥ observed}) / (1 + permutations); small means "different".
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub p_value: f64,
     /// Kernel bandwidth σ in k(a, b) = exp(−‖a − b‖² / (2σ²)) (median heuristic).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub bandwidth: f64,
     /// Number of random permutations.
     pub permutations: usize,

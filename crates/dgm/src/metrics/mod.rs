@@ -3,6 +3,7 @@
 //! out-of-distribution detection.
 
 pub mod features;
+pub(crate) mod json;
 pub mod likelihood;
 pub mod linalg;
 pub mod mmd;

@@ -21,6 +21,8 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::json;
+
 use crate::metrics::linalg::{
     centred_points, check_points, frechet_distance, gemm_abt, mean_cov, Points,
 };
@@ -82,12 +84,14 @@ pub fn fid(x: &[f32], y: &[f32], dim: usize) -> Result<f64> {
 }
 
 /// Kernel Inception Distance: the unbiased squared MMD with the cubic polynomial kernel, over random subsets.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Kid {
     /// Mean of the per-subset unbiased MMD² estimates (can be slightly negative when the sets match).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mean: f64,
     /// Standard deviation of the per-subset estimates (denominator `subsets − 1`; 0 for one subset). This is the
     /// spread of one subset's estimate, not the standard error of `mean`.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub std: f64,
     /// Number of subsets.
     pub subsets: usize,
@@ -228,17 +232,21 @@ fn mean_std(v: &[f64], ddof: usize) -> (f64, f64) {
 }
 
 /// Improved precision and recall (Kynkäänniemi et al. 2019).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrecisionRecall {
     /// Fraction of generated points inside at least one real point's k-NN ball (sample fidelity).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub precision: f64,
     /// Fraction of real points inside at least one generated point's k-NN ball (sample diversity / coverage).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub recall: f64,
     /// The k of the k-nearest-neighbour radii.
     pub k: usize,
     /// Number of real points.
+    #[serde(default)]
     pub n_real: usize,
     /// Number of generated points.
+    #[serde(default)]
     pub n_fake: usize,
 }
 
@@ -445,11 +453,13 @@ pub fn precision_recall(
 }
 
 /// Inception Score (Salimans et al. 2016).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InceptionScore {
     /// Mean over splits of exp(E_x KL(p(y|x) ‖ p(y))).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mean: f64,
     /// Standard deviation over splits (denominator `splits`, as in the reference implementation).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub std: f64,
     /// Number of splits.
     pub splits: usize,
@@ -518,12 +528,14 @@ pub fn inception_score(probs: &[f32], classes: usize, splits: usize) -> Result<I
 }
 
 /// Agreement between the class a conditional model was asked for and the class a classifier sees.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassAccuracy {
     /// Fraction of all examples whose predicted class is the wanted one.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub overall: f64,
     /// Per wanted class: the fraction predicted correctly; NaN for a class with no examples (written as
-    /// `null` in JSON, so check `counts` before reading it back).
+    /// `null` in JSON, read back as NaN).
+    #[serde(deserialize_with = "json::numbers")]
     pub per_class: Vec<f64>,
     /// Per wanted class: the number of examples.
     pub counts: Vec<usize>,

@@ -1,6 +1,8 @@
 //! What both renderings share: number and text formatting, the legend, and the rows of the per-run tables.
 
-use super::{KindClass, NllEntry, OodSummary, QualitySummary, RunSummary, MISSING};
+use super::{KindClass, NllEntry, RunSummary, MISSING};
+use crate::metrics::suite::{OodReport, QualityReport};
+use crate::model::LikelihoodSpace;
 
 /// Standard base64 (RFC 4648 §4: alphabet `A–Z a–z 0–9 + /`, `=` padding).
 pub fn base64(bytes: &[u8]) -> String {
@@ -40,8 +42,16 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-pub(super) fn fixed(v: Option<f64>, decimals: usize) -> String {
-    v.map_or(MISSING.into(), |v| format!("{v:.decimals$}"))
+/// `v` when it is a number: results hold NaN (written as `null`) where a value is unknown.
+pub(super) fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// `v` with `decimals` decimals, or [`MISSING`] when it is absent or not finite.
+pub(super) fn fixed(v: impl Into<Option<f64>>, decimals: usize) -> String {
+    v.into()
+        .and_then(finite)
+        .map_or(MISSING.into(), |v| format!("{v:.decimals$}"))
 }
 
 /// `v` with about `sig` significant digits (at most 6 decimals), for numbers of unknown scale (KID, MMD²).
@@ -67,25 +77,55 @@ pub(super) fn steps_text(r: &RunSummary) -> String {
     }
 }
 
+/// The kind of a likelihood: `exact`, or its short name and class, e.g. `IWAE-10 (estimate)`.
 pub(super) fn kind_text(e: &NllEntry) -> String {
-    match e.kind_class {
+    match e.kind_class() {
         KindClass::Exact => "exact".into(),
-        KindClass::Unknown => e.kind.clone(),
-        c => format!("{} ({})", e.kind, c.label()),
+        c => format!("{} ({})", e.result.kind.short_name(), c.label()),
     }
 }
 
-pub(super) fn kid_text(q: Option<&QualitySummary>) -> String {
-    match q.map(|q| (q.kid_mean, q.kid_std)) {
-        Some((Some(m), Some(s))) => format!("{} ± {}", sig(m, 3), sig(s, 2)),
-        Some((Some(m), None)) => sig(m, 3),
-        _ => MISSING.into(),
+/// The likelihood's space as written: `Discrete` or `Continuous`.
+pub(super) fn space_text(s: LikelihoodSpace) -> &'static str {
+    match s {
+        LikelihoodSpace::Discrete => "Discrete",
+        LikelihoodSpace::Continuous => "Continuous",
     }
 }
 
-pub(super) fn feature_tag(q: Option<&QualitySummary>) -> String {
-    q.and_then(|q| q.feature_data.clone())
-        .map_or(String::new(), |d| format!("-{d}"))
+pub(super) fn kid_text(q: Option<&QualityReport>) -> String {
+    match q.and_then(|q| q.sets.kid.as_ref()) {
+        Some(k) => match (finite(k.mean), finite(k.std)) {
+            (Some(m), Some(s)) => format!("{} ± {}", sig(m, 3), sig(s, 2)),
+            (Some(m), None) => sig(m, 3),
+            _ => MISSING.into(),
+        },
+        None => MISSING.into(),
+    }
+}
+
+pub(super) fn feature_tag(q: Option<&QualityReport>) -> String {
+    q.and_then(|q| q.feature_net.as_ref())
+        .map_or(String::new(), |f| format!("-{}", f.data))
+}
+
+/// FID, when evaluated.
+pub(super) fn fid(q: Option<&QualityReport>) -> Option<f64> {
+    q.and_then(|q| q.sets.fid)
+}
+
+/// Precision and recall, when evaluated.
+pub(super) fn precision_recall(q: Option<&QualityReport>) -> (Option<f64>, Option<f64>) {
+    match q.and_then(|q| q.sets.precision_recall.as_ref()) {
+        Some(pr) => (Some(pr.precision), Some(pr.recall)),
+        None => (None, None),
+    }
+}
+
+/// The mean AUROC over the OOD sets that have one.
+pub(super) fn mean_auroc(o: &OodReport) -> Option<f64> {
+    let v: Vec<f64> = o.sets.iter().filter_map(|s| finite(s.auroc)).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 pub(super) const LEGEND: &[&str] = &[
@@ -120,48 +160,56 @@ pub(super) fn nll_rows(r: &RunSummary) -> Vec<Vec<String>> {
         .map(|n| {
             vec![
                 n.split.clone(),
-                fmt_opt(n.estimator.as_deref()),
+                n.result.estimator.clone(),
                 kind_text(n),
-                fmt_opt(n.space.as_deref()),
-                format!("{:.2}", n.nll_nats),
-                fixed(n.stderr_nats, 2),
-                fixed(n.bits_per_dim, 4),
-                fmt_opt(n.n),
+                space_text(n.result.space).into(),
+                format!("{:.2}", n.result.nll_nats),
+                fixed(n.result.stderr_nats, 2),
+                fixed(n.result.bits_per_dim, 4),
+                n.result.n.to_string(),
             ]
         })
         .collect()
 }
 
-pub(super) fn quality_rows(q: &QualitySummary) -> Vec<Vec<String>> {
+pub(super) fn quality_rows(q: &QualityReport) -> Vec<Vec<String>> {
     let tag = feature_tag(Some(q));
     let mut rows = vec![
-        vec!["evaluated at step".into(), fmt_opt(q.step)],
-        vec!["weights".into(), fmt_opt(q.weights.as_deref())],
-        vec!["generated samples".into(), fmt_opt(q.num_samples)],
-        vec!["reference data".into(), fmt_opt(q.reference.as_deref())],
+        vec!["evaluated at step".into(), q.step.to_string()],
+        vec!["weights".into(), q.weights.clone()],
+        vec!["generated samples".into(), q.num_samples.to_string()],
+        vec![
+            "reference data".into(),
+            format!("{}, {} examples", q.reference.split, q.reference.n),
+        ],
     ];
-    let net = match (&q.feature_data, &q.feature_path, q.feature_accuracy) {
-        (None, None, None) => MISSING.to_string(),
-        (d, p, a) => {
-            let mut s = format!("dgm's {} classifier", d.as_deref().unwrap_or("?"));
-            if let Some(p) = p {
-                s += &format!(" at {p}");
-            }
-            if let Some(a) = a {
+    let net = match &q.feature_net {
+        None => MISSING.to_string(),
+        Some(f) => {
+            let mut s = format!("dgm's {} classifier at {}", f.data, f.path);
+            if let Some(a) = finite(f.test_accuracy) {
                 s += &format!(" (test accuracy {:.2} %)", 100.0 * a);
             }
             s
         }
     };
     rows.push(vec!["feature network".into(), net]);
-    rows.push(vec![format!("FID{tag}"), fixed(q.fid, 3)]);
+    rows.push(vec![format!("FID{tag}"), fixed(q.sets.fid, 3)]);
     rows.push(vec![format!("KID{tag}"), kid_text(Some(q))]);
-    let k = q.pr_k.map_or(String::new(), |k| format!(" (k = {k})"));
-    rows.push(vec![format!("precision{k}"), fixed(q.precision, 4)]);
-    rows.push(vec![format!("recall{k}"), fixed(q.recall, 4)]);
+    let pr = q.sets.precision_recall.as_ref();
+    let k = pr.map_or(String::new(), |pr| format!(" (k = {})", pr.k));
+    rows.push(vec![
+        format!("precision{k}"),
+        fixed(pr.map(|pr| pr.precision), 4),
+    ]);
+    rows.push(vec![format!("recall{k}"), fixed(pr.map(|pr| pr.recall), 4)]);
+    let mmd = q.sets.mmd.as_ref();
     rows.push(vec![
         "MMD² (p-value)".into(),
-        match (q.mmd2, q.mmd_p) {
+        match (
+            mmd.and_then(|m| finite(m.test.mmd2)),
+            mmd.and_then(|m| finite(m.test.p_value)),
+        ) {
             (Some(m), Some(p)) => format!("{} (p = {p:.4})", sig(m, 3)),
             (Some(m), None) => sig(m, 3),
             _ => MISSING.into(),
@@ -169,11 +217,15 @@ pub(super) fn quality_rows(q: &QualitySummary) -> Vec<Vec<String>> {
     ]);
     rows.push(vec![
         "class accuracy of samples".into(),
-        fixed(q.class_accuracy, 4),
+        fixed(q.class_accuracy.as_ref().map(|c| c.overall), 4),
     ]);
+    let is = q.inception_score.as_ref();
     rows.push(vec![
         format!("IS{tag}"),
-        match (q.is_mean, q.is_std) {
+        match (
+            is.and_then(|i| finite(i.mean)),
+            is.and_then(|i| finite(i.std)),
+        ) {
             (Some(m), Some(s)) => format!("{m:.3} ± {s:.3}"),
             (m, _) => fixed(m, 3),
         },
@@ -191,29 +243,30 @@ pub(super) const OOD_HEADER: &[&str] = &[
     "typicality flags",
 ];
 
-pub(super) fn ood_rows(o: &OodSummary) -> Vec<Vec<String>> {
+pub(super) fn ood_rows(o: &OodReport) -> Vec<Vec<String>> {
     o.sets
         .iter()
         .map(|s| {
             vec![
                 s.name.clone(),
-                fmt_opt(s.n),
+                s.n.to_string(),
                 fixed(s.mean_bpd, 4),
                 fixed(s.auroc, 4),
                 fixed(s.aupr, 4),
                 fixed(s.typicality_auroc, 4),
-                s.typicality_flag_rate
+                finite(s.typicality_flag_rate)
                     .map_or(MISSING.into(), |f| format!("{:.1} %", 100.0 * f)),
             ]
         })
         .collect()
 }
 
-pub(super) fn ood_intro(o: &OodSummary) -> String {
+pub(super) fn ood_intro(o: &OodReport) -> String {
     format!(
-        "score {} · evaluated at step {} · in-distribution test data {} bits/dim",
-        fmt_opt(o.score.as_deref()),
-        fmt_opt(o.step),
-        fixed(o.in_distribution_bpd, 4)
+        "score {}: {} · evaluated at step {} · in-distribution test data {} bits/dim",
+        o.score.estimator,
+        o.score.kind,
+        o.step,
+        fixed(o.in_distribution.mean_bpd, 4)
     )
 }

@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 
 use super::format::{
-    base64, feature_tag, fixed, fmt_opt, html_escape, kid_text, kind_text, nll_rows, ood_intro,
-    ood_rows, quality_rows, steps_text, LEGEND, NLL_HEADER, OOD_HEADER,
+    base64, feature_tag, fid, fixed, fmt_opt, html_escape, kid_text, kind_text, mean_auroc,
+    nll_rows, ood_intro, ood_rows, precision_recall, quality_rows, space_text, steps_text, LEGEND,
+    NLL_HEADER, OOD_HEADER,
 };
 use super::{RunSummary, MISSING};
 
@@ -83,12 +84,12 @@ pub fn render_html(runs: &[RunSummary], title: &str) -> String {
         h.push_str(&td(fmt_opt(r.data.as_deref())));
         h.push_str(&td(fmt_opt(r.preprocessing.as_deref())));
         h.push_str(&num(steps_text(r)));
-        h.push_str(&num(fixed(best.map(|b| b.nll_nats), 2)));
-        h.push_str(&num(fixed(best.and_then(|b| b.bits_per_dim), 4)));
+        h.push_str(&num(fixed(best.map(|b| b.result.nll_nats), 2)));
+        h.push_str(&num(fixed(best.map(|b| b.result.bits_per_dim), 4)));
         match best {
             Some(b) => {
                 let mut sub = vec![b.split.clone()];
-                sub.extend(b.space.as_ref().map(|s| s.to_ascii_lowercase()));
+                sub.push(space_text(b.result.space).to_ascii_lowercase());
                 let _ = write!(
                     h,
                     "<td>{}<div class=\"sub\">{}</div></td>",
@@ -109,10 +110,10 @@ pub fn render_html(runs: &[RunSummary], title: &str) -> String {
                 )
             }
         };
-        h.push_str(&with_tag(fixed(q.and_then(|q| q.fid), 2)));
+        h.push_str(&with_tag(fixed(fid(q), 2)));
         h.push_str(&with_tag(kid_text(q)));
-        h.push_str(&num(fixed(q.and_then(|q| q.precision), 3)));
-        h.push_str(&num(fixed(q.and_then(|q| q.recall), 3)));
+        h.push_str(&num(fixed(precision_recall(q).0, 3)));
+        h.push_str(&num(fixed(precision_recall(q).1, 3)));
         match r.ood.as_ref().filter(|o| !o.sets.is_empty()) {
             Some(o) => {
                 let per: Vec<String> = o
@@ -123,7 +124,7 @@ pub fn render_html(runs: &[RunSummary], title: &str) -> String {
                 let _ = write!(
                     h,
                     "<td class=\"num\">{} mean<div class=\"sub\">{}</div></td>",
-                    e(&fixed(o.mean_auroc(), 3)),
+                    e(&fixed(mean_auroc(o), 3)),
                     per.iter().map(|p| e(p)).collect::<Vec<_>>().join("<br>")
                 );
             }

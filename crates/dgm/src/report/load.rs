@@ -3,12 +3,12 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{
-    KindClass, NllEntry, OodSetSummary, OodSummary, QualitySummary, RunSummary, MAX_DEPTH,
-};
+use super::{NllEntry, RunSummary, MAX_DEPTH};
 use crate::data::Preprocessing;
+use crate::metrics::NllReport;
 use crate::train::plot::loss_curve_svg;
 use crate::{Error, Result};
 
@@ -88,10 +88,6 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.get(*k))
 }
 
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    get(v, path)?.as_f64().filter(|x| x.is_finite())
-}
-
 fn uint(v: &Value, path: &[&str]) -> Option<u64> {
     let x = get(v, path)?;
     x.as_u64().or_else(|| {
@@ -101,28 +97,49 @@ fn uint(v: &Value, path: &[&str]) -> Option<u64> {
     })
 }
 
-fn text(v: &Value, path: &[&str]) -> Option<String> {
-    match get(v, path)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+/// Reads a file, `None` silently when it is absent, `None` with a note when it cannot be read.
+fn read_text(dir: &Path, file: &str, notes: &mut Vec<String>) -> Option<String> {
+    let path = dir.join(file);
+    if !path.is_file() {
+        return None;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            notes.push(format!("{file}: could not be read: {e}"));
+            None
+        }
+    }
+}
+
+/// Reads an evaluation result (`what` it is, in words, for the note) into the type dgm writes it from; `None`
+/// silently when the file is absent, `None` with a one-line note naming the file when it is not valid JSON or
+/// not such a result.
+fn read_result<T: DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Option<T> {
+    let t = read_text(dir, file, notes)?;
+    match serde_json::from_str::<T>(&t) {
+        Ok(v) => Some(v),
+        Err(e) if e.is_data() => {
+            notes.push(format!(
+                "{file}: not {what} as dgm writes it ({e}); ignored"
+            ));
+            None
+        }
+        Err(e) => {
+            notes.push(format!("{file}: not valid JSON ({e}); ignored"));
+            None
+        }
     }
 }
 
 /// Reads and parses a JSON file; `None` (with a note) when it is malformed, `None` silently when absent.
 fn read_json(dir: &Path, file: &str, notes: &mut Vec<String>) -> Option<Value> {
-    let path = dir.join(file);
-    if !path.is_file() {
-        return None;
-    }
-    let t = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            notes.push(format!("{file}: could not be read: {e}"));
-            return None;
-        }
-    };
+    let t = read_text(dir, file, notes)?;
     match serde_json::from_str::<Value>(&t) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -152,25 +169,16 @@ pub(super) fn read_run(root: &Path, dir: &Path) -> RunSummary {
         r.finished = get(&state, &path("finished")).and_then(Value::as_bool);
     }
     read_likelihoods(dir, &mut r);
-    if let Some(q) = read_json(dir, "eval-quality.json", &mut r.notes) {
-        if q.is_object() {
-            r.quality = Some(quality_summary(&q));
-        } else {
-            r.notes
-                .push("eval-quality.json: expected a JSON object; ignored".into());
-        }
-    }
-    if let Some(o) = read_json(dir, "eval-ood.json", &mut r.notes) {
-        if o.is_object() {
-            r.ood = Some(ood_summary(&o, &mut r.notes));
-        } else {
-            r.notes
-                .push("eval-ood.json: expected a JSON object; ignored".into());
-        }
-    }
+    r.quality = read_result(
+        dir,
+        "eval-quality.json",
+        "a sample-quality result",
+        &mut r.notes,
+    );
+    r.ood = read_result(dir, "eval-ood.json", "an OOD result", &mut r.notes);
     for (what, step) in [
-        ("eval-quality.json", r.quality.as_ref().and_then(|q| q.step)),
-        ("eval-ood.json", r.ood.as_ref().and_then(|o| o.step)),
+        ("eval-quality.json", r.quality.as_ref().map(|q| q.step)),
+        ("eval-ood.json", r.ood.as_ref().map(|o| o.step)),
     ] {
         if let (Some(s), Some(now)) = (step, r.step) {
             if s != now {
@@ -226,57 +234,6 @@ fn read_config(dir: &Path, r: &mut RunSummary) {
     }
 }
 
-/// The short name and class of a likelihood kind as serialised by dgm (`"Exact"`, `{"LowerBound":"ELBO"}`,
-/// `{"BoundEstimate":{"bound":"ELBO","how":"…"}}`, `{"Estimate":"IWAE-10"}`), or as text
-/// (`"lower bound (ELBO)"`, `"estimate of a lower bound (VLB), …"`).
-pub(super) fn parse_kind(v: Option<&Value>) -> (String, KindClass) {
-    // the text between the first '(' and the next ')'
-    let inner = |s: &str| -> Option<String> {
-        let a = s.find('(')?;
-        let b = a + s[a..].find(')')?;
-        (b > a + 1).then(|| s[a + 1..b].to_string())
-    };
-    match v {
-        Some(Value::String(s)) => {
-            let l = s.to_ascii_lowercase();
-            if l == "exact" {
-                ("exact".into(), KindClass::Exact)
-            } else if l.starts_with("estimate of a lower bound") {
-                (
-                    inner(s).unwrap_or_else(|| s.clone()),
-                    KindClass::BoundEstimate,
-                )
-            } else if l.starts_with("lower bound") {
-                (inner(s).unwrap_or_else(|| s.clone()), KindClass::Bound)
-            } else if l.starts_with("estimate") {
-                (inner(s).unwrap_or_else(|| s.clone()), KindClass::Estimate)
-            } else {
-                (s.clone(), KindClass::Unknown)
-            }
-        }
-        Some(Value::Object(m)) if m.len() == 1 => {
-            let Some((k, v)) = m.iter().next() else {
-                return ("?".into(), KindClass::Unknown);
-            };
-            let name = v.as_str().map(str::to_string);
-            match k.as_str() {
-                "LowerBound" => (name.unwrap_or_else(|| "bound".into()), KindClass::Bound),
-                "BoundEstimate" => (
-                    text(v, &["bound"]).unwrap_or_else(|| "bound".into()),
-                    KindClass::BoundEstimate,
-                ),
-                "Estimate" => (
-                    name.unwrap_or_else(|| "estimate".into()),
-                    KindClass::Estimate,
-                ),
-                "Exact" => ("exact".into(), KindClass::Exact),
-                other => (other.to_string(), KindClass::Unknown),
-            }
-        }
-        _ => ("?".into(), KindClass::Unknown),
-    }
-}
-
 fn read_likelihoods(dir: &Path, r: &mut RunSummary) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -300,32 +257,20 @@ fn read_likelihoods(dir: &Path, r: &mut RunSummary) {
     };
     files.sort_by(|a, b| order(&a.0).cmp(&order(&b.0)).then(a.0.cmp(&b.0)));
     for (split, file) in files {
-        let Some(v) = read_json(dir, &file, &mut r.notes) else {
-            continue;
-        };
-        let Some(items) = v.as_array() else {
-            r.notes
-                .push(format!("{file}: expected a JSON array of results; ignored"));
+        let Some(results) =
+            read_result::<Vec<NllReport>>(dir, &file, "a list of likelihood results", &mut r.notes)
+        else {
             continue;
         };
         let mut skipped = 0;
-        for item in items {
-            let Some(nll) = num(item, &["nll_nats"]) else {
+        for result in results {
+            if !result.nll_nats.is_finite() {
                 skipped += 1;
                 continue;
-            };
-            let (kind, kind_class) = parse_kind(item.get("kind"));
+            }
             r.nll.push(NllEntry {
                 split: split.clone(),
-                estimator: text(item, &["estimator"]),
-                kind,
-                kind_class,
-                space: text(item, &["space"]),
-                nll_nats: nll,
-                stderr_nats: num(item, &["stderr_nats"]),
-                bits_per_dim: num(item, &["bits_per_dim"]),
-                n: uint(item, &["n"]),
-                preprocessing: text(item, &["preprocessing"]),
+                result,
             });
         }
         if skipped > 0 {
@@ -333,72 +278,6 @@ fn read_likelihoods(dir: &Path, r: &mut RunSummary) {
                 "{file}: {skipped} result(s) without a numeric nll_nats were skipped"
             ));
         }
-    }
-}
-
-fn quality_summary(q: &Value) -> QualitySummary {
-    let reference = match (
-        text(q, &["reference", "split"]),
-        uint(q, &["reference", "n"]),
-    ) {
-        (Some(s), Some(n)) => Some(format!("{s}, {n} examples")),
-        (Some(s), None) => Some(s),
-        (None, Some(n)) => Some(format!("{n} examples")),
-        (None, None) => None,
-    };
-    QualitySummary {
-        step: uint(q, &["step"]),
-        weights: text(q, &["weights"]),
-        num_samples: uint(q, &["num_samples"]),
-        reference,
-        feature_data: text(q, &["feature_net", "data"]),
-        feature_path: text(q, &["feature_net", "path"]),
-        feature_accuracy: num(q, &["feature_net", "test_accuracy"]),
-        fid: num(q, &["fid"]),
-        kid_mean: num(q, &["kid", "mean"]),
-        kid_std: num(q, &["kid", "std"]),
-        precision: num(q, &["precision_recall", "precision"]),
-        recall: num(q, &["precision_recall", "recall"]),
-        pr_k: uint(q, &["precision_recall", "k"]),
-        mmd2: num(q, &["mmd", "mmd2"]),
-        mmd_p: num(q, &["mmd", "p_value"]),
-        class_accuracy: num(q, &["class_accuracy", "overall"]),
-        is_mean: num(q, &["inception_score", "mean"]),
-        is_std: num(q, &["inception_score", "std"]),
-    }
-}
-
-fn ood_summary(o: &Value, notes: &mut Vec<String>) -> OodSummary {
-    let score = match (
-        text(o, &["score", "estimator"]),
-        text(o, &["score", "kind"]),
-    ) {
-        (Some(e), Some(k)) => Some(format!("{e}: {k}")),
-        (a, b) => a.or(b),
-    };
-    let mut sets = Vec::new();
-    match o.get("sets") {
-        Some(Value::Array(items)) => {
-            for (i, s) in items.iter().enumerate() {
-                sets.push(OodSetSummary {
-                    name: text(s, &["name"]).unwrap_or_else(|| format!("set {}", i + 1)),
-                    n: uint(s, &["n"]),
-                    mean_bpd: num(s, &["mean_bpd"]),
-                    auroc: num(s, &["auroc"]),
-                    aupr: num(s, &["aupr"]),
-                    typicality_auroc: num(s, &["typicality_auroc"]),
-                    typicality_flag_rate: num(s, &["typicality_flag_rate"]),
-                });
-            }
-        }
-        None | Some(Value::Null) => {}
-        Some(_) => notes.push("eval-ood.json: 'sets' is not an array; ignored".into()),
-    }
-    OodSummary {
-        step: uint(o, &["step"]),
-        score,
-        in_distribution_bpd: num(o, &["in_distribution", "mean_bpd"]),
-        sets,
     }
 }
 

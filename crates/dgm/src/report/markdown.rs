@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::path::{Component, Path};
 
 use super::format::{
-    feature_tag, fixed, fmt_opt, kid_text, kind_text, nll_rows, ood_intro, ood_rows, quality_rows,
-    steps_text, LEGEND, NLL_HEADER, OOD_HEADER,
+    feature_tag, fid, fixed, fmt_opt, kid_text, kind_text, mean_auroc, nll_rows, ood_intro,
+    ood_rows, precision_recall, quality_rows, steps_text, LEGEND, NLL_HEADER, OOD_HEADER,
 };
 use super::load::absolute;
 use super::{RunSummary, MISSING};
@@ -124,13 +124,13 @@ pub fn render_markdown(runs: &[RunSummary], out_dir: &Path) -> String {
                 fmt_opt(r.data.as_deref()),
                 fmt_opt(r.preprocessing.as_deref()),
                 steps_text(r),
-                fixed(best.map(|b| b.nll_nats), 2),
-                fixed(best.and_then(|b| b.bits_per_dim), 4),
+                fixed(best.map(|b| b.result.nll_nats), 2),
+                fixed(best.map(|b| b.result.bits_per_dim), 4),
                 best.map_or(MISSING.into(), |b| format!("{}, {}", kind_text(b), b.split)),
-                tagged(fixed(q.and_then(|q| q.fid), 2)),
+                tagged(fixed(fid(q), 2)),
                 tagged(kid_text(q)),
-                fixed(q.and_then(|q| q.precision), 3),
-                fixed(q.and_then(|q| q.recall), 3),
+                fixed(precision_recall(q).0, 3),
+                fixed(precision_recall(q).1, 3),
                 match r.ood.as_ref().filter(|o| !o.sets.is_empty()) {
                     Some(o) => {
                         let per: Vec<String> = o
@@ -138,7 +138,7 @@ pub fn render_markdown(runs: &[RunSummary], out_dir: &Path) -> String {
                             .iter()
                             .map(|s| format!("{} {}", s.name, fixed(s.auroc, 3)))
                             .collect();
-                        format!("{} mean ({})", fixed(o.mean_auroc(), 3), per.join(", "))
+                        format!("{} mean ({})", fixed(mean_auroc(o), 3), per.join(", "))
                     }
                     None => MISSING.into(),
                 },

@@ -4,15 +4,20 @@
 //! A run directory is any directory holding `config.toml` and a checkpoint (`checkpoint.json`, or the
 //! `state.json` of runs written before it existed; searched to depth
 //! [`MAX_DEPTH`]). Its files are read tolerantly: a missing file leaves its columns at "–", a malformed one
-//! adds a note to the page, never an error. Files used:
+//! adds a one-line note naming it to the page, never an error. Files used:
 //!
 //! - `config.toml`: `model.name`, `data.name`, `data.preprocessing`, `train.steps`;
 //! - `checkpoint.json` (else `state.json`): `step`, `finished`;
 //! - `metrics.jsonl`: the loss curve (drawn by [`crate::train::plot::loss_curve_svg`]);
-//! - `eval-<split>.json`: likelihood reports (`nll_nats`, `bits_per_dim`, `kind`, …);
-//! - `eval-quality.json`: FID, KID, precision / recall, MMD, class accuracy, Inception-style score;
-//! - `eval-ood.json`: OOD AUROC / AUPR per set;
+//! - `eval-<split>.json`: likelihood results, a list of [`NllReport`];
+//! - `eval-quality.json`: FID, KID, precision / recall, MMD, class accuracy, Inception-style score, a
+//!   [`QualityReport`];
+//! - `eval-ood.json`: OOD AUROC / AUPR per set, an [`OodReport`];
 //! - `samples/samples.png`, else the `samples/step-N.png` with the largest N.
+//!
+//! The evaluation results are read into the types `dgm eval` writes them from (one schema): those types read
+//! the files of earlier dgm versions (fields added since take their defaults) and a number written as `null`
+//! (serde_json's NaN) as NaN. The page shows a non-finite number as "–", like a missing one.
 //!
 //! **Which likelihood is shown.** A model may report several numbers for the same data: the ELBO (Kingma &
 //! Welling, 2014), a lower bound `log p(x) ≥ E_q[log p(x, z) − log q(z|x)]`, and the importance-weighted
@@ -40,6 +45,9 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::write_atomic;
+use crate::metrics::suite::{OodReport, QualityReport};
+use crate::metrics::NllReport;
+use crate::model::LikelihoodKind;
 use crate::{Error, Result};
 
 pub use format::{base64, html_escape};
@@ -65,126 +73,43 @@ pub enum KindClass {
     BoundEstimate,
     /// A stochastic estimate, e.g. IWAE-k.
     Estimate,
-    /// Not recognised.
-    Unknown,
 }
 
 impl KindClass {
-    /// "exact", "bound", "estimate" or "?".
+    /// The class of a likelihood kind.
+    pub fn of(kind: &LikelihoodKind) -> Self {
+        match kind {
+            LikelihoodKind::Exact => KindClass::Exact,
+            LikelihoodKind::LowerBound(_) => KindClass::Bound,
+            LikelihoodKind::BoundEstimate { .. } => KindClass::BoundEstimate,
+            LikelihoodKind::Estimate(_) => KindClass::Estimate,
+        }
+    }
+
+    /// "exact", "bound", "estimate of a bound" or "estimate".
     pub fn label(&self) -> &'static str {
         match self {
             KindClass::Exact => "exact",
             KindClass::Bound => "bound",
             KindClass::BoundEstimate => "estimate of a bound",
             KindClass::Estimate => "estimate",
-            KindClass::Unknown => "?",
         }
     }
 }
 
-/// One likelihood result from an `eval-<split>.json` file.
+/// One likelihood result: an entry of an `eval-<split>.json` file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NllEntry {
     /// The split it was computed on (from the file name).
     pub split: String,
-    /// The estimator (`elbo`, `iwae`, `exact`, …), when given.
-    pub estimator: Option<String>,
-    /// The short name of the kind: `ELBO`, `IWAE-10`, `exact`.
-    pub kind: String,
+    /// The result, as `dgm eval` wrote it.
+    pub result: NllReport,
+}
+
+impl NllEntry {
     /// Exact, bound or estimate.
-    pub kind_class: KindClass,
-    /// `Discrete` or `Continuous`, when given.
-    pub space: Option<String>,
-    /// Mean negative log-likelihood per example, in nats.
-    pub nll_nats: f64,
-    /// Standard error of the mean, in nats.
-    pub stderr_nats: Option<f64>,
-    /// NLL in bits per dimension.
-    pub bits_per_dim: Option<f64>,
-    /// Number of examples.
-    pub n: Option<u64>,
-    /// The preprocessing description recorded by the evaluator.
-    pub preprocessing: Option<String>,
-}
-
-/// The numbers of `eval-quality.json` (every one optional).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct QualitySummary {
-    /// Training step of the evaluated weights.
-    pub step: Option<u64>,
-    /// `ema` or `model`.
-    pub weights: Option<String>,
-    /// Number of generated samples.
-    pub num_samples: Option<u64>,
-    /// The reference split and size, e.g. "test, 10000".
-    pub reference: Option<String>,
-    /// The data set of the feature network (`mnist`, `shapes`).
-    pub feature_data: Option<String>,
-    /// The feature network's path.
-    pub feature_path: Option<String>,
-    /// The feature network's test accuracy.
-    pub feature_accuracy: Option<f64>,
-    /// Fréchet distance in feature space.
-    pub fid: Option<f64>,
-    /// Kernel inception distance: mean over subsets.
-    pub kid_mean: Option<f64>,
-    /// Kernel inception distance: standard deviation over subsets.
-    pub kid_std: Option<f64>,
-    /// Precision (fraction of samples inside the data manifold).
-    pub precision: Option<f64>,
-    /// Recall (fraction of data inside the sample manifold).
-    pub recall: Option<f64>,
-    /// The k of the k-NN manifolds.
-    pub pr_k: Option<u64>,
-    /// MMD² between samples and data.
-    pub mmd2: Option<f64>,
-    /// The permutation-test p-value of the MMD.
-    pub mmd_p: Option<f64>,
-    /// Overall accuracy of the classifier on conditional samples.
-    pub class_accuracy: Option<f64>,
-    /// Inception-style score (mean over splits).
-    pub is_mean: Option<f64>,
-    /// Inception-style score (standard deviation over splits).
-    pub is_std: Option<f64>,
-}
-
-/// One OOD set of `eval-ood.json`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OodSetSummary {
-    /// The set's name (`omniglot`, `noise`, …).
-    pub name: String,
-    /// Number of examples.
-    pub n: Option<u64>,
-    /// Mean bits/dim the model gives the set.
-    pub mean_bpd: Option<f64>,
-    /// AUROC of the likelihood score (in-distribution vs this set).
-    pub auroc: Option<f64>,
-    /// Area under the precision–recall curve.
-    pub aupr: Option<f64>,
-    /// AUROC of the batch typicality test.
-    pub typicality_auroc: Option<f64>,
-    /// Fraction of this set's batches flagged by the typicality test.
-    pub typicality_flag_rate: Option<f64>,
-}
-
-/// The numbers of `eval-ood.json`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OodSummary {
-    /// Training step of the evaluated weights.
-    pub step: Option<u64>,
-    /// The score, e.g. "elbo: lower bound (ELBO)".
-    pub score: Option<String>,
-    /// Mean bits/dim of the in-distribution test examples.
-    pub in_distribution_bpd: Option<f64>,
-    /// One entry per OOD set, in file order.
-    pub sets: Vec<OodSetSummary>,
-}
-
-impl OodSummary {
-    /// The mean AUROC over the sets that have one.
-    pub fn mean_auroc(&self) -> Option<f64> {
-        let v: Vec<f64> = self.sets.iter().filter_map(|s| s.auroc).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    pub fn kind_class(&self) -> KindClass {
+        KindClass::of(&self.result.kind)
     }
 }
 
@@ -207,12 +132,12 @@ pub struct RunSummary {
     pub total_steps: Option<u64>,
     /// Whether training finished.
     pub finished: Option<bool>,
-    /// Every likelihood result, in split then file order.
+    /// Every likelihood result with a number (`eval-<split>.json`), in split then file order.
     pub nll: Vec<NllEntry>,
-    /// Sample-quality metrics, when evaluated.
-    pub quality: Option<QualitySummary>,
-    /// OOD detection, when evaluated.
-    pub ood: Option<OodSummary>,
+    /// Sample-quality metrics (`eval-quality.json`), when evaluated.
+    pub quality: Option<QualityReport>,
+    /// OOD detection (`eval-ood.json`), when evaluated.
+    pub ood: Option<OodReport>,
     /// The loss curve as SVG text, when `metrics.jsonl` has losses.
     pub loss_svg: Option<String>,
     /// The latest sample grid.
@@ -232,10 +157,10 @@ impl RunSummary {
         };
         let split = self.nll.iter().map(|e| rank(&e.split)).min()?;
         let in_split = || self.nll.iter().filter(move |e| rank(&e.split) == split);
-        let exact = in_split().any(|e| e.kind_class == KindClass::Exact);
+        let exact = in_split().any(|e| e.kind_class() == KindClass::Exact);
         in_split()
-            .filter(|e| !exact || e.kind_class == KindClass::Exact)
-            .min_by(|a, b| a.nll_nats.total_cmp(&b.nll_nats))
+            .filter(|e| !exact || e.kind_class() == KindClass::Exact)
+            .min_by(|a, b| a.result.nll_nats.total_cmp(&b.result.nll_nats))
     }
 }
 

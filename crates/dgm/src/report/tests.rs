@@ -2,12 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde::Serialize;
 
-use super::format::{base64, html_escape};
-use super::load::parse_kind;
+use super::format::{base64, html_escape, mean_auroc};
 use super::markdown::{md, relative_link};
 use super::*;
+use crate::metrics::mmd::MmdTest;
+use crate::metrics::quality::{ClassAccuracy, InceptionScore, Kid, PrecisionRecall};
+use crate::metrics::suite::{
+    FeatureNetUse, InDistribution, MmdReport, OodSetReport, ReferenceInfo, ScoreInfo, SetMetrics,
+    TypicalityInfo,
+};
+use crate::model::{BitsPerDim, LikelihoodSpace};
 
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);
@@ -150,11 +156,11 @@ fn collects_runs_and_picks_the_tightest_likelihood() {
     assert_eq!(full.nll.len(), 2);
     let best = full.best_nll().unwrap();
     // IWAE-10 (2509.884) is below the ELBO (2515.588): the tighter bound is shown
-    assert_eq!(best.kind, "IWAE-10");
-    assert_eq!(best.kind_class, KindClass::Estimate);
-    assert_eq!(full.nll[0].kind_class, KindClass::Bound);
+    assert_eq!(best.result.kind.short_name(), "IWAE-10");
+    assert_eq!(best.kind_class(), KindClass::Estimate);
+    assert_eq!(full.nll[0].kind_class(), KindClass::Bound);
     assert_eq!(
-        full.ood.as_ref().unwrap().mean_auroc(),
+        mean_auroc(full.ood.as_ref().unwrap()),
         Some((0.93 + 0.99) / 2.0)
     );
     assert!(full.sample.as_ref().unwrap().ends_with("step-0001000.png"));
@@ -171,38 +177,30 @@ fn collects_runs_and_picks_the_tightest_likelihood() {
 
 #[test]
 fn exact_likelihoods_win_and_test_split_is_preferred() {
-    let e = |split: &str, kind: KindClass, nll: f64| NllEntry {
+    let e = |split: &str, kind: LikelihoodKind, nll: f64| NllEntry {
         split: split.into(),
-        estimator: None,
-        kind: kind.label().into(),
-        kind_class: kind,
-        space: None,
-        nll_nats: nll,
-        stderr_nats: None,
-        bits_per_dim: None,
-        n: None,
-        preprocessing: None,
+        result: nll_result("x", kind, nll),
     };
     let r = RunSummary {
         nll: vec![
-            e("validation", KindClass::Exact, 10.0),
-            e("test", KindClass::Bound, 90.0),
-            e("test", KindClass::Exact, 100.0),
-            e("test", KindClass::Estimate, 95.0),
+            e("validation", LikelihoodKind::Exact, 10.0),
+            e("test", LikelihoodKind::LowerBound("ELBO".into()), 90.0),
+            e("test", LikelihoodKind::Exact, 100.0),
+            e("test", LikelihoodKind::Estimate("IWAE-10".into()), 95.0),
         ],
         ..RunSummary::default()
     };
     let b = r.best_nll().unwrap();
-    assert_eq!((b.split.as_str(), b.nll_nats), ("test", 100.0));
+    assert_eq!((b.split.as_str(), b.result.nll_nats), ("test", 100.0));
     assert!(RunSummary::default().best_nll().is_none());
+    // the kinds as dgm writes them
+    let kind = |json: &str| -> LikelihoodKind { serde_json::from_str(json).unwrap() };
+    let k = kind(r#"{"LowerBound":"ELBO"}"#);
     assert_eq!(
-        parse_kind(Some(&Value::String("lower bound (ELBO)".into()))),
-        ("ELBO".to_string(), KindClass::Bound)
+        (k.short_name(), KindClass::of(&k)),
+        ("ELBO", KindClass::Bound)
     );
-    assert_eq!(
-        parse_kind(Some(&Value::String("Exact".into()))).1,
-        KindClass::Exact
-    );
+    assert_eq!(KindClass::of(&kind(r#""Exact""#)), KindClass::Exact);
 }
 
 #[test]
@@ -324,26 +322,31 @@ fn user_controlled_names_stay_text_in_markdown_and_html() {
 
 #[test]
 fn estimates_of_bounds_are_read_as_such() {
-    let v: Value = serde_json::from_str(
+    let k: LikelihoodKind = serde_json::from_str(
         r#"{"BoundEstimate":{"bound":"VLB","how":"8 of its 999 KL terms (stratified, unbiased)"}}"#,
     )
     .unwrap();
     assert_eq!(
-        parse_kind(Some(&v)),
-        ("VLB".to_string(), KindClass::BoundEstimate)
+        (k.short_name(), KindClass::of(&k)),
+        ("VLB", KindClass::BoundEstimate)
     );
-    let kind = crate::model::LikelihoodKind::bound_estimate("ELBO", "1 z sample per example");
+    let kind = LikelihoodKind::bound_estimate("ELBO", "1 z sample per example");
+    let back: LikelihoodKind =
+        serde_json::from_str(&serde_json::to_string(&kind).unwrap()).unwrap();
     assert_eq!(
-        parse_kind(Some(&serde_json::to_value(&kind).unwrap())),
-        ("ELBO".to_string(), KindClass::BoundEstimate)
+        (back.short_name(), KindClass::of(&back)),
+        ("ELBO", KindClass::BoundEstimate)
     );
-    // as text (eval-ood.json's score kind), parentheses in the detail do not confuse the name
-    assert_eq!(
-        parse_kind(Some(&Value::String(
-            "estimate of a lower bound (VLB), 8 of its 999 KL terms (stratified, unbiased)".into()
-        ))),
-        ("VLB".to_string(), KindClass::BoundEstimate)
-    );
+    // in the table: the short name and the class, not the detail with its parentheses
+    let e = NllEntry {
+        split: "test".into(),
+        result: nll_result(
+            "vlb",
+            LikelihoodKind::bound_estimate("VLB", "8 of its 999 KL terms (stratified, unbiased)"),
+            1.0,
+        ),
+    };
+    assert_eq!(super::format::kind_text(&e), "VLB (estimate of a bound)");
     assert_eq!(KindClass::BoundEstimate.label(), "estimate of a bound");
 }
 
@@ -353,4 +356,428 @@ fn html_escape_covers_attributes() {
         html_escape(r#"<a href="x">'&'</a>"#),
         "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     );
+}
+
+fn pretty<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap()
+}
+
+/// A run folder with a config and a state, for the result files the tests write.
+fn bare_run(t: &TempDir) -> PathBuf {
+    let root = t.0.join("runs");
+    let run = root.join("r");
+    write(&run.join("config.toml"), CONFIG);
+    write(
+        &run.join("state.json"),
+        r#"{"step": 2000, "finished": true}"#,
+    );
+    root
+}
+
+fn quality_result() -> QualityReport {
+    QualityReport {
+        step: 2000,
+        weights: "ema".into(),
+        num_samples: 500,
+        samples: "draws (the model's samples)".into(),
+        sampler: Some("ddim".into()),
+        sampler_steps: Some(50),
+        reference: ReferenceInfo {
+            split: "test".into(),
+            n: 400,
+        },
+        feature_net: Some(FeatureNetUse {
+            path: "features/mnist".into(),
+            data: "mnist".into(),
+            test_accuracy: 0.991,
+        }),
+        sets: SetMetrics {
+            fid: Some(12.5),
+            kid: Some(Kid {
+                mean: 0.0123,
+                std: 0.0011,
+                subsets: 100,
+                subset_size: 400,
+            }),
+            precision_recall: Some(PrecisionRecall {
+                precision: 0.7,
+                recall: 0.6,
+                k: 3,
+                n_real: 400,
+                n_fake: 500,
+            }),
+            mmd: Some(MmdReport {
+                test: MmdTest {
+                    mmd2: 0.004,
+                    p_value: 0.02,
+                    bandwidth: 3.5,
+                    permutations: 500,
+                    n_x: 400,
+                    n_y: 400,
+                },
+                space: "features".into(),
+            }),
+        },
+        class_accuracy: Some(ClassAccuracy {
+            overall: 0.9,
+            per_class: vec![0.8, 1.0],
+            counts: vec![250, 250],
+        }),
+        inception_score: Some(InceptionScore {
+            mean: 8.5,
+            std: 0.25,
+            splits: 10,
+        }),
+    }
+}
+
+fn ood_result() -> OodReport {
+    let set = |name: &str, auroc: f64| OodSetReport {
+        name: name.into(),
+        n: 300,
+        mean_nll_nats: 900.0,
+        mean_bpd: 1.66,
+        auroc,
+        aupr: 0.8,
+        typicality_auroc: 0.75,
+        typicality_flag_rate: 0.5,
+    };
+    OodReport {
+        step: 2000,
+        weights: "ema".into(),
+        in_distribution: InDistribution {
+            data: "mnist".into(),
+            split: "test".into(),
+            n: 300,
+            mean_nll_nats: 80.0,
+            mean_bpd: 0.147,
+            typicality_flag_rate: 0.01,
+        },
+        score: ScoreInfo {
+            estimator: "elbo".into(),
+            kind: "estimate of a lower bound (ELBO), 1 z sample per example".into(),
+            conditioning: None,
+            bits_per_dim_means: Some("bits of the discrete data values".into()),
+        },
+        typicality: TypicalityInfo {
+            batch_size: 16,
+            alpha: 0.01,
+            epsilon: 3.5,
+            entropy: 80.5,
+        },
+        sets: vec![set("omniglot", 0.9), set("noise", 1.0)],
+        scores: Vec::new(),
+    }
+}
+
+fn nll_result(estimator: &str, kind: LikelihoodKind, nll_nats: f64) -> NllReport {
+    NllReport {
+        estimator: estimator.into(),
+        samples: 1,
+        steps: None,
+        kind_text: kind.to_string(),
+        kind,
+        note: None,
+        conditioning: None,
+        space: LikelihoodSpace::Discrete,
+        nll_nats,
+        stderr_nats: 0.5,
+        bits_per_dim: nll_nats / (784.0 * std::f64::consts::LN_2),
+        bits_per_dim_basis: Some(BitsPerDim::Discrete),
+        bits_per_dim_means: BitsPerDim::Discrete.describe().into(),
+        n: 400,
+        dims: 784,
+        preprocessing: "binarized".into(),
+    }
+}
+
+/// (a) What `dgm eval` writes reads back through the report's loader as the same typed value; NaN (written
+/// as `null`) reads back as NaN, so the value writes the same JSON again.
+#[test]
+fn results_read_back_as_written() {
+    let t = TempDir::new("roundtrip");
+    let root = bare_run(&t);
+    let run = root.join("r");
+    let nll = vec![
+        nll_result(
+            "elbo",
+            LikelihoodKind::bound_estimate("ELBO", "1 z sample per example"),
+            85.0,
+        ),
+        nll_result("iwae", LikelihoodKind::Estimate("IWAE-10".into()), 83.0),
+    ];
+    write(&run.join("eval-test.json"), &pretty(&nll));
+    write(&run.join("eval-quality.json"), &pretty(&quality_result()));
+    write(&run.join("eval-ood.json"), &pretty(&ood_result()));
+    let runs = collect_runs(&root).unwrap();
+    let r = &runs[0];
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    assert_eq!(r.quality.as_ref(), Some(&quality_result()));
+    assert_eq!(r.ood.as_ref(), Some(&ood_result()));
+    let read: Vec<NllReport> = r.nll.iter().map(|e| e.result.clone()).collect();
+    assert_eq!(read, nll);
+    assert!(r.nll.iter().all(|e| e.split == "test"));
+
+    // NaN everywhere a metric can be NaN: written as null, read back as NaN (or None for an optional FID)
+    let mut q = quality_result();
+    q.sets.fid = Some(f64::NAN);
+    q.class_accuracy = Some(ClassAccuracy {
+        overall: f64::NAN,
+        per_class: vec![f64::NAN, 1.0],
+        counts: vec![0, 4],
+    });
+    if let Some(k) = q.sets.kid.as_mut() {
+        k.std = f64::NAN;
+    }
+    let mut o = ood_result();
+    o.sets[0].auroc = f64::NAN;
+    o.in_distribution.mean_bpd = f64::NAN;
+    let mut n = nll.clone();
+    n[1].stderr_nats = f64::NAN;
+    write(&run.join("eval-test.json"), &pretty(&n));
+    write(&run.join("eval-quality.json"), &pretty(&q));
+    write(&run.join("eval-ood.json"), &pretty(&o));
+    let runs = collect_runs(&root).unwrap();
+    let r = &runs[0];
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    let rq = r.quality.as_ref().unwrap();
+    assert_eq!(rq.sets.fid, None);
+    assert!(rq.sets.kid.as_ref().unwrap().std.is_nan());
+    assert!(rq.class_accuracy.as_ref().unwrap().per_class[0].is_nan());
+    assert_eq!(pretty(rq), pretty(&q));
+    assert_eq!(pretty(r.ood.as_ref().unwrap()), pretty(&o));
+    let read: Vec<NllReport> = r.nll.iter().map(|e| e.result.clone()).collect();
+    assert_eq!(pretty(&read), pretty(&n));
+    // and the page shows the unknown numbers as missing
+    let m = render_markdown(&runs, &t.0);
+    assert!(m.contains("| FID-mnist | – |"), "{m}");
+    assert!(m.contains("| KID-mnist | 0.0123 |"), "{m}");
+    assert!(m.contains("| class accuracy of samples | – |"), "{m}");
+    assert!(m.contains("| omniglot | 300 | 1.6600 | – |"), "{m}");
+    assert!(m.contains("test data – bits/dim"), "{m}");
+}
+
+/// `eval-test.json` as dgm wrote it before it recorded samples, kind text and the bits/dim basis; one
+/// result's standard error and another's NLL were NaN (written as `null`).
+const OLD_EVAL_TEST: &str = r#"[
+  {
+    "estimator": "elbo",
+    "kind": {
+      "LowerBound": "ELBO"
+    },
+    "space": "Discrete",
+    "nll_nats": 95.5,
+    "stderr_nats": null,
+    "bits_per_dim": 0.1757,
+    "n": 100,
+    "dims": 784,
+    "preprocessing": "binarized"
+  },
+  {
+    "estimator": "iwae",
+    "kind": {
+      "Estimate": "IWAE-10"
+    },
+    "space": "Discrete",
+    "nll_nats": null,
+    "stderr_nats": null,
+    "bits_per_dim": null,
+    "n": 100,
+    "dims": 784,
+    "preprocessing": "binarized"
+  }
+]"#;
+
+/// `eval-quality.json` as dgm wrote it before it recorded the sampler; a NaN KID spread and the accuracy of a
+/// class with no samples are `null`.
+const OLD_QUALITY: &str = r#"{
+  "step": 1000,
+  "weights": "ema",
+  "num_samples": 200,
+  "samples": "observation-model mean",
+  "reference": {
+    "split": "test",
+    "n": 200
+  },
+  "feature_net": {
+    "path": "features/mnist",
+    "data": "mnist",
+    "test_accuracy": 0.99
+  },
+  "fid": 30.25,
+  "kid": {
+    "mean": 0.02,
+    "std": null,
+    "subsets": 100,
+    "subset_size": 200
+  },
+  "precision_recall": null,
+  "mmd": null,
+  "class_accuracy": {
+    "overall": 0.5,
+    "per_class": [
+      1.0,
+      null
+    ],
+    "counts": [
+      2,
+      0
+    ]
+  },
+  "inception_score": null
+}"#;
+
+/// `eval-ood.json` as dgm wrote it before it recorded the conditioning and the bits/dim basis; one set's
+/// numbers are `null`.
+const OLD_OOD: &str = r#"{
+  "step": 1000,
+  "weights": "ema",
+  "in_distribution": {
+    "data": "mnist",
+    "split": "test",
+    "n": 64,
+    "mean_nll_nats": 90.0,
+    "mean_bpd": 0.1656,
+    "typicality_flag_rate": 0.0
+  },
+  "score": {
+    "estimator": "elbo",
+    "kind": "lower bound (ELBO)"
+  },
+  "typicality": {
+    "batch_size": 16,
+    "alpha": 0.01,
+    "epsilon": 5.0,
+    "entropy": 91.0
+  },
+  "sets": [
+    {
+      "name": "noise",
+      "n": 64,
+      "mean_nll_nats": 2000.0,
+      "mean_bpd": 3.68,
+      "auroc": 1.0,
+      "aupr": 1.0,
+      "typicality_auroc": 1.0,
+      "typicality_flag_rate": 1.0
+    },
+    {
+      "name": "constant",
+      "n": 64,
+      "mean_nll_nats": null,
+      "mean_bpd": null,
+      "auroc": null,
+      "aupr": null,
+      "typicality_auroc": 0.5,
+      "typicality_flag_rate": 0.25
+    }
+  ]
+}"#;
+
+/// (b) Files in the formats of earlier dgm versions (without the fields added since, NaN as `null`) load into
+/// the current types and render, unknown numbers as "–".
+#[test]
+fn old_result_files_load_and_render() {
+    let t = TempDir::new("old");
+    let root = bare_run(&t);
+    let run = root.join("r");
+    write(&run.join("eval-test.json"), OLD_EVAL_TEST);
+    write(&run.join("eval-quality.json"), OLD_QUALITY);
+    write(&run.join("eval-ood.json"), OLD_OOD);
+    let runs = collect_runs(&root).unwrap();
+    let r = &runs[0];
+    // the NaN NLL is skipped, the rest is read; the step note is about the run, not the files
+    assert_eq!(r.nll.len(), 1);
+    let e = &r.nll[0].result;
+    assert_eq!((e.samples, e.kind_text.as_str()), (0, ""));
+    assert_eq!(e.bits_per_dim_basis, None);
+    assert!(e.stderr_nats.is_nan());
+    assert_eq!(r.nll[0].kind_class(), KindClass::Bound);
+    let q = r.quality.as_ref().unwrap();
+    assert_eq!((q.sampler.as_deref(), q.sampler_steps), (None, None));
+    assert!(q.sets.kid.as_ref().unwrap().std.is_nan());
+    let o = r.ood.as_ref().unwrap();
+    assert_eq!(o.score.conditioning, None);
+    assert!(o.sets[1].auroc.is_nan());
+    assert_eq!(
+        r.notes.iter().filter(|n| n.contains("eval-")).count(),
+        3,
+        "{:?}",
+        r.notes
+    );
+    assert!(r
+        .notes
+        .iter()
+        .any(|n| n == "eval-test.json: 1 result(s) without a numeric nll_nats were skipped"));
+
+    let m = render_markdown(&runs, &t.0);
+    for want in [
+        r"| test | elbo | ELBO \(bound\) | Discrete | 95.50 | – | 0.1757 | 100 |",
+        "| FID-mnist | 30.250 |",
+        "| KID-mnist | 0.0200 |",
+        "| precision | – |",
+        "| class accuracy of samples | 0.5000 |",
+        "| constant | 64 | – | – | – | 0.5000 | 25.0 % |",
+        r"1.000 mean \(noise 1.000, constant –\)",
+        r"score elbo: lower bound \(ELBO\) · evaluated at step 1000",
+    ] {
+        assert!(m.contains(want), "missing {want} in {m}");
+    }
+    let h = render_html(&runs, "old");
+    assert!(h.contains("ELBO (bound)") && h.contains("30.25") && h.contains("constant –"));
+}
+
+/// (c) A result file that is not valid JSON, or valid JSON that is not the result dgm writes there, is
+/// ignored with a one-line note naming the file; the rest of the run is still shown.
+#[test]
+fn garbled_result_files_are_one_line_notes() {
+    let t = TempDir::new("garbled");
+    let root = bare_run(&t);
+    let run = root.join("r");
+    write(&run.join("eval-test.json"), EVAL_TEST);
+    write(&run.join("eval-validation.json"), r#"{"nll_nats": 3.0}"#);
+    write(
+        &run.join("eval-train.json"),
+        "[{\"estimator\": \"elbo\",\n  \"kind\": {\"Guess\": 1}}]",
+    );
+    write(
+        &run.join("eval-quality.json"),
+        r#"{"step": "ten", "weights": "ema"}"#,
+    );
+    write(&run.join("eval-ood.json"), "{\"step\": 3,\n\"sets\": [");
+    let runs = collect_runs(&root).unwrap();
+    let r = &runs[0];
+    assert_eq!(r.nll.len(), 2, "eval-test.json is still read");
+    assert!(r.quality.is_none() && r.ood.is_none());
+    for file in [
+        "eval-validation.json",
+        "eval-train.json",
+        "eval-quality.json",
+        "eval-ood.json",
+    ] {
+        let notes: Vec<&String> = r
+            .notes
+            .iter()
+            .filter(|n| n.starts_with(&format!("{file}: ")))
+            .collect();
+        assert_eq!(notes.len(), 1, "{file}: {:?}", r.notes);
+        assert!(
+            !notes[0].contains('\n') && notes[0].ends_with("; ignored"),
+            "{}",
+            notes[0]
+        );
+    }
+    let note = |file: &str| {
+        r.notes
+            .iter()
+            .find(|n| n.starts_with(file))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(note("eval-ood.json").contains("not valid JSON"));
+    assert!(note("eval-quality.json").contains("not a sample-quality result as dgm writes it"));
+    assert!(note("eval-validation.json").contains("not a list of likelihood results"));
+    let h = render_html(&runs, "garbled");
+    assert!(h.contains("eval-quality.json: not a sample-quality result"));
+    assert!(h.contains("2509.88"));
 }

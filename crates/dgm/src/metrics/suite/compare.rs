@@ -12,7 +12,7 @@ use super::quality::*;
 use super::QualityMetric;
 
 /// Two data sets compared by [`compare_sets`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetComparison {
     /// Name of the first set.
     pub a: String,

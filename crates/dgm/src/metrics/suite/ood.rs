@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ood, Dataset, Split};
+use crate::metrics::json;
 use crate::metrics::likelihood::{per_example_nll, PerExampleNll};
 use crate::metrics::ood::{aupr, auroc, batch_statistics, fit_typical_set};
 use crate::model::{bits_per_dim, bits_per_dim_basis, LikelihoodKind};
@@ -90,7 +91,7 @@ impl Default for OodOptions {
 }
 
 /// The in-distribution side of an OOD evaluation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InDistribution {
     /// Data set name.
     pub data: String,
@@ -99,15 +100,18 @@ pub struct InDistribution {
     /// Examples scored.
     pub n: usize,
     /// Mean negative log-likelihood, nats.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mean_nll_nats: f64,
     /// The same in bits/dim.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mean_bpd: f64,
     /// Fraction of in-distribution test batches the typicality test flags (its false-alarm rate; ≈ α).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub typicality_flag_rate: f64,
 }
 
 /// The score used: which likelihood and what kind of number it is.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreInfo {
     /// Estimator name.
     pub estimator: String,
@@ -122,42 +126,64 @@ pub struct ScoreInfo {
     pub bits_per_dim_means: Option<String>,
 }
 
-/// The fitted typicality test.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The fitted typicality test. Files that lack it read back as [`TypicalityInfo::unknown`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TypicalityInfo {
     /// Examples per tested batch.
     pub batch_size: usize,
     /// Significance level.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub alpha: f64,
     /// Half-width of the typical set, nats.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub epsilon: f64,
     /// Entropy estimate Ĥ (mean training NLL), nats.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub entropy: f64,
 }
 
+impl TypicalityInfo {
+    /// A test nothing is known of: batch size 0, NaN numbers.
+    pub fn unknown() -> Self {
+        Self {
+            batch_size: 0,
+            alpha: f64::NAN,
+            epsilon: f64::NAN,
+            entropy: f64::NAN,
+        }
+    }
+}
+
 /// Results for one OOD set.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OodSetReport {
     /// Set name.
     pub name: String,
     /// Examples scored.
     pub n: usize,
     /// Mean negative log-likelihood, nats.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mean_nll_nats: f64,
     /// The same in bits/dim.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub mean_bpd: f64,
     /// AUROC of the per-example score −log p(x) (OOD = positive; 0.5 = chance, < 0.5 = OOD looks *more* likely).
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub auroc: f64,
     /// Area under precision-recall of the same score.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub aupr: f64,
     /// AUROC of the typicality statistic |mean NLL − Ĥ| over batches.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub typicality_auroc: f64,
     /// Fraction of this set's batches the typicality test flags.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub typicality_flag_rate: f64,
 }
 
-/// OOD detection results of one run (`eval-ood.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// OOD detection results of one run (`eval-ood.json`). Reads back the files of earlier dgm versions (fields
+/// added since take their defaults) and a number written as `null` (NaN) or absent as NaN.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OodReport {
     /// Training step of the evaluated weights.
     pub step: u64,
@@ -168,6 +194,7 @@ pub struct OodReport {
     /// The score.
     pub score: ScoreInfo,
     /// The fitted typicality test.
+    #[serde(default = "TypicalityInfo::unknown")]
     pub typicality: TypicalityInfo,
     /// One entry per OOD set.
     pub sets: Vec<OodSetReport>,
@@ -178,7 +205,7 @@ pub struct OodReport {
 }
 
 /// Per-example anomaly scores of one set.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct SetScores {
     /// Set name (`test` for the in-distribution test split).
     pub name: String,

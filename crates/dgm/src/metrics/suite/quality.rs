@@ -10,6 +10,7 @@ use crate::data::{Dataset, Split};
 use crate::metrics::features::{
     dataset_images, default_dir, samples_to_images, Embedding, FeatureNet,
 };
+use crate::metrics::json;
 use crate::metrics::mmd::{mmd_test, MmdTest};
 use crate::metrics::quality::{
     class_accuracy, fid, inception_score, kid, precision_recall, ClassAccuracy, InceptionScore,
@@ -76,7 +77,7 @@ impl Default for QualityOptions {
 }
 
 /// Where the reference examples came from.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReferenceInfo {
     /// Split name.
     pub split: String,
@@ -85,18 +86,19 @@ pub struct ReferenceInfo {
 }
 
 /// Which feature network the image metrics used.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureNetUse {
     /// Its directory.
     pub path: String,
     /// The data set it was trained on.
     pub data: String,
     /// Its test-split accuracy.
+    #[serde(default = "json::nan", deserialize_with = "json::number")]
     pub test_accuracy: f64,
 }
 
 /// The MMD test as reported: the test and the space it ran in.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MmdReport {
     /// The test result.
     #[serde(flatten)]
@@ -107,7 +109,7 @@ pub struct MmdReport {
 
 /// The metrics that compare two sets: FID / KID / precision-recall in the feature network's space
 /// ("FID-MNIST" / "FID-shapes"), and the MMD two-sample test. Absent metrics were not asked for.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SetMetrics {
     /// Fréchet distance between Gaussian fits of the two feature sets.
     pub fid: Option<f64>,
@@ -119,8 +121,10 @@ pub struct SetMetrics {
     pub mmd: Option<MmdReport>,
 }
 
-/// Sample-quality results of one run (`eval-quality.json`). Absent metrics were not asked for.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Sample-quality results of one run (`eval-quality.json`). Absent metrics were not asked for. Reads back the
+/// files of earlier dgm versions (fields added since take their defaults) and a number written as `null` (NaN)
+/// as NaN.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {
     /// Training step of the evaluated weights.
     pub step: u64,
@@ -128,7 +132,8 @@ pub struct QualityReport {
     pub weights: String,
     /// Number of model samples.
     pub num_samples: usize,
-    /// Whether samples are observation-model means or draws.
+    /// Whether samples are observation-model means or draws (empty when a file lacks it).
+    #[serde(default)]
     pub samples: String,
     /// The sampler asked for (diffusion models; `None`: the model's default).
     #[serde(default)]
