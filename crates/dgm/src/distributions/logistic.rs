@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 
 use super::{log_softmax, softplus};
+use crate::nn::kernels::cpu_f32;
 use crate::rng::Rng;
 use crate::Result;
 
@@ -163,14 +164,6 @@ impl LogisticDims {
     }
 }
 
-/// The contiguous f32 data of a CPU storage.
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("{op}: needs contiguous f32 tensors"),
-    }
-}
-
 /// Checks the shapes of (mean `(…, D)`, data repeating over the mean's leading dims, log-scale `(D,)`)
 /// and returns D.
 fn logistic_dim(
@@ -212,9 +205,9 @@ impl CustomOp3 for DiscretizedLogisticTerm {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (mean, ls, x) = (
-            f32_data(s1, l1, name)?,
-            f32_data(s2, l2, name)?,
-            f32_data(s3, l3, name)?,
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
         );
         let d = logistic_dim(l1, l3, ls, name)?;
         let dims = LogisticDims::new(ls, self.half);
@@ -299,9 +292,9 @@ impl CustomOp3 for DiscretizedLogisticGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (mean, x, grad) = (
-            f32_data(s1, l1, name)?,
-            f32_data(s2, l2, name)?,
-            f32_data(s3, l3, name)?,
+            cpu_f32(name, s1, l1)?,
+            cpu_f32(name, s2, l2)?,
+            cpu_f32(name, s3, l3)?,
         );
         let d = logistic_dim(l1, l2, &self.dims.inv_s, name)?;
         let n = mean.len();
