@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod nn;
+pub mod ops;
 pub mod report;
 pub mod rng;
 pub mod runtime;
