@@ -9,6 +9,7 @@ pub mod linalg;
 pub mod mmd;
 pub mod ood;
 pub mod quality;
+pub mod restoration;
 pub mod suite;
 
 pub use likelihood::{evaluate_nll, per_example_nll, NllReport, PerExampleNll};
