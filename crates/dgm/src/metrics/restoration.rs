@@ -58,6 +58,7 @@ pub fn ssim(estimate: &[f32], truth: &[f32], shape: [usize; 3], range: f64) -> R
             format!("SSIM needs images of at least {k}×{k} pixels, got {h}×{w}"),
         ));
     }
+    // the k × k window, row-major, normalised to sum 1
     let g: Vec<f64> = (0..k)
         .map(|i| {
             let d = i as f64 - (k / 2) as f64;
@@ -65,6 +66,7 @@ pub fn ssim(estimate: &[f32], truth: &[f32], shape: [usize; 3], range: f64) -> R
         })
         .collect();
     let gs: f64 = g.iter().sum::<f64>().powi(2);
+    let window: Vec<f64> = (0..k * k).map(|i| g[i / k] * g[i % k] / gs).collect();
     let (c1, c2) = ((0.01 * range).powi(2), (0.03 * range).powi(2));
     let (mut total, mut count) = (0.0, 0usize);
     for ch in 0..c {
@@ -73,16 +75,14 @@ pub fn ssim(estimate: &[f32], truth: &[f32], shape: [usize; 3], range: f64) -> R
         for i in 0..=h - k {
             for j in 0..=w - k {
                 let (mut mx, mut my, mut xx, mut yy, mut xy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-                for a in 0..k {
-                    for b in 0..k {
-                        let wt = g[a] * g[b] / gs;
-                        let (p, q) = (x[(i + a) * w + j + b] as f64, y[(i + a) * w + j + b] as f64);
-                        mx += wt * p;
-                        my += wt * q;
-                        xx += wt * p * p;
-                        yy += wt * q * q;
-                        xy += wt * p * q;
-                    }
+                for (at, &wt) in window.iter().enumerate() {
+                    let o = (i + at / k) * w + j + at % k;
+                    let (p, q) = (x[o] as f64, y[o] as f64);
+                    mx += wt * p;
+                    my += wt * q;
+                    xx += wt * p * p;
+                    yy += wt * q * q;
+                    xy += wt * p * q;
                 }
                 let (vx, vy, cxy) = (xx - mx * mx, yy - my * my, xy - mx * my);
                 total += (2.0 * mx * my + c1) * (2.0 * cxy + c2)

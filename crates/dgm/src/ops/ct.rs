@@ -70,18 +70,21 @@ impl Radon {
             .collect();
         let centre = (det - 1) as f64 / 2.0;
         let area = 1.0 / (SUB * SUB) as f64;
+        // sub-pixel offsets from the pixel centre, and one bin accumulator reused for every pixel
+        let offsets: Vec<f64> = (0..SUB)
+            .map(|s| (s as f64 + 0.5) / SUB as f64 - 0.5)
+            .collect();
+        let mut acc = vec![0f64; det];
         let mut a = vec![0f32; m * d];
         for (v, &theta) in angles.iter().enumerate() {
             let (cos, sin) = (theta.cos(), theta.sin());
             for i in 0..h {
                 for j in 0..w {
-                    let p = i * w + j;
-                    let mut acc = vec![0f64; det];
-                    for si in 0..SUB {
-                        for sj in 0..SUB {
-                            let off = |s: usize| (s as f64 + 0.5) / SUB as f64 - 0.5;
-                            let x = j as f64 + off(sj) - (w as f64 - 1.0) / 2.0;
-                            let y = (h as f64 - 1.0) / 2.0 - (i as f64 + off(si));
+                    acc.fill(0.0);
+                    for di in &offsets {
+                        let y = (h as f64 - 1.0) / 2.0 - (i as f64 + di);
+                        for dj in &offsets {
+                            let x = j as f64 + dj - (w as f64 - 1.0) / 2.0;
                             let u = x * cos + y * sin + centre;
                             let k = u.floor();
                             let t = u - k;
@@ -94,6 +97,7 @@ impl Radon {
                             }
                         }
                     }
+                    let p = i * w + j;
                     for (k, &val) in acc.iter().enumerate() {
                         if val != 0.0 {
                             a[(v * det + k) * d + p] = val as f32;
