@@ -11,6 +11,67 @@ use crate::model::Condition;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
+/// A batch's condition as a denoising network takes it, one entry per example. A conditional network turns
+/// it into an embedding that joins its time embedding (the UNet's and the MLP's class tables), so another kind of
+/// condition (caption tokens through a text encoder) enters the same way.
+#[derive(Clone, Debug)]
+pub enum Cond {
+    /// No condition: an unconditional network, or the null class of a conditional one.
+    None,
+    /// Class ids, `(b,)` u32; the id `num_classes` is the [`null_class`].
+    Class(Tensor),
+}
+
+impl Cond {
+    /// The class ids, if any.
+    pub fn class(&self) -> Option<&Tensor> {
+        match self {
+            Cond::None => None,
+            Cond::Class(t) => Some(t),
+        }
+    }
+
+    /// The condition for `n` samples of a network with `num_classes` classes (0 = unconditional) from a
+    /// user's [`Condition`] (the checks and messages of [`class_labels`]; `model` names the model).
+    pub fn from_condition(
+        cond: &Condition,
+        num_classes: usize,
+        n: usize,
+        model: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(match class_labels(cond, num_classes, n, model, device)? {
+            Some(t) => Cond::Class(t),
+            None => Cond::None,
+        })
+    }
+
+    /// The unconditional counterpart of this condition for classifier-free guidance: the null class for each
+    /// of its examples, for a network with `num_classes` classes. `None` when there is nothing to drop.
+    pub fn null(&self, num_classes: usize) -> Result<Option<Cond>> {
+        match self {
+            Cond::None => Ok(None),
+            Cond::Class(t) => Ok(Some(Cond::Class(null_labels(
+                t.dim(0)?,
+                num_classes,
+                t.device(),
+            )?))),
+        }
+    }
+
+    /// This condition followed by `other` along the batch (both of one kind).
+    pub fn cat(&self, other: &Cond) -> Result<Cond> {
+        match (self, other) {
+            (Cond::None, Cond::None) => Ok(Cond::None),
+            (Cond::Class(a), Cond::Class(b)) => Ok(Cond::Class(Tensor::cat(&[a, b], 0)?)),
+            _ => Err(Error::invalid(
+                "condition",
+                "cannot join a class condition and no condition in one batch",
+            )),
+        }
+    }
+}
+
 /// Checks class ids against a model with `num_classes` classes; `key` names the value in the message.
 pub fn check_classes(ids: &[u32], num_classes: usize, key: &str) -> Result<()> {
     match ids.iter().find(|&&c| c as usize >= num_classes) {
@@ -122,6 +183,33 @@ pub fn batch_labels(batch: &Batch, num_classes: usize, model: &str) -> Result<Op
         (None, _) => Err(Error::invalid(
             "batch.labels",
             format!("a class-conditional model '{model}' needs labels"),
+        )),
+    }
+}
+
+/// The labels a training step feeds a network with `num_classes` classes: [`batch_labels`], each replaced by
+/// the [`null_class`] with probability `dropout` (classifier-free guidance training, [`drop_labels`]; nothing is
+/// drawn from `rng` when `dropout` is 0 or the model is unconditional).
+pub fn training_labels(
+    batch: &Batch,
+    num_classes: usize,
+    dropout: f64,
+    model: &str,
+    rng: &mut Rng,
+) -> Result<Option<Tensor>> {
+    match batch_labels(batch, num_classes, model)? {
+        Some(y) if dropout > 0.0 => Ok(Some(drop_labels(&y, num_classes, dropout, rng)?)),
+        y => Ok(y),
+    }
+}
+
+/// Checks a config's class-dropout probability (`key` names it): in [0, 1).
+pub fn check_class_dropout(p: f64, key: &str) -> Result<()> {
+    match (0.0..1.0).contains(&p) {
+        true => Ok(()),
+        false => Err(Error::invalid(
+            key,
+            format!("{p} must be in [0, 1) (the probability of training with the null class)"),
         )),
     }
 }

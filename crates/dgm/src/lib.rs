@@ -21,6 +21,7 @@ pub mod model;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod pipelines;
 pub mod report;
 pub mod rng;
 pub mod runtime;

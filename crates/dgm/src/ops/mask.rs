@@ -194,4 +194,8 @@ impl LinearOperator for Mask {
     fn pseudo_inverse(&self, y: &Tensor) -> Result<Option<Tensor>> {
         self.apply(y).map(Some)
     }
+
+    fn as_mask(&self) -> Option<&Mask> {
+        Some(self)
+    }
 }

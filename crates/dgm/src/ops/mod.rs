@@ -61,6 +61,11 @@ pub trait LinearOperator {
         let _ = y;
         Ok(None)
     }
+
+    /// The operator as a pixel [`Mask`], if it is one (RePaint works with masks only).
+    fn as_mask(&self) -> Option<&Mask> {
+        None
+    }
 }
 
 /// Checks that `t` is a batch of examples of `shape` (`(n, shape…)`, n ≥ 1) for operator `op`; returns n.

@@ -167,7 +167,17 @@ pub fn build(
             format!("the number of sampling steps must be at least 1, got 0 (sampler '{name}')"),
         ));
     }
-    let levels = schedule.sampling_levels(steps)?;
+    build_from_levels(name, schedule.sampling_levels(steps)?, opts)
+}
+
+/// Builds the sampler `name` (one of [`SAMPLERS`]) over given `levels` (noisiest first, ending with
+/// [`Level::CLEAN`]; checked as [`check_levels`] says): the tail of a schedule's levels starts a sampler part of
+/// the way, as SDEdit and img2img need.
+pub fn build_from_levels(
+    name: &str,
+    levels: Vec<Level>,
+    opts: &SamplerOptions,
+) -> Result<Box<dyn Sampler>> {
     Ok(match name {
         "ddpm" => Box::new(Ddpm::new(levels)?),
         "ddim" => Box::new(Ddim::new(levels, opts.eta)?),

@@ -9,8 +9,8 @@
 //!
 //! and the loss is the mean squared error over pixels and examples. Either way the model answers the samplers'
 //! one question, the clean-data estimate x̂₀ = (x − σ·ε̂)/α (eps) or x̂₀ = α·x − σ·v̂ (v), clipped to the data
-//! range for images. Sampling runs any sampler of [`crate::schedulers`] over the schedule's levels; the loop is
-//! in [`Ddpm::sample`].
+//! range for images. Sampling runs any sampler of [`crate::schedulers`] over the schedule's levels, in the loop
+//! of [`crate::pipelines`] (which also guides, edits and solves inverse problems with it).
 //!
 //! Likelihood ([`Density`]): `vlb`, the variational bound of Ho et al. with the discretized decoder (a bound on
 //! the probability of the 8-bit data), and `ode`, the probability-flow ODE estimate (Song et al. 2021) of the
@@ -24,14 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use super::likelihood::{ode_data_log_likelihood, vlb_nats, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use crate::conditioning::{batch_labels, check_guidance, class_labels, drop_labels, null_labels};
+use crate::conditioning::{batch_labels, check_class_dropout, training_labels, Cond};
 use crate::data::Batch;
 use crate::model::{
     Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
     Model, SampleAbilities, SampleOptions,
 };
+use crate::pipelines::{self, Denoiser, Pipeline, Plain, SamplerDefaults};
 use crate::rng::Rng;
-use crate::schedulers::{self, ddim_invert, Level, Sampler, SamplerOptions, VpSchedule};
+use crate::schedulers::{self, ddim_invert, Level, NoiseSchedule, SamplerOptions, VpSchedule};
 use crate::{Error, Result};
 
 /// Likelihood estimators of [`Ddpm`] (the first is the default).
@@ -129,12 +130,7 @@ impl DdpmConfig {
                 ),
             ));
         }
-        if !(0.0..1.0).contains(&self.class_dropout) {
-            return Err(Error::invalid(
-                "model.class_dropout",
-                format!("{} must be in [0, 1)", self.class_dropout),
-            ));
-        }
+        check_class_dropout(self.class_dropout, "model.class_dropout")?;
         if self.ode_steps == 0 {
             return Err(Error::invalid("model.ode_steps", "must be at least 1"));
         }
@@ -205,10 +201,6 @@ impl Ddpm {
         }
     }
 
-    fn class_tensor(&self, cond: &Condition, n: usize) -> Result<Option<Tensor>> {
-        class_labels(cond, self.cfg.net.num_classes, n, "ddpm", &self.device)
-    }
-
     /// The model's x̂₀ without clipping (a smooth function of x, for the ODE likelihood's divergence).
     fn denoise_unclipped(
         &self,
@@ -219,56 +211,6 @@ impl Ddpm {
         let t = Tensor::full(level.t as f32, x.dim(0)?, &self.device)?; // (b,)
         let out = self.net.forward(x, &t, class)?;
         x0_from_prediction(&self.cfg.prediction, &out, x, level)
-    }
-
-    /// The guided denoiser D(x; ∅) + s·(D(x; c) − D(x; ∅)) of classifier-free guidance (one batched call
-    /// for both), clipped like [`Ddpm::denoise`]; the plain denoiser when `guidance` is `None`.
-    fn guided_denoise(
-        &self,
-        x: &Tensor,
-        level: &Level,
-        class: Option<&Tensor>,
-        guidance: Option<f64>,
-    ) -> Result<Tensor> {
-        let (Some(s), Some(c)) = (guidance, class) else {
-            return self.denoise(x, level, class);
-        };
-        let b = x.dim(0)?;
-        let null = null_labels(b, self.cfg.net.num_classes, &self.device)?;
-        let both = self.denoise_unclipped(
-            &Tensor::cat(&[x, x], 0)?,
-            level,
-            Some(&Tensor::cat(&[c, &null], 0)?),
-        )?; // (2b, …): conditional, then unconditional
-        let (cond, uncond) = (both.narrow(0, 0, b)?, both.narrow(0, b, b)?);
-        let x0 = (&uncond + ((cond - &uncond)? * s)?)?;
-        if self.cfg.clip_denoised && self.net.is_image() {
-            Ok(x0.clamp(-1f32, 1f32)?)
-        } else {
-            Ok(x0)
-        }
-    }
-
-    /// Runs `sampler` from `x` (at its first level) to the data: the loop every sampler shares.
-    fn run_sampler(
-        &self,
-        sampler: &mut dyn Sampler,
-        mut x: Tensor,
-        class: Option<&Tensor>,
-        guidance: Option<f64>,
-        rng: &mut Rng,
-    ) -> Result<Tensor> {
-        for i in 0..sampler.num_evals() {
-            // the model's x̂₀ at the sampler's level, detached: candle has no no-grad mode, and a tracked x̂₀
-            // would keep every step's activations alive through the chain of samples
-            let level = sampler.level(i);
-            let x0 = self.guided_denoise(&x, &level, class, guidance)?.detach();
-            x = sampler.step(i, &x, &x0, rng)?; // scheduler step
-        }
-        if self.net.is_image() {
-            x = x.clamp(-1f32, 1f32)?;
-        }
-        Ok(x)
     }
 
     /// The noise levels of the ODE likelihood: `steps + 1` integer timesteps from 0 to T − 1, evenly spaced in
@@ -320,16 +262,14 @@ impl Model for Ddpm {
             b,
             &self.device,
         )?;
-        let class = match batch_labels(batch, self.cfg.net.num_classes, "ddpm")? {
-            // classifier-free guidance training: the null class (index K) with probability class_dropout
-            Some(y) if self.cfg.class_dropout > 0.0 => Some(drop_labels(
-                &y,
-                self.cfg.net.num_classes,
-                self.cfg.class_dropout,
-                rng,
-            )?),
-            y => y,
-        };
+        // classifier-free guidance training: the null class (index K) with probability class_dropout
+        let class = training_labels(
+            batch,
+            self.cfg.net.num_classes,
+            self.cfg.class_dropout,
+            "ddpm",
+            rng,
+        )?;
         let out = self.net.forward(&xt, &t, class.as_ref())?;
         let target = match self.cfg.prediction.as_str() {
             "v" => (eps.broadcast_mul(&alpha)? - x0.broadcast_mul(&sigma)?)?, // v = α·ε − σ·x₀
@@ -343,29 +283,10 @@ impl Model for Ddpm {
         })
     }
 
-    /// Runs the sampler named in `opts.sampler` (default: the config's) for `opts.steps` steps from pure noise.
+    /// Runs the sampler named in `opts.sampler` (default: the config's) for `opts.steps` steps from pure noise,
+    /// in the loop of [`crate::pipelines`].
     fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor> {
-        if n == 0 {
-            return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
-        }
-        let class = self.class_tensor(&opts.condition, n)?;
-        check_guidance(opts.guidance, self.cfg.net.num_classes, "ddpm")?;
-        let name = opts.sampler.as_deref().unwrap_or(&self.cfg.sampler);
-        let steps = opts.steps.unwrap_or(self.cfg.sample_steps);
-        let sopts = SamplerOptions {
-            eta: self.cfg.eta,
-            ..SamplerOptions::default()
-        };
-        let mut sampler = schedulers::build(name, &self.schedule, steps, &sopts)?;
-        let mut rng = Rng::new(opts.seed);
-        let mut shape = vec![n];
-        shape.extend_from_slice(&self.cfg.net.input_shape);
-        let mut x = sampler.init_noise(&shape.into(), &mut rng, &self.device)?;
-        if opts.temperature != 1.0 {
-            x = (x * opts.temperature)?;
-        }
-        self.run_sampler(sampler.as_mut(), x, class.as_ref(), opts.guidance, &mut rng)
-        // the loop
+        pipelines::sample(self, n, opts)
     }
 
     fn num_classes(&self) -> Option<usize> {
@@ -375,7 +296,7 @@ impl Model for Ddpm {
     fn sample_abilities(&self) -> SampleAbilities {
         SampleAbilities {
             sampler: true,
-            guidance: self.cfg.net.num_classes > 0,
+            guidance: self.cfg.net.num_classes > 0 && self.cfg.class_dropout > 0.0,
             ..SampleAbilities::default()
         }
     }
@@ -386,6 +307,55 @@ impl Model for Ddpm {
 
     fn as_latent(&self) -> Option<&dyn Latent> {
         Some(self)
+    }
+}
+
+impl Denoiser for Ddpm {
+    fn name(&self) -> &str {
+        "ddpm"
+    }
+
+    fn example_shape(&self) -> &[usize] {
+        &self.cfg.net.input_shape
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn schedule(&self) -> &dyn NoiseSchedule {
+        &self.schedule
+    }
+
+    fn sampler_defaults(&self) -> SamplerDefaults {
+        SamplerDefaults {
+            sampler: self.cfg.sampler.clone(),
+            steps: self.cfg.sample_steps,
+            options: SamplerOptions {
+                eta: self.cfg.eta,
+                ..SamplerOptions::default()
+            },
+        }
+    }
+
+    fn num_classes(&self) -> usize {
+        self.cfg.net.num_classes
+    }
+
+    fn has_null_class(&self) -> bool {
+        self.cfg.class_dropout > 0.0
+    }
+
+    fn clip_denoised(&self) -> bool {
+        self.cfg.clip_denoised && self.net.is_image()
+    }
+
+    fn clamp_samples(&self) -> bool {
+        self.net.is_image()
+    }
+
+    fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
+        self.denoise_unclipped(x, level, cond.class())
     }
 }
 
@@ -472,20 +442,21 @@ impl Latent for Ddpm {
 
     /// The DDIM (η = 0) sampler over `sample_steps` steps, from the codes instead of fresh noise.
     fn decode(&self, z: &Tensor, condition: &Condition) -> Result<Tensor> {
-        let class = self.class_tensor(condition, z.dim(0)?)?;
+        let cond = Cond::from_condition(
+            condition,
+            self.cfg.net.num_classes,
+            z.dim(0)?,
+            "ddpm",
+            &self.device,
+        )?;
         let mut sampler = schedulers::build(
             "ddim",
             &self.schedule,
             self.cfg.sample_steps,
             &SamplerOptions::default(),
         )?;
-        self.run_sampler(
-            sampler.as_mut(),
-            z.clone(),
-            class.as_ref(),
-            None,
-            &mut Rng::new(0),
-        )
+        let pipe = Pipeline::new(self, cond, None)?;
+        pipe.run(sampler.as_mut(), z.clone(), &mut Plain, &mut Rng::new(0))
     }
 
     /// Spherical interpolation (slerp), which keeps a Gaussian code's norm (Song et al. 2021, section 5.3);

@@ -28,7 +28,7 @@
 //!
 //! Sampling runs any sampler of [`crate::schedulers`] over the Karras levels (eq. 5: σ_min = 0.002,
 //! σ_max = 80, ρ = 7), by default Heun's method with 18 steps (35 evaluations, EDM's CIFAR-10 setting); the loop
-//! is in [`Edm::sample`].
+//! is the one of [`crate::pipelines`].
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -36,12 +36,12 @@ use serde::{Deserialize, Serialize};
 
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use super::{refuse_guidance, run_sampler};
-use crate::conditioning::{batch_labels, class_labels};
+use crate::conditioning::{check_class_dropout, training_labels, Cond};
 use crate::data::Batch;
 use crate::model::{
     Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities, SampleOptions,
 };
+use crate::pipelines::{self, Denoiser, SamplerDefaults};
 use crate::rng::Rng;
 use crate::schedulers::{self, KarrasSchedule, Level, NoiseSchedule, SamplerOptions};
 use crate::{Error, Result};
@@ -64,6 +64,9 @@ pub struct EdmConfig {
     pub sigma_max: f64,
     /// ρ of the sampling schedule (eq. 5).
     pub rho: f64,
+    /// Class-conditional models: probability of training an example with the null class instead of its
+    /// label, which makes classifier-free guidance possible (Ho & Salimans 2022 use 0.1–0.2).
+    pub class_dropout: f64,
     /// Clip D to the data range [−1, 1] while sampling (images only).
     pub clip_denoised: bool,
     /// Default sampler of `sample` (one of `schedulers::SAMPLERS`).
@@ -92,6 +95,7 @@ impl Default for EdmConfig {
             sigma_min: KarrasSchedule::DEFAULT_SIGMA_MIN,
             sigma_max: KarrasSchedule::DEFAULT_SIGMA_MAX,
             rho: KarrasSchedule::DEFAULT_RHO,
+            class_dropout: 0.1,
             clip_denoised: true,
             sampler: "heun".into(),
             sample_steps: 18,
@@ -115,6 +119,7 @@ impl EdmConfig {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
+        check_class_dropout(self.class_dropout, "model.class_dropout")?;
         self.quantization.validate()?;
         if self.ode_steps == 0 {
             return Err(Error::invalid("model.ode_steps", "must be at least 1"));
@@ -290,7 +295,14 @@ impl Model for Edm {
     fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
         let x0 = &batch.x; // (b, c, h, w) or (b, d)
         let b = x0.dim(0)?;
-        let class = batch_labels(batch, self.cfg.net.num_classes, "edm")?;
+        // classifier-free guidance training: the null class (index K) with probability class_dropout
+        let class = training_labels(
+            batch,
+            self.cfg.net.num_classes,
+            self.cfg.class_dropout,
+            "edm",
+            rng,
+        )?;
         let sigmas: Vec<f64> = (0..b)
             .map(|_| (self.cfg.p_mean + self.cfg.p_std * rng.normal() as f64).exp())
             .collect();
@@ -324,29 +336,7 @@ impl Model for Edm {
     /// Runs the sampler named in `opts.sampler` (default: the config's) for `opts.steps` steps from
     /// N(0, σ_max² I) (times `opts.temperature`).
     fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor> {
-        if n == 0 {
-            return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
-        }
-        refuse_guidance(opts)?;
-        let class = class_labels(
-            &opts.condition,
-            self.cfg.net.num_classes,
-            n,
-            "edm",
-            &self.device,
-        )?;
-        let name = opts.sampler.as_deref().unwrap_or(&self.cfg.sampler);
-        let steps = opts.steps.unwrap_or(self.cfg.sample_steps);
-        let mut sampler = schedulers::build(name, &self.schedule, steps, &self.sampler_options())?;
-        run_sampler(
-            sampler.as_mut(),
-            n,
-            &self.cfg.net.input_shape,
-            opts,
-            self.net.is_image(),
-            &self.device,
-            |x, level| self.denoise(x, level, class.as_ref()),
-        )
+        pipelines::sample(self, n, opts)
     }
 
     fn num_classes(&self) -> Option<usize> {
@@ -356,12 +346,59 @@ impl Model for Edm {
     fn sample_abilities(&self) -> SampleAbilities {
         SampleAbilities {
             sampler: true,
+            guidance: self.cfg.net.num_classes > 0 && self.cfg.class_dropout > 0.0,
             ..SampleAbilities::default()
         }
     }
 
     fn as_density(&self) -> Option<&dyn Density> {
         Some(self)
+    }
+}
+
+impl Denoiser for Edm {
+    fn name(&self) -> &str {
+        "edm"
+    }
+
+    fn example_shape(&self) -> &[usize] {
+        &self.cfg.net.input_shape
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn schedule(&self) -> &dyn NoiseSchedule {
+        &self.schedule
+    }
+
+    fn sampler_defaults(&self) -> SamplerDefaults {
+        SamplerDefaults {
+            sampler: self.cfg.sampler.clone(),
+            steps: self.cfg.sample_steps,
+            options: self.sampler_options(),
+        }
+    }
+
+    fn num_classes(&self) -> usize {
+        self.cfg.net.num_classes
+    }
+
+    fn has_null_class(&self) -> bool {
+        self.cfg.class_dropout > 0.0
+    }
+
+    fn clip_denoised(&self) -> bool {
+        self.cfg.clip_denoised && self.net.is_image()
+    }
+
+    fn clamp_samples(&self) -> bool {
+        self.net.is_image()
+    }
+
+    fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
+        self.denoise_unclipped(x, level, cond.class())
     }
 }
 

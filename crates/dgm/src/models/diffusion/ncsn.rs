@@ -34,7 +34,7 @@
 //!
 //! The network's time input is the level index i, as a real number for any σ: i(σ) = (L − 1)·ln(σ_max/σ) /
 //! ln(σ_max/σ_min), exact at the levels and interpolated in ln σ between them (a smooth D for a likelihood
-//! integrator). Sampling is in [`Ncsn::sample`].
+//! integrator). Sampling runs the loop of [`crate::pipelines`].
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -42,12 +42,12 @@ use serde::{Deserialize, Serialize};
 
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use super::{refuse_guidance, run_sampler};
-use crate::conditioning::{batch_labels, class_labels};
+use crate::conditioning::{check_class_dropout, training_labels, Cond};
 use crate::data::Batch;
 use crate::model::{
     Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities, SampleOptions,
 };
+use crate::pipelines::{self, Denoiser, SamplerDefaults};
 use crate::rng::Rng;
 use crate::schedulers::{self, Level, NoiseSchedule, SamplerOptions, VeSchedule};
 use crate::{Error, Result};
@@ -64,6 +64,9 @@ pub struct NcsnConfig {
     pub sigma_min: f64,
     /// The number of noise levels L.
     pub num_levels: usize,
+    /// Class-conditional models: probability of training an example with the null class instead of its
+    /// label, which makes classifier-free guidance possible (Ho & Salimans 2022 use 0.1–0.2).
+    pub class_dropout: f64,
     /// Clip D to the data range [−1, 1] while sampling (images only).
     pub clip_denoised: bool,
     /// Default sampler of `sample` (one of `schedulers::SAMPLERS`).
@@ -89,6 +92,7 @@ impl Default for NcsnConfig {
             sigma_max: 50.0,
             sigma_min: 0.01,
             num_levels: 100,
+            class_dropout: 0.1,
             clip_denoised: true,
             sampler: "langevin".into(),
             sample_steps: 0,
@@ -117,6 +121,7 @@ impl NcsnConfig {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
+        check_class_dropout(self.class_dropout, "model.class_dropout")?;
         self.quantization.validate()?;
         if self.ode_steps == 0 {
             return Err(Error::invalid("model.ode_steps", "must be at least 1"));
@@ -270,7 +275,14 @@ impl Model for Ncsn {
     fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
         let x0 = &batch.x; // (b, c, h, w) or (b, d)
         let b = x0.dim(0)?;
-        let class = batch_labels(batch, self.cfg.net.num_classes, "ncsn")?;
+        // classifier-free guidance training: the null class (index K) with probability class_dropout
+        let class = training_labels(
+            batch,
+            self.cfg.net.num_classes,
+            self.cfg.class_dropout,
+            "ncsn",
+            rng,
+        )?;
         let idx: Vec<usize> = (0..b)
             .map(|_| rng.below(self.schedule.num_levels()))
             .collect();
@@ -298,33 +310,7 @@ impl Model for Ncsn {
     /// `opts.steps` of the levels (default: the config's `sample_steps`, 0 = all), from N(0, σ_max² I) (times
     /// `opts.temperature`).
     fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor> {
-        if n == 0 {
-            return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
-        }
-        refuse_guidance(opts)?;
-        let class = class_labels(
-            &opts.condition,
-            self.cfg.net.num_classes,
-            n,
-            "ncsn",
-            &self.device,
-        )?;
-        let name = opts.sampler.as_deref().unwrap_or(&self.cfg.sampler);
-        let steps = match (opts.steps, self.cfg.sample_steps) {
-            (Some(s), _) => s,
-            (None, 0) => self.cfg.num_levels,
-            (None, s) => s,
-        };
-        let mut sampler = schedulers::build(name, &self.schedule, steps, &self.sampler_options())?;
-        run_sampler(
-            sampler.as_mut(),
-            n,
-            &self.cfg.net.input_shape,
-            opts,
-            self.net.is_image(),
-            &self.device,
-            |x, level| self.denoise(x, level, class.as_ref()),
-        )
+        pipelines::sample(self, n, opts)
     }
 
     fn num_classes(&self) -> Option<usize> {
@@ -334,12 +320,62 @@ impl Model for Ncsn {
     fn sample_abilities(&self) -> SampleAbilities {
         SampleAbilities {
             sampler: true,
+            guidance: self.cfg.net.num_classes > 0 && self.cfg.class_dropout > 0.0,
             ..SampleAbilities::default()
         }
     }
 
     fn as_density(&self) -> Option<&dyn Density> {
         Some(self)
+    }
+}
+
+impl Denoiser for Ncsn {
+    fn name(&self) -> &str {
+        "ncsn"
+    }
+
+    fn example_shape(&self) -> &[usize] {
+        &self.cfg.net.input_shape
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn schedule(&self) -> &dyn NoiseSchedule {
+        &self.schedule
+    }
+
+    fn sampler_defaults(&self) -> SamplerDefaults {
+        SamplerDefaults {
+            sampler: self.cfg.sampler.clone(),
+            steps: match self.cfg.sample_steps {
+                0 => self.cfg.num_levels,
+                s => s,
+            },
+            options: self.sampler_options(),
+        }
+    }
+
+    fn num_classes(&self) -> usize {
+        self.cfg.net.num_classes
+    }
+
+    fn has_null_class(&self) -> bool {
+        self.cfg.class_dropout > 0.0
+    }
+
+    fn clip_denoised(&self) -> bool {
+        self.cfg.clip_denoised && self.net.is_image()
+    }
+
+    fn clamp_samples(&self) -> bool {
+        self.net.is_image()
+    }
+
+    fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
+        self.denoise_unclipped(x, level, cond.class())
     }
 }
 
