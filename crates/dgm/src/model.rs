@@ -285,15 +285,21 @@ pub trait Model {
     /// Draws `n` samples, shaped like a batch of data (`(n, c, h, w)` or `(n, d)`), in the preprocessed space.
     fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor>;
 
-    /// Number of classes the model is conditioned on, if it is class-conditional.
+    /// Number of classes the model is conditioned on, if it is class-conditional (default: a diffusion model's
+    /// from its [`crate::pipelines::Denoiser`], else none).
     fn num_classes(&self) -> Option<usize> {
-        None
+        let k = self.as_denoiser()?.info().num_classes;
+        (k > 0).then_some(k)
     }
 
-    /// Which [`SampleOptions`] [`Model::sample`] uses (default: none beyond the seed, the temperature and
-    /// a class condition); [`check_sample_options`] refuses the rest.
+    /// Which [`SampleOptions`] [`Model::sample`] uses (default: a diffusion model's from its
+    /// [`crate::pipelines::Denoiser`], else none beyond the seed, the temperature and a class condition);
+    /// [`check_sample_options`] refuses the rest.
     fn sample_abilities(&self) -> SampleAbilities {
-        SampleAbilities::default()
+        match self.as_denoiser() {
+            Some(d) => d.info().sample_abilities(),
+            None => SampleAbilities::default(),
+        }
     }
 
     /// The model as a [`Density`], when it has a likelihood.
@@ -303,6 +309,11 @@ pub trait Model {
 
     /// The model as a [`Latent`] model, when it has encode / decode.
     fn as_latent(&self) -> Option<&dyn Latent> {
+        None
+    }
+
+    /// The model as a diffusion [`crate::pipelines::Denoiser`] (for guidance, editing and inverse problems).
+    fn as_denoiser(&self) -> Option<&dyn crate::pipelines::Denoiser> {
         None
     }
 

@@ -61,7 +61,7 @@ impl Guide for Dps<'_> {
                 "dps",
                 format!(
                     "model '{}' gave no gradient with respect to its input",
-                    pipe.model().name()
+                    pipe.model().info().name
                 ),
             )
         })?;

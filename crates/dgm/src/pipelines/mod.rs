@@ -38,7 +38,7 @@ pub use sdedit::sdedit;
 use candle_core::{Device, Tensor};
 
 use crate::conditioning::{check_guidance, Cond};
-use crate::model::SampleOptions;
+use crate::model::{SampleAbilities, SampleOptions};
 use crate::rng::Rng;
 use crate::schedulers::{self, Level, NoiseSchedule, Sampler, SamplerOptions};
 use crate::{Error, Result};
@@ -54,39 +54,51 @@ pub struct SamplerDefaults {
     pub options: SamplerOptions,
 }
 
+/// What the pipeline needs to know about a denoiser besides its schedule and its outputs.
+#[derive(Clone, Copy, Debug)]
+pub struct DenoiserInfo<'a> {
+    /// Registry name (`ddpm`, `edm`, `ncsn`), for messages.
+    pub name: &'a str,
+    /// The shape of one example.
+    pub example_shape: &'a [usize],
+    /// The device of the model's tensors.
+    pub device: &'a Device,
+    /// Number of classes of a class-conditional model (0 = unconditional).
+    pub num_classes: usize,
+    /// Whether the model was trained with class dropout, so that it has the null-class denoiser that
+    /// classifier-free guidance needs.
+    pub has_null_class: bool,
+    /// Clip D to the data range [−1, 1] while sampling (images, when the config asks for it).
+    pub clip_denoised: bool,
+    /// Clamp final samples to the data range [−1, 1] (images).
+    pub clamp_samples: bool,
+}
+
+impl DenoiserInfo<'_> {
+    /// What `Model::sample` accepts: a sampler and steps always, guidance with a null class.
+    pub fn sample_abilities(&self) -> SampleAbilities {
+        SampleAbilities {
+            sampler: true,
+            guidance: self.num_classes > 0 && self.has_null_class,
+            ..SampleAbilities::default()
+        }
+    }
+}
+
 /// A diffusion model as the samplers and solvers see it: its estimate of the clean data at a noise level.
 ///
 /// At a [`Level`] (x = α·x₀ + σ·ε) the model answers D(x; level, c) ≈ E[x₀ | x, c]; the noise estimate
 /// ε̂ = (x − α·D)/σ and the score ∇ₓ log p(x | c) = (α·D − x)/σ² follow from it ([`Denoiser::eps`],
 /// [`Denoiser::score`]).
 pub trait Denoiser {
-    /// Registry name (`ddpm`, `edm`, `ncsn`), for messages.
-    fn name(&self) -> &str;
-
-    /// The shape of one example.
-    fn example_shape(&self) -> &[usize];
-
-    /// The device of the model's tensors.
-    fn device(&self) -> &Device;
+    /// Name, shapes, classes and clipping.
+    fn info(&self) -> DenoiserInfo<'_>;
 
     /// The noise schedule the samplers walk.
     fn schedule(&self) -> &dyn NoiseSchedule;
 
     /// Default sampler, steps and sampler settings.
     fn sampler_defaults(&self) -> SamplerDefaults;
-
-    /// Number of classes of a class-conditional model (0 = unconditional).
-    fn num_classes(&self) -> usize;
-
-    /// Whether the model was trained with class dropout, so that it has the null-class denoiser that
-    /// classifier-free guidance needs.
-    fn has_null_class(&self) -> bool;
-
-    /// Clip D to the data range [−1, 1] while sampling (images, when the config asks for it).
-    fn clip_denoised(&self) -> bool;
-
-    /// Clamp final samples to the data range [−1, 1] (images).
-    fn clamp_samples(&self) -> bool;
 
     /// D(x; level, c), unclipped, for a batch `x` of `(b, example_shape…)` and a condition of b entries;
     /// differentiable in `x` (DPS takes its gradient).
@@ -167,20 +179,20 @@ impl<'a> Pipeline<'a> {
     /// guidance scale. Errors: guidance on an unconditional model, without a condition, on a model trained
     /// without class dropout, or a scale that is negative or not finite.
     pub fn new(model: &'a dyn Denoiser, cond: Cond, guidance: Option<f64>) -> Result<Self> {
-        check_guidance(guidance, model.num_classes(), model.name())?;
+        check_guidance(guidance, model.info().num_classes, model.info().name)?;
         let guidance = match guidance {
             None => None,
             Some(s) => {
-                if !model.has_null_class() {
+                if !model.info().has_null_class {
                     return Err(Error::invalid(
                         "guidance",
                         format!(
                             "model '{}' was trained without class dropout (model.class_dropout = 0), so it has no unconditional denoiser to guide with",
-                            model.name()
+                            model.info().name
                         ),
                     ));
                 }
-                let Some(null) = cond.null(model.num_classes())? else {
+                let Some(null) = cond.null(model.info().num_classes)? else {
                     return Err(Error::invalid(
                         "guidance",
                         "classifier-free guidance needs a condition (a class) to guide towards",
@@ -215,7 +227,7 @@ impl<'a> Pipeline<'a> {
                 (&uncond + ((cond - &uncond)? * *s)?)?
             }
         };
-        match self.model.clip_denoised() {
+        match self.model.info().clip_denoised {
             true => Ok(d.clamp(-1f32, 1f32)?),
             false => Ok(d),
         }
@@ -266,7 +278,7 @@ impl<'a> Pipeline<'a> {
                 }
             }
         }
-        match self.model.clamp_samples() {
+        match self.model.info().clamp_samples {
             true => Ok(x.clamp(-1f32, 1f32)?),
             false => Ok(x),
         }
@@ -281,17 +293,17 @@ pub fn sample(model: &dyn Denoiser, n: usize, opts: &SampleOptions) -> Result<Te
     }
     let cond = Cond::from_condition(
         &opts.condition,
-        model.num_classes(),
+        model.info().num_classes,
         n,
-        model.name(),
-        model.device(),
+        model.info().name,
+        model.info().device,
     )?;
     let pipe = Pipeline::new(model, cond, opts.guidance)?;
     let mut sampler = pipe.sampler(opts.sampler.as_deref(), opts.steps, 1.0)?;
     let mut rng = Rng::new(opts.seed);
     let mut shape = vec![n];
-    shape.extend_from_slice(model.example_shape());
-    let mut x = sampler.init_noise(&shape.into(), &mut rng, model.device())?;
+    shape.extend_from_slice(model.info().example_shape);
+    let mut x = sampler.init_noise(&shape.into(), &mut rng, model.info().device)?;
     if opts.temperature != 1.0 {
         x = (x * opts.temperature)?;
     }
@@ -314,8 +326,8 @@ pub fn solve(
     one_eval_per_level(sampler.as_ref(), solver)?;
     guide.check_sampler(sampler.as_ref())?;
     let mut shape = vec![n];
-    shape.extend_from_slice(pipe.model().example_shape());
-    let x = sampler.init_noise(&shape.into(), rng, pipe.model().device())?;
+    shape.extend_from_slice(pipe.model().info().example_shape);
+    let x = sampler.init_noise(&shape.into(), rng, pipe.model().info().device)?;
     pipe.run(sampler.as_mut(), x, guide, rng)
 }
 

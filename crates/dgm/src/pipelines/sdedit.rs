@@ -24,13 +24,14 @@ pub fn sdedit(
     rng: &mut Rng,
 ) -> Result<Tensor> {
     let model = pipe.model();
-    if x.rank() != model.example_shape().len() + 1 || &x.dims()[1..] != model.example_shape() {
+    let info = model.info();
+    if x.rank() != info.example_shape.len() + 1 || &x.dims()[1..] != info.example_shape {
         return Err(Error::invalid(
             "image",
             format!(
                 "model '{}' takes examples of shape {:?}, got a batch of shape {:?}",
-                model.name(),
-                model.example_shape(),
+                info.name,
+                info.example_shape,
                 x.dims()
             ),
         ));

@@ -69,14 +69,16 @@ impl Gauss {
 }
 
 impl Denoiser for Gauss {
-    fn name(&self) -> &str {
-        "gauss"
-    }
-    fn example_shape(&self) -> &[usize] {
-        &SHAPE
-    }
-    fn device(&self) -> &Device {
-        &self.device
+    fn info(&self) -> DenoiserInfo<'_> {
+        DenoiserInfo {
+            name: "gauss",
+            example_shape: &SHAPE,
+            device: &self.device,
+            num_classes: 0,
+            has_null_class: false,
+            clip_denoised: false,
+            clamp_samples: false,
+        }
     }
     fn schedule(&self) -> &dyn NoiseSchedule {
         self.schedule.as_ref()
@@ -87,18 +89,6 @@ impl Denoiser for Gauss {
             steps: self.steps,
             options: SamplerOptions::default(),
         }
-    }
-    fn num_classes(&self) -> usize {
-        0
-    }
-    fn has_null_class(&self) -> bool {
-        false
-    }
-    fn clip_denoised(&self) -> bool {
-        false
-    }
-    fn clamp_samples(&self) -> bool {
-        false
     }
     /// D = μ + (x − α·μ)·Mᵀ with M = α·Σ(α²Σ + σ²I)⁻¹, as tensor ops (so DPS can differentiate it).
     fn x0(&self, x: &Tensor, level: &Level, _cond: &Cond) -> Result<Tensor> {

@@ -28,9 +28,9 @@ use crate::conditioning::{batch_labels, check_class_dropout, training_labels, Co
 use crate::data::Batch;
 use crate::model::{
     Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
-    Model, SampleAbilities, SampleOptions,
+    Model, SampleOptions,
 };
-use crate::pipelines::{self, Denoiser, Pipeline, Plain, SamplerDefaults};
+use crate::pipelines::{self, Denoiser, DenoiserInfo, Pipeline, Plain, SamplerDefaults};
 use crate::rng::Rng;
 use crate::schedulers::{self, ddim_invert, Level, NoiseSchedule, SamplerOptions, VpSchedule};
 use crate::{Error, Result};
@@ -289,16 +289,8 @@ impl Model for Ddpm {
         pipelines::sample(self, n, opts)
     }
 
-    fn num_classes(&self) -> Option<usize> {
-        (self.cfg.net.num_classes > 0).then_some(self.cfg.net.num_classes)
-    }
-
-    fn sample_abilities(&self) -> SampleAbilities {
-        SampleAbilities {
-            sampler: true,
-            guidance: self.cfg.net.num_classes > 0 && self.cfg.class_dropout > 0.0,
-            ..SampleAbilities::default()
-        }
+    fn as_denoiser(&self) -> Option<&dyn Denoiser> {
+        Some(self)
     }
 
     fn as_density(&self) -> Option<&dyn Density> {
@@ -311,16 +303,9 @@ impl Model for Ddpm {
 }
 
 impl Denoiser for Ddpm {
-    fn name(&self) -> &str {
-        "ddpm"
-    }
-
-    fn example_shape(&self) -> &[usize] {
-        &self.cfg.net.input_shape
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
+    fn info(&self) -> DenoiserInfo<'_> {
+        let c = &self.cfg;
+        self.net.info("ddpm", c.clip_denoised, c.class_dropout)
     }
 
     fn schedule(&self) -> &dyn NoiseSchedule {
@@ -336,22 +321,6 @@ impl Denoiser for Ddpm {
                 ..SamplerOptions::default()
             },
         }
-    }
-
-    fn num_classes(&self) -> usize {
-        self.cfg.net.num_classes
-    }
-
-    fn has_null_class(&self) -> bool {
-        self.cfg.class_dropout > 0.0
-    }
-
-    fn clip_denoised(&self) -> bool {
-        self.cfg.clip_denoised && self.net.is_image()
-    }
-
-    fn clamp_samples(&self) -> bool {
-        self.net.is_image()
     }
 
     fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {

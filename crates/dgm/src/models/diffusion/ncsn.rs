@@ -44,10 +44,8 @@ use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
 use crate::conditioning::{check_class_dropout, training_labels, Cond};
 use crate::data::Batch;
-use crate::model::{
-    Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleAbilities, SampleOptions,
-};
-use crate::pipelines::{self, Denoiser, SamplerDefaults};
+use crate::model::{Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleOptions};
+use crate::pipelines::{self, Denoiser, DenoiserInfo, SamplerDefaults};
 use crate::rng::Rng;
 use crate::schedulers::{self, Level, NoiseSchedule, SamplerOptions, VeSchedule};
 use crate::{Error, Result};
@@ -313,16 +311,8 @@ impl Model for Ncsn {
         pipelines::sample(self, n, opts)
     }
 
-    fn num_classes(&self) -> Option<usize> {
-        (self.cfg.net.num_classes > 0).then_some(self.cfg.net.num_classes)
-    }
-
-    fn sample_abilities(&self) -> SampleAbilities {
-        SampleAbilities {
-            sampler: true,
-            guidance: self.cfg.net.num_classes > 0 && self.cfg.class_dropout > 0.0,
-            ..SampleAbilities::default()
-        }
+    fn as_denoiser(&self) -> Option<&dyn Denoiser> {
+        Some(self)
     }
 
     fn as_density(&self) -> Option<&dyn Density> {
@@ -331,16 +321,9 @@ impl Model for Ncsn {
 }
 
 impl Denoiser for Ncsn {
-    fn name(&self) -> &str {
-        "ncsn"
-    }
-
-    fn example_shape(&self) -> &[usize] {
-        &self.cfg.net.input_shape
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
+    fn info(&self) -> DenoiserInfo<'_> {
+        let c = &self.cfg;
+        self.net.info("ncsn", c.clip_denoised, c.class_dropout)
     }
 
     fn schedule(&self) -> &dyn NoiseSchedule {
@@ -356,22 +339,6 @@ impl Denoiser for Ncsn {
             },
             options: self.sampler_options(),
         }
-    }
-
-    fn num_classes(&self) -> usize {
-        self.cfg.net.num_classes
-    }
-
-    fn has_null_class(&self) -> bool {
-        self.cfg.class_dropout > 0.0
-    }
-
-    fn clip_denoised(&self) -> bool {
-        self.cfg.clip_denoised && self.net.is_image()
-    }
-
-    fn clamp_samples(&self) -> bool {
-        self.net.is_image()
     }
 
     fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {

@@ -3,13 +3,14 @@
 //! input per example (the schedule's `t`: a step index, a level index or c_noise(σ)) and optional class labels,
 //! and return a tensor shaped like the data.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::models::DataInfo;
 use crate::nn::unet::{timestep_embedding, UNet, UNetConfig};
 use crate::nn::{Activation, Embedding, Linear};
+use crate::pipelines::DenoiserInfo;
 use crate::{Error, Result};
 
 /// Network architectures.
@@ -259,24 +260,50 @@ impl TimeMlp {
 pub struct DenoiserNet {
     unet: Option<UNet>,
     mlp: Option<TimeMlp>,
+    input_shape: Vec<usize>,
+    num_classes: usize,
+    device: Device,
 }
 
 impl DenoiserNet {
     /// Builds the network of a prepared config.
     pub fn new(cfg: &NetConfig, vb: VarBuilder) -> Result<Self> {
-        match cfg.arch.as_str() {
-            "unet" => Ok(Self {
-                unet: Some(UNet::new(&cfg.unet, vb.pp("unet"))?),
-                mlp: None,
-            }),
-            "mlp" => Ok(Self {
-                unet: None,
-                mlp: Some(TimeMlp::new(cfg, vb.pp("mlp"))?),
-            }),
-            other => Err(Error::invalid(
-                "model.net.arch",
-                format!("'{other}' is not resolved: the config must be prepared (unet or mlp)"),
-            )),
+        let device = vb.device().clone();
+        let (unet, mlp) = match cfg.arch.as_str() {
+            "unet" => (Some(UNet::new(&cfg.unet, vb.pp("unet"))?), None),
+            "mlp" => (None, Some(TimeMlp::new(cfg, vb.pp("mlp"))?)),
+            other => {
+                return Err(Error::invalid(
+                    "model.net.arch",
+                    format!("'{other}' is not resolved: the config must be prepared (unet or mlp)"),
+                ))
+            }
+        };
+        Ok(Self {
+            unet,
+            mlp,
+            input_shape: cfg.input_shape.clone(),
+            num_classes: cfg.num_classes,
+            device,
+        })
+    }
+
+    /// What the pipeline needs to know about model `name` built on this network, whose config says
+    /// `clip_denoised` and `class_dropout`: images are clipped (when asked) and clamped, vectors neither.
+    pub fn info<'a>(
+        &'a self,
+        name: &'a str,
+        clip_denoised: bool,
+        class_dropout: f64,
+    ) -> DenoiserInfo<'a> {
+        DenoiserInfo {
+            name,
+            example_shape: &self.input_shape,
+            device: &self.device,
+            num_classes: self.num_classes,
+            has_null_class: class_dropout > 0.0,
+            clip_denoised: clip_denoised && self.is_image(),
+            clamp_samples: self.is_image(),
         }
     }
 
