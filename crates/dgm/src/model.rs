@@ -52,6 +52,17 @@ pub struct LossOutput {
     pub parts: Vec<(String, f64)>,
 }
 
+impl LossOutput {
+    /// A loss that is its own one logged part, `name`.
+    pub fn single(name: &str, loss: Tensor) -> Result<Self> {
+        let v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        Ok(Self {
+            loss,
+            parts: vec![(name.to_string(), v)],
+        })
+    }
+}
+
 /// What generation is conditioned on.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Condition {

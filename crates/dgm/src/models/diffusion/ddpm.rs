@@ -276,11 +276,7 @@ impl Model for Ddpm {
             _ => eps,
         };
         let loss = (out - target)?.sqr()?.mean_all()?;
-        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok(LossOutput {
-            loss,
-            parts: vec![("mse".into(), l)],
-        })
+        LossOutput::single("mse", loss)
     }
 
     /// Runs the sampler named in `opts.sampler` (default: the config's) for `opts.steps` steps from pure noise,

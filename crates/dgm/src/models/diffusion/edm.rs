@@ -30,7 +30,7 @@
 //! σ_max = 80, ρ = 7), by default Heun's method with 18 steps (35 evaluations, EDM's CIFAR-10 setting); the loop
 //! is the one of [`crate::pipelines`].
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -324,11 +324,7 @@ impl Model for Edm {
             .forward(&x.broadcast_mul(&c_in)?, &t, class.as_ref())?;
         let target = (x0 - x.broadcast_mul(&c_skip)?)?.broadcast_mul(&inv_c_out)?;
         let loss = (f - target)?.sqr()?.mean_all()?;
-        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok(LossOutput {
-            loss,
-            parts: vec![("mse".into(), l)],
-        })
+        LossOutput::single("mse", loss)
     }
 
     /// Runs the sampler named in `opts.sampler` (default: the config's) for `opts.steps` steps from
@@ -406,6 +402,7 @@ mod tests {
     use crate::model::Condition;
     use crate::models::DataInfo;
     use crate::nn::Params;
+    use candle_core::DType;
     use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
     fn tiny(cfg: EdmConfig, shape: &[usize], seed: u64) -> Result<(Edm, Params)> {

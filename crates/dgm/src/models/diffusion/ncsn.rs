@@ -36,7 +36,7 @@
 //! ln(σ_max/σ_min), exact at the levels and interpolated in ln σ between them (a smooth D for a likelihood
 //! integrator). Sampling runs the loop of [`crate::pipelines`].
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -297,11 +297,7 @@ impl Model for Ncsn {
         let xt = (x0 + z.broadcast_mul(&sigma)?)?; // x̃ = x + σ_i·z
         let f = self.net.forward(&xt, &t, class.as_ref())?; // σ_i·s_θ(x̃, σ_i)
         let loss = dsm_loss(&f, &z)?;
-        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok(LossOutput {
-            loss,
-            parts: vec![("dsm".into(), l)],
-        })
+        LossOutput::single("dsm", loss)
     }
 
     /// Runs the sampler named in `opts.sampler` (default: the config's, annealed Langevin dynamics) over
@@ -383,6 +379,7 @@ mod tests {
     use crate::model::Condition;
     use crate::models::DataInfo;
     use crate::nn::Params;
+    use candle_core::DType;
 
     fn tiny(cfg: NcsnConfig, shape: &[usize], seed: u64) -> Result<(Ncsn, Params)> {
         let mut cfg = cfg;
