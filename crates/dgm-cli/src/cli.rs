@@ -315,6 +315,122 @@ pub enum EditCommand {
     /// Keep the top rows of an image and sample the rest (autoregressive image models; the help lists them).
     #[command(about = complete_about())]
     Complete(CompleteArgs),
+    /// Fill the pixels a mask marks missing (diffusion models; solvers repaint [default], project, dps, sdedit).
+    Inpaint(InpaintArgs),
+    /// Undo a box down-sampling ×2 or ×4 (diffusion models; solvers project [default], dps, sdedit).
+    SuperResolve(SuperResolveArgs),
+    /// Colour a grey image (diffusion models on RGB data; solvers project [default], dps, sdedit).
+    Colorize(RestoreArgs),
+    /// Undo a Gaussian blur (diffusion models; solvers dps [default], project, sdedit).
+    Deblur(DeblurArgs),
+    /// Sparse-view CT: reconstruct an image from few projections (diffusion models on grey images; solvers
+    /// project [default], dps, sdedit).
+    Reconstruct(ReconstructArgs),
+    /// Turn a rough guide (a stroke painting, a sketch) into a realistic image (SDEdit; diffusion models).
+    Sdedit(RestoreArgs),
+}
+
+/// Options of every `dgm edit` task that runs a diffusion model (inpaint, super-resolve, colorize, deblur,
+/// reconstruct, sdedit).
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub run: RunArg,
+    /// The image (PNG etc., of the model's size): measured by the task's operator (or, for sdedit, the guide).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Output PNG: the input, the measurement as an image, then the samples.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of samples.
+    #[arg(short = 'n', long = "num", default_value_t = 4)]
+    pub n: usize,
+    /// Seed (measurement noise and sampling).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Solver: repaint, project, dps or sdedit (default: the task's).
+    #[arg(long)]
+    pub solver: Option<String>,
+    /// Measurement noise σ_y in the model's value space ([−1, 1] for images), added when measuring --image.
+    #[arg(long, default_value_t = 0.0)]
+    pub sigma_y: f64,
+    /// Sampler (default: the model's; the solvers need one evaluation per step: ddpm, ddim, euler, dpm++2m).
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// Number of sampler steps (default: the model's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// SDEdit strength in (0, 1]: the fraction of the steps run from the noised guide [default: 0.6].
+    #[arg(long)]
+    pub strength: Option<f64>,
+    /// repaint / project: levels to jump back when resampling.
+    #[arg(long, default_value_t = 10)]
+    pub jump: usize,
+    /// repaint / project: passes per block (1 = no resampling) [default: 5 for repaint, 1 for project].
+    #[arg(long)]
+    pub resample: Option<usize>,
+    /// dps: step size ζ.
+    #[arg(long, default_value_t = 1.0)]
+    pub dps_scale: f64,
+    /// project: CGLS iterations standing in for the pseudo-inverse of blur and CT.
+    #[arg(long, default_value_t = 10)]
+    pub cg_iters: usize,
+    /// Class to condition on, for class-conditional models.
+    #[arg(long)]
+    pub class: Option<u32>,
+    /// Classifier-free guidance scale (class-conditional models trained with class dropout).
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Also write the measurement as .npy (e.g. the sinogram, to reconstruct from with --sinogram).
+    #[arg(long)]
+    pub save_measurement: Option<PathBuf>,
+}
+
+/// `dgm edit inpaint`
+#[derive(Args, Debug)]
+pub struct InpaintArgs {
+    #[command(flatten)]
+    pub common: RestoreArgs,
+    /// The missing pixels: a mask image (white = missing, black = kept), `centre` (the centre box, half the
+    /// side), `bottom` (the bottom half) or `random:P` (each pixel missing with probability P).
+    #[arg(long)]
+    pub mask: String,
+}
+
+/// `dgm edit super-resolve`
+#[derive(Args, Debug)]
+pub struct SuperResolveArgs {
+    #[command(flatten)]
+    pub common: RestoreArgs,
+    /// Down-sampling factor (the image size must be divisible by it).
+    #[arg(long, default_value_t = 2)]
+    pub factor: usize,
+}
+
+/// `dgm edit deblur`
+#[derive(Args, Debug)]
+pub struct DeblurArgs {
+    #[command(flatten)]
+    pub common: RestoreArgs,
+    /// Standard deviation of the Gaussian blur, in pixels.
+    #[arg(long, default_value_t = 1.0)]
+    pub blur_sigma: f64,
+}
+
+/// `dgm edit reconstruct`
+#[derive(Args, Debug)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub common: RestoreArgs,
+    /// Measurement operator: ct (parallel-beam projections, angles evenly over [0, π)).
+    #[arg(long, default_value = "ct")]
+    pub operator: String,
+    /// Number of projection angles.
+    #[arg(long, default_value_t = 16)]
+    pub views: usize,
+    /// The measured sinogram (.npy or .csv, views × detectors) instead of projecting --image.
+    #[arg(long)]
+    pub sinogram: Option<PathBuf>,
 }
 
 /// `dgm edit complete`

@@ -30,6 +30,17 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("limit", "--limit"),
     ("examples_per_set", "--limit"),
     ("typicality_batch", "--typicality-batch"),
+    ("solver", "--solver"),
+    ("strength", "--strength"),
+    ("sigma_y", "--sigma-y"),
+    ("resample", "--resample"),
+    ("dps_scale", "--dps-scale"),
+    ("cg_iters", "--cg-iters"),
+    ("views", "--views"),
+    ("mask", "--mask"),
+    ("operator", "--operator"),
+    ("factor", "--factor"),
+    ("blur_sigma", "--blur-sigma"),
 ];
 
 /// The flag that sets library option `option`, if the CLI has one.

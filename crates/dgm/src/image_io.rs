@@ -237,6 +237,43 @@ pub fn save_scatter(path: &Path, points: &Tensor, lim: f32, size: u32) -> Result
     canvas.save(path)
 }
 
+/// Reads the image file at `path` ([`load_image`]) as a batch of one `(1, c, h, w)` in the value space of
+/// `prep`: each 8-bit value at the centre of its bin for dequantized scaling (lo + (hi − lo)(k + ½)/256), at its
+/// level otherwise (lo + (hi − lo)k/255). Binarized and raw preprocessing are refused (edits need an image
+/// model's continuous values).
+pub fn load_image_tensor(
+    path: &Path,
+    shape: &[usize],
+    prep: &Preprocessing,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let &[c, h, w] = shape else {
+        return Err(Error::invalid(
+            "image",
+            format!("images have shape (c, h, w), the model's examples {shape:?}"),
+        ));
+    };
+    let Preprocessing::Scale { range, dequantize } = prep else {
+        return Err(Error::invalid(
+            "image",
+            format!(
+                "an image for a model trained on {} data cannot be read as continuous values",
+                prep.describe()
+            ),
+        ));
+    };
+    let (lo, hi) = range.bounds();
+    let pixels = load_image(path, c, h, w)?;
+    let v: Vec<f32> = pixels
+        .iter()
+        .map(|&p| match dequantize {
+            true => lo + (hi - lo) * (p as f32 + 0.5) / 256.0,
+            false => lo + (hi - lo) * p as f32 / 255.0,
+        })
+        .collect();
+    Ok(Tensor::from_vec(v, (1, c, h, w), device)?)
+}
+
 /// Reads the image file at `path` as 8-bit pixels in `(c, h, w)` order: grey for `c = 1`, RGB for `c = 3`
 /// (colour images are converted to grey by the usual luma weights). Its size must be exactly `h × w`:
 /// anything else is an error naming both sizes.

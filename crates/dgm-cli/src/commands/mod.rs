@@ -18,6 +18,7 @@ mod latent;
 mod metrics;
 mod ood;
 mod report;
+mod restore;
 mod sample;
 mod score;
 mod train;
@@ -28,6 +29,7 @@ use self::eval::eval_cmd;
 use self::latent::{encode_cmd, interpolate_cmd};
 use self::metrics::{compare_cmd, train_features_cmd};
 use self::report::report_cmd;
+use self::restore::restore_cmd;
 use self::sample::sample_cmd;
 use self::score::score_cmd;
 use self::train::train_cmd;
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sample(a) => sample_cmd(a),
         Command::Score(a) => score_cmd(a),
         Command::Edit(EditCommand::Complete(a)) => complete_cmd(a),
+        Command::Edit(other) => restore_cmd(other),
         Command::Eval(a) => eval_cmd(a),
         Command::Encode(a) => encode_cmd(a),
         Command::Interpolate(a) => interpolate_cmd(a),

@@ -43,6 +43,9 @@ pub struct Abilities {
     pub sequence: bool,
     /// Samples the rest of a partly known image: [`Model::as_complete`], `dgm edit complete`.
     pub complete: bool,
+    /// A diffusion denoiser: [`Model::as_denoiser`], classifier-free guidance, `dgm edit inpaint`,
+    /// `super-resolve`, `colorize`, `deblur`, `reconstruct` and `sdedit`.
+    pub denoiser: bool,
     /// Can be conditioned on class labels (`--class`), always or when its config asks for it.
     pub class_conditional: bool,
 }
@@ -54,6 +57,7 @@ impl Abilities {
         latent: false,
         sequence: false,
         complete: false,
+        denoiser: false,
         class_conditional: false,
     };
 }
@@ -211,6 +215,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         abilities: Abilities {
             density: true,
             latent: true,
+            denoiser: true,
             class_conditional: true,
             ..Abilities::NONE
         },
@@ -230,6 +235,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         default_data: "shapes",
         abilities: Abilities {
             density: true,
+            denoiser: true,
             class_conditional: true,
             ..Abilities::NONE
         },
@@ -249,6 +255,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         default_data: "shapes",
         abilities: Abilities {
             density: true,
+            denoiser: true,
             class_conditional: true,
             ..Abilities::NONE
         },
@@ -588,6 +595,7 @@ mod tests {
             assert_eq!(m.as_latent().is_some(), a.latent, "{} latent", e.name);
             assert_eq!(m.as_sequence().is_some(), a.sequence, "{} sequence", e.name);
             assert_eq!(m.as_complete().is_some(), a.complete, "{} complete", e.name);
+            assert_eq!(m.as_denoiser().is_some(), a.denoiser, "{} denoiser", e.name);
             if e.name == "cvae" {
                 assert!(a.class_conditional && m.num_classes() == Some(10));
             }

@@ -40,7 +40,7 @@ impl Blur {
         let [_, h, w] = image_shape("blur", shape)?;
         if !(sigma > 0.0 && sigma <= 20.0) {
             return Err(Error::invalid(
-                "sigma",
+                "blur_sigma",
                 format!("{sigma}: the blur's standard deviation must be in (0, 20] pixels"),
             ));
         }

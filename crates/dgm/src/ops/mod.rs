@@ -22,6 +22,7 @@
 
 mod blur;
 mod ct;
+mod file;
 mod grey;
 mod mask;
 mod resample;
@@ -30,6 +31,7 @@ mod tests;
 
 pub use blur::Blur;
 pub use ct::Radon;
+pub use file::read_measurement;
 pub use grey::Grey;
 pub use mask::Mask;
 pub use resample::Downsample;

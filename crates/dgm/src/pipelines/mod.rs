@@ -24,6 +24,7 @@
 //! the last part of any sampler's levels from a partly noised input.
 
 pub mod dps;
+pub mod edit;
 pub mod project;
 pub mod repaint;
 pub mod sdedit;
@@ -31,6 +32,7 @@ pub mod sdedit;
 mod tests;
 
 pub use dps::Dps;
+pub use edit::{edit, Edit, EditOptions, Input, Task};
 pub use project::Project;
 pub use repaint::RePaint;
 pub use sdedit::sdedit;
