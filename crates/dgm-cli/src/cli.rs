@@ -363,18 +363,18 @@ pub struct RestoreArgs {
     /// SDEdit strength in (0, 1]: the fraction of the steps run from the noised guide [default: 0.6].
     #[arg(long)]
     pub strength: Option<f64>,
-    /// repaint / project: levels to jump back when resampling.
-    #[arg(long, default_value_t = 10)]
-    pub jump: usize,
+    /// repaint / project: levels to jump back when resampling [default: 10].
+    #[arg(long)]
+    pub jump: Option<usize>,
     /// repaint / project: passes per block (1 = no resampling) [default: 5 for repaint, 1 for project].
     #[arg(long)]
     pub resample: Option<usize>,
-    /// dps: step size ζ.
-    #[arg(long, default_value_t = 1.0)]
-    pub dps_scale: f64,
-    /// project: CGLS iterations standing in for the pseudo-inverse of blur and CT.
-    #[arg(long, default_value_t = 10)]
-    pub cg_iters: usize,
+    /// dps: step size ζ [default: 1].
+    #[arg(long)]
+    pub dps_scale: Option<f64>,
+    /// project: CGLS iterations standing in for the pseudo-inverse of blur and CT [default: 10].
+    #[arg(long)]
+    pub cg_iters: Option<usize>,
     /// Class to condition on, for class-conditional models.
     #[arg(long)]
     pub class: Option<u32>,

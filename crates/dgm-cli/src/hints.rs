@@ -34,6 +34,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("strength", "--strength"),
     ("sigma_y", "--sigma-y"),
     ("resample", "--resample"),
+    ("jump", "--jump"),
     ("dps_scale", "--dps-scale"),
     ("cg_iters", "--cg-iters"),
     ("views", "--views"),

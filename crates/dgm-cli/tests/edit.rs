@@ -203,6 +203,27 @@ fn every_edit_task_writes_its_grid_and_bad_input_writes_nothing() {
         ("reconstruct", &["--operator", "mri"], &["mri", "ct"]),
         ("deblur", &["--dps-scale", "0"], &["--dps-scale"]),
         (
+            "deblur",
+            &["--solver", "project", "--dps-scale", "2"],
+            &["--dps-scale", "dps", "project"],
+        ),
+        (
+            "inpaint",
+            &["--mask", "centre", "--solver", "dps", "--jump", "2"],
+            &["--jump", "repaint"],
+        ),
+        (
+            "colorize",
+            &["--resample", "2", "--solver", "dps"],
+            &["--resample"],
+        ),
+        (
+            "colorize",
+            &["--cg-iters", "2", "--solver", "dps"],
+            &["--cg-iters"],
+        ),
+        ("sdedit", &["--sigma-y", "0.1"], &["--sigma-y", "sdedit"]),
+        (
             "inpaint",
             &["--mask", "centre", "--class", "2"],
             &["unconditional"],
@@ -218,6 +239,18 @@ fn every_edit_task_writes_its_grid_and_bad_input_writes_nothing() {
         let o = edit(task, &r, Some(&img), &out, args);
         assert_bad_input(&o, needles);
         assert!(!out.exists(), "{task} {args:?} wrote its output");
+    }
+    for (n, needle) in [("0", "at least 1"), ("100000000000", "more than")] {
+        let o = run(dgm()
+            .args(["edit", "colorize", "--run"])
+            .arg(&r)
+            .arg("--image")
+            .arg(&img)
+            .arg("--out")
+            .arg(&out)
+            .args(["-n", n]));
+        assert_bad_input(&o, &["-n", needle]);
+        assert!(!out.exists());
     }
     let o = edit("colorize", &r, None, &out, &[]);
     assert_bad_input(&o, &["--image"]);

@@ -63,14 +63,6 @@ pub(super) fn restore_cmd(cmd: EditCommand) -> Result<ExitCode> {
         Spec::Task(t) => t,
         Spec::Inpaint(m) => Task::Inpaint(mask(&m, &shape, a.seed, &dev)?),
     };
-    // the n samples, the batch the network sees (×2 under guidance) and its activations: refuse what cannot fit
-    let per = (shape.iter().product::<usize>() as u64).saturating_mul(4 * 64);
-    dgm::memory::check_bytes(
-        &format!("{} samples to edit", a.n),
-        "-n",
-        (a.n as u64).saturating_mul(per),
-        &dgm::memory::available()?,
-    )?;
     let prep = &run.config.data.preprocessing;
     let truth = match &a.image {
         Some(p) => Some(dgm::image_io::load_image_tensor(p, &shape, prep, &dev)?),

@@ -154,14 +154,14 @@ pub struct EditOptions {
     pub seed: u64,
     /// SDEdit's strength in (0, 1] (the `sdedit` solver only; default [`DEFAULT_STRENGTH`]).
     pub strength: Option<f64>,
-    /// Levels to jump back (`repaint`, `project`).
-    pub jump: usize,
-    /// Passes per block (`repaint`, `project`); default 5 for `repaint`, 1 for `project`.
+    /// Levels to jump back when resampling (`repaint`, `project`; default 10).
+    pub jump: Option<usize>,
+    /// Passes per block (`repaint`, `project`; default 5 for `repaint`, 1 = none for `project`).
     pub resample: Option<usize>,
-    /// DPS step ζ.
-    pub dps_scale: f64,
-    /// CGLS iterations standing in for A⁺ (`project` with blur or CT).
-    pub cg_iters: usize,
+    /// DPS step ζ (`dps`; default 1).
+    pub dps_scale: Option<f64>,
+    /// CGLS iterations standing in for A⁺ where an operator has no cheap one (`project`; default 10).
+    pub cg_iters: Option<usize>,
     /// Class condition.
     pub condition: Condition,
     /// Classifier-free guidance scale.
@@ -178,10 +178,10 @@ impl Default for EditOptions {
             n: 1,
             seed: 0,
             strength: None,
-            jump: 10,
+            jump: None,
             resample: None,
-            dps_scale: 1.0,
-            cg_iters: 10,
+            dps_scale: None,
+            cg_iters: None,
             condition: Condition::None,
             guidance: None,
         }
@@ -236,10 +236,42 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
             ),
         ));
     }
-    if opts.strength.is_some() && solver != "sdedit" {
+    if !(opts.sigma_y.is_finite() && opts.sigma_y >= 0.0) {
         return Err(Error::invalid(
-            "strength",
-            format!("the strength is the sdedit solver's alone; the solver is '{solver}'"),
+            "sigma_y",
+            format!(
+                "{}: the measurement noise must be a finite number ≥ 0",
+                opts.sigma_y
+            ),
+        ));
+    }
+    // settings of one solver given to another are refused, not ignored
+    let given = [
+        ("strength", opts.strength.is_some(), &["sdedit"][..]),
+        ("jump", opts.jump.is_some(), &["repaint", "project"][..]),
+        (
+            "resample",
+            opts.resample.is_some(),
+            &["repaint", "project"][..],
+        ),
+        ("dps_scale", opts.dps_scale.is_some(), &["dps"][..]),
+        ("cg_iters", opts.cg_iters.is_some(), &["project"][..]),
+    ];
+    for (key, set, users) in given {
+        if set && !users.contains(&solver) {
+            return Err(Error::invalid(
+                key,
+                format!(
+                    "applies to the {} solver(s) only; the solver is '{solver}'",
+                    users.join(" and ")
+                ),
+            ));
+        }
+    }
+    if matches!(task, Task::Sdedit) && opts.sigma_y != 0.0 {
+        return Err(Error::invalid(
+            "sigma_y",
+            "sdedit takes the image as it is; there is no measurement to add noise to",
         ));
     }
     if opts.n == 0 {
@@ -248,6 +280,15 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
             "the number of samples must be at least 1",
         ));
     }
+    // the n samples, the batch the network sees (×2 under guidance) and its activations, about 64 values per
+    // pixel: refuse what cannot fit
+    let per = (shape.iter().product::<usize>() as u64).saturating_mul(4 * 64);
+    crate::memory::check_bytes(
+        &format!("{} samples to edit", opts.n),
+        "n",
+        (opts.n as u64).saturating_mul(per),
+        &crate::memory::available()?,
+    )?;
     let mut rng = Rng::new(opts.seed);
     let op = task.operator(&shape, device)?;
     // the measurement and its image view
@@ -289,17 +330,18 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
             sdedit(&pipe, &guide, sampler, steps, strength, &mut rng)?
         }
         ("repaint", Some(op)) => {
-            let r = opts.resample.unwrap_or(5);
-            let mut g = RePaint::new(op, &ys, opts.sigma_y, opts.jump, r)?;
+            let (j, r) = (opts.jump.unwrap_or(10), opts.resample.unwrap_or(5));
+            let mut g = RePaint::new(op, &ys, opts.sigma_y, j, r)?;
             solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?
         }
         ("project", Some(op)) => {
-            let r = opts.resample.unwrap_or(1);
-            let mut g = Project::new(op, &ys, opts.sigma_y, opts.cg_iters, opts.jump, r)?;
+            let (j, r) = (opts.jump.unwrap_or(10), opts.resample.unwrap_or(1));
+            let cg = opts.cg_iters.unwrap_or(10);
+            let mut g = Project::new(op, &ys, opts.sigma_y, cg, j, r)?;
             solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?
         }
         ("dps", Some(op)) => {
-            let mut g = Dps::new(op, &ys, opts.dps_scale)?;
+            let mut g = Dps::new(op, &ys, opts.dps_scale.unwrap_or(1.0))?;
             solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?
         }
         (other, _) => return Err(Error::unknown("solver", other, SOLVERS)),
