@@ -6,8 +6,8 @@
 //! The first N test digits, scaled to [−1, 1] as the model was trained (pixel/255 → 2·v − 1), are measured
 //! without noise; one sample per digit, all digits in one batch. Scores are on the [0, 1] scale of the pixels
 //! (outputs clipped), data range 1. The random-pixel mask is one draw (seed 0) shared by all digits.
-//!   usage: control_mnist RUN [N_IMAGES] [STEPS] [TASKS] [SOLVERS]
-//!   (defaults 100, 50, inpaint,sr,ct, repaint,project,dps; the sampler is DDPM's ancestral one)
+//!   usage: control_mnist RUN [N_IMAGES] [STEPS] [TASKS] [SOLVERS] [DPS_SCALE]
+//!   (defaults 100, 50, inpaint,sr,ct, repaint,project,dps, 1; the sampler is DDPM's ancestral one)
 
 mod common;
 
@@ -38,6 +38,7 @@ fn main() -> dgm::Result<()> {
     let solvers = args
         .get(4)
         .map_or("repaint,project,dps".to_string(), |s| s.clone());
+    let zeta: f64 = args.get(5).map_or(1.0, |s| s.parse().expect("DPS_SCALE"));
     let dev = Device::Cpu;
     let loaded = run::load(std::path::Path::new(run_dir), Weights::Ema, &dev)?;
     let model = loaded
@@ -92,7 +93,7 @@ fn main() -> dgm::Result<()> {
                 "repaint" if op.as_mask().is_some() => Box::new(RePaint::new(op, y, 0.0, 10, 5)?),
                 "repaint" => continue,
                 "project" => Box::new(Project::new(op, y, 0.0, 10, 10, 1)?),
-                "dps" => Box::new(Dps::new(op, y, 1.0)?),
+                "dps" => Box::new(Dps::new(op, y, zeta)?),
                 other => panic!("unknown solver {other}"),
             };
             let t = Instant::now();
@@ -106,11 +107,11 @@ fn main() -> dgm::Result<()> {
                 &mut Rng::new(1),
             )?;
             let label = match solver {
-                "repaint" => "repaint j10 r5",
-                "project" => "project",
-                _ => "dps ζ=1",
+                "repaint" => "repaint j10 r5".to_string(),
+                "project" => "project".to_string(),
+                _ => format!("dps ζ={zeta}"),
             };
-            row(task, label, &out, t.elapsed().as_secs_f64())?;
+            row(task, &label, &out, t.elapsed().as_secs_f64())?;
         }
         Ok(())
     };
@@ -171,10 +172,11 @@ fn main() -> dgm::Result<()> {
     Ok(())
 }
 
-/// Bicubic up-sampling (Catmull–Rom, the `image` crate's) of `(n, 1, s, s)` images to `side × side`, in f32.
+/// Bicubic up-sampling (Catmull–Rom, the `image` crate's) of `(n, 1, s, s)` images in [−1, 1] to
+/// `side × side`, in f32 (through [0, 1]: the crate clamps f32 pixels to that range).
 fn bicubic(y: &Tensor, side: u32) -> dgm::Result<Tensor> {
     let (n, _, s, _) = y.dims4()?;
-    let v: Vec<f32> = y.flatten_all()?.to_vec1()?;
+    let v: Vec<f32> = y.affine(0.5, 0.5)?.flatten_all()?.to_vec1()?;
     let mut out = Vec::with_capacity(n * (side * side) as usize);
     for i in 0..n {
         let img: image::ImageBuffer<image::Luma<f32>, Vec<f32>> = image::ImageBuffer::from_raw(
@@ -186,9 +188,6 @@ fn bicubic(y: &Tensor, side: u32) -> dgm::Result<Tensor> {
         let up = image::imageops::resize(&img, side, side, image::imageops::FilterType::CatmullRom);
         out.extend(up.into_raw());
     }
-    Ok(Tensor::from_vec(
-        out,
-        (n, 1, side as usize, side as usize),
-        y.device(),
-    )?)
+    let up = Tensor::from_vec(out, (n, 1, side as usize, side as usize), y.device())?;
+    Ok(up.affine(2.0, -1.0)?)
 }

@@ -5,7 +5,8 @@
 //! x_{i+1} ← x_{i+1} − ζ·∇_{x_i} ‖y − A x̂₀(x_i)‖,
 //!
 //! with the step ζ of their released code (the gradient of the norm, not of its square; ζ = 1 for
-//! inpainting and super-resolution there). It needs only ∇ₓ of the denoiser, which candle's backward pass
+//! inpainting and super-resolution there, with 1000 steps; with fewer steps a larger ζ does better — on MNIST
+//! at 50 steps ζ = 5 beat 1 and 20, see docs/control.md). It needs only ∇ₓ of the denoiser, which candle's backward pass
 //! gives, and handles noisy measurements: y = A x + σ_y ε with σ_y in the model's value space ([−1, 1] for
 //! images, the pitfall the paper's code warns about).
 //!
