@@ -7,7 +7,7 @@
 //! without noise; one sample per digit, all digits in one batch. Scores are on the [0, 1] scale of the pixels
 //! (outputs clipped), data range 1. The random-pixel mask is one draw (seed 0) shared by all digits.
 //!   usage: control_mnist RUN [N_IMAGES] [STEPS] [TASKS] [SOLVERS] [DPS_SCALE]
-//!   (defaults 100, 50, inpaint,sr,ct, repaint,project,dps, 1; the sampler is DDPM's ancestral one)
+//!   (defaults 100, 50, inpaint,sr,ct, repaint,project,dps, 5; the sampler is DDPM's ancestral one)
 
 mod common;
 
@@ -15,13 +15,11 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use dgm::conditioning::Cond;
-use dgm::data::{self, DataSpec, GeneratedSizes, Split};
-use dgm::metrics::features::dataset_images;
+use dgm::data::DataSpec;
 use dgm::metrics::restoration::{psnr, ssim};
 use dgm::ops::{cgls, measure, Downsample, LinearOperator, Mask, Radon};
 use dgm::pipelines::{solve, Dps, Guide, Pipeline, Project, RePaint};
 use dgm::rng::Rng;
-use dgm::train::{run, Weights};
 
 fn main() -> dgm::Result<()> {
     common::init();
@@ -38,22 +36,14 @@ fn main() -> dgm::Result<()> {
     let solvers = args
         .get(4)
         .map_or("repaint,project,dps".to_string(), |s| s.clone());
-    let zeta: f64 = args.get(5).map_or(1.0, |s| s.parse().expect("DPS_SCALE"));
+    let zeta: f64 = args.get(5).map_or(5.0, |s| s.parse().expect("DPS_SCALE"));
     let dev = Device::Cpu;
-    let loaded = run::load(std::path::Path::new(run_dir), Weights::Ema, &dev)?;
+    let (loaded, x01, x) = common::run_and_test_images(run_dir, DataSpec::Mnist, n)?;
     let model = loaded
         .model
         .as_denoiser()
-        .ok_or_else(|| dgm::Error::invalid("run", "not a diffusion model"))?;
-    let test = data::load(
-        &DataSpec::Mnist,
-        Split::Test,
-        &data::data_dir(None),
-        &GeneratedSizes::default(),
-    )?;
-    let x01 = dataset_images(&test, Some(n), &dev)?; // (n, 1, 28, 28) in [0, 1]
+        .expect("checked by run_and_test_images");
     let n = x01.dim(0)?;
-    let x = x01.affine(2.0, -1.0)?; // the model's [−1, 1]
     let shape = [1usize, 28, 28];
     println!(
         "run {run_dir} ({}), first {n} MNIST test digits, one sample each, sampler ddpm, {steps} steps, noise-free measurements",

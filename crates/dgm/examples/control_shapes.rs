@@ -15,13 +15,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use dgm::conditioning::Cond;
 use dgm::data::shapes::COLOURS;
-use dgm::data::{self, DataSpec, GeneratedSizes, Split};
-use dgm::metrics::features::dataset_images;
+use dgm::data::DataSpec;
 use dgm::metrics::restoration::psnr;
 use dgm::ops::{measure, Grey, LinearOperator};
 use dgm::pipelines::{sdedit, solve, Dps, Pipeline, Project};
 use dgm::rng::Rng;
-use dgm::train::{run, Weights};
 
 fn main() -> dgm::Result<()> {
     common::init();
@@ -36,20 +34,12 @@ fn main() -> dgm::Result<()> {
         .get(3)
         .map_or("project,dps,sdedit".to_string(), |s| s.clone());
     let dev = Device::Cpu;
-    let loaded = run::load(std::path::Path::new(run_dir), Weights::Ema, &dev)?;
+    let (loaded, x01, x) = common::run_and_test_images(run_dir, DataSpec::Shapes, n)?;
     let model = loaded
         .model
         .as_denoiser()
-        .ok_or_else(|| dgm::Error::invalid("run", "not a diffusion model"))?;
-    let test = data::load(
-        &DataSpec::Shapes,
-        Split::Test,
-        &data::data_dir(None),
-        &GeneratedSizes::default(),
-    )?;
-    let x01 = dataset_images(&test, Some(n), &dev)?; // (n, 3, 32, 32) in [0, 1]
+        .expect("checked by run_and_test_images");
     let n = x01.dim(0)?;
-    let x = x01.affine(2.0, -1.0)?;
     let shape = [3usize, 32, 32];
     let truth: Vec<f32> = x01.flatten_all()?.to_vec1()?;
     let truth_colours: Vec<usize> = (0..n).map(|i| colour_of(&truth, &truth, i)).collect();

@@ -94,3 +94,35 @@ impl StepTimer {
         Ok(quartiles(self.times.clone()))
     }
 }
+
+/// For the control benches: the run at `run_dir` (EMA weights, CPU), which must be a diffusion model, and the
+/// first `n` test images of `spec` in [0, 1] and in the model's [−1, 1].
+pub fn run_and_test_images(
+    run_dir: &str,
+    spec: dgm::data::DataSpec,
+    n: usize,
+) -> dgm::Result<(
+    dgm::train::run::LoadedRun,
+    candle_core::Tensor,
+    candle_core::Tensor,
+)> {
+    use dgm::data::{self, GeneratedSizes, Split};
+    let dev = candle_core::Device::Cpu;
+    let loaded = dgm::train::run::load(
+        std::path::Path::new(run_dir),
+        dgm::train::Weights::Ema,
+        &dev,
+    )?;
+    if loaded.model.as_denoiser().is_none() {
+        return Err(dgm::Error::invalid("run", "not a diffusion model"));
+    }
+    let test = data::load(
+        &spec,
+        Split::Test,
+        &data::data_dir(None),
+        &GeneratedSizes::default(),
+    )?;
+    let x01 = dgm::metrics::features::dataset_images(&test, Some(n), &dev)?;
+    let x = x01.affine(2.0, -1.0)?;
+    Ok((loaded, x01, x))
+}
