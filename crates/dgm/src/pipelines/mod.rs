@@ -314,7 +314,9 @@ pub fn sample(model: &dyn Denoiser, n: usize, opts: &SampleOptions) -> Result<Te
 
 /// Solves an inverse problem with the hooks of solver `solver` (its name, for messages): `n` samples from the
 /// initial noise of the sampler `sampler` over `steps` steps (defaults: the model's), which must make one model
-/// evaluation per step and suit the solver.
+/// evaluation per step and suit the solver. When no sampler is named and the model's default does not suit the
+/// solver (EDM's Heun, NCSN's Langevin, DDIM for RePaint's resampling is fine), DDPM's ancestral sampler is used,
+/// the one the solvers' papers use.
 pub fn solve(
     pipe: &Pipeline,
     guide: &mut dyn Guide,
@@ -324,9 +326,16 @@ pub fn solve(
     steps: Option<usize>,
     rng: &mut Rng,
 ) -> Result<Tensor> {
-    let mut sampler = pipe.sampler(sampler, steps, 1.0)?;
-    one_eval_per_level(sampler.as_ref(), solver)?;
-    guide.check_sampler(sampler.as_ref())?;
+    let mut chosen = pipe.sampler(sampler, steps, 1.0)?;
+    let suits = |s: &dyn Sampler, guide: &dyn Guide| -> Result<()> {
+        one_eval_per_level(s, solver)?;
+        guide.check_sampler(s)
+    };
+    if sampler.is_none() && suits(chosen.as_ref(), guide).is_err() {
+        chosen = pipe.sampler(Some("ddpm"), steps, 1.0)?; // the solvers' fallback
+    }
+    suits(chosen.as_ref(), guide)?;
+    let mut sampler = chosen;
     let mut shape = vec![n];
     shape.extend_from_slice(pipe.model().info().example_shape);
     let x = sampler.init_noise(&shape.into(), rng, pipe.model().info().device)?;

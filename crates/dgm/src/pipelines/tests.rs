@@ -432,14 +432,15 @@ fn solvers_refuse_what_they_cannot_do() -> Result<()> {
     assert!(e.contains("dps_scale"), "{e}");
     let e = message(Dps::new(&p.mask, &zeros.reshape((2, 4))?, 1.0));
     assert!(e.contains("measurement"), "{e}");
-    // heun makes two evaluations per step
+    // heun makes two evaluations per step: refused when named, replaced by ddpm when it is only the default
     let mut rp = RePaint::new(&p.mask, &p.y, 0.0, 1, 1)?;
+    let heun = Some("heun");
     let e = message(solve(
         &pipe,
         &mut rp,
         "repaint",
         2,
-        None,
+        heun,
         None,
         &mut Rng::new(0),
     ));
@@ -447,6 +448,8 @@ fn solvers_refuse_what_they_cannot_do() -> Result<()> {
         e.contains("one model evaluation per step") && e.contains("heun"),
         "{e}"
     );
+    let x = solve(&pipe, &mut rp, "repaint", 2, None, None, &mut Rng::new(0))?;
+    assert_eq!(x.dims(), &[2, 1, 2, 2]);
     // dpm++2m carries state: no resampling with it
     let mut rp = RePaint::new(&p.mask, &p.y, 0.0, 2, 3)?;
     let e = message(solve(
