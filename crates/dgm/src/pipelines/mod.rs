@@ -1,6 +1,6 @@
 //! Controlled sampling of diffusion models, diffusers style: the [`Denoiser`] that DDPM, EDM and NCSN implement,
 //! the one sampling loop ([`Pipeline::run`]) that plain sampling, classifier-free guidance, SDEdit and every
-//! inverse-problem solver share, and the solvers ([`sdedit`], [`repaint`], [`project`], [`dps`]).
+//! inverse-problem solver share, and the solvers ([`sdedit`](mod@sdedit), [`repaint`], [`project`], [`dps`]).
 //!
 //! Like [`crate::schedulers`] and [`crate::ops`], this module imports no model: a model enters only through the
 //! [`Denoiser`] trait, so every solver works with every diffusion model, and the tests run each one against an
