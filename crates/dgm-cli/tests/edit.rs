@@ -138,7 +138,10 @@ fn every_edit_task_writes_its_grid_and_bad_input_writes_nothing() {
         assert!(o.status.success(), "{task} {args:?}: {}", stderr(&o));
         assert!(out.is_file(), "{task} {args:?}");
         let s = stdout(&o);
-        assert!(s.contains(task) && s.contains("2 samples"), "{s}");
+        assert!(
+            s.contains(task) && s.contains("2 samples") && s.contains("sampler "),
+            "{s}"
+        );
         if *task != "sdedit" {
             assert!(s.contains("PSNR") && s.contains("SSIM"), "{s}");
         }

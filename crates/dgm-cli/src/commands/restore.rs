@@ -119,10 +119,11 @@ pub(super) fn restore_cmd(cmd: EditCommand) -> Result<ExitCode> {
         _ => "the input",
     };
     println!(
-        "{} with {} ({}): wrote {shown} and {} samples to {}",
+        "{} with {} ({}; sampler {}): wrote {shown} and {} samples to {}",
         task.name(),
         out.solver,
         out.operator,
+        out.sampler,
         a.n,
         a.out.display()
     );

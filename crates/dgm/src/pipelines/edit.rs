@@ -17,7 +17,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::{sdedit, solve, Denoiser, Dps, Pipeline, Project, RePaint};
+use super::{sdedit, solve_with, Denoiser, Dps, Pipeline, Project, RePaint};
 use crate::conditioning::Cond;
 use crate::model::Condition;
 use crate::ops::{measure, Blur, Downsample, Grey, LinearOperator, Mask, Radon};
@@ -200,6 +200,8 @@ pub struct Edit {
     pub samples: Tensor,
     /// The solver that made them.
     pub solver: String,
+    /// The sampler it ran (the solvers fall back to `ddpm` when the model's default does not suit them).
+    pub sampler: String,
     /// The operator's description (`none` for sdedit).
     pub operator: String,
 }
@@ -323,26 +325,34 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
     let (sampler, steps) = (opts.sampler.as_deref(), opts.steps);
     let n = opts.n;
     let ys = y.repeat(rep(&y, n))?;
-    let samples = match (solver, op.as_deref()) {
+    let (samples, used) = match (solver, op.as_deref()) {
         ("sdedit", _) => {
             let guide = view.repeat(rep(&view, n))?;
             let strength = opts.strength.unwrap_or(DEFAULT_STRENGTH);
-            sdedit(&pipe, &guide, sampler, steps, strength, &mut rng)?
+            let used = sampler.map_or(model.sampler_defaults().sampler, str::to_string);
+            let out = sdedit(&pipe, &guide, sampler, steps, strength, &mut rng)?;
+            (out, used)
         }
         ("repaint", Some(op)) => {
             let (j, r) = (opts.jump.unwrap_or(10), opts.resample.unwrap_or(5));
             let mut g = RePaint::new(op, &ys, opts.sigma_y, j, r)?;
-            solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?
+            named(solve_with(
+                &pipe, &mut g, solver, n, sampler, steps, &mut rng,
+            )?)
         }
         ("project", Some(op)) => {
             let (j, r) = (opts.jump.unwrap_or(10), opts.resample.unwrap_or(1));
             let cg = opts.cg_iters.unwrap_or(10);
             let mut g = Project::new(op, &ys, opts.sigma_y, cg, j, r)?;
-            solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?
+            named(solve_with(
+                &pipe, &mut g, solver, n, sampler, steps, &mut rng,
+            )?)
         }
         ("dps", Some(op)) => {
             let mut g = Dps::new(op, &ys, opts.dps_scale.unwrap_or(5.0))?;
-            solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?
+            named(solve_with(
+                &pipe, &mut g, solver, n, sampler, steps, &mut rng,
+            )?)
         }
         (other, _) => return Err(Error::unknown("solver", other, SOLVERS)),
     };
@@ -351,8 +361,14 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
         view,
         samples,
         solver: solver.to_string(),
+        sampler: used,
         operator: op.as_ref().map_or("none".to_string(), |o| o.name()),
     })
+}
+
+/// The samples and the sampler's name as an owned string.
+fn named((t, name): (Tensor, &'static str)) -> (Tensor, String) {
+    (t, name.to_string())
 }
 
 /// `(n, 1, …, 1)`: repeats of a batch of one.

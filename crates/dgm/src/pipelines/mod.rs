@@ -315,8 +315,7 @@ pub fn sample(model: &dyn Denoiser, n: usize, opts: &SampleOptions) -> Result<Te
 /// Solves an inverse problem with the hooks of solver `solver` (its name, for messages): `n` samples from the
 /// initial noise of the sampler `sampler` over `steps` steps (defaults: the model's), which must make one model
 /// evaluation per step and suit the solver. When no sampler is named and the model's default does not suit the
-/// solver (EDM's Heun, NCSN's Langevin, DDIM for RePaint's resampling is fine), DDPM's ancestral sampler is used,
-/// the one the solvers' papers use.
+/// solver (EDM's Heun, NCSN's Langevin), DDPM's ancestral sampler is used, the one the solvers' papers use.
 pub fn solve(
     pipe: &Pipeline,
     guide: &mut dyn Guide,
@@ -326,6 +325,19 @@ pub fn solve(
     steps: Option<usize>,
     rng: &mut Rng,
 ) -> Result<Tensor> {
+    Ok(solve_with(pipe, guide, solver, n, sampler, steps, rng)?.0)
+}
+
+/// [`solve`], also returning the name of the sampler it used.
+pub fn solve_with(
+    pipe: &Pipeline,
+    guide: &mut dyn Guide,
+    solver: &str,
+    n: usize,
+    sampler: Option<&str>,
+    steps: Option<usize>,
+    rng: &mut Rng,
+) -> Result<(Tensor, &'static str)> {
     let mut chosen = pipe.sampler(sampler, steps, 1.0)?;
     let suits = |s: &dyn Sampler, guide: &dyn Guide| -> Result<()> {
         one_eval_per_level(s, solver)?;
@@ -335,11 +347,11 @@ pub fn solve(
         chosen = pipe.sampler(Some("ddpm"), steps, 1.0)?; // the solvers' fallback
     }
     suits(chosen.as_ref(), guide)?;
-    let mut sampler = chosen;
     let mut shape = vec![n];
     shape.extend_from_slice(pipe.model().info().example_shape);
-    let x = sampler.init_noise(&shape.into(), rng, pipe.model().info().device)?;
-    pipe.run(sampler.as_mut(), x, guide, rng)
+    let x = chosen.init_noise(&shape.into(), rng, pipe.model().info().device)?;
+    let name = chosen.name();
+    Ok((pipe.run(chosen.as_mut(), x, guide, rng)?, name))
 }
 
 /// The levels a sampler with `steps` steps visits when started `strength` ∈ (0, 1] of the way: the last
