@@ -7,7 +7,8 @@
 //!
 //! Note the task is ambiguous by construction for some pairs: red (230, 25, 25) and blue (40, 80, 240) have the
 //! same luma (86.4), so a perfect model can only guess between them.
-//!   usage: control_shapes RUN [N_IMAGES] [STEPS] [SOLVERS]   (defaults 200, 50, project,dps,sdedit)
+//!   usage: control_shapes RUN [N_IMAGES] [STEPS] [SOLVERS] [DPS_SCALE] [RESAMPLE]
+//!   (defaults 200, 50, project,dps,sdedit, 1, 1; RESAMPLE > 1 gives the projection DDNM's time travel, jump 10)
 
 mod common;
 
@@ -34,6 +35,8 @@ fn main() -> dgm::Result<()> {
     let solvers = args
         .get(3)
         .map_or("project,dps,sdedit".to_string(), |s| s.clone());
+    let zeta: f64 = args.get(4).map_or(1.0, |s| s.parse().expect("DPS_SCALE"));
+    let resample: usize = args.get(5).map_or(1, |s| s.parse().expect("RESAMPLE"));
     let dev = Device::Cpu;
     let (loaded, x01, x) = common::run_and_test_images(run_dir, DataSpec::Shapes, n)?;
     let model = loaded
@@ -77,40 +80,25 @@ fn main() -> dgm::Result<()> {
     for solver in solvers.split(',') {
         let t = Instant::now();
         let mut rng = Rng::new(1);
+        let (sampler, steps) = (Some("ddpm"), Some(steps));
         let (label, out) = match solver {
             "project" => {
-                let mut g = Project::new(&op, &y, 0.0, 10, 10, 1)?;
-                let o = solve(
-                    &pipe,
-                    &mut g,
-                    solver,
-                    n,
-                    Some("ddpm"),
-                    Some(steps),
-                    &mut rng,
-                )?;
-                ("project", o)
+                let mut g = Project::new(&op, &y, 0.0, 10, 10, resample)?;
+                let o = solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?;
+                (format!("project r{resample}"), o)
             }
             "dps" => {
-                let mut g = Dps::new(&op, &y, 1.0)?;
-                let o = solve(
-                    &pipe,
-                    &mut g,
-                    solver,
-                    n,
-                    Some("ddpm"),
-                    Some(steps),
-                    &mut rng,
-                )?;
-                ("dps ζ=1", o)
+                let mut g = Dps::new(&op, &y, zeta)?;
+                let o = solve(&pipe, &mut g, solver, n, sampler, steps, &mut rng)?;
+                (format!("dps ζ={zeta}"), o)
             }
             "sdedit" => {
-                let o = sdedit(&pipe, &grey, Some("ddpm"), Some(steps), 0.6, &mut rng)?;
-                ("sdedit strength 0.6", o)
+                let o = sdedit(&pipe, &grey, sampler, steps, 0.6, &mut rng)?;
+                ("sdedit strength 0.6".to_string(), o)
             }
             other => panic!("unknown solver {other}"),
         };
-        row(label, &out, t.elapsed().as_secs_f64())?;
+        row(&label, &out, t.elapsed().as_secs_f64())?;
         // the grey of the output should match the measurement
         let resid = (op.apply(&out)? - &y)?
             .abs()?
