@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use dgm::model::Condition;
-use dgm::ops::{read_measurement, Mask};
+use dgm::ops::Mask;
 use dgm::pipelines::{edit, EditOptions, Input, Task};
 
 use super::{and_list, device, load};
@@ -69,15 +69,7 @@ pub(super) fn restore_cmd(cmd: EditCommand) -> Result<ExitCode> {
         None => None,
     };
     let input = match (sinogram, &truth) {
-        (Some(path), _) => {
-            let Some(op) = task.operator(&shape, &dev)? else {
-                bail!(dgm::Error::invalid(
-                    "--sinogram",
-                    "applies to reconstruct only"
-                ));
-            };
-            Input::Measurement(read_measurement(&path, op.output_shape(), &dev)?)
-        }
+        (Some(path), _) => Input::MeasurementFile(path),
         (None, Some(x)) => Input::Image(x.clone()),
         (None, None) => bail!(dgm::Error::invalid(
             "--image",

@@ -221,4 +221,8 @@ impl LinearOperator for Radon {
         let x = flat.matmul(&self.a.to_dtype(y.dtype())?)?;
         Ok(x.reshape((n, self.shape[0], self.shape[1], self.shape[2]))?)
     }
+
+    fn image_view(&self, y: &Tensor) -> Result<Tensor> {
+        self.fbp(y)
+    }
 }

@@ -65,4 +65,9 @@ impl LinearOperator for Grey {
         let norm2: f64 = LUMA.iter().map(|&v| (v as f64) * (v as f64)).sum();
         Ok(Some((self.adjoint(y)? / norm2)?))
     }
+
+    fn image_view(&self, y: &Tensor) -> Result<Tensor> {
+        check_batch("grey", "measurement", y, &self.output)?;
+        Ok(y.repeat((1, self.input[0], 1, 1))?) // the grey image in every channel
+    }
 }

@@ -64,6 +64,16 @@ pub trait LinearOperator {
         Ok(None)
     }
 
+    /// The measurement `y` shown as an image of the input shape, for display and as SDEdit's guide (default:
+    /// A⁺ y, else Aᵀ y). Operators whose measurement already is an image of that shape return it as it is
+    /// (mask, blur); the grey one repeats its luma in every channel; CT gives the FBP reconstruction.
+    fn image_view(&self, y: &Tensor) -> Result<Tensor> {
+        match self.pseudo_inverse(y)? {
+            Some(x) => Ok(x),
+            None => self.adjoint(y),
+        }
+    }
+
     /// The operator as a pixel [`Mask`], if it is one (RePaint works with masks only).
     fn as_mask(&self) -> Option<&Mask> {
         None

@@ -397,3 +397,18 @@ fn masks_from_images() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Every operator shows a measurement as an image of its input shape.
+#[test]
+fn image_views_have_the_input_shape() -> Result<()> {
+    let mut rng = Rng::new(8);
+    for op in operators() {
+        let mut shape = vec![2];
+        shape.extend_from_slice(op.input_shape());
+        let x = rng.randn(shape.as_slice(), &dev())?;
+        let y = op.apply(&x)?;
+        let v = op.image_view(&y)?;
+        assert_eq!(v.dims(), x.dims(), "{}", op.name());
+    }
+    Ok(())
+}

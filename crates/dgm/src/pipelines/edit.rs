@@ -20,7 +20,7 @@ use candle_core::{Device, Tensor};
 use super::{sdedit, solve_with, Denoiser, Dps, Pipeline, Project, RePaint};
 use crate::conditioning::Cond;
 use crate::model::Condition;
-use crate::ops::{measure, Blur, Downsample, Grey, LinearOperator, Mask, Radon};
+use crate::ops::{measure, read_measurement, Blur, Downsample, Grey, LinearOperator, Mask, Radon};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -115,8 +115,13 @@ impl Task {
                         ),
                     ));
                 }
-                let keep = mask.keep().flatten_all()?.to_vec1::<f32>()?;
-                Some(Box::new(Mask::new(shape, keep, device)?))
+                if mask.input_shape() == shape {
+                    Some(Box::new(mask.clone()))
+                } else {
+                    // the same pixels for the model's number of channels
+                    let keep = mask.keep().flatten_all()?.to_vec1::<f32>()?;
+                    Some(Box::new(Mask::new(shape, keep, device)?))
+                }
             }
             Task::SuperResolve { factor } => Some(Box::new(Downsample::new(shape, *factor)?)),
             Task::Colorize => Some(Box::new(Grey::new(shape, device)?)),
@@ -134,6 +139,8 @@ pub enum Input {
     Image(Tensor),
     /// A measurement `(1, output_shape…)` (e.g. a sinogram), in the model's value space.
     Measurement(Tensor),
+    /// A measurement in a file (`.npy` or `.csv`, [`crate::ops::read_measurement`]), read for the task's operator.
+    MeasurementFile(std::path::PathBuf),
 }
 
 /// Settings of [`edit`].
@@ -299,7 +306,7 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
             check_one(&x, &shape, "image")?;
             (x.clone(), x)
         }
-        (None, Input::Measurement(_)) => {
+        (None, Input::Measurement(_) | Input::MeasurementFile(_)) => {
             return Err(Error::invalid(
                 "measurement",
                 "sdedit edits an image, not a measurement",
@@ -315,8 +322,9 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
                     check_one(&y, op.output_shape(), "measurement")?;
                     y
                 }
+                Input::MeasurementFile(path) => read_measurement(&path, op.output_shape(), device)?,
             };
-            let view = image_view(task, op.as_ref(), &y, &shape)?;
+            let view = op.image_view(&y)?;
             (y, view)
         }
     };
@@ -390,19 +398,4 @@ fn check_one(t: &Tensor, shape: &[usize], what: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The measurement as an image of `shape`, for display and as SDEdit's guide.
-fn image_view(task: &Task, op: &dyn LinearOperator, y: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    match task {
-        Task::Reconstruct { views } => {
-            let radon = Radon::new(shape, *views, y.device())?;
-            radon.fbp(y)
-        }
-        Task::Colorize => Ok(y.repeat((1, shape[0], 1, 1))?), // the grey image in every channel
-        Task::SuperResolve { .. } => op
-            .pseudo_inverse(y)?
-            .ok_or_else(|| Error::invalid("operator", "down-sampling has a pseudo-inverse")),
-        _ => Ok(y.clone()), // mask and blur keep the image's shape
-    }
 }

@@ -42,7 +42,7 @@ use candle_core::{Device, Tensor};
 use crate::conditioning::{check_guidance, Cond};
 use crate::model::{SampleAbilities, SampleOptions};
 use crate::rng::Rng;
-use crate::schedulers::{self, Level, NoiseSchedule, Sampler, SamplerOptions};
+use crate::schedulers::{self, noise_like, Level, NoiseSchedule, Sampler, SamplerOptions};
 use crate::{Error, Result};
 
 /// A model's default sampler, number of steps and sampler settings.
@@ -181,20 +181,21 @@ impl<'a> Pipeline<'a> {
     /// guidance scale. Errors: guidance on an unconditional model, without a condition, on a model trained
     /// without class dropout, or a scale that is negative or not finite.
     pub fn new(model: &'a dyn Denoiser, cond: Cond, guidance: Option<f64>) -> Result<Self> {
-        check_guidance(guidance, model.info().num_classes, model.info().name)?;
+        let info = model.info();
+        check_guidance(guidance, info.num_classes, info.name)?;
         let guidance = match guidance {
             None => None,
             Some(s) => {
-                if !model.info().has_null_class {
+                if !info.has_null_class {
                     return Err(Error::invalid(
                         "guidance",
                         format!(
                             "model '{}' was trained without class dropout (model.class_dropout = 0), so it has no unconditional denoiser to guide with",
-                            model.info().name
+                            info.name
                         ),
                     ));
                 }
-                let Some(null) = cond.null(model.info().num_classes)? else {
+                let Some(null) = cond.null(info.num_classes)? else {
                     return Err(Error::invalid(
                         "guidance",
                         "classifier-free guidance needs a condition (a class) to guide towards",
@@ -236,13 +237,29 @@ impl<'a> Pipeline<'a> {
     }
 
     /// The sampler `name` (default: the model's) over `steps` steps (default: the model's), started
-    /// `strength` ∈ (0, 1] of the way ([`start_levels`]; 1 = from pure noise).
+    /// `strength` ∈ (0, 1] of the way ([`start_levels`]; 1 = from pure noise). Errors when the strength leaves
+    /// no step to run.
     pub fn sampler(
         &self,
         name: Option<&str>,
         steps: Option<usize>,
         strength: f64,
     ) -> Result<Box<dyn Sampler>> {
+        self.sampler_if_any(name, steps, strength)?.ok_or_else(|| {
+            Error::invalid(
+                "strength",
+                format!("{strength} leaves no sampling step; use a larger strength or more steps"),
+            )
+        })
+    }
+
+    /// [`Pipeline::sampler`], with `None` when the strength leaves no step to run.
+    pub fn sampler_if_any(
+        &self,
+        name: Option<&str>,
+        steps: Option<usize>,
+        strength: f64,
+    ) -> Result<Option<Box<dyn Sampler>>> {
         let d = self.model.sampler_defaults();
         let name = name.unwrap_or(&d.sampler);
         if !schedulers::SAMPLERS.contains(&name) {
@@ -250,12 +267,17 @@ impl<'a> Pipeline<'a> {
         }
         let levels = start_levels(self.model.schedule(), steps.unwrap_or(d.steps), strength)?;
         if levels.len() < 2 {
-            return Err(Error::invalid(
-                "strength",
-                format!("{strength} leaves no sampling step; use a larger strength or more steps"),
-            ));
+            return Ok(None);
         }
-        schedulers::build_from_levels(name, levels, &d.options)
+        schedulers::build_from_levels(name, levels, &d.options).map(Some)
+    }
+
+    /// `n` draws of `sampler`'s initial noise, shaped like the model's examples.
+    pub fn init_noise(&self, sampler: &dyn Sampler, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let info = self.model.info();
+        let mut shape = vec![n];
+        shape.extend_from_slice(info.example_shape);
+        sampler.init_noise(&shape.into(), rng, info.device)
     }
 
     /// The loop: from `x` at the sampler's first level, the plan of `guide` (see the module docs); final
@@ -293,19 +315,12 @@ pub fn sample(model: &dyn Denoiser, n: usize, opts: &SampleOptions) -> Result<Te
     if n == 0 {
         return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
     }
-    let cond = Cond::from_condition(
-        &opts.condition,
-        model.info().num_classes,
-        n,
-        model.info().name,
-        model.info().device,
-    )?;
+    let info = model.info();
+    let cond = Cond::from_condition(&opts.condition, info.num_classes, n, info.name, info.device)?;
     let pipe = Pipeline::new(model, cond, opts.guidance)?;
     let mut sampler = pipe.sampler(opts.sampler.as_deref(), opts.steps, 1.0)?;
     let mut rng = Rng::new(opts.seed);
-    let mut shape = vec![n];
-    shape.extend_from_slice(model.info().example_shape);
-    let mut x = sampler.init_noise(&shape.into(), &mut rng, model.info().device)?;
+    let mut x = pipe.init_noise(sampler.as_ref(), n, &mut rng)?;
     if opts.temperature != 1.0 {
         x = (x * opts.temperature)?;
     }
@@ -347,9 +362,7 @@ pub fn solve_with(
         chosen = pipe.sampler(Some("ddpm"), steps, 1.0)?; // the solvers' fallback
     }
     suits(chosen.as_ref(), guide)?;
-    let mut shape = vec![n];
-    shape.extend_from_slice(pipe.model().info().example_shape);
-    let x = chosen.init_noise(&shape.into(), rng, pipe.model().info().device)?;
+    let x = pipe.init_noise(chosen.as_ref(), n, rng)?;
     let name = chosen.name();
     Ok((pipe.run(chosen.as_mut(), x, guide, rng)?, name))
 }
@@ -382,7 +395,7 @@ pub fn start_levels(
 
 /// `x₀` noised to `level`: α·x₀ + σ·z, z ~ N(0, I) from `rng`.
 pub fn noised(x0: &Tensor, level: &Level, rng: &mut Rng) -> Result<Tensor> {
-    let z = rng.randn(x0.shape(), x0.device())?.to_dtype(x0.dtype())?;
+    let z = noise_like(x0, rng)?;
     Ok((x0.affine(level.alpha, 0.0)? + z.affine(level.sigma, 0.0)?)?)
 }
 
@@ -400,7 +413,7 @@ pub fn renoise(x: &Tensor, a: &Level, b: &Level, rng: &mut Rng) -> Result<Tensor
             ),
         ));
     }
-    let z = rng.randn(x.shape(), x.device())?.to_dtype(x.dtype())?;
+    let z = noise_like(x, rng)?;
     Ok((x.affine(r, 0.0)? + z.affine(var.sqrt(), 0.0)?)?)
 }
 

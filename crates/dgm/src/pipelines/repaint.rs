@@ -15,7 +15,7 @@
 use candle_core::Tensor;
 
 use super::{check_jumps, check_resampler, resampling_plan, Action, Guide};
-use crate::ops::{check_batch, LinearOperator, Mask};
+use crate::ops::{check_batch, LinearOperator};
 use crate::rng::Rng;
 use crate::schedulers::{Level, Sampler};
 use crate::{Error, Result};
@@ -56,16 +56,12 @@ impl RePaint {
         check_jumps(jump, resample)?;
         check_batch(&op.name(), "measurement", y, op.output_shape())?;
         Ok(Self {
-            keep: keep_of(mask, y)?,
+            keep: mask.keep().to_dtype(y.dtype())?,
             y: y.clone(),
             jump,
             resample,
         })
     }
-}
-
-fn keep_of(mask: &Mask, y: &Tensor) -> Result<Tensor> {
-    Ok(mask.keep().to_dtype(y.dtype())?)
 }
 
 impl Guide for RePaint {

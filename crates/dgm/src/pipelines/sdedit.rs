@@ -8,7 +8,7 @@
 
 use candle_core::Tensor;
 
-use super::{noised, start_levels, Pipeline, Plain};
+use super::{noised, Pipeline, Plain};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -36,11 +36,9 @@ pub fn sdedit(
             ),
         ));
     }
-    let d = model.sampler_defaults();
-    if start_levels(model.schedule(), steps.unwrap_or(d.steps), strength)?.len() < 2 {
+    let Some(mut sampler) = pipe.sampler_if_any(sampler, steps, strength)? else {
         return Ok(x.clone()); // no step to run: the input is the output
-    }
-    let mut sampler = pipe.sampler(sampler, steps, strength)?;
+    };
     let start = noised(x, &sampler.levels()[0], rng)?; // x noised to t₀
     pipe.run(sampler.as_mut(), start, &mut Plain, rng)
 }

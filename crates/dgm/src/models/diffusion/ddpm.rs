@@ -301,7 +301,8 @@ impl Model for Ddpm {
 impl Denoiser for Ddpm {
     fn info(&self) -> DenoiserInfo<'_> {
         let c = &self.cfg;
-        self.net.info("ddpm", c.clip_denoised, c.class_dropout)
+        c.net
+            .denoiser_info("ddpm", &self.device, c.clip_denoised, c.class_dropout)
     }
 
     fn schedule(&self) -> &dyn NoiseSchedule {

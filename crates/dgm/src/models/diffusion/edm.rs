@@ -345,7 +345,8 @@ impl Model for Edm {
 impl Denoiser for Edm {
     fn info(&self) -> DenoiserInfo<'_> {
         let c = &self.cfg;
-        self.net.info("edm", c.clip_denoised, c.class_dropout)
+        c.net
+            .denoiser_info("edm", &self.device, c.clip_denoised, c.class_dropout)
     }
 
     fn schedule(&self) -> &dyn NoiseSchedule {

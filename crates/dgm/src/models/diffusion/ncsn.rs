@@ -319,7 +319,8 @@ impl Model for Ncsn {
 impl Denoiser for Ncsn {
     fn info(&self) -> DenoiserInfo<'_> {
         let c = &self.cfg;
-        self.net.info("ncsn", c.clip_denoised, c.class_dropout)
+        c.net
+            .denoiser_info("ncsn", &self.device, c.clip_denoised, c.class_dropout)
     }
 
     fn schedule(&self) -> &dyn NoiseSchedule {

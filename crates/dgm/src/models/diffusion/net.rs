@@ -139,6 +139,28 @@ impl NetConfig {
         sat_mul(2, sat_sum([net, sat_mul(3, d)]))
     }
 
+    /// What the pipeline needs to know about model `name` on `device` built from this prepared config, whose
+    /// model config says `clip_denoised` and `class_dropout`: images (the UNet) are clipped when asked and
+    /// clamped, vectors neither.
+    pub fn denoiser_info<'a>(
+        &'a self,
+        name: &'a str,
+        device: &'a Device,
+        clip_denoised: bool,
+        class_dropout: f64,
+    ) -> DenoiserInfo<'a> {
+        let image = self.arch == "unet";
+        DenoiserInfo {
+            name,
+            example_shape: &self.input_shape,
+            device,
+            num_classes: self.num_classes,
+            has_null_class: class_dropout > 0.0,
+            clip_denoised: clip_denoised && image,
+            clamp_samples: image,
+        }
+    }
+
     /// Fills the data-dependent fields and resolves `auto`.
     pub fn prepare(&mut self, data: &DataInfo) -> Result<()> {
         self.input_shape = data.example_shape.clone();
@@ -260,50 +282,24 @@ impl TimeMlp {
 pub struct DenoiserNet {
     unet: Option<UNet>,
     mlp: Option<TimeMlp>,
-    input_shape: Vec<usize>,
-    num_classes: usize,
-    device: Device,
 }
 
 impl DenoiserNet {
     /// Builds the network of a prepared config.
     pub fn new(cfg: &NetConfig, vb: VarBuilder) -> Result<Self> {
-        let device = vb.device().clone();
-        let (unet, mlp) = match cfg.arch.as_str() {
-            "unet" => (Some(UNet::new(&cfg.unet, vb.pp("unet"))?), None),
-            "mlp" => (None, Some(TimeMlp::new(cfg, vb.pp("mlp"))?)),
-            other => {
-                return Err(Error::invalid(
-                    "model.net.arch",
-                    format!("'{other}' is not resolved: the config must be prepared (unet or mlp)"),
-                ))
-            }
-        };
-        Ok(Self {
-            unet,
-            mlp,
-            input_shape: cfg.input_shape.clone(),
-            num_classes: cfg.num_classes,
-            device,
-        })
-    }
-
-    /// What the pipeline needs to know about model `name` built on this network, whose config says
-    /// `clip_denoised` and `class_dropout`: images are clipped (when asked) and clamped, vectors neither.
-    pub fn info<'a>(
-        &'a self,
-        name: &'a str,
-        clip_denoised: bool,
-        class_dropout: f64,
-    ) -> DenoiserInfo<'a> {
-        DenoiserInfo {
-            name,
-            example_shape: &self.input_shape,
-            device: &self.device,
-            num_classes: self.num_classes,
-            has_null_class: class_dropout > 0.0,
-            clip_denoised: clip_denoised && self.is_image(),
-            clamp_samples: self.is_image(),
+        match cfg.arch.as_str() {
+            "unet" => Ok(Self {
+                unet: Some(UNet::new(&cfg.unet, vb.pp("unet"))?),
+                mlp: None,
+            }),
+            "mlp" => Ok(Self {
+                unet: None,
+                mlp: Some(TimeMlp::new(cfg, vb.pp("mlp"))?),
+            }),
+            other => Err(Error::invalid(
+                "model.net.arch",
+                format!("'{other}' is not resolved: the config must be prepared (unet or mlp)"),
+            )),
         }
     }
 
