@@ -254,8 +254,12 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Class to generate, for class-conditional models.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "caption")]
     pub class: Option<u32>,
+    /// Caption to generate from, for caption-conditional diffusion models, e.g. "a small red circle at the
+    /// top left" ("" = the empty caption, the model's unconditional distribution).
+    #[arg(long)]
+    pub caption: Option<String>,
     /// Image models: prior temperature (1 = the model's distribution). Language models: divides the logits
     /// (< 1 sharper, > 1 more random).
     #[arg(long, default_value_t = 1.0)]
@@ -270,7 +274,7 @@ pub struct SampleArgs {
     /// Diffusion models: number of sampler steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Class-conditional diffusion models: classifier-free guidance scale (1 = none; e.g. 3).
+    /// Conditional diffusion models (a class or a caption): classifier-free guidance scale (1 = none; e.g. 3).
     #[arg(long)]
     pub guidance: Option<f64>,
     /// Language models: text to continue (default: start from the beginning of a text).

@@ -18,6 +18,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("steps", "--steps"),
     ("guidance", "--guidance"),
     ("class", "--class"),
+    ("caption", "--caption"),
     ("max_tokens", "--max-tokens"),
     ("top_k", "--top-k"),
     ("top_p", "--top-p"),

@@ -46,6 +46,7 @@ fn main() -> dgm::Result<()> {
     let mut cfg = models::default_config("vae")?;
     let info = DataInfo {
         tokenizer: None,
+        caption_words: None,
         example_shape: vec![1, 28, 28],
         num_classes: Some(10),
         preprocessing: prep.clone(),

@@ -49,6 +49,7 @@ fn ddpm_config(base: usize) -> dgm::Result<toml::Table> {
     unet.insert("groups".into(), int(8));
     let info = DataInfo {
         tokenizer: None,
+        caption_words: None,
         example_shape: vec![1, 28, 28],
         num_classes: Some(10),
         preprocessing: Preprocessing::Scale {

@@ -287,6 +287,7 @@ mod tests {
                 num_classes: None,
                 preprocessing: crate::data::Preprocessing::Identity,
                 tokenizer: None,
+                caption_words: None,
             };
             models::prepare(name, &mut cfg, &info)?;
             models::build(name, &cfg, crate::nn::Params::new(0, &dev).var_builder())
@@ -329,8 +330,22 @@ mod tests {
             )
             .unwrap_err(),
         );
-        errors.push(crate::conditioning::check_guidance(Some(2.0), 0, "ddpm").unwrap_err());
-        errors.push(crate::conditioning::check_guidance(Some(-1.0), 10, "ddpm").unwrap_err());
+        errors.push(
+            crate::conditioning::check_guidance(
+                Some(2.0),
+                crate::conditioning::CondKind::None,
+                "ddpm",
+            )
+            .unwrap_err(),
+        );
+        errors.push(
+            crate::conditioning::check_guidance(
+                Some(-1.0),
+                crate::conditioning::CondKind::Class(10),
+                "ddpm",
+            )
+            .unwrap_err(),
+        );
         let vp = VpSchedule::linear(100)?;
         let opts = SamplerOptions::default();
         errors.push(schedulers::build("ddim", &vp, 0, &opts).err().unwrap());

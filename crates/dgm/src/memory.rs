@@ -403,6 +403,7 @@ mod tests {
             num_classes: Some(10),
             preprocessing,
             tokenizer: text.then_some(Tokenizer::Bytes),
+            caption_words: None,
         };
         models::prepare(name, &mut cfg, &info)?;
         Ok(cfg)

@@ -132,14 +132,17 @@ pub struct SampleAbilities {
     pub observation_mean: bool,
     /// The sampler and its number of steps are chosen at sample time (`sampler`, `steps`: diffusion).
     pub sampler: bool,
-    /// Classifier-free guidance (`guidance`): a class-conditional model trained with class dropout.
+    /// Classifier-free guidance (`guidance`): a conditional model trained with condition dropout.
     pub guidance: bool,
+    /// Captions as the condition (`Condition::Caption`): a caption-conditional diffusion model.
+    pub captions: bool,
 }
 
 /// Refuses the options `model` would ignore: a draw (`mean = false`) from a model without an
-/// observation-model mean, a sampler, steps or guidance for a model that does not take them, and a class for
-/// an unconditional model (captions are left to the model). The error is an [`crate::Error::NotApplicable`]
-/// naming the option (`draw`, `sampler`, `steps`, `guidance`, `class`) and why it does not apply.
+/// observation-model mean, a sampler, steps or guidance for a model that does not take them, a class for a
+/// model without classes and a caption for a model without captions. The error is an
+/// [`crate::Error::NotApplicable`] naming the option (`draw`, `sampler`, `steps`, `guidance`, `class`,
+/// `caption`) and why it does not apply.
 pub fn check_sample_options(model: &dyn Model, opts: &SampleOptions) -> Result<()> {
     use crate::Error;
     let can = model.sample_abilities();
@@ -167,14 +170,25 @@ pub fn check_sample_options(model: &dyn Model, opts: &SampleOptions) -> Result<(
         }
     }
     if opts.guidance.is_some() && !can.guidance {
-        let why = match model.num_classes() {
-            None => "it is unconditional; classifier-free guidance needs a class-conditional ddpm trained with class dropout".to_string(),
-            Some(_) => "classifier-free guidance needs a class-conditional ddpm trained with class dropout".to_string(),
+        let why = match (model.num_classes(), can.captions) {
+            (None, false) => "it is unconditional; classifier-free guidance needs a conditional diffusion model (classes or captions) trained with condition dropout".to_string(),
+            _ => "classifier-free guidance needs a conditional diffusion model trained with condition dropout (model.class_dropout > 0)".to_string(),
         };
         return refuse("guidance", why);
     }
     if matches!(opts.condition, Condition::Class(_)) && model.num_classes().is_none() {
-        return refuse("class", "it is unconditional".into());
+        let why = match can.captions {
+            true => "it is conditioned on captions, not classes",
+            false => "it is unconditional",
+        };
+        return refuse("class", why.into());
+    }
+    if matches!(opts.condition, Condition::Caption(_)) && !can.captions {
+        let why = match model.num_classes() {
+            Some(_) => "it is conditioned on classes, not captions",
+            None => "it takes no captions (a caption model is a diffusion model trained with model.net.captions = true on shapes)",
+        };
+        return refuse("caption", why.into());
     }
     Ok(())
 }
@@ -299,7 +313,7 @@ pub trait Model {
     /// Number of classes the model is conditioned on, if it is class-conditional (default: a diffusion model's
     /// from its [`crate::pipelines::Denoiser`], else none).
     fn num_classes(&self) -> Option<usize> {
-        let k = self.as_denoiser()?.info().num_classes;
+        let k = self.as_denoiser()?.info().cond.num_classes();
         (k > 0).then_some(k)
     }
 

@@ -37,9 +37,7 @@ pub(super) fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     opts.sampler = a.sampler.clone();
     opts.steps = a.steps;
     opts.guidance = a.guidance;
-    if let Some(k) = a.class {
-        opts.condition = Condition::Class(vec![k]);
-    }
+    opts.condition = condition(&a);
     // The picture is sized for n before anything is sampled (a grid too large to write is refused now), and
     // filled batch by batch, so memory holds one batch, not n samples: -n is bounded by time.
     let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
@@ -145,14 +143,21 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The condition `--class` or `--caption` asks for.
+fn condition(a: &SampleArgs) -> Condition {
+    match (&a.caption, a.class) {
+        (Some(c), _) => Condition::Caption(vec![c.clone()]),
+        (None, Some(k)) => Condition::Class(vec![k]),
+        (None, None) => Condition::None,
+    }
+}
+
 /// Refuses the `dgm sample` flags `model` would ignore, naming the flag and why: what the model's
 /// [`dgm::model::SampleAbilities`] do not cover (a draw, a sampler, steps, guidance, a class), and the
 /// language-model flags for every other model.
 fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<()> {
     let opts = SampleOptions {
-        condition: a
-            .class
-            .map_or(Condition::None, |k| Condition::Class(vec![k])),
+        condition: condition(a),
         sampler: a.sampler.clone(),
         steps: a.steps,
         guidance: a.guidance,

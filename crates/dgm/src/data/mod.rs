@@ -6,6 +6,7 @@
 //! time, and drawn from dgm's seeded [`Rng`]).
 
 pub mod batch;
+pub mod captions;
 pub mod mnist;
 pub mod ood;
 pub mod shapes;
@@ -21,6 +22,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use batch::Batch;
+pub use captions::CaptionVocab;
 pub use tokenizer::Tokenizer;
 pub use transforms::{Preprocessing, Range};
 
@@ -388,6 +390,34 @@ impl Default for GeneratedSizes {
     }
 }
 
+/// Split `split` of `shapes` (sizes from `sizes`) without the (colour, shape) pairs in `holdout`
+/// ([`shapes::generate_holding_out`]); every split of `shapes` comes from here.
+pub fn load_holding_out(
+    split: Split,
+    sizes: &GeneratedSizes,
+    holdout: &[(usize, usize)],
+) -> Result<Dataset> {
+    let (seed, n) = match split {
+        Split::Train => (0, sizes.train),
+        Split::Validation => (1, sizes.validation),
+        Split::Test => (2, sizes.test),
+    };
+    let per = DataSpec::Shapes.generated_example_bytes().unwrap_or(0);
+    crate::memory::check_bytes(
+        &format!("{n} generated shapes examples"),
+        &format!("data.sizes.{}", split.name()),
+        (n as u64).saturating_mul(per),
+        &crate::memory::available()?,
+    )?;
+    let cfg = shapes::ShapesConfig::default();
+    Ok(shapes::generate_holding_out(
+        n,
+        0x05_A9E5_u64.wrapping_add(seed),
+        &cfg,
+        holdout,
+    ))
+}
+
 /// Loads the image / vector data set `spec`, split `split`. Text corpora are loaded with [`text::load`].
 /// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data;
 /// a size whose examples would not fit in the available memory ([`crate::memory`]) is refused before generating.
@@ -412,7 +442,7 @@ pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -
     }
     match spec {
         DataSpec::Mnist => mnist::load_split(dir, split),
-        DataSpec::Shapes => Ok(shapes::generate(n, 0x05_A9E5_u64.wrapping_add(split_seed), &shapes::ShapesConfig::default())),
+        DataSpec::Shapes => load_holding_out(split, sizes, &[]),
         DataSpec::Toy2d(name) => toy2d::generate(name, n, 0x70E2D_u64.wrapping_add(split_seed)),
         DataSpec::Text(_) => Err(Error::Unsupported(format!(
             "data set '{}' is a text corpus; image and 2-D models need mnist, shapes or toy2d:<name>",

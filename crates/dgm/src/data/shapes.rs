@@ -342,14 +342,36 @@ pub fn example_bytes(cfg: &ShapesConfig) -> u64 {
 /// = shape class ([`CLASS_NAMES`]), captions from [`ShapeSpec::caption`]. Out-of-range options are clamped
 /// (see [`ShapesConfig::validate`]).
 pub fn generate(n: usize, seed: u64, cfg: &ShapesConfig) -> Dataset {
+    generate_holding_out(n, seed, cfg, &[])
+}
+
+/// [`generate`] without the (colour, shape) pairs in `holdout` (indices into [`COLOURS`] and
+/// [`CLASS_NAMES`]): images whose pair is held out are skipped, so the data set has the first `n` images of
+/// the sequence that are kept (each still depends only on its seed and index). Holding out every pair is an
+/// error of [`parse_holdout`]; here it would yield nothing, so `holdout` is ignored then.
+pub fn generate_holding_out(
+    n: usize,
+    seed: u64,
+    cfg: &ShapesConfig,
+    holdout: &[(usize, usize)],
+) -> Dataset {
     let cfg = cfg.clamped();
+    let all = holdout.len() >= COLOURS.len() * CLASS_NAMES.len()
+        && (0..COLOURS.len()).all(|c| (0..CLASS_NAMES.len()).all(|s| holdout.contains(&(c, s))));
     let side = cfg.image_size;
     let d = 3 * side * side;
     let mut pixels = vec![0u8; n * d];
     let mut labels = Vec::with_capacity(n);
     let mut captions = Vec::with_capacity(n);
-    for (i, out) in pixels.chunks_exact_mut(d).enumerate() {
-        let spec = ShapeSpec::sample(seed, i as u64, &cfg);
+    let mut index = 0u64;
+    for out in pixels.chunks_exact_mut(d) {
+        let spec = loop {
+            let s = ShapeSpec::sample(seed, index, &cfg);
+            index += 1;
+            if all || !holdout.contains(&(s.colour, s.class)) {
+                break s;
+            }
+        };
         spec.render(&cfg, out);
         labels.push(spec.class as u32);
         captions.push(spec.caption());
@@ -363,6 +385,46 @@ pub fn generate(n: usize, seed: u64, cfg: &ShapesConfig) -> Dataset {
         class_names: Some(CLASS_NAMES.iter().map(|s| s.to_string()).collect()),
         captions: Some(captions),
     }
+}
+
+/// Parses held-out (colour, shape) pairs such as `"red circle"` into indices into [`COLOURS`] and
+/// [`CLASS_NAMES`] (`key` names the setting in messages).
+///
+/// Errors: an entry that is not "<colour> <shape>", an unknown colour or shape (the valid ones named), or a
+/// list that holds out every pair.
+pub fn parse_holdout(pairs: &[String], key: &'static str) -> Result<Vec<(usize, usize)>> {
+    let colours: Vec<&str> = COLOURS.iter().map(|c| c.0).collect();
+    let parsed = pairs
+        .iter()
+        .map(|p| {
+            let mut words = p.split_whitespace();
+            let (Some(c), Some(s), None) = (words.next(), words.next(), words.next()) else {
+                return Err(Error::invalid(
+                    key,
+                    format!("'{p}' is not a pair \"<colour> <shape>\", e.g. \"red circle\""),
+                ));
+            };
+            let c = colours
+                .iter()
+                .position(|&x| x == c)
+                .ok_or_else(|| Error::unknown(key, c, &colours))?;
+            let s = CLASS_NAMES
+                .iter()
+                .position(|&x| x == s)
+                .ok_or_else(|| Error::unknown(key, s, CLASS_NAMES))?;
+            Ok((c, s))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut distinct = parsed.clone();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() == COLOURS.len() * CLASS_NAMES.len() {
+        return Err(Error::invalid(
+            key,
+            "holds out every (colour, shape) pair: nothing would be left to train on",
+        ));
+    }
+    Ok(parsed)
 }
 
 /// The attributes a caption states, as indices into [`SIZES`], [`COLOURS`], [`CLASS_NAMES`], [`POSITIONS`]
@@ -620,6 +682,55 @@ mod tests {
         );
         assert_eq!(big.example_shape, vec![3, 64, 64]);
         assert_eq!(bytes(&big).len(), 2 * 3 * 64 * 64);
+        Ok(())
+    }
+
+    #[test]
+    fn held_out_pairs_are_skipped_and_parsed_with_named_errors() -> Result<()> {
+        let cfg = ShapesConfig {
+            image_size: 8,
+            supersample: 1,
+            ..ShapesConfig::default()
+        };
+        let pairs = parse_holdout(&["red circle".into(), "blue square".into()], "data.holdout")?;
+        assert_eq!(pairs, vec![(0, 0), (2, 1)]);
+        let all = generate(400, 7, &cfg);
+        let kept = generate_holding_out(300, 7, &cfg, &pairs);
+        let parts: Vec<CaptionParts> = kept
+            .captions
+            .as_ref()
+            .map(|c| c.iter().filter_map(|c| parse_caption(c)).collect())
+            .unwrap_or_default();
+        assert_eq!(parts.len(), 300);
+        assert!(parts.iter().all(|p| !pairs.contains(&(p.colour, p.class))));
+        // the kept images are the full sequence's, in order, without the held-out ones
+        let expected: Vec<&String> = all
+            .captions
+            .as_ref()
+            .map(|c| {
+                c.iter()
+                    .filter(|c| {
+                        parse_caption(c).is_some_and(|p| !pairs.contains(&(p.colour, p.class)))
+                    })
+                    .take(300)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let got: Vec<&String> = kept.captions.iter().flatten().collect();
+        assert_eq!(got, expected);
+        let err = |p: &[&str]| {
+            let p: Vec<String> = p.iter().map(|s| s.to_string()).collect();
+            parse_holdout(&p, "data.holdout").unwrap_err().to_string()
+        };
+        assert!(err(&["purple circle"]).contains("purple"));
+        assert!(err(&["red blob"]).contains("blob"));
+        assert!(err(&["red"]).contains("<colour> <shape>"));
+        let every: Vec<String> = COLOURS
+            .iter()
+            .flat_map(|c| CLASS_NAMES.iter().map(move |s| format!("{} {s}", c.0)))
+            .collect();
+        let every: Vec<&str> = every.iter().map(String::as_str).collect();
+        assert!(err(&every).contains("every"));
         Ok(())
     }
 }

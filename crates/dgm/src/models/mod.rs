@@ -28,6 +28,9 @@ pub struct DataInfo {
     pub preprocessing: Preprocessing,
     /// The tokenizer of text data (the examples are then token windows), `None` otherwise.
     pub tokenizer: Option<crate::data::Tokenizer>,
+    /// The sorted distinct words of the data set's captions, when it has captions (the vocabulary of a
+    /// caption-conditional model).
+    pub caption_words: Option<Vec<String>>,
 }
 
 /// What a model offers besides training and sampling, as static flags for help texts and refusals. The
@@ -577,6 +580,7 @@ mod tests {
                     num_classes: Some(10),
                     preprocessing: default_preprocessing(e.name, &spec),
                     tokenizer,
+                    caption_words: None,
                 },
             )?;
             assert_eq!((e.normalize)(&cfg)?, cfg, "{}", e.name);

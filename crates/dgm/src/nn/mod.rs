@@ -8,6 +8,7 @@ pub mod layers;
 pub mod masked;
 pub mod masked_conv;
 pub mod params;
+pub mod text;
 pub mod transformer;
 pub mod unet;
 

@@ -412,6 +412,18 @@ impl UNet {
     /// `x: (b, in_channels, s, s)` with s = image_size, `t: (b,)` real (f32), `class: (b,)` u32 in
     /// `0..=num_classes` (conditional nets only; `None` = the null class) → `(b, out_channels, s, s)`.
     pub fn forward(&self, x: &Tensor, t: &Tensor, class: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_with(x, t, class, None)
+    }
+
+    /// [`UNet::forward`] with a condition given as an embedding `extra: (b, 4C)` (e.g. a caption's, from
+    /// [`super::text::TextEncoder`]) added to the time (and class) embedding.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        class: Option<&Tensor>,
+        extra: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let b = self.check_inputs(x, t)?;
         if self.class_emb.is_none() && class.is_some() {
             return Err(Error::invalid(
@@ -425,6 +437,19 @@ impl UNet {
         )?)?; // (b, 4C)
         if let Some(table) = &self.class_emb {
             emb = (emb + table.forward(&self.class_ids(class, b, x)?)?)?; // (b, 4C)
+        }
+        if let Some(e) = extra {
+            if e.dims() != [b, self.cfg.embed_dim()] {
+                return Err(Error::invalid(
+                    "unet.condition",
+                    format!(
+                        "the condition embedding has shape {:?}; expected ({b}, {})",
+                        e.dims(),
+                        self.cfg.embed_dim()
+                    ),
+                ));
+            }
+            emb = (emb + e)?; // (b, 4C)
         }
         let emb = emb.silu()?; // (b, 4C): every ResBlock projects SiLU(emb)
 

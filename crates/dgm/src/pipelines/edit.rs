@@ -328,7 +328,7 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
             (y, view)
         }
     };
-    let cond = Cond::from_condition(&opts.condition, info.num_classes, opts.n, info.name, device)?;
+    let cond = Cond::from_condition(&opts.condition, info.cond, opts.n, info.name, device)?;
     let pipe = Pipeline::new(model, cond, opts.guidance)?;
     let (sampler, steps) = (opts.sampler.as_deref(), opts.steps);
     let n = opts.n;

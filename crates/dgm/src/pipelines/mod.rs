@@ -39,7 +39,7 @@ pub use sdedit::sdedit;
 
 use candle_core::{Device, Tensor};
 
-use crate::conditioning::{check_guidance, Cond};
+use crate::conditioning::{check_guidance, Cond, CondKind};
 use crate::model::{SampleAbilities, SampleOptions};
 use crate::rng::Rng;
 use crate::schedulers::{self, noise_like, Level, NoiseSchedule, Sampler, SamplerOptions};
@@ -65,10 +65,10 @@ pub struct DenoiserInfo<'a> {
     pub example_shape: &'a [usize],
     /// The device of the model's tensors.
     pub device: &'a Device,
-    /// Number of classes of a class-conditional model (0 = unconditional).
-    pub num_classes: usize,
-    /// Whether the model was trained with class dropout, so that it has the null-class denoiser that
-    /// classifier-free guidance needs.
+    /// What the model is conditioned on (classes, captions or nothing).
+    pub cond: CondKind<'a>,
+    /// Whether the model was trained with condition dropout, so that it has the null-condition denoiser
+    /// that classifier-free guidance needs.
     pub has_null_class: bool,
     /// Clip D to the data range [−1, 1] while sampling (images, when the config asks for it).
     pub clip_denoised: bool,
@@ -81,7 +81,8 @@ impl DenoiserInfo<'_> {
     pub fn sample_abilities(&self) -> SampleAbilities {
         SampleAbilities {
             sampler: true,
-            guidance: self.num_classes > 0 && self.has_null_class,
+            guidance: self.cond.is_conditional() && self.has_null_class,
+            captions: matches!(self.cond, CondKind::Caption(_)),
             ..SampleAbilities::default()
         }
     }
@@ -182,7 +183,7 @@ impl<'a> Pipeline<'a> {
     /// without class dropout, or a scale that is negative or not finite.
     pub fn new(model: &'a dyn Denoiser, cond: Cond, guidance: Option<f64>) -> Result<Self> {
         let info = model.info();
-        check_guidance(guidance, info.num_classes, info.name)?;
+        check_guidance(guidance, info.cond, info.name)?;
         let guidance = match guidance {
             None => None,
             Some(s) => {
@@ -195,10 +196,10 @@ impl<'a> Pipeline<'a> {
                         ),
                     ));
                 }
-                let Some(null) = cond.null(info.num_classes)? else {
+                let Some(null) = cond.null(info.cond.num_classes())? else {
                     return Err(Error::invalid(
                         "guidance",
-                        "classifier-free guidance needs a condition (a class) to guide towards",
+                        "classifier-free guidance needs a condition (a class or a caption) to guide towards",
                     ));
                 };
                 Some((null, s))
@@ -316,7 +317,7 @@ pub fn sample(model: &dyn Denoiser, n: usize, opts: &SampleOptions) -> Result<Te
         return Err(Error::invalid("n", "the number of samples must be ≥ 1"));
     }
     let info = model.info();
-    let cond = Cond::from_condition(&opts.condition, info.num_classes, n, info.name, info.device)?;
+    let cond = Cond::from_condition(&opts.condition, info.cond, n, info.name, info.device)?;
     let pipe = Pipeline::new(model, cond, opts.guidance)?;
     let mut sampler = pipe.sampler(opts.sampler.as_deref(), opts.steps, 1.0)?;
     let mut rng = Rng::new(opts.seed);

@@ -74,7 +74,7 @@ impl Denoiser for Gauss {
             name: "gauss",
             example_shape: &SHAPE,
             device: &self.device,
-            num_classes: 0,
+            cond: crate::conditioning::CondKind::None,
             has_null_class: false,
             clip_denoised: false,
             clamp_samples: false,

@@ -45,6 +45,11 @@ pub struct DataConfig {
     /// How text corpora are cut into training examples (`text:<name>` data only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextOptions>,
+    /// `shapes` only: (colour, shape) pairs left out of the training split, e.g. `["red circle", "blue
+    /// star"]`, to measure how a caption model generalises to combinations it never saw. The validation and
+    /// test splits keep every pair.
+    #[serde(default)]
+    pub holdout: Vec<String>,
 }
 
 /// The `[data.text]` table of text data sets.
@@ -209,6 +214,7 @@ impl RunConfig {
                 preprocessing: models::default_preprocessing(model, &spec),
                 sizes: Default::default(),
                 text,
+                holdout: Vec::new(),
             },
             train,
         })
@@ -236,6 +242,18 @@ impl RunConfig {
         let spec = DataSpec::parse(&self.data.name)?;
         self.train.validate()?;
         models::check_data(&self.model.name, &spec)?;
+        if !self.data.holdout.is_empty() {
+            if spec != DataSpec::Shapes {
+                return Err(Error::invalid(
+                    "data.holdout",
+                    format!(
+                        "held-out (colour, shape) pairs apply to shapes only, not {}",
+                        spec.name()
+                    ),
+                ));
+            }
+            crate::data::shapes::parse_holdout(&self.data.holdout, "data.holdout")?;
+        }
         match (&spec, &self.data.text) {
             (DataSpec::Text(_), Some(t)) => {
                 if t.context == 0 {
@@ -457,6 +475,22 @@ mod tests {
         let text = c.to_toml()?;
         assert_eq!(RunConfig::from_toml(&text)?, c);
         assert!(RunConfig::from_toml(&text.replace("[train]", "[train]\nbogus = 1")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn held_out_pairs_apply_to_shapes_only_and_are_checked() -> Result<()> {
+        let mut c = RunConfig::new("ddpm", "mnist")?;
+        c.data.holdout = vec!["red circle".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("shapes only"), "{e}");
+        let mut c = RunConfig::new("ddpm", "shapes")?;
+        c.data.holdout = vec!["red blob".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("blob"));
+        c.data.holdout = vec!["red circle".into()];
+        c.validate()?;
+        let back = RunConfig::from_toml(&c.to_toml()?)?;
+        assert_eq!(back.data.holdout, c.data.holdout);
         Ok(())
     }
 }

@@ -292,6 +292,10 @@ impl RunDir {
 /// or, for a new run, the one `data.text.tokenizer` builds from the corpus.
 pub fn load_data(cfg: &RunConfig, split: Split, data_dir: &Path) -> Result<Dataset> {
     let spec = DataSpec::parse(&cfg.data.name)?;
+    if spec == DataSpec::Shapes && split == Split::Train && !cfg.data.holdout.is_empty() {
+        let pairs = data::shapes::parse_holdout(&cfg.data.holdout, "data.holdout")?;
+        return data::load_holding_out(split, &cfg.data.sizes, &pairs);
+    }
     let DataSpec::Text(name) = &spec else {
         return data::load(&spec, split, data_dir, &cfg.data.sizes);
     };
@@ -322,6 +326,9 @@ pub fn data_info(ds: &Dataset, cfg: &RunConfig) -> DataInfo {
         num_classes: ds.num_classes,
         preprocessing: cfg.data.preprocessing.clone(),
         tokenizer: ds.tokenizer().cloned(),
+        caption_words: ds.captions.as_ref().map(|c| {
+            crate::data::CaptionVocab::from_captions(c.iter().map(String::as_str), 0).words
+        }),
     }
 }
 

@@ -185,6 +185,14 @@ impl Session {
             opts.condition =
                 crate::model::Condition::Class((0..n).map(|i| ((i / 8) % k) as u32).collect());
         }
+        if let (true, Some(c)) = (
+            self.ema_model.sample_abilities().captions,
+            &self.train.captions,
+        ) {
+            // 8 rows, each of one training caption
+            let c: Vec<String> = (0..n).map(|i| c[(i / 8) % c.len()].clone()).collect();
+            opts.condition = crate::model::Condition::Caption(c);
+        }
         let x = self.ema_model.sample(n, &opts)?;
         let path = dir.join(name);
         save_samples(&path, &x, &self.cfg.data.preprocessing)?;

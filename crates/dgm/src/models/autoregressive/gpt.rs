@@ -905,6 +905,7 @@ mod tests {
             num_classes: None,
             preprocessing: Preprocessing::Identity,
             tokenizer: Some(chars(65)),
+            caption_words: None,
         };
         let mut cfg = GptConfig::default();
         prepare(&mut cfg, &text)?;
@@ -928,6 +929,7 @@ mod tests {
         let images = DataInfo {
             example_shape: vec![1, 28, 28],
             tokenizer: None,
+            caption_words: None,
             ..text.clone()
         };
         let e = prepare(&mut GptConfig::default(), &images)

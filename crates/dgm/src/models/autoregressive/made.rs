@@ -526,6 +526,7 @@ mod tests {
             num_classes: None,
             preprocessing,
             tokenizer: None,
+            caption_words: None,
         }
     }
 

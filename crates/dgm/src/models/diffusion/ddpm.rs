@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::likelihood::{ode_data_log_likelihood, vlb_nats, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use crate::conditioning::{batch_labels, check_class_dropout, training_labels, Cond};
+use crate::conditioning::{batch_cond, check_class_dropout, training_cond, Cond};
 use crate::data::Batch;
 use crate::model::{
     Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
@@ -189,10 +189,10 @@ impl Ddpm {
     }
 
     /// The denoiser D(x; level) = x̂₀ for a batch `x` at one noise level (the samplers' model call).
-    pub fn denoise(&self, x: &Tensor, level: &Level, class: Option<&Tensor>) -> Result<Tensor> {
+    pub fn denoise(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
         let b = x.dim(0)?;
         let t = Tensor::full(level.t as f32, b, &self.device)?; // (b,)
-        let out = self.net.forward(x, &t, class)?; // like x
+        let out = self.net.forward(x, &t, cond)?; // like x
         let x0 = x0_from_prediction(&self.cfg.prediction, &out, x, level)?;
         if self.cfg.clip_denoised && self.net.is_image() {
             Ok(x0.clamp(-1f32, 1f32)?)
@@ -202,14 +202,9 @@ impl Ddpm {
     }
 
     /// The model's x̂₀ without clipping (a smooth function of x, for the ODE likelihood's divergence).
-    fn denoise_unclipped(
-        &self,
-        x: &Tensor,
-        level: &Level,
-        class: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    fn denoise_unclipped(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
         let t = Tensor::full(level.t as f32, x.dim(0)?, &self.device)?; // (b,)
-        let out = self.net.forward(x, &t, class)?;
+        let out = self.net.forward(x, &t, cond)?;
         x0_from_prediction(&self.cfg.prediction, &out, x, level)
     }
 
@@ -262,15 +257,15 @@ impl Model for Ddpm {
             b,
             &self.device,
         )?;
-        // classifier-free guidance training: the null class (index K) with probability class_dropout
-        let class = training_labels(
+        // classifier-free guidance training: the null condition with probability class_dropout
+        let cond = training_cond(
             batch,
-            self.cfg.net.num_classes,
+            self.cfg.net.cond_kind(),
             self.cfg.class_dropout,
             "ddpm",
             rng,
         )?;
-        let out = self.net.forward(&xt, &t, class.as_ref())?;
+        let out = self.net.forward(&xt, &t, &cond)?;
         let target = match self.cfg.prediction.as_str() {
             "v" => (eps.broadcast_mul(&alpha)? - x0.broadcast_mul(&sigma)?)?, // v = α·ε − σ·x₀
             _ => eps,
@@ -321,7 +316,7 @@ impl Denoiser for Ddpm {
     }
 
     fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
-        self.denoise_unclipped(x, level, cond.class())
+        self.denoise_unclipped(x, level, cond)
     }
 }
 
@@ -336,8 +331,8 @@ impl Density for Ddpm {
     /// uniformly within each value's bin, plus D·ln(bin width) — a stochastic estimate of a lower bound on
     /// the probability of the discrete values (Theis et al. 2016).
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
-        let class = batch_labels(batch, self.cfg.net.num_classes, "ddpm")?;
-        let class = class.as_ref();
+        let cond = batch_cond(batch, self.cfg.net.cond_kind(), "ddpm")?;
+        let cond = &cond;
         let mut rng = Rng::new(opts.seed);
         let space = self.cfg.quantization.space();
         let x = batch.x.to_dtype(DType::F32)?;
@@ -356,7 +351,7 @@ impl Density for Ddpm {
                     &self.cfg.quantization.decoder(),
                     opts.steps,
                     &mut rng,
-                    |x, l| self.denoise(x, l, class),
+                    |x, l| self.denoise(x, l, cond),
                 )?;
                 Ok(LogLikelihood {
                     nats: nll.iter().map(|v| -v).collect(),
@@ -376,7 +371,7 @@ impl Density for Ddpm {
                     &self.cfg.quantization,
                     opts.samples,
                     &mut rng,
-                    |x, l| self.denoise_unclipped(x, l, class),
+                    |x, l| self.denoise_unclipped(x, l, cond),
                 )?;
                 Ok(LogLikelihood {
                     nats: ll,
@@ -396,13 +391,13 @@ impl Latent for Ddpm {
 
     /// DDIM inversion (η = 0) over `sample_steps` steps to the noise at the noisiest sampling level.
     fn encode(&self, batch: &Batch) -> Result<Tensor> {
-        let class = batch_labels(batch, self.cfg.net.num_classes, "ddpm")?;
+        let cond = batch_cond(batch, self.cfg.net.cond_kind(), "ddpm")?;
         ddim_invert(
             &self.schedule,
             self.cfg.sample_steps,
             self.cfg.inversion_refinements,
             &batch.x,
-            |x, l| Ok(self.denoise(x, l, class.as_ref())?.detach()),
+            |x, l| Ok(self.denoise(x, l, &cond)?.detach()),
         )
     }
 
@@ -410,7 +405,7 @@ impl Latent for Ddpm {
     fn decode(&self, z: &Tensor, condition: &Condition) -> Result<Tensor> {
         let cond = Cond::from_condition(
             condition,
-            self.cfg.net.num_classes,
+            self.cfg.net.cond_kind(),
             z.dim(0)?,
             "ddpm",
             &self.device,
@@ -469,6 +464,7 @@ mod tests {
             &mut cfg,
             &DataInfo {
                 tokenizer: None,
+                caption_words: None,
                 example_shape: shape.to_vec(),
                 num_classes: None,
                 preprocessing: Preprocessing::Identity,
@@ -565,6 +561,7 @@ mod tests {
             &mut cfg,
             &DataInfo {
                 tokenizer: None,
+                caption_words: None,
                 example_shape: vec![3],
                 num_classes: None,
                 preprocessing: Preprocessing::Scale {
@@ -685,6 +682,7 @@ mod tests {
             &mut cfg,
             &DataInfo {
                 tokenizer: None,
+                caption_words: None,
                 example_shape: vec![2],
                 num_classes: Some(3),
                 preprocessing: Preprocessing::Identity,

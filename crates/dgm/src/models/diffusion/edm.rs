@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use crate::conditioning::{check_class_dropout, training_labels, Cond};
+use crate::conditioning::{check_class_dropout, training_cond, Cond};
 use crate::data::Batch;
 use crate::model::{Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleOptions};
 use crate::pipelines::{self, Denoiser, DenoiserInfo, SamplerDefaults};
@@ -247,26 +247,21 @@ impl Edm {
     /// The denoiser D(x; level) = c_skip·x̃ + c_out·F(c_in·x̃, t(c_noise)) for a batch `x` at one noise level,
     /// never clipped: a smooth function of x and σ, for ODE integration. A level with α ≠ 1
     /// (x = α·x₀ + σ·n) is evaluated as x̃ = x/α at σ̃ = σ/α; at σ = 0, D(x; 0) = x (c_skip = 1, c_out = 0).
-    pub fn denoise_unclipped(
-        &self,
-        x: &Tensor,
-        level: &Level,
-        class: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    pub fn denoise_unclipped(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
         if level.sigma == 0.0 {
             return Ok(x.affine(1.0 / level.alpha, 0.0)?);
         }
         let x = x.affine(1.0 / level.alpha, 0.0)?; // x̃ = x₀ + σ̃·n
         let p = Preconditioning::new(level.sigma / level.alpha, self.cfg.sigma_data);
         let t = Tensor::full(time_input(p.c_noise) as f32, x.dim(0)?, &self.device)?; // (b,)
-        let f = self.net.forward(&x.affine(p.c_in, 0.0)?, &t, class)?; // like x
+        let f = self.net.forward(&x.affine(p.c_in, 0.0)?, &t, cond)?; // like x
         Ok(((x * p.c_skip)? + (f * p.c_out)?)?)
     }
 
     /// The samplers' model call: [`Edm::denoise_unclipped`], clipped to [−1, 1] for images when the config's
     /// `clip_denoised` is set.
-    pub fn denoise(&self, x: &Tensor, level: &Level, class: Option<&Tensor>) -> Result<Tensor> {
-        let d = self.denoise_unclipped(x, level, class)?;
+    pub fn denoise(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
+        let d = self.denoise_unclipped(x, level, cond)?;
         if self.cfg.clip_denoised && self.net.is_image() {
             Ok(d.clamp(-1f32, 1f32)?)
         } else {
@@ -293,10 +288,10 @@ impl Model for Edm {
     fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
         let x0 = &batch.x; // (b, c, h, w) or (b, d)
         let b = x0.dim(0)?;
-        // classifier-free guidance training: the null class (index K) with probability class_dropout
-        let class = training_labels(
+        // classifier-free guidance training: the null condition with probability class_dropout
+        let cond = training_cond(
             batch,
-            self.cfg.net.num_classes,
+            self.cfg.net.cond_kind(),
             self.cfg.class_dropout,
             "edm",
             rng,
@@ -319,9 +314,7 @@ impl Model for Edm {
         let t = Tensor::from_vec(t, b, &self.device)?; // (b,)
         let n = rng.randn(x0.shape(), &self.device)?;
         let x = (x0 + n.broadcast_mul(&sigma)?)?; // x₀ + σ·n
-        let f = self
-            .net
-            .forward(&x.broadcast_mul(&c_in)?, &t, class.as_ref())?;
+        let f = self.net.forward(&x.broadcast_mul(&c_in)?, &t, &cond)?;
         let target = (x0 - x.broadcast_mul(&c_skip)?)?.broadcast_mul(&inv_c_out)?;
         let loss = (f - target)?.sqr()?.mean_all()?;
         LossOutput::single("mse", loss)
@@ -362,7 +355,7 @@ impl Denoiser for Edm {
     }
 
     fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
-        self.denoise_unclipped(x, level, cond.class())
+        self.denoise_unclipped(x, level, cond)
     }
 }
 
@@ -380,7 +373,7 @@ impl Density for Edm {
             batch,
             opts,
             "edm",
-            self.cfg.net.num_classes,
+            self.cfg.net.cond_kind(),
             (self.cfg.sigma_min, self.cfg.sigma_max),
             self.cfg.ode_steps,
             &self.cfg.quantization,
@@ -410,6 +403,7 @@ mod tests {
         let mut cfg = cfg;
         let data = DataInfo {
             tokenizer: None,
+            caption_words: None,
             example_shape: shape.to_vec(),
             num_classes: None,
             preprocessing: Preprocessing::Identity,
@@ -516,7 +510,7 @@ mod tests {
                 sigma,
                 t: sigma,
             };
-            let d = m.denoise_unclipped(&x, &level, None)?;
+            let d = m.denoise_unclipped(&x, &level, &Cond::None)?;
             let want = x.affine(
                 alpha * sd * sd / (alpha * alpha * sd * sd + sigma * sigma),
                 0.0,
@@ -524,7 +518,7 @@ mod tests {
             let err = (d - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(err < 1e-5, "α = {alpha}, σ = {sigma}: {err}");
         }
-        let d0 = m.denoise_unclipped(&x, &Level::CLEAN, None)?;
+        let d0 = m.denoise_unclipped(&x, &Level::CLEAN, &Cond::None)?;
         assert_eq!(d0.to_vec2::<f32>()?, x.to_vec2::<f32>()?);
         let batch = Batch::new(
             Rng::new(3)
@@ -604,6 +598,7 @@ mod tests {
         cfg.net.conditional = true;
         let data = DataInfo {
             tokenizer: None,
+            caption_words: None,
             example_shape: vec![2],
             num_classes: Some(3),
             preprocessing: Preprocessing::Identity,

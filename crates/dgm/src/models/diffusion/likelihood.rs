@@ -23,7 +23,7 @@
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::conditioning::batch_labels;
+use crate::conditioning::{batch_cond, Cond, CondKind};
 use crate::data::Batch;
 use crate::data::Preprocessing;
 use crate::distributions::gaussian::{discretized_gaussian_log_prob, gaussian_log_density};
@@ -152,20 +152,20 @@ pub fn ve_ode_density<F>(
     batch: &Batch,
     opts: &LikelihoodOptions,
     model: &str,
-    num_classes: usize,
+    cond_kind: CondKind,
     sigmas: (f64, f64),
     default_steps: usize,
     quantization: &Quantization,
     denoise: F,
 ) -> Result<LogLikelihood>
 where
-    F: Fn(&Tensor, &Level, Option<&Tensor>) -> Result<Tensor>,
+    F: Fn(&Tensor, &Level, &Cond) -> Result<Tensor>,
 {
     match opts.estimator.as_deref().unwrap_or("ode") {
         "ode" => {}
         other => return Err(Error::unknown("estimator", other, &["ode"])),
     }
-    let class = batch_labels(batch, num_classes, model)?;
+    let cond = batch_cond(batch, cond_kind, model)?;
     let levels = geometric_levels(sigmas.0, sigmas.1, opts.steps.unwrap_or(default_steps))?;
     let mut rng = Rng::new(opts.seed);
     let nats = ode_data_log_likelihood(
@@ -174,7 +174,7 @@ where
         quantization,
         opts.samples,
         &mut rng,
-        |x, l| denoise(x, l, class.as_ref()),
+        |x, l| denoise(x, l, &cond),
     )?;
     Ok(LogLikelihood {
         nats,

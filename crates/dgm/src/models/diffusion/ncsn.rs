@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use super::likelihood::{ve_ode_density, Quantization};
 use super::net::{DenoiserNet, NetConfig};
-use crate::conditioning::{check_class_dropout, training_labels, Cond};
+use crate::conditioning::{check_class_dropout, training_cond, Cond};
 use crate::data::Batch;
 use crate::model::{Density, LikelihoodOptions, LogLikelihood, LossOutput, Model, SampleOptions};
 use crate::pipelines::{self, Denoiser, DenoiserInfo, SamplerDefaults};
@@ -221,31 +221,26 @@ impl Ncsn {
     }
 
     /// The score s_θ(x, σ) = F(x, i(σ))/σ for a batch `x` at noise σ > 0 (α = 1).
-    pub fn score(&self, x: &Tensor, sigma: f64, class: Option<&Tensor>) -> Result<Tensor> {
+    pub fn score(&self, x: &Tensor, sigma: f64, cond: &Cond) -> Result<Tensor> {
         let t = Tensor::full(self.level_index(sigma) as f32, x.dim(0)?, &self.device)?; // (b,)
-        Ok(self.net.forward(x, &t, class)?.affine(1.0 / sigma, 0.0)?)
+        Ok(self.net.forward(x, &t, cond)?.affine(1.0 / sigma, 0.0)?)
     }
 
     /// The denoiser D(x; level) = x̃ + σ̃²·s_θ(x̃, σ̃), x̃ = x/α, σ̃ = σ/α, never clipped (a smooth function for
     /// ODE integration); D(x; 0) = x/α.
-    pub fn denoise_unclipped(
-        &self,
-        x: &Tensor,
-        level: &Level,
-        class: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    pub fn denoise_unclipped(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
         let x = x.affine(1.0 / level.alpha, 0.0)?;
         if level.sigma == 0.0 {
             return Ok(x);
         }
         let sigma = level.sigma / level.alpha;
-        tweedie(&x, &self.score(&x, sigma, class)?, sigma)
+        tweedie(&x, &self.score(&x, sigma, cond)?, sigma)
     }
 
     /// The samplers' model call: [`Ncsn::denoise_unclipped`], clipped to [−1, 1] for images when the
     /// config's `clip_denoised` is set.
-    pub fn denoise(&self, x: &Tensor, level: &Level, class: Option<&Tensor>) -> Result<Tensor> {
-        let d = self.denoise_unclipped(x, level, class)?;
+    pub fn denoise(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
+        let d = self.denoise_unclipped(x, level, cond)?;
         if self.cfg.clip_denoised && self.net.is_image() {
             Ok(d.clamp(-1f32, 1f32)?)
         } else {
@@ -273,10 +268,10 @@ impl Model for Ncsn {
     fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
         let x0 = &batch.x; // (b, c, h, w) or (b, d)
         let b = x0.dim(0)?;
-        // classifier-free guidance training: the null class (index K) with probability class_dropout
-        let class = training_labels(
+        // classifier-free guidance training: the null condition with probability class_dropout
+        let cond = training_cond(
             batch,
-            self.cfg.net.num_classes,
+            self.cfg.net.cond_kind(),
             self.cfg.class_dropout,
             "ncsn",
             rng,
@@ -295,7 +290,7 @@ impl Model for Ncsn {
         let t = Tensor::from_vec(t, b, &self.device)?; // (b,)
         let z = rng.randn(x0.shape(), &self.device)?;
         let xt = (x0 + z.broadcast_mul(&sigma)?)?; // x̃ = x + σ_i·z
-        let f = self.net.forward(&xt, &t, class.as_ref())?; // σ_i·s_θ(x̃, σ_i)
+        let f = self.net.forward(&xt, &t, &cond)?; // σ_i·s_θ(x̃, σ_i)
         let loss = dsm_loss(&f, &z)?;
         LossOutput::single("dsm", loss)
     }
@@ -339,7 +334,7 @@ impl Denoiser for Ncsn {
     }
 
     fn x0(&self, x: &Tensor, level: &Level, cond: &Cond) -> Result<Tensor> {
-        self.denoise_unclipped(x, level, cond.class())
+        self.denoise_unclipped(x, level, cond)
     }
 }
 
@@ -357,7 +352,7 @@ impl Density for Ncsn {
             batch,
             opts,
             "ncsn",
-            self.cfg.net.num_classes,
+            self.cfg.net.cond_kind(),
             (self.cfg.sigma_min, self.cfg.sigma_max),
             self.cfg.ode_steps,
             &self.cfg.quantization,
@@ -386,6 +381,7 @@ mod tests {
         let mut cfg = cfg;
         let data = DataInfo {
             tokenizer: None,
+            caption_words: None,
             example_shape: shape.to_vec(),
             num_classes: None,
             preprocessing: Preprocessing::Identity,
@@ -444,7 +440,7 @@ mod tests {
                     sigma,
                     t: 0.0,
                 };
-                let d = m.denoise_unclipped(&x, &level, None)?;
+                let d = m.denoise_unclipped(&x, &level, &Cond::None)?;
                 let want = x.affine(1.0 / alpha, sigma / alpha * b as f64)?;
                 let err = (d - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(err < 1e-5, "b = {b}, α = {alpha}, σ = {sigma}: {err}");

@@ -1,13 +1,17 @@
 //! The denoising network shared by the diffusion family: dgm's UNet ([`crate::nn::unet`]) for images, and a
 //! small time-conditioned MLP for vector data (the 2-D toy distributions). Both take the data, a real-valued time
-//! input per example (the schedule's `t`: a step index, a level index or c_noise(σ)) and optional class labels,
-//! and return a tensor shaped like the data.
+//! input per example (the schedule's `t`: a step index, a level index or c_noise(σ)) and a condition (class
+//! labels; for the UNet also captions, read by a [`TextEncoder`] trained with it), and return a tensor shaped
+//! like the data.
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::conditioning::{Cond, CondKind};
+use crate::data::captions::{empty_captions, CaptionVocab};
 use crate::models::DataInfo;
+use crate::nn::text::{TextEncoder, TextEncoderConfig};
 use crate::nn::unet::{timestep_embedding, UNet, UNetConfig};
 use crate::nn::{Activation, Embedding, Linear};
 use crate::pipelines::DenoiserInfo;
@@ -28,6 +32,13 @@ pub struct NetConfig {
     pub conditional: bool,
     /// Number of classes of a conditional model (0 when unconditional); filled by `prepare`.
     pub num_classes: usize,
+    /// Condition on captions (the UNet, data with captions), read by a text encoder trained with the model.
+    pub captions: bool,
+    /// The text encoder of a caption model.
+    pub text: TextEncoderConfig,
+    /// The words of the training captions; filled by `prepare` for a caption model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_vocab: Option<CaptionVocab>,
     /// The UNet (images); `in_channels`, `image_size` and `num_classes` are filled by `prepare`.
     pub unet: UNetConfig,
     /// MLP (vectors): hidden width.
@@ -45,6 +56,9 @@ impl Default for NetConfig {
             input_shape: vec![],
             conditional: false,
             num_classes: 0,
+            captions: false,
+            text: TextEncoderConfig::default(),
+            caption_vocab: None,
             unet: UNetConfig::default(),
             mlp_width: 256,
             mlp_depth: 3,
@@ -58,6 +72,7 @@ impl NetConfig {
     pub fn tiny() -> Self {
         Self {
             unet: UNetConfig::tiny(),
+            text: TextEncoderConfig::tiny(),
             mlp_width: 64,
             mlp_depth: 2,
             mlp_time_dim: 16,
@@ -72,6 +87,18 @@ impl NetConfig {
         }
         if self.arch == "unet" {
             self.unet.validate()?;
+        }
+        if self.captions {
+            if self.conditional {
+                return Err(Error::invalid(
+                    "model.net",
+                    "conditional (classes) and captions cannot both be on: a network takes one kind of condition",
+                ));
+            }
+            self.text.validate()?;
+            if let Some(v) = &self.caption_vocab {
+                v.validate()?;
+            }
         }
         if self.arch == "mlp"
             && (self.mlp_width == 0 || self.mlp_depth == 0 || self.mlp_time_dim < 2)
@@ -154,16 +181,39 @@ impl NetConfig {
             name,
             example_shape: &self.input_shape,
             device,
-            num_classes: self.num_classes,
+            cond: self.cond_kind(),
             has_null_class: class_dropout > 0.0,
             clip_denoised: clip_denoised && image,
             clamp_samples: image,
         }
     }
 
+    /// What a network built from this prepared config is conditioned on.
+    pub fn cond_kind(&self) -> CondKind<'_> {
+        match (&self.caption_vocab, self.num_classes) {
+            (Some(v), _) if self.captions => CondKind::Caption(v),
+            (_, k) if k > 0 => CondKind::Class(k),
+            _ => CondKind::None,
+        }
+    }
+
     /// Fills the data-dependent fields and resolves `auto`.
     pub fn prepare(&mut self, data: &DataInfo) -> Result<()> {
         self.input_shape = data.example_shape.clone();
+        self.caption_vocab =
+            match (self.captions, &data.caption_words) {
+                (false, _) => None,
+                // a run that is resumed or loaded keeps the vocabulary it was trained with
+                (true, _) if self.caption_vocab.is_some() => self.caption_vocab.take(),
+                (true, Some(words)) if !words.is_empty() => Some(CaptionVocab {
+                    words: words.clone(),
+                    max_tokens: self.text.max_tokens,
+                }),
+                (true, _) => return Err(Error::invalid(
+                    "model.net.captions",
+                    "a caption model needs captions, and this data set has none (shapes has them)",
+                )),
+            };
         self.num_classes = match (self.conditional, data.num_classes) {
             (false, _) => 0,
             (true, Some(n)) if n > 0 => n,
@@ -203,6 +253,12 @@ impl NetConfig {
                         "unet needs images, the data are vectors of shape {:?}; use mlp",
                         self.input_shape
                     ),
+                ))
+            }
+            ("mlp", _) if self.captions => {
+                return Err(Error::invalid(
+                    "model.net.captions",
+                    "captions condition the UNet (image data); the MLP takes class labels only",
                 ))
             }
             ("mlp", _) => {}
@@ -282,6 +338,8 @@ impl TimeMlp {
 pub struct DenoiserNet {
     unet: Option<UNet>,
     mlp: Option<TimeMlp>,
+    /// The caption encoder of a caption-conditional UNet.
+    text: Option<TextEncoder>,
 }
 
 impl DenoiserNet {
@@ -291,10 +349,26 @@ impl DenoiserNet {
             "unet" => Ok(Self {
                 unet: Some(UNet::new(&cfg.unet, vb.pp("unet"))?),
                 mlp: None,
+                text: match (cfg.captions, &cfg.caption_vocab) {
+                    (false, _) => None,
+                    (true, Some(v)) => Some(TextEncoder::new(
+                        &cfg.text,
+                        v.vocab_size(),
+                        cfg.unet.embed_dim(),
+                        vb.pp("text"),
+                    )?),
+                    (true, None) => {
+                        return Err(Error::invalid(
+                            "model.net.caption_vocab",
+                            "a caption model needs its vocabulary: the config must be prepared",
+                        ))
+                    }
+                },
             }),
             "mlp" => Ok(Self {
                 unet: None,
                 mlp: Some(TimeMlp::new(cfg, vb.pp("mlp"))?),
+                text: None,
             }),
             other => Err(Error::invalid(
                 "model.net.arch",
@@ -308,11 +382,31 @@ impl DenoiserNet {
         self.unet.is_some()
     }
 
-    /// f(x, t, y), shaped like `x`.
-    pub fn forward(&self, x: &Tensor, t: &Tensor, class: Option<&Tensor>) -> Result<Tensor> {
+    /// f(x, t, c), shaped like `x`. A caption model reads `Cond::None` as the empty caption, a class model
+    /// as the null class.
+    pub fn forward(&self, x: &Tensor, t: &Tensor, cond: &Cond) -> Result<Tensor> {
+        let caption = match (&self.text, cond) {
+            (Some(enc), Cond::Caption(tokens)) => Some(enc.forward(tokens)?),
+            (Some(enc), Cond::None) => {
+                Some(enc.forward(&empty_captions(x.dim(0)?, 1, x.device())?)?)
+            }
+            (Some(_), Cond::Class(_)) => {
+                return Err(Error::invalid(
+                    "condition",
+                    "this network takes captions, not class labels",
+                ))
+            }
+            (None, Cond::Caption(_)) => {
+                return Err(Error::invalid(
+                    "condition",
+                    "this network takes no captions",
+                ))
+            }
+            (None, _) => None,
+        };
         match (&self.unet, &self.mlp) {
-            (Some(u), _) => u.forward(x, t, class),
-            (None, Some(m)) => m.forward(x, t, class),
+            (Some(u), _) => u.forward_with(x, t, cond.class(), caption.as_ref()),
+            (None, Some(m)) => m.forward(x, t, cond.class()),
             (None, None) => Err(Error::invalid("model.net", "no network built")),
         }
     }

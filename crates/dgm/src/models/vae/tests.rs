@@ -29,6 +29,7 @@ const DEQUANT: Preprocessing = Preprocessing::Scale {
 fn info(shape: &[usize], classes: Option<usize>, prep: Preprocessing) -> DataInfo {
     DataInfo {
         tokenizer: None,
+        caption_words: None,
         example_shape: shape.to_vec(),
         num_classes: classes,
         preprocessing: prep,

@@ -14,6 +14,7 @@ fn info(shape: &[usize], classes: Option<usize>, preprocessing: Preprocessing) -
         num_classes: classes,
         preprocessing,
         tokenizer: None,
+        caption_words: None,
     }
 }
 
