@@ -78,6 +78,10 @@ pub struct UNetConfig {
     pub num_classes: Option<usize>,
     /// GroupNorm groups (clamped to `base_channels`; must divide `base_channels`).
     pub groups: usize,
+    /// Append two coordinate maps (x and y in [−1, 1]) to the input (CoordConv, Liu et al. 2018): a
+    /// condition that names a *place* ("at the top left") reaches the net as an embedding that is the same at
+    /// every pixel, and convolutions alone can hardly tell where they are.
+    pub coord_channels: bool,
 }
 
 impl Default for UNetConfig {
@@ -95,6 +99,7 @@ impl Default for UNetConfig {
             num_heads: 4,
             num_classes: None,
             groups: 32,
+            coord_channels: false,
         }
     }
 }
@@ -389,7 +394,14 @@ impl UNet {
                 Some(k) => Some(Embedding::new(k + 1, e, vb.pp("class_emb"))?),
                 None => None,
             },
-            conv_in: Conv2d::new(cfg.in_channels, base, 3, 1, 1, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(
+                cfg.in_channels + 2 * usize::from(cfg.coord_channels),
+                base,
+                3,
+                1,
+                1,
+                vb.pp("conv_in"),
+            )?,
             down,
             mid,
             up,
@@ -453,7 +465,12 @@ impl UNet {
         }
         let emb = emb.silu()?; // (b, 4C): every ResBlock projects SiLU(emb)
 
-        let mut h = self.conv_in.forward(x)?; // (b, C, s, s)
+        let mut h = match self.cfg.coord_channels {
+            true => self
+                .conv_in
+                .forward(&Tensor::cat(&[x, &coordinates(x)?], 1)?)?,
+            false => self.conv_in.forward(x)?,
+        }; // (b, C, s, s)
         let mut skips = vec![h.clone()];
         for level in &self.down {
             for (res, attn) in &level.blocks {
@@ -546,6 +563,28 @@ impl UNet {
         }
         Ok(class.clone())
     }
+}
+
+/// The CoordConv maps of `x: (b, c, h, w)`: `(b, 2, h, w)` with x then y, each from −1 to 1 across the image.
+fn coordinates(x: &Tensor) -> Result<Tensor> {
+    let (b, _, h, w) = x.dims4()?;
+    let ramp = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                if n > 1 {
+                    2.0 * i as f32 / (n - 1) as f32 - 1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let (rx, ry) = (ramp(w), ramp(h));
+    let mut v = Vec::with_capacity(2 * h * w);
+    v.extend((0..h).flat_map(|_| rx.iter().copied()));
+    v.extend(ry.iter().flat_map(|&y| std::iter::repeat_n(y, w)));
+    let maps = Tensor::from_vec(v, (1, 2, h, w), x.device())?.to_dtype(x.dtype())?;
+    Ok(maps.broadcast_as((b, 2, h, w))?.contiguous()?)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -730,6 +769,37 @@ mod tests {
         // examples do not interact: example 0 alone gives the same output as in the batch
         let one = net.forward(&x.narrow(0, 0, 1)?, &times(&[10.0])?, Some(&c(&[0])?))?;
         assert!(rel_err(&one, &base.narrow(0, 0, 1)?)? < 1e-5);
+        Ok(())
+    }
+
+    /// CoordConv maps run from −1 to 1 along x then y; a net with them runs, and so does a condition embedding
+    /// of the right shape (a wrong one is refused).
+    #[test]
+    fn coordinate_channels_and_condition_embeddings() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Rng::new(3).randn((2, 1, 3, 3), &dev)?;
+        let m = coordinates(&x)?;
+        assert_eq!(m.dims(), [2, 2, 3, 3]);
+        let v = m.narrow(0, 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(&v[..9], &[-1.0, 0.0, 1.0, -1.0, 0.0, 1.0, -1.0, 0.0, 1.0]);
+        assert_eq!(&v[9..], &[-1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let cfg = UNetConfig {
+            coord_channels: true,
+            ..tiny8()
+        };
+        let (net, _) = build(&cfg, 2)?;
+        let x = Rng::new(3).randn((2, 1, 8, 8), &dev)?;
+        let t = times(&[10.0, 10.0])?;
+        let plain = net.forward(&x, &t, None)?;
+        assert_eq!(plain.dims(), [2, 1, 8, 8]);
+        let e = Rng::new(4).randn((2, cfg.embed_dim()), &dev)?;
+        assert!(rel_err(&net.forward_with(&x, &t, None, Some(&e))?, &plain)? > 1e-4);
+        let bad = Rng::new(4).randn((2, 3), &dev)?;
+        let msg = net
+            .forward_with(&x, &t, None, Some(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("condition embedding"), "{msg}");
         Ok(())
     }
 
