@@ -156,7 +156,9 @@ pub struct QualityReport {
 
 /// Draws `n` samples from `model` in batches (the batch starting at sample `i` is seeded from
 /// `Rng::stream(seed, i)`: the same seed and batch size give the same samples), with class
-/// labels `0, 1, …, k−1, 0, …` for a class-conditional model. Returns the samples and the classes asked for.
+/// labels `0, 1, …, k−1, 0, …` for a class-conditional model, and the empty caption (the model's
+/// unconditional distribution, which sample-quality metrics compare with the data) for a caption model.
+/// Returns the samples and the classes asked for.
 pub(super) fn draw_samples(
     model: &dyn Model,
     n: usize,
@@ -178,6 +180,9 @@ pub(super) fn draw_samples(
             let labels: Vec<u32> = (start..start + m).map(|i| (i % k) as u32).collect();
             w.extend_from_slice(&labels);
             so.condition = Condition::Class(labels);
+        }
+        if model.sample_abilities().captions {
+            so.condition = Condition::Caption(vec![String::new()]);
         }
         out.push(model.sample(m, &so)?);
         start += m;
