@@ -390,38 +390,32 @@ impl Default for GeneratedSizes {
     }
 }
 
-/// Split `split` of `shapes` (sizes from `sizes`) without the (colour, shape) pairs in `holdout`
-/// ([`shapes::generate_holding_out`]); every split of `shapes` comes from here.
-pub fn load_holding_out(
-    split: Split,
-    sizes: &GeneratedSizes,
-    holdout: &[(usize, usize)],
-) -> Result<Dataset> {
-    let (seed, n) = match split {
-        Split::Train => (0, sizes.train),
-        Split::Validation => (1, sizes.validation),
-        Split::Test => (2, sizes.test),
-    };
-    let per = DataSpec::Shapes.generated_example_bytes().unwrap_or(0);
-    crate::memory::check_bytes(
-        &format!("{n} generated shapes examples"),
-        &format!("data.sizes.{}", split.name()),
-        (n as u64).saturating_mul(per),
-        &crate::memory::available()?,
-    )?;
-    let cfg = shapes::ShapesConfig::default();
-    Ok(shapes::generate_holding_out(
-        n,
-        0x05_A9E5_u64.wrapping_add(seed),
-        &cfg,
-        holdout,
-    ))
-}
-
 /// Loads the image / vector data set `spec`, split `split`. Text corpora are loaded with [`text::load`].
 /// Generated data sets (`shapes`, `toy2d`) use `sizes` and a fixed seed per split, so every run sees the same data;
 /// a size whose examples would not fit in the available memory ([`crate::memory`]) is refused before generating.
 pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -> Result<Dataset> {
+    load_holding_out(spec, split, dir, sizes, &[])
+}
+
+/// [`load`] without the (colour, shape) pairs in `holdout` ([`shapes::generate_holding_out`]; indices into
+/// [`shapes::COLOURS`] and [`shapes::CLASS_NAMES`], e.g. from [`shapes::parse_holdout`]). Errors: pairs to hold
+/// out from a data set other than `shapes`.
+pub fn load_holding_out(
+    spec: &DataSpec,
+    split: Split,
+    dir: &Path,
+    sizes: &GeneratedSizes,
+    holdout: &[(usize, usize)],
+) -> Result<Dataset> {
+    if !holdout.is_empty() && *spec != DataSpec::Shapes {
+        return Err(Error::invalid(
+            "data.holdout",
+            format!(
+                "held-out (colour, shape) pairs apply to shapes only, not {}",
+                spec.name()
+            ),
+        ));
+    }
     let split_seed = match split {
         Split::Train => 0,
         Split::Validation => 1,
@@ -442,7 +436,12 @@ pub fn load(spec: &DataSpec, split: Split, dir: &Path, sizes: &GeneratedSizes) -
     }
     match spec {
         DataSpec::Mnist => mnist::load_split(dir, split),
-        DataSpec::Shapes => load_holding_out(split, sizes, &[]),
+        DataSpec::Shapes => Ok(shapes::generate_holding_out(
+            n,
+            0x05_A9E5_u64.wrapping_add(split_seed),
+            &shapes::ShapesConfig::default(),
+            holdout,
+        )),
         DataSpec::Toy2d(name) => toy2d::generate(name, n, 0x70E2D_u64.wrapping_add(split_seed)),
         DataSpec::Text(_) => Err(Error::Unsupported(format!(
             "data set '{}' is a text corpus; image and 2-D models need mnist, shapes or toy2d:<name>",

@@ -292,12 +292,13 @@ impl RunDir {
 /// or, for a new run, the one `data.text.tokenizer` builds from the corpus.
 pub fn load_data(cfg: &RunConfig, split: Split, data_dir: &Path) -> Result<Dataset> {
     let spec = DataSpec::parse(&cfg.data.name)?;
-    if spec == DataSpec::Shapes && split == Split::Train && !cfg.data.holdout.is_empty() {
-        let pairs = data::shapes::parse_holdout(&cfg.data.holdout, "data.holdout")?;
-        return data::load_holding_out(split, &cfg.data.sizes, &pairs);
-    }
     let DataSpec::Text(name) = &spec else {
-        return data::load(&spec, split, data_dir, &cfg.data.sizes);
+        // held-out pairs leave the training split only
+        let holdout = match split {
+            Split::Train => data::shapes::parse_holdout(&cfg.data.holdout, "data.holdout")?,
+            _ => Vec::new(),
+        };
+        return data::load_holding_out(&spec, split, data_dir, &cfg.data.sizes, &holdout);
     };
     let opts = cfg.data.text.clone().unwrap_or_default();
     let corpus = data::text::load(name, data_dir)?;
