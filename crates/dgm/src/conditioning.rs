@@ -37,15 +37,6 @@ impl CondKind<'_> {
     pub fn is_conditional(&self) -> bool {
         !matches!(self, CondKind::None)
     }
-
-    /// `class-conditional`, `caption-conditional` or `unconditional`, for messages.
-    pub fn describe(&self) -> &'static str {
-        match self {
-            CondKind::None => "unconditional",
-            CondKind::Class(_) => "class-conditional",
-            CondKind::Caption(_) => "caption-conditional",
-        }
-    }
 }
 
 /// A batch's condition as a denoising network takes it, one entry per example. A conditional network turns
