@@ -603,6 +603,36 @@ fn assert_resume_is_exact(name: &str, train: &dyn Fn(&Path) -> Command, stop_aft
     );
 }
 
+/// Glow's ActNorm is initialised from data once, at the start of a new run: a resumed run restores it from
+/// the checkpoint and continues bit for bit.
+#[test]
+fn resume_is_bit_exact_for_glow() {
+    assert_resume_is_exact(
+        "glow",
+        &|out| {
+            let mut c = dgm();
+            c.args(["train", "glow", "--data", "shapes", "--out"])
+                .arg(out)
+                .args(["--steps", "4", "--seed", "5", "--quiet"])
+                .args(["--set", "model.steps=1", "--set", "model.hidden=8"])
+                .args([
+                    "--set",
+                    "train.batch_size=8",
+                    "--set",
+                    "train.eval_batches=1",
+                ])
+                .args([
+                    "--set",
+                    "data.sizes.train=64",
+                    "--set",
+                    "data.sizes.validation=16",
+                ]);
+            c
+        },
+        2,
+    );
+}
+
 #[test]
 fn resume_is_bit_exact_for_a_conv_vae_a_ddpm_and_the_gpt() {
     assert_resume_is_exact(

@@ -351,6 +351,13 @@ pub trait Model {
     fn as_complete(&self) -> Option<&dyn Complete> {
         None
     }
+
+    /// Data-dependent initial values of some of the model's variables (Glow's ActNorm), by full variable
+    /// name, from a batch of training data. The trainer calls it once, before the first step of a new run,
+    /// and never on resume or load: the values are saved with the other parameters. Default: none.
+    fn data_init(&self, _batch: &Batch) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Models with a (bound on / estimate of the) likelihood.

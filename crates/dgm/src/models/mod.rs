@@ -7,6 +7,7 @@
 
 pub mod autoregressive;
 pub mod diffusion;
+pub mod flows;
 pub mod vae;
 
 use candle_nn::VarBuilder;
@@ -335,7 +336,87 @@ pub const REGISTRY: &[ModelEntry] = &[
         example_shape: |t| Ok(vec![from_table::<autoregressive::gpt::GptConfig>(t)?.block_size]),
         build: |_, t, vb| Ok(Box::new(autoregressive::gpt::Gpt::new(from_table(t)?, vb)?)),
     },
+    ModelEntry {
+        name: "realnvp",
+        family: "flows",
+        about: "RealNVP normalizing flow, affine couplings, multi-scale (Dinh et al. 2017)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "toy2d:moons",
+        abilities: FLOW,
+        defaults: || to_table(&flows::realnvp::RealNvpConfig::default()),
+        normalize: |t| to_table(&from_table::<flows::realnvp::RealNvpConfig>(t)?),
+        preprocessing: dequantized,
+        prepare: |t, d| with_config(t, |c| flows::realnvp::prepare(c, d)),
+        footprint: |t| Ok(flows::realnvp::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<flows::realnvp::RealNvpConfig>(t)?.example_shape),
+        build: |_, t, vb| Ok(Box::new(flows::realnvp::new(&from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "glow",
+        family: "flows",
+        about: "Glow normalizing flow: ActNorm, invertible 1×1 convolutions, couplings (Kingma & Dhariwal 2018)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "toy2d:moons",
+        abilities: FLOW,
+        defaults: || to_table(&flows::glow::GlowConfig::default()),
+        normalize: |t| to_table(&from_table::<flows::glow::GlowConfig>(t)?),
+        preprocessing: dequantized,
+        prepare: |t, d| with_config(t, |c| flows::glow::prepare(c, d)),
+        footprint: |t| Ok(flows::glow::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<flows::glow::GlowConfig>(t)?.example_shape),
+        build: |_, t, vb| Ok(Box::new(flows::glow::new(&from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "maf",
+        family: "flows",
+        about: "masked autoregressive flow: MADE affine layers, order reversed between them (Papamakarios et al. 2017)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "toy2d:moons",
+        abilities: FLOW,
+        defaults: || to_table(&flows::maf::MafConfig::default()),
+        normalize: |t| to_table(&from_table::<flows::maf::MafConfig>(t)?),
+        preprocessing: dequantized,
+        prepare: |t, d| with_config(t, |c| flows::maf::prepare(c, d)),
+        footprint: |t| Ok(flows::maf::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<flows::maf::MafConfig>(t)?.example_shape),
+        build: |_, t, vb| Ok(Box::new(flows::maf::new(&from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "nsf",
+        family: "flows",
+        about: "neural spline flow: rational-quadratic spline couplings or autoregressive layers (Durkan et al. 2019)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "toy2d:moons",
+        abilities: FLOW,
+        defaults: || to_table(&flows::nsf::NsfConfig::default()),
+        normalize: |t| to_table(&from_table::<flows::nsf::NsfConfig>(t)?),
+        preprocessing: dequantized,
+        prepare: |t, d| with_config(t, |c| flows::nsf::prepare(c, d)),
+        footprint: |t| Ok(flows::nsf::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<flows::nsf::NsfConfig>(t)?.example_shape),
+        build: |_, t, vb| Ok(Box::new(flows::nsf::new(&from_table(t)?, vb)?)),
+    },
 ];
+
+/// What a normalizing flow offers: an exact density and an exact encoder / decoder.
+const FLOW: Abilities = Abilities {
+    density: true,
+    latent: true,
+    ..Abilities::NONE
+};
+
+/// The preprocessing of the flows: images as uniformly dequantized pixels in [0, 1] (a continuous density
+/// needs continuous data; the logit or shift into the flow's space is the model's first layer, its Jacobian
+/// counted), points as they are.
+fn dequantized(spec: &DataSpec) -> Preprocessing {
+    match spec.default_preprocessing() {
+        Preprocessing::Binarize { .. } | Preprocessing::Scale { .. } => Preprocessing::Scale {
+            range: crate::data::Range::ZeroOne,
+            dequantize: true,
+        },
+        p => p,
+    }
+}
 
 /// The registry names, in [`REGISTRY`] order (for help texts and error messages).
 pub fn model_names() -> Vec<&'static str> {
@@ -624,6 +705,17 @@ mod tests {
                             range: crate::data::Range::MinusOneOne,
                             dequantize: false
                         }
+                    );
+                } else if e.family == "flows" && spec.kind() == DataKind::Images {
+                    // a continuous density needs dequantized pixels
+                    assert_eq!(
+                        p,
+                        Preprocessing::Scale {
+                            range: crate::data::Range::ZeroOne,
+                            dequantize: true
+                        },
+                        "{} {data}",
+                        e.name
                     );
                 } else {
                     assert_eq!(p, spec.default_preprocessing(), "{} {data}", e.name);

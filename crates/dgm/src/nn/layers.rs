@@ -82,6 +82,16 @@ impl Linear {
         })
     }
 
+    /// A linear layer whose weight and bias start at zero (the last layer of a flow's conditioner, so that
+    /// each coupling starts as the identity); runs on [`linear`].
+    pub fn zeros(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.0))?,
+            bias: vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?,
+            kernel: LinearKernel::Fused,
+        })
+    }
+
     /// A linear layer as nanoGPT builds it: `weight` (out, in) drawn N(0, std²), `bias` (out,) zero, or no
     /// bias variable at all when `bias` is false; runs on [`dense`].
     pub fn nanogpt(
@@ -167,6 +177,23 @@ impl Conv2d {
         Ok(Self {
             weight,
             bias,
+            stride,
+            padding,
+        })
+    }
+
+    /// A k×k convolution whose weight and bias start at zero (Glow's `ZeroConv2d`).
+    pub fn zeros(
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints((out_ch, in_ch, k, k), "weight", Init::Const(0.0))?,
+            bias: vb.get_with_hints(out_ch, "bias", Init::Const(0.0))?,
             stride,
             padding,
         })

@@ -102,6 +102,29 @@ impl Params {
         Ok(())
     }
 
+    /// Overwrites the named variables with `values` (a model's data-dependent initialisation); each name
+    /// must be a variable of this store, of the same shape.
+    pub fn set_values(&self, values: &[(String, Tensor)]) -> Result<()> {
+        let vars = self.lock();
+        for (name, t) in values {
+            let var = vars.get(name).ok_or_else(|| {
+                Error::invalid("data-dependent init", format!("no variable named '{name}'"))
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::invalid(
+                    "data-dependent init",
+                    format!(
+                        "'{name}' has shape {:?}, the value {:?}",
+                        var.dims(),
+                        t.dims()
+                    ),
+                ));
+            }
+            var.set(&t.detach().to_dtype(var.dtype())?.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
     fn init(&self, shape: &Shape, name: &str, init: Init) -> Result<Tensor> {
         let n = shape.elem_count();
         let mut rng = Rng::named(self.seed, name);

@@ -200,6 +200,10 @@ impl Session {
     }
 }
 
+/// How many training examples a model's data-dependent initialisation ([`crate::model::Model::data_init`])
+/// sees (Glow initialises ActNorm from one batch; a larger one gives steadier statistics).
+pub const DATA_INIT_EXAMPLES: usize = 512;
+
 /// Trains the run in `run_dir`: a new run from `cfg` when `resume` is false (the directory must not hold a
 /// run already), or continues the checkpoint there (then `cfg` must be the run's own config, possibly with
 /// more steps). Progress goes to `on_event` (the library prints nothing).
@@ -288,6 +292,14 @@ pub fn train(
     let t = cfg.train.clone();
     let params = Params::new(cfg.seed, dev);
     let model = models::build(&cfg.model.name, &cfg.model.config, params.var_builder())?;
+    if resume_from.is_none() {
+        // data-dependent initialisation (Glow's ActNorm), once, on the first examples of the training set;
+        // its own RNG stream, so the training batches are the same with or without it
+        let idx: Vec<usize> = (0..train.len().min(DATA_INIT_EXAMPLES)).collect();
+        let mut rng = Rng::named(cfg.seed, "data-init");
+        let batch = train.batch(&idx, &cfg.data.preprocessing, &mut rng, dev)?;
+        params.set_values(&model.data_init(&batch)?)?;
+    }
     let ema_params = Params::new(cfg.seed, dev);
     let ema_model = models::build(&cfg.model.name, &cfg.model.config, ema_params.var_builder())?;
     let ema = Ema::new(&params, ema_params, t.ema_decay)?;
