@@ -391,7 +391,7 @@ mod tests {
     use candle_core::{DType, Var};
     use candle_nn::VarMap;
 
-    use super::super::maf::tests::*;
+    use super::super::tests::*;
     use super::*;
     use crate::nn::Params;
 

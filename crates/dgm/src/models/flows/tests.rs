@@ -9,19 +9,23 @@ use super::glow::{self, GlowConfig};
 use super::layers::*;
 use super::realnvp::{self, RealNvpConfig};
 use super::*;
+use crate::data::Batch;
+use crate::model::Model;
+use crate::nn::Params;
 use crate::rng::Rng;
+use crate::train::optim::{collect_grads, AdamW, AdamWParams};
 
-const DEV: Device = Device::Cpu;
+pub(super) const DEV: Device = Device::Cpu;
 
 /// An f64 variable store and its builder.
-fn store() -> (VarMap, VarBuilder<'static>) {
+pub(super) fn store() -> (VarMap, VarBuilder<'static>) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F64, &DEV);
     (vm, vb)
 }
 
 /// Sets every variable to N(0, std²) noise (the layers start at the identity, which would hide bugs).
-fn perturb(vm: &VarMap, std: f64, seed: u64) {
+pub(super) fn perturb(vm: &VarMap, std: f64, seed: u64) {
     let mut rng = Rng::new(seed);
     let data = vm.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
@@ -36,8 +40,8 @@ fn perturb(vm: &VarMap, std: f64, seed: u64) {
     }
 }
 
-/// A `(b, shape…)` f64 tensor of N(0, 1) (or U(lo, hi)) values.
-fn input(b: usize, shape: &[usize], uniform: Option<(f64, f64)>, seed: u64) -> Tensor {
+/// A `(b, shape…)` f64 tensor of N(0, 1) values times `scale`, or U(lo, hi) values.
+pub(super) fn input(b: usize, shape: &[usize], uniform: Option<(f64, f64)>, seed: u64) -> Tensor {
     let mut rng = Rng::new(seed);
     let n = b * shape.iter().product::<usize>();
     let v: Vec<f64> = (0..n)
@@ -51,8 +55,25 @@ fn input(b: usize, shape: &[usize], uniform: Option<(f64, f64)>, seed: u64) -> T
     Tensor::from_vec(v, full, &DEV).unwrap()
 }
 
+pub(super) fn vec64(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    vec64(a)
+        .iter()
+        .zip(vec64(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 /// log|det| of a d × d matrix (f64, LU with partial pivoting).
-fn log_abs_det(m: &[f64], d: usize) -> f64 {
+pub(super) fn log_abs_det(m: &[f64], d: usize) -> f64 {
     let mut a = m.to_vec();
     let mut ld = 0.0;
     for k in 0..d {
@@ -75,83 +96,139 @@ fn log_abs_det(m: &[f64], d: usize) -> f64 {
     ld
 }
 
-/// The brute-force log|det ∂f/∂x| of each example of `x` by central differences of `f` (which maps
-/// `(1, …)` to any tensor of D values).
-fn brute_logdet(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
-    let b = x.dim(0).unwrap();
+/// The Jacobian (row-major, `jac[out · D + in]`) of `f` at the single example `x` `(1, …)` by central
+/// differences (f64).
+pub(super) fn jacobian(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
     let eps = 1e-6;
-    (0..b)
-        .map(|i| {
-            let xi = x.narrow(0, i, 1).unwrap();
-            let shape = xi.shape().clone();
-            let v: Vec<f64> = xi.flatten_all().unwrap().to_vec1().unwrap();
-            let d = v.len();
-            let mut jac = vec![0.0; d * d]; // jac[out * d + in]
-            for j in 0..d {
-                let eval = |delta: f64| -> Vec<f64> {
-                    let mut w = v.clone();
-                    w[j] += delta;
-                    let t = Tensor::from_vec(w, shape.clone(), &DEV).unwrap();
-                    f(&t).flatten_all().unwrap().to_vec1().unwrap()
-                };
-                let (hi, lo) = (eval(eps), eval(-eps));
-                assert_eq!(hi.len(), d, "the map must keep the number of values");
-                for o in 0..d {
-                    jac[o * d + j] = (hi[o] - lo[o]) / (2.0 * eps);
-                }
-            }
-            log_abs_det(&jac, d)
-        })
-        .collect()
+    let shape = x.shape().clone();
+    let v = vec64(x);
+    let d = v.len();
+    let mut jac = vec![0.0; d * d];
+    for j in 0..d {
+        let eval = |delta: f64| -> Vec<f64> {
+            let mut w = v.clone();
+            w[j] += delta;
+            vec64(&f(&Tensor::from_vec(w, shape.clone(), &DEV).unwrap()))
+        };
+        let (hi, lo) = (eval(eps), eval(-eps));
+        assert_eq!(hi.len(), d, "the map must keep the number of values");
+        for o in 0..d {
+            jac[o * d + j] = (hi[o] - lo[o]) / (2.0 * eps);
+        }
+    }
+    jac
 }
 
-fn vec64(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    vec64(a)
-        .iter()
-        .zip(vec64(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
-/// Checks a bijection on `x`: log-det against the brute-force Jacobian, inverse(forward(x)) = x,
-/// forward(inverse(y)) = y, and the inverse's log-det = −forward's.
-fn check_bijection(name: &str, layer: &dyn Bijection, x: &Tensor) {
-    let (y, ld) = layer.forward(x).unwrap();
-    let brute = brute_logdet(&|t| layer.forward(t).unwrap().0, x);
-    for (a, b) in vec64(&ld).iter().zip(&brute) {
+/// Checks the log-determinants `ld` `(b,)` of `f` at `x` against the brute-force Jacobian's.
+pub(super) fn check_logdet(
+    name: &str,
+    f: &dyn Fn(&Tensor) -> Tensor,
+    x: &Tensor,
+    ld: &Tensor,
+    tol: f64,
+) {
+    for (i, a) in vec64(ld).into_iter().enumerate() {
+        let xi = x.narrow(0, i, 1).unwrap();
+        let d = xi.elem_count();
+        let b = log_abs_det(&jacobian(f, &xi), d);
         assert!(
-            (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+            (a - b).abs() < tol * (1.0 + b.abs()),
             "{name}: log-det {a} vs brute force {b}"
         );
     }
+}
+
+/// Checks a bijection on `x`: log-det against the brute-force Jacobian, f⁻¹(f(x)) = x, f(f⁻¹(z)) = z
+/// at a point z that is not an image of x, and the inverse's log-det = −forward's.
+pub(super) fn check_bijection(name: &str, layer: &dyn Bijection, x: &Tensor) {
+    let (y, ld) = layer.forward(x).unwrap();
+    check_logdet(name, &|t| layer.forward(t).unwrap().0, x, &ld, 1e-5);
     let (back, ld_inv) = layer.inverse(&y).unwrap();
+    let err = max_abs_diff(&back, x);
+    assert!(err < 1e-9, "{name}: f⁻¹(f(x)) ≠ x ({err})");
+    let sum = (ld_inv + &ld).unwrap();
     assert!(
-        max_abs_diff(&back, x) < 1e-9,
-        "{name}: f⁻¹(f(x)) ≠ x ({})",
-        max_abs_diff(&back, x)
-    );
-    assert!(
-        max_abs_diff(&(ld_inv + &ld).unwrap(), &ld.zeros_like().unwrap()) < 1e-9,
+        max_abs_diff(&sum, &sum.zeros_like().unwrap()) < 1e-9,
         "{name}: inverse log-det is not the negative of the forward's"
     );
-    // the other way round, from a point that is not the image of x
-    let z = (&y
-        + input(y.dim(0).unwrap(), &y.dims()[1..], None, 99)
-            .affine(0.1, 0.0)
-            .unwrap())
-    .unwrap();
+    let noise = input(y.dim(0).unwrap(), &y.dims()[1..], None, 99);
+    let z = (&y + noise.affine(0.3, 0.0).unwrap()).unwrap();
     let (xz, _) = layer.inverse(&z).unwrap();
     let (zz, _) = layer.forward(&xz).unwrap();
-    assert!(max_abs_diff(&zz, &z) < 1e-9, "{name}: f(f⁻¹(z)) ≠ z");
+    let err = max_abs_diff(&zz, &z);
+    assert!(err < 1e-9, "{name}: f(f⁻¹(z)) ≠ z ({err})");
+}
+
+/// Checks a whole model on `x`: the log-det of pre + flow against the brute force, the round trips
+/// x → z → x and, through the flow alone, z → x → z (f64; the logit's sigmoid would saturate on the
+/// large values an inverse may reach from an arbitrary z).
+pub(super) fn check_model(name: &str, m: &FlowModel, x: &Tensor) {
+    let (z, ld) = m.encode_with_logdet(x).unwrap();
+    let d = x.elem_count() / x.dim(0).unwrap();
+    assert_eq!(z.dims(), &[x.dim(0).unwrap(), d]);
+    check_logdet(name, &|t| m.encode_with_logdet(t).unwrap().0, x, &ld, 1e-4);
+    let back = m.decode_z(&z).unwrap();
+    let err = max_abs_diff(&back, x);
+    assert!(err < 1e-7, "{name}: f⁻¹(f(x)) off by {err}");
+    let z2 = (&z
+        + input(z.dim(0).unwrap(), &[d], None, 98)
+            .affine(0.2, 0.0)
+            .unwrap())
+    .unwrap();
+    let (x2, _) = m.flow().inverse(&z2).unwrap();
+    let (zz, _) = m.flow().forward(&x2).unwrap();
+    let err = max_abs_diff(&zz, &z2);
+    assert!(err < 1e-7, "{name}: f(f⁻¹(z)) off by {err}");
+}
+
+/// ∫ p over [−half, half]² by the midpoint rule on n × n cells.
+pub(super) fn integral_2d(m: &FlowModel, half: f64, n: usize) -> f64 {
+    let h = 2.0 * half / n as f64;
+    let mut pts = Vec::with_capacity(2 * n * n);
+    for i in 0..n {
+        for j in 0..n {
+            pts.push(-half + (i as f64 + 0.5) * h);
+            pts.push(-half + (j as f64 + 0.5) * h);
+        }
+    }
+    let x = Tensor::from_vec(pts, (n * n, 2), &DEV).unwrap();
+    let lp = vec64(&m.log_prob(&x).unwrap());
+    lp.iter().map(|l| l.exp()).sum::<f64>() * h * h
+}
+
+/// `n` points of an equal mixture of N((±2, 0.5), 0.5²I), f32 `(n, 2)`.
+pub(super) fn mixture(n: usize, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let v: Vec<f32> = (0..n)
+        .flat_map(|_| {
+            let c = if rng.uniform() < 0.5 { -2.0 } else { 2.0 };
+            [c + 0.5 * rng.normal(), 0.5 + 0.5 * rng.normal()]
+        })
+        .collect();
+    Tensor::from_vec(v, (n, 2), &DEV).unwrap()
+}
+
+/// Trains the model `build` makes (f32 [`Params`]) for 200 Adam steps on 512 fixed points of a
+/// two-component mixture; returns the mean NLL (nats) on the points before and after.
+pub(super) fn train_smoke(build: &dyn Fn(VarBuilder<'static>) -> FlowModel) -> (f64, f64) {
+    let params = Params::new(0, &DEV);
+    let m = build(params.var_builder());
+    let x = mixture(512, 1);
+    let batch = Batch::new(x.clone());
+    let nll = |m: &FlowModel| -> f64 {
+        let lp = m.log_prob(&x).unwrap().mean_all().unwrap();
+        -lp.to_scalar::<f32>().unwrap() as f64
+    };
+    let before = nll(&m);
+    let vars = params.vars();
+    let mut opt = AdamW::new(vars.clone(), AdamWParams::default()).unwrap();
+    let mut rng = Rng::new(2);
+    for _ in 0..200 {
+        let out = m.loss(&batch, &mut rng).unwrap();
+        let grads = collect_grads(&vars, &out.loss.backward().unwrap());
+        opt.step(&grads, 1e-2, 1.0).unwrap();
+    }
+    (before, nll(&m))
 }
 
 #[test]
@@ -283,20 +360,7 @@ fn whole_models_log_det_and_inverse_including_the_multi_scale_factor_out() {
         for shape in [vec![1, 4, 4], vec![3, 4, 4], vec![3]] {
             let (_vm, m) = model(name, &shape, 0.3);
             let x = input(2, &shape, Some((0.05, 0.95)), 3);
-            let (z, ld) = m.encode_with_logdet(&x).unwrap();
-            let d: usize = shape.iter().product();
-            assert_eq!(z.dims(), &[2, d]);
-            let brute = brute_logdet(&|t| m.encode_with_logdet(t).unwrap().0, &x);
-            for (a, b) in vec64(&ld).iter().zip(&brute) {
-                assert!(
-                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
-                    "{name} {shape:?}: log-det {a} vs brute force {b}"
-                );
-            }
-            let back = m.decode_z(&z.to_dtype(DType::F64).unwrap()).unwrap();
-            // the round trip is as tight as f64 allows
-            let err = max_abs_diff(&back, &x);
-            assert!(err < 1e-7, "{name} {shape:?}: f⁻¹(f(x)) off by {err}");
+            check_model(&format!("{name} {shape:?}"), &m, &x);
         }
     }
 }
@@ -346,26 +410,8 @@ fn a_flow_with_an_odd_split_reassembles_in_the_right_order() {
             &Tensor::zeros(2, DType::F64, &DEV).unwrap()
         ) < 1e-9
     );
-    let brute = brute_logdet(&|t| flow.forward(t).unwrap().0, &x);
     let (_, ld) = flow.forward(&x).unwrap();
-    for (a, b) in vec64(&ld).iter().zip(&brute) {
-        assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()));
-    }
-}
-
-/// ∫ p over a grid of the plane, by the midpoint rule.
-fn integral_2d(m: &FlowModel, half: f64, n: usize) -> f64 {
-    let h = 2.0 * half / n as f64;
-    let mut pts = Vec::with_capacity(2 * n * n);
-    for i in 0..n {
-        for j in 0..n {
-            pts.push(-half + (i as f64 + 0.5) * h);
-            pts.push(-half + (j as f64 + 0.5) * h);
-        }
-    }
-    let x = Tensor::from_vec(pts, (n * n, 2), &DEV).unwrap();
-    let lp = vec64(&m.log_prob(&x).unwrap());
-    lp.iter().map(|l| l.exp()).sum::<f64>() * h * h
+    check_logdet("odd split", &|t| flow.forward(t).unwrap().0, &x, &ld, 1e-5);
 }
 
 #[test]
