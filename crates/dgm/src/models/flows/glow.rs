@@ -83,15 +83,7 @@ impl GlowConfig {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
-        if self.example_shape.is_empty() || self.example_shape.contains(&0) {
-            return Err(Error::invalid(
-                "model.example_shape",
-                format!(
-                    "{:?}: the data shape was not filled in (call models::prepare first)",
-                    self.example_shape
-                ),
-            ));
-        }
+        super::check_shape(&self.example_shape)?;
         for (what, v) in [
             ("model.levels", self.levels),
             ("model.steps", self.steps),
@@ -110,11 +102,10 @@ impl GlowConfig {
     fn pre(&self) -> Result<Logit> {
         match self.preprocess.as_str() {
             "shift" => Ok(Logit::Shift),
-            "logit" if (0.0..0.5).contains(&self.logit_alpha) => Ok(Logit::Logit(self.logit_alpha)),
-            "logit" => Err(Error::invalid(
-                "model.logit_alpha",
-                format!("{} must be in [0, 0.5)", self.logit_alpha),
-            )),
+            "logit" => {
+                super::check_logit_alpha(self.logit_alpha)?;
+                Ok(Logit::Logit(self.logit_alpha))
+            }
             other => Err(Error::unknown("model.preprocess", other, PREPROCESS)),
         }
     }

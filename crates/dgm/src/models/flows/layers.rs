@@ -426,13 +426,40 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 
 /// The conditioner of a coupling: a small CNN (Glow's: 3×3 conv, ReLU, 1×1 conv, ReLU, 3×3 conv started at
 /// zero) for images, an MLP with the same layout for vectors.
-enum Conditioner {
+pub enum Conditioner {
+    /// Images: `(b, in, h, w)` → `(b, out, h, w)`.
     Conv(Conv2d, Conv2d, Conv2d),
+    /// Vectors: `(b, in)` → `(b, out)`.
     Mlp(Linear, Linear, Linear),
 }
 
 impl Conditioner {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// A conditioner from `cin` to `cout` channels (`image`) or units through `hidden`; variables
+    /// `net.{0,1,2}.{weight,bias}` under `vb`, the last layer zero (its coupling starts as the identity).
+    pub fn new(
+        image: bool,
+        cin: usize,
+        hidden: usize,
+        cout: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(if image {
+            Conditioner::Conv(
+                Conv2d::new(cin, hidden, 3, 1, 1, vb.pp("net.0"))?,
+                Conv2d::new(hidden, hidden, 1, 1, 0, vb.pp("net.1"))?,
+                Conv2d::zeros(hidden, cout, 3, 1, 1, vb.pp("net.2"))?,
+            )
+        } else {
+            Conditioner::Mlp(
+                Linear::new(cin, hidden, vb.pp("net.0"))?,
+                Linear::new(hidden, hidden, vb.pp("net.1"))?,
+                Linear::zeros(hidden, cout, vb.pp("net.2"))?,
+            )
+        })
+    }
+
+    /// The conditioner's output.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Conditioner::Conv(a, b, c) => c.forward(&b.forward(&a.forward(x)?.relu()?)?.relu()?),
             Conditioner::Mlp(a, b, c) => c.forward(&b.forward(&a.forward(x)?.relu()?)?.relu()?),
@@ -482,19 +509,7 @@ impl AffineCoupling {
             CouplingMask::Checkerboard => (c, c),
             _ => split_sizes(c, flip),
         };
-        let net = if image {
-            Conditioner::Conv(
-                Conv2d::new(cin, hidden, 3, 1, 1, vb.pp("net.0"))?,
-                Conv2d::new(hidden, hidden, 1, 1, 0, vb.pp("net.1"))?,
-                Conv2d::zeros(hidden, 2 * cout, 3, 1, 1, vb.pp("net.2"))?,
-            )
-        } else {
-            Conditioner::Mlp(
-                Linear::new(cin, hidden, vb.pp("net.0"))?,
-                Linear::new(hidden, hidden, vb.pp("net.1"))?,
-                Linear::zeros(hidden, 2 * cout, vb.pp("net.2"))?,
-            )
-        };
+        let net = Conditioner::new(image, cin, hidden, 2 * cout, vb.clone())?;
         let board = match mask {
             CouplingMask::Checkerboard => {
                 let (h, w) = (shape[1], shape[2]);

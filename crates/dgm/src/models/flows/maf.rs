@@ -87,24 +87,13 @@ impl MafConfig {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
-        check_shape(&self.example_shape)?;
+        super::check_shape(&self.example_shape)?;
         if self.num_layers == 0 {
             return Err(Error::invalid("model.num_layers", "must be at least 1"));
         }
         check_hidden("model.hidden", &self.hidden)?;
-        check_logit_alpha(self.logit_alpha)
+        super::check_logit_alpha(self.logit_alpha)
     }
-}
-
-/// Refuses an unfilled example shape.
-pub(super) fn check_shape(shape: &[usize]) -> Result<()> {
-    if shape.is_empty() || shape.contains(&0) {
-        return Err(Error::invalid(
-            "model.example_shape",
-            format!("{shape:?}: the data shape was not filled in (call models::prepare first)"),
-        ));
-    }
-    Ok(())
 }
 
 /// Refuses hidden layers of 0 units.
@@ -113,17 +102,6 @@ pub(super) fn check_hidden(what: &str, hidden: &[usize]) -> Result<()> {
         return Err(Error::invalid(
             what,
             format!("{hidden:?}: every layer needs at least 1 unit"),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a logit α outside [0, 0.5).
-pub(super) fn check_logit_alpha(a: f64) -> Result<()> {
-    if !(0.0..0.5).contains(&a) {
-        return Err(Error::invalid(
-            "model.logit_alpha",
-            format!("{a} must be in [0, 0.5)"),
         ));
     }
     Ok(())

@@ -470,5 +470,27 @@ pub fn check_data(
     }
 }
 
+/// Refuses an unfilled example shape.
+pub fn check_shape(shape: &[usize]) -> Result<()> {
+    if shape.is_empty() || shape.contains(&0) {
+        return Err(Error::invalid(
+            "model.example_shape",
+            format!("{shape:?}: the data shape was not filled in (call models::prepare first)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a logit α outside [0, 0.5).
+pub fn check_logit_alpha(a: f64) -> Result<()> {
+    if !(0.0..0.5).contains(&a) {
+        return Err(Error::invalid(
+            "model.logit_alpha",
+            format!("{a} must be in [0, 0.5)"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

@@ -34,14 +34,14 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{ActNorm, Bijection, InvConv1x1, Logit};
-use super::maf::{check_logit_alpha, check_shape, made_footprint};
+use super::layers::{ActNorm, Bijection, Conditioner, InvConv1x1, Logit};
+use super::maf::made_footprint;
 use super::maf::{Autoregressive, Elementwise};
 use super::realnvp::check_levels;
 use super::spline::{rq_spline_forward, rq_spline_inverse, SplineSettings};
+use super::{check_logit_alpha, check_shape};
 use super::{FlowBuilder, FlowModel};
 use crate::models::DataInfo;
-use crate::nn::{Conv2d, Linear};
 use crate::{Error, Result};
 
 /// The transforms an NSF is made of.
@@ -273,22 +273,6 @@ pub fn footprint(cfg: &NsfConfig) -> crate::models::Footprint {
     }
 }
 
-/// The network of a spline coupling: Glow's CNN for images, an MLP with the same layout for vectors; the
-/// last layer starts at zero.
-enum Conditioner {
-    Conv(Conv2d, Conv2d, Conv2d),
-    Mlp(Linear, Linear, Linear),
-}
-
-impl Conditioner {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Conditioner::Conv(a, b, c) => c.forward(&b.forward(&a.forward(x)?.relu()?)?.relu()?),
-            Conditioner::Mlp(a, b, c) => c.forward(&b.forward(&a.forward(x)?.relu()?)?.relu()?),
-        }
-    }
-}
-
 /// A rational-quadratic spline coupling over a channel (images) or dimension (vectors) split: ⌊c/2⌋
 /// kept first, or ⌈c/2⌉ kept last when flipped.
 pub struct SplineCoupling {
@@ -316,19 +300,7 @@ impl SplineCoupling {
         }
         let (a, b) = split_sizes(c, flip);
         let p = spline.params_per_dim();
-        let net = if shape.len() == 3 {
-            Conditioner::Conv(
-                Conv2d::new(a, hidden, 3, 1, 1, vb.pp("net.0"))?,
-                Conv2d::new(hidden, hidden, 1, 1, 0, vb.pp("net.1"))?,
-                Conv2d::zeros(hidden, b * p, 3, 1, 1, vb.pp("net.2"))?,
-            )
-        } else {
-            Conditioner::Mlp(
-                Linear::new(a, hidden, vb.pp("net.0"))?,
-                Linear::new(hidden, hidden, vb.pp("net.1"))?,
-                Linear::zeros(hidden, b * p, vb.pp("net.2"))?,
-            )
-        };
+        let net = Conditioner::new(shape.len() == 3, a, hidden, b * p, vb)?;
         Ok(Self { flip, net, spline })
     }
 

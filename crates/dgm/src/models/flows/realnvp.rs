@@ -71,15 +71,7 @@ impl RealNvpConfig {
 
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
-        if self.example_shape.is_empty() || self.example_shape.contains(&0) {
-            return Err(Error::invalid(
-                "model.example_shape",
-                format!(
-                    "{:?}: the data shape was not filled in (call models::prepare first)",
-                    self.example_shape
-                ),
-            ));
-        }
+        super::check_shape(&self.example_shape)?;
         if self.levels == 0 {
             return Err(Error::invalid("model.levels", "must be at least 1"));
         }
@@ -93,12 +85,7 @@ impl RealNvpConfig {
             ));
         }
         CouplingScale::parse("model.coupling_scale", &self.coupling_scale)?;
-        if !(0.0..0.5).contains(&self.logit_alpha) {
-            return Err(Error::invalid(
-                "model.logit_alpha",
-                format!("{} must be in [0, 0.5)", self.logit_alpha),
-            ));
-        }
+        super::check_logit_alpha(self.logit_alpha)?;
         Ok(())
     }
 }
