@@ -226,7 +226,8 @@ fn main() -> dgm::Result<()> {
 
 /// PixelCNN's completion of the bottom 14 rows of the digits `x01` `(n, 1, 28, 28)` in [0, 1] from their
 /// top 14 rows binarized at 0.5 (the run's evaluation preprocessing), one sample each (seed 1); scored as the
-/// true grey top half above the sampled binary bottom half.
+/// true grey top half above the sampled binary bottom half; first the control row: the true bottom half
+/// binarized.
 fn pixelcnn_bottom_half(
     dir: &str,
     x01: &Tensor,
@@ -247,6 +248,14 @@ fn pixelcnn_bottom_half(
     let t = Instant::now();
     let done = model.complete(&binary, 14, &SampleOptions::seeded(1))?;
     let secs = t.elapsed().as_secs_f64();
+    // the control: the true bottom half binarized, so that what binary pixels alone cost is visible
+    let control = Tensor::cat(&[x01.narrow(2, 0, 14)?, binary.narrow(2, 14, 14)?], 2)?;
+    row(
+        "inpaint bottom half",
+        "binarized truth",
+        &control.affine(2.0, -1.0)?,
+        0.0,
+    )?;
     let joined = Tensor::cat(&[x01.narrow(2, 0, 14)?, done.narrow(2, 14, 14)?], 2)?;
     row(
         "inpaint bottom half",
