@@ -292,7 +292,7 @@ pub fn train(
     let t = cfg.train.clone();
     let params = Params::new(cfg.seed, dev);
     let model = models::build(&cfg.model.name, &cfg.model.config, params.var_builder())?;
-    if resume_from.is_none() {
+    if resume_from.is_none() && !train.is_empty() {
         // data-dependent initialisation (Glow's ActNorm), once, on the first examples of the training set;
         // its own RNG stream, so the training batches are the same with or without it
         let idx: Vec<usize> = (0..train.len().min(DATA_INIT_EXAMPLES)).collect();
