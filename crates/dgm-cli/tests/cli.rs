@@ -87,7 +87,10 @@ fn help_lists_every_registry_model() {
     assert!(stdout(&o).contains(&complete.join(", ")), "{}", stdout(&o));
     // no model and no config: the hint names one model of each family
     let o = run(dgm().args(["train"]));
-    assert_bad_input(&o, &["name a model (e.g. vae, ddpm, made, realnvp)", "--config"]);
+    assert_bad_input(
+        &o,
+        &["name a model (e.g. vae, ddpm, made, realnvp)", "--config"],
+    );
 }
 
 #[test]

@@ -134,7 +134,7 @@ fn random_rotation(c: usize, rng: &mut Rng) -> Vec<f64> {
 
 /// LU decomposition with partial pivoting of a c × c matrix: (P, L, U) with m = P L U, L unit lower
 /// triangular, all row-major f64.
-fn lu(m: &[f64], c: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub(super) fn lu(m: &[f64], c: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut u = m.to_vec();
     let mut l = vec![0.0; c * c];
     let mut perm: Vec<usize> = (0..c).collect();
@@ -273,22 +273,15 @@ impl InvConv1x1 {
     pub fn weight(&self) -> Result<Tensor> {
         let l = (&self.l0 + (&self.dl * &self.l_mask)?)?; // l0 holds the unit diagonal
         let u = ((&self.u0 + (&self.du * &self.u_mask)?)?
-            + Tensor::diag(&(&self.sign * self.log_s()?.exp()?)?)?)?;
+            + diag(&(&self.sign * self.log_s()?.exp()?)?)?)?;
         Ok(self.p.matmul(&l)?.matmul(&u)?)
     }
 }
 
-/// A diagonal matrix from a vector (candle has none).
-trait Diag {
-    fn diag(v: &Tensor) -> Result<Tensor>;
-}
-
-impl Diag for Tensor {
-    fn diag(v: &Tensor) -> Result<Tensor> {
-        let c = v.dim(0)?;
-        let eye = Tensor::eye(c, v.dtype(), v.device())?;
-        Ok(eye.broadcast_mul(&v.unsqueeze(0)?)?)
-    }
+/// A diagonal matrix `(c, c)` from a vector `(c,)` (candle has none).
+fn diag(v: &Tensor) -> Result<Tensor> {
+    let eye = Tensor::eye(v.dim(0)?, v.dtype(), v.device())?;
+    Ok(eye.broadcast_mul(&v.unsqueeze(0)?)?)
 }
 
 impl Bijection for InvConv1x1 {
@@ -354,10 +347,10 @@ impl Bijection for Logit {
             Logit::Shift => Ok(((x - 0.5)?, Tensor::zeros(x.dim(0)?, x.dtype(), x.device())?)),
             Logit::Logit(a) => {
                 let p = ((x * (1.0 - 2.0 * a))? + a)?;
-                let one_minus = p.affine(-1.0, 1.0)?;
-                let y = (p.log()? - one_minus.log()?)?;
+                let (log_p, log_q) = (p.log()?, p.affine(-1.0, 1.0)?.log()?);
+                let y = (&log_p - &log_q)?;
                 // dy/dx = (1 − 2α) / (p (1 − p))
-                let ld = ((p.log()? + one_minus.log()?)?.neg()? + (1.0 - 2.0 * a).ln())?;
+                let ld = ((log_p + log_q)?.neg()? + (1.0 - 2.0 * a).ln())?;
                 Ok((y, sum_per_example(&ld)?))
             }
         }

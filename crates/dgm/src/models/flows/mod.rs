@@ -32,15 +32,16 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::data::{Batch, Preprocessing};
 use crate::model::{
-    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
-    LossOutput, Model, SampleOptions,
+    Condition, Density, Latent, LikelihoodOptions, LikelihoodSpace, LogLikelihood, LossOutput,
+    Model, SampleOptions,
 };
+use crate::models::autoregressive::exact_log_likelihood;
 use crate::rng::Rng;
 use crate::{Error, Result};
 use layers::{squeeze, standard_normal_log_prob, unsqueeze, Bijection, Logit};
 
 /// The likelihood estimators of the flows: the exact likelihood only.
-pub const ESTIMATORS: &[&str] = &["exact"];
+pub use crate::models::autoregressive::ESTIMATORS;
 
 /// One step of a [`Flow`].
 pub enum Step {
@@ -221,7 +222,10 @@ impl Flow {
             parts.push(z.narrow(1, at, n)?.reshape(full)?);
             at += n;
         }
-        let mut h = parts.pop().expect("a flow has a last part");
+        // `parts` holds one shape per split and the last output's (FlowBuilder::build), so the pops below
+        // cannot run dry; they are errors rather than panics all the same
+        let missing = || Error::invalid("flow latent", "the flow's parts do not match its splits");
+        let mut h = parts.pop().ok_or_else(missing)?;
         let mut logdet = Tensor::zeros(b, z.dtype(), z.device())?;
         for step in self.steps.iter().rev() {
             match step {
@@ -232,7 +236,7 @@ impl Flow {
                 }
                 Step::Squeeze => h = unsqueeze(&h)?,
                 Step::Split => {
-                    let part = parts.pop().expect("one part per split");
+                    let part = parts.pop().ok_or_else(missing)?;
                     h = Tensor::cat(&[&part, &h], 1)?;
                 }
             }
@@ -398,25 +402,18 @@ impl Density for FlowModel {
 
     /// The exact log p(x) in nats, a density over the (dequantized) values, in chunks of `opts.chunk`.
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
-        match opts.estimator.as_deref().unwrap_or(ESTIMATORS[0]) {
-            "exact" => {}
-            other => return Err(Error::unknown("estimator", other, ESTIMATORS)),
-        }
-        if opts.chunk == 0 {
-            return Err(Error::invalid("likelihood options", "chunk must be ≥ 1"));
-        }
         let n = batch.x.dim(0)?;
-        let mut nats = Vec::with_capacity(n);
-        for s in (0..n).step_by(opts.chunk) {
-            let x = batch.x.narrow(0, s, opts.chunk.min(n - s))?;
-            let lp = self.log_prob(&x)?.detach().to_dtype(DType::F64)?;
-            nats.extend(lp.to_vec1::<f64>()?);
-        }
-        Ok(LogLikelihood {
-            nats,
-            kind: LikelihoodKind::Exact,
-            space: LikelihoodSpace::Continuous,
-        })
+        let mut ll = exact_log_likelihood(
+            opts,
+            None,
+            || Ok((&batch.x, n)),
+            |x, s, len| {
+                let lp = self.log_prob(&x.narrow(0, s, len)?)?.detach();
+                Ok(lp.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+            },
+        )?;
+        ll.space = LikelihoodSpace::Continuous;
+        Ok(ll)
     }
 }
 
