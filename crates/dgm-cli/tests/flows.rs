@@ -135,3 +135,43 @@ fn flows_refuse_bad_settings_in_one_line() {
         assert!(!d.join(dir).exists(), "a refused run leaves nothing behind");
     }
 }
+
+#[test]
+fn variational_dequantization_trains_on_8_bit_values_and_reports_bounds_on_them() {
+    let d = tmp("flows-vardeq");
+    let small = [
+        "model.steps=1",
+        "model.dequantization.kind=variational",
+        "model.dequantization.hidden=4",
+        "model.dequantization.couplings=2",
+        "train.batch_size=8",
+        "data.sizes.train=64",
+        "data.sizes.validation=16",
+        "data.sizes.test=16",
+    ];
+    // the learned noise needs the 8-bit values, not data the loader already dequantized
+    let o = train("glow", "shapes", &d.join("a"), 1, &small);
+    assert_bad_input(&o, &["variational", "dequantize = false"]);
+    assert!(!d.join("a").exists());
+    let r = d.join("glow");
+    let mut extra = small.to_vec();
+    extra.push("data.preprocessing.dequantize=false");
+    let o = train("glow", "shapes", &r, 3, &extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--split", "test", "--iwae-k", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("variational dequantization bound") && out.contains("IW-dequantization-4"),
+        "{out}"
+    );
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--temperature", "0.7", "--out"])
+        .arg(d.join("s.png")));
+    assert!(o.status.success(), "{}", stderr(&o));
+}

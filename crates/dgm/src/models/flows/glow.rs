@@ -4,7 +4,7 @@
 //!
 //!   ActNorm        y = s ⊙ (x + b)                      log|det| = h·w·Σ log|s|
 //!   1×1 conv       y = W x at every pixel              log|det| = h·w·log|det W| = h·w·Σ log|s_W|
-//!   coupling       y_b = (x_b + t(x_a)) ⊙ σ(h(x_a) + 2)   log|det| = Σ log σ(h(x_a) + 2)
+//!   coupling       y_b = x_b ⊙ σ(h(x_a) + 2) + t(x_a)   log|det| = Σ log σ(h(x_a) + 2)
 //!
 //! with ActNorm initialised from the first batch so its outputs have zero mean and unit variance per channel
 //! (done once by the trainer before the first step of a new run and saved with the weights), and W in the LU
@@ -14,8 +14,8 @@
 //! paper's) or through RealNVP's logit (`"logit"`). Sampling takes a temperature T: z ~ N(0, T²I) (§5.2).
 //!
 //! Deviations: the factored-out halves and the top have a standard normal prior (the paper learns a
-//! conditional Gaussian prior for each split from the remaining half); the coupling computes
-//! y_b = x_b ⊙ σ(h + 2) + t (the scale multiplies before the shift, as RealNVP); MNIST is modelled at its
+//! conditional Gaussian prior for each split from the remaining half); the coupling scales before it
+//! shifts, as RealNVP (the paper's y_b = (x_b + t) ⊙ σ(h + 2)); MNIST is modelled at its
 //! own 28×28×1 (the paper pads to 32×32 and tiles to 3 channels), so 28×28 allows 2 levels.
 //! For vectors (2-D toys) the flow is K steps of ActNorm, a d×d invertible linear map and a half-split
 //! coupling.
@@ -23,6 +23,7 @@
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::dequant::{DequantConfig, VariationalDequantizer};
 use super::layers::{ActNorm, AffineCoupling, CouplingMask, CouplingScale, InvConv1x1, Logit};
 use super::realnvp::check_levels;
 use super::{FlowBuilder, FlowModel};
@@ -51,6 +52,9 @@ pub struct GlowConfig {
     pub preprocess: String,
     /// α of the `logit` preprocessing.
     pub logit_alpha: f64,
+    /// How 8-bit pixels become continuous values: uniform noise from the data loader, or learned noise
+    /// (variational dequantization, Flow++; see [`super::dequant`]).
+    pub dequantization: DequantConfig,
     /// Seed of the 1×1 convolutions' fixed parts (the random rotation they start from), so a reloaded model
     /// rebuilds the same P and signs.
     pub conv_seed: u64,
@@ -66,6 +70,7 @@ impl Default for GlowConfig {
             coupling_scale: "sigmoid".into(),
             preprocess: "shift".into(),
             logit_alpha: 0.05,
+            dequantization: DequantConfig::default(),
             conv_seed: 0,
         }
     }
@@ -84,6 +89,7 @@ impl GlowConfig {
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
         super::check_shape(&self.example_shape)?;
+        self.dequantization.validate()?;
         for (what, v) in [
             ("model.levels", self.levels),
             ("model.steps", self.steps),
@@ -150,19 +156,21 @@ pub fn new(cfg: &GlowConfig, vb: VarBuilder) -> Result<FlowModel> {
         }
         Some(cfg.pre()?)
     };
-    Ok(FlowModel::new(
-        "glow",
-        pre,
-        f.build(),
-        vb.device(),
-        vb.dtype(),
-    ))
+    let deq = match cfg.dequantization.variational() {
+        true => Some(VariationalDequantizer::new(
+            &cfg.example_shape,
+            &cfg.dequantization,
+            vb.pp("dequant"),
+        )?),
+        false => None,
+    };
+    Ok(FlowModel::new("glow", pre, f.build(), vb.device(), vb.dtype()).with_dequantizer(deq))
 }
 
 /// Fills `example_shape` from the data and checks that Glow can model them (dequantized pixels in [0, 1],
 /// or vectors of at least 2 dimensions), including that the image size allows the levels' squeezes.
 pub fn prepare(cfg: &mut GlowConfig, data: &DataInfo) -> Result<()> {
-    super::check_data("glow", data, cfg.pre()?)?;
+    super::check_data("glow", data, cfg.pre()?, Some(&cfg.dequantization))?;
     cfg.example_shape = data.example_shape.clone();
     cfg.validate()?;
     check_levels(&cfg.example_shape, cfg.levels)

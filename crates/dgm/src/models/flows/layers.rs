@@ -9,7 +9,7 @@
 //!   rest, y_b = x_b ⊙ scale(x_a) + shift(x_a), log|det| = Σ log scale. The mask is a channel split, a
 //!   checkerboard (images) or a half split (vectors), each optionally flipped; the scale is RealNVP's
 //!   exp(tanh(·)) or Glow's sigmoid(· + 2). The conditioner's last layer starts at zero, so every coupling
-//!   starts as the identity.
+//!   starts as the identity (exp(tanh)) or as a fixed scale σ(2) ≈ 0.88 without shift (sigmoid, as Glow).
 //! * [`Logit`]: pixels in [0, 1] to logit space, y = logit(α + (1 − 2α) x) (RealNVP §4.1), with its
 //!   log-determinant counted, or the shift y = x − ½ (Glow).
 //! * [`Reverse`]: the order of the channels (or dimensions) reversed; log|det| = 0.
@@ -460,11 +460,14 @@ impl Conditioner {
     }
 }
 
-/// An affine coupling layer.
+/// An affine coupling layer, optionally conditioned on a context (extra conditioner input channels, e.g.
+/// the image a variational dequantizer's noise is for).
 pub struct AffineCoupling {
     flip: bool,
     scale: CouplingScale,
     net: Conditioner,
+    /// Channels (or units) of the context concatenated to the conditioner's input; 0 = none.
+    context: usize,
     /// The checkerboard (1, 1, h, w) of the kept pixels (checkerboard masks only).
     board: Option<Tensor>,
 }
@@ -478,6 +481,20 @@ impl AffineCoupling {
         flip: bool,
         scale: CouplingScale,
         hidden: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::conditioned(shape, mask, flip, scale, hidden, 0, vb)
+    }
+
+    /// [`AffineCoupling::new`] whose conditioner also sees a context of `context` channels (units) at the
+    /// input's resolution, given to [`AffineCoupling::forward_with`] / [`AffineCoupling::inverse_with`].
+    pub fn conditioned(
+        shape: &[usize],
+        mask: CouplingMask,
+        flip: bool,
+        scale: CouplingScale,
+        hidden: usize,
+        context: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
         let (c, image) = match (shape, mask) {
@@ -502,7 +519,7 @@ impl AffineCoupling {
             CouplingMask::Checkerboard => (c, c),
             _ => split_sizes(c, flip),
         };
-        let net = Conditioner::new(image, cin, hidden, 2 * cout, vb.clone())?;
+        let net = Conditioner::new(image, cin + context, hidden, 2 * cout, vb.clone())?;
         let board = match mask {
             CouplingMask::Checkerboard => {
                 let (h, w) = (shape[1], shape[2]);
@@ -518,8 +535,19 @@ impl AffineCoupling {
             flip,
             scale,
             net,
+            context,
             board,
         })
+    }
+
+    /// y = f(x | context) and log|det ∂y/∂x| per example (a coupling built by [`AffineCoupling::conditioned`]).
+    pub fn forward_with(&self, x: &Tensor, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.apply(x, Some(context), false)
+    }
+
+    /// x = f⁻¹(y | context) and log|det ∂x/∂y| per example.
+    pub fn inverse_with(&self, y: &Tensor, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.apply(y, Some(context), true)
     }
 
     /// (kept, transformed) parts of a split input along dim 1.
@@ -541,19 +569,42 @@ impl AffineCoupling {
         })
     }
 
-    /// (scale, log scale, shift) of the transformed part, from the kept part's conditioner input.
-    fn params(&self, cond: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let h = self.net.forward(cond)?;
+    /// (scale, log scale, shift) of the transformed part, from the kept part's conditioner input and the
+    /// context, if any.
+    fn params(&self, cond: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+        let h = match (context, self.context) {
+            (None, 0) => self.net.forward(cond)?,
+            (Some(ctx), n) if n > 0 && ctx.dim(1)? == n => {
+                self.net.forward(&Tensor::cat(&[cond, ctx], 1)?)?
+            }
+            (ctx, n) => {
+                return Err(Error::invalid(
+                    "coupling",
+                    format!(
+                        "built for a context of {n} channel(s), given {}",
+                        match ctx {
+                            Some(c) => format!("{:?}", c.dims()),
+                            None => "none".into(),
+                        }
+                    ),
+                ))
+            }
+        };
         let half = h.dim(1)? / 2;
         let (s, log) = self.scale.of(&h.narrow(1, 0, half)?)?;
         Ok((s, log, h.narrow(1, half, half)?))
     }
 
-    fn apply(&self, x: &Tensor, inverse: bool) -> Result<(Tensor, Tensor)> {
+    fn apply(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        inverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
         if let Some(board) = &self.board {
             let keep = board.broadcast_as(x.shape())?;
             let change = keep.affine(-1.0, 1.0)?;
-            let (s, log, t) = self.params(&(x * &keep)?)?;
+            let (s, log, t) = self.params(&(x * &keep)?, context)?;
             // the kept pixels get scale 1, shift 0
             let s = ((s * &change)? + &keep)?;
             let (log, t) = ((log * &change)?, (t * &change)?);
@@ -565,7 +616,7 @@ impl AffineCoupling {
             return Ok((y, if inverse { ld.neg()? } else { ld }));
         }
         let (kept, other) = self.split(x)?;
-        let (s, log, t) = self.params(&kept)?;
+        let (s, log, t) = self.params(&kept, context)?;
         let changed = match inverse {
             false => ((other * s)? + t)?,
             true => ((other - t)? / s)?,
@@ -589,11 +640,11 @@ fn split_sizes(c: usize, flip: bool) -> (usize, usize) {
 
 impl Bijection for AffineCoupling {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.apply(x, false)
+        self.apply(x, None, false)
     }
 
     fn inverse(&self, y: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.apply(y, true)
+        self.apply(y, None, true)
     }
 }
 

@@ -139,7 +139,7 @@ pub fn new(cfg: &MafConfig, vb: VarBuilder) -> Result<FlowModel> {
 /// Fills `example_shape` from the data and checks that MAF can model them (dequantized pixels in [0, 1],
 /// or vectors).
 pub fn prepare(cfg: &mut MafConfig, data: &DataInfo) -> Result<()> {
-    super::check_data("maf", data, Logit::Logit(cfg.logit_alpha))?;
+    super::check_data("maf", data, Logit::Logit(cfg.logit_alpha), None)?;
     cfg.example_shape = data.example_shape.clone();
     cfg.validate()
 }

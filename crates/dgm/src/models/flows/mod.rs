@@ -10,6 +10,7 @@
 //! * [`realnvp`], [`glow`]: the papers' architectures, each a list of [`Step`]s.
 //! * [`maf`]: masked autoregressive flow, MADE-based affine autoregressive layers (Papamakarios et al. 2017).
 //! * [`nsf`]: neural spline flows, spline couplings or MADE-based spline layers (Durkan et al. 2019).
+//! * [`dequant`]: variational dequantization (Flow++), an option of the image flows RealNVP and Glow.
 //!
 //! [`Flow`] runs a list of steps, including the multi-scale architecture's squeeze and factor-out
 //! (RealNVP §3.6): at a [`Step::Split`] the first half of the channels leaves the flow as part of z and the
@@ -19,8 +20,12 @@
 //!
 //! Images are modelled as densities over uniformly dequantized pixels in [0, 1] (`data.preprocessing =
 //! { kind = "scale", range = "zero_one", dequantize = true }`), so their bits/dim bound the probability of the
-//! 8-bit values on the same accounting as every other family (see [`crate::model::bits_per_dim`]).
+//! 8-bit values on the same accounting as every other family (see [`crate::model::bits_per_dim`]). With
+//! `model.dequantization.kind = "variational"` (RealNVP, Glow) the data arrive as the 8-bit values
+//! (`dequantize = false`) and the model adds learned noise itself; its likelihoods are then bounds on the
+//! probability of the values directly ([`dequant`]).
 
+pub mod dequant;
 pub mod glow;
 pub mod layers;
 pub mod maf;
@@ -32,16 +37,21 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::data::{Batch, Preprocessing};
 use crate::model::{
-    Condition, Density, Latent, LikelihoodOptions, LikelihoodSpace, LogLikelihood, LossOutput,
-    Model, SampleOptions,
+    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
+    LossOutput, Model, SampleOptions,
 };
 use crate::models::autoregressive::exact_log_likelihood;
 use crate::rng::Rng;
 use crate::{Error, Result};
+use dequant::{DequantConfig, VariationalDequantizer};
 use layers::{squeeze, standard_normal_log_prob, unsqueeze, Bijection, Logit};
 
 /// The likelihood estimators of the flows: the exact likelihood only.
 pub use crate::models::autoregressive::ESTIMATORS;
+
+/// The likelihood estimators of a flow with variational dequantization: the bound of [`dequant`] with
+/// `samples` noise draws averaged (`elbo`), and its importance-weighted version (`iwae`).
+pub const DEQUANT_ESTIMATORS: &[&str] = &["elbo", "iwae"];
 
 /// One step of a [`Flow`].
 pub enum Step {
@@ -250,6 +260,7 @@ pub struct FlowModel {
     name: &'static str,
     pre: Option<Logit>,
     flow: Flow,
+    deq: Option<VariationalDequantizer>,
     device: Device,
     dtype: DType,
 }
@@ -268,9 +279,48 @@ impl FlowModel {
             name,
             pre,
             flow,
+            deq: None,
             device: device.clone(),
             dtype,
         }
+    }
+
+    /// The model with learned dequantization noise q (`None`: the data arrive dequantized).
+    pub fn with_dequantizer(mut self, deq: Option<VariationalDequantizer>) -> Self {
+        self.deq = deq;
+        self
+    }
+
+    /// For variational dequantization: y = (k + u)/256 with u ~ q(u | k) drawn from `rng` (noise for the
+    /// examples in order, D values each), and log q(u | k) `(b,)`.
+    fn dequantize(
+        &self,
+        deq: &VariationalDequantizer,
+        x: &Tensor,
+        rngs: &mut dyn FnMut(usize) -> Vec<f32>,
+    ) -> Result<(Tensor, Tensor)> {
+        let eps: Vec<f32> = (0..x.dim(0)?).flat_map(&mut *rngs).collect();
+        let eps = Tensor::from_vec(eps, x.shape(), &self.device)?.to_dtype(self.dtype)?;
+        let (u, log_q) = deq.sample(x, &eps)?;
+        Ok((dequant::dequantize(x, &u)?, log_q))
+    }
+
+    /// The point of the flow's input space an example stands for: the example itself, or with variational
+    /// dequantization the centre of its 8-bit bin, (k + ½)/256 (encoding and ActNorm's initialisation).
+    fn point(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.input(x)?;
+        Ok(match self.deq {
+            Some(_) => ((dequant::levels(&x)? + 0.5)? / 256.0)?,
+            None => x,
+        })
+    }
+
+    /// Decoded values as data: with variational dequantization, the 8-bit value of the bin each falls in.
+    fn to_data(&self, y: Tensor) -> Result<Tensor> {
+        Ok(match self.deq {
+            Some(_) => dequant::quantize(&y)?,
+            None => y,
+        })
     }
 
     /// The flow.
@@ -335,10 +385,21 @@ impl Model for FlowModel {
         self.name
     }
 
-    /// The exact NLL −log p(x) in nats (summed over dimensions, averaged over the batch); for images also
-    /// logged as bits/dim of the 8-bit values, (nll + D ln 256) / (D ln 2) (part `bpd`).
-    fn loss(&self, batch: &Batch, _rng: &mut Rng) -> Result<LossOutput> {
-        let loss = self.log_prob(&batch.x)?.mean_all()?.neg()?;
+    /// The exact NLL −log p(x) in nats of the dequantized values (summed over dimensions, averaged over the
+    /// batch); with variational dequantization −[log p(y) − log q(u | k)] for one u ~ q per example (the
+    /// uniform case has log q = 0). For images also logged as bits/dim of the 8-bit values,
+    /// (nll + D ln 256) / (D ln 2) (part `bpd`).
+    fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
+        let ll = match &self.deq {
+            None => self.log_prob(&batch.x)?,
+            Some(deq) => {
+                let x = self.input(&batch.x)?;
+                let (y, log_q) =
+                    self.dequantize(deq, &x, &mut |_| rng.normal_vec(self.flow.dim()))?;
+                (self.log_prob(&y)? - log_q)?
+            }
+        };
+        let loss = ll.mean_all()?.neg()?;
         let mut out = LossOutput::single("nll", loss)?;
         if self.pre.is_some() {
             let d = self.flow.dim() as f64;
@@ -370,10 +431,10 @@ impl Model for FlowModel {
             .decode_z(&Tensor::from_vec(z, (n, d), &self.device)?)?
             .detach()
             .to_dtype(DType::F32)?;
-        Ok(match self.pre {
-            Some(_) => x.clamp(0f32, 1f32)?,
-            None => x,
-        })
+        match self.pre {
+            Some(_) => self.to_data(x.clamp(0f32, 1f32)?),
+            None => Ok(x),
+        }
     }
 
     fn as_density(&self) -> Option<&dyn Density> {
@@ -386,7 +447,7 @@ impl Model for FlowModel {
 
     /// ActNorm's data-dependent initialisation (Glow §3.1) on the batch.
     fn data_init(&self, batch: &Batch) -> Result<Vec<(String, Tensor)>> {
-        let x = self.input(&batch.x)?;
+        let x = self.point(&batch.x)?;
         let h = match &self.pre {
             Some(p) => p.forward(&x)?.0,
             None => x,
@@ -397,11 +458,20 @@ impl Model for FlowModel {
 
 impl Density for FlowModel {
     fn estimators(&self) -> Vec<String> {
-        ESTIMATORS.iter().map(|s| s.to_string()).collect()
+        let names = match self.deq {
+            Some(_) => DEQUANT_ESTIMATORS,
+            None => ESTIMATORS,
+        };
+        names.iter().map(|s| s.to_string()).collect()
     }
 
-    /// The exact log p(x) in nats, a density over the (dequantized) values, in chunks of `opts.chunk`.
+    /// The exact log p(x) in nats, a density over the (dequantized) values, in chunks of `opts.chunk`. With
+    /// variational dequantization, the bound on log P(k) of [`dequant`] (`elbo`: the mean over
+    /// `opts.samples` draws of u; `iwae`: their importance-weighted log-mean), probabilities of the values.
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
+        if let Some(deq) = &self.deq {
+            return self.dequantized_log_likelihood(deq, batch, opts);
+        }
         let n = batch.x.dim(0)?;
         let mut ll = exact_log_likelihood(
             opts,
@@ -417,30 +487,104 @@ impl Density for FlowModel {
     }
 }
 
+impl FlowModel {
+    fn dequantized_log_likelihood(
+        &self,
+        deq: &VariationalDequantizer,
+        batch: &Batch,
+        opts: &LikelihoodOptions,
+    ) -> Result<LogLikelihood> {
+        let iw = match opts.estimator.as_deref().unwrap_or(DEQUANT_ESTIMATORS[0]) {
+            "elbo" => false,
+            "iwae" => true,
+            other => return Err(Error::unknown("estimator", other, DEQUANT_ESTIMATORS)),
+        };
+        if opts.samples == 0 || opts.chunk == 0 {
+            return Err(Error::invalid(
+                "likelihood options",
+                format!(
+                    "samples ({}) and chunk ({}) must be ≥ 1",
+                    opts.samples, opts.chunk
+                ),
+            ));
+        }
+        let k = opts.samples;
+        let x = self.input(&batch.x)?;
+        let (n, d) = (x.dim(0)?, self.flow.dim());
+        // one stream per example, so the numbers do not depend on the chunk size
+        let mut root = Rng::new(opts.seed);
+        let mut rngs: Vec<Rng> = (0..n).map(|_| Rng::new(root.next_u64())).collect();
+        let mut nats = Vec::with_capacity(n);
+        for s in (0..n).step_by(opts.chunk) {
+            let len = opts.chunk.min(n - s);
+            let xs = x.narrow(0, s, len)?;
+            let mut lse = vec![(f64::NEG_INFINITY, 0.0); len];
+            let mut sum = vec![0f64; len];
+            for _ in 0..k {
+                let mut next = s;
+                let (y, log_q) = self.dequantize(deq, &xs, &mut |_| {
+                    next += 1;
+                    rngs[next - 1].normal_vec(d)
+                })?;
+                let w = (self.log_prob(&y)? - log_q)?.detach();
+                for (e, w) in w
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?
+                    .into_iter()
+                    .enumerate()
+                {
+                    crate::models::vae::model::push_lse(&mut lse[e], w);
+                    sum[e] += w;
+                }
+            }
+            let bins = d as f64 * 256f64.ln();
+            nats.extend((0..len).map(|e| match iw {
+                true => lse[e].0 + lse[e].1.ln() - (k as f64).ln() - bins,
+                false => sum[e] / k as f64 - bins,
+            }));
+        }
+        let plural = if k == 1 { "" } else { "s" };
+        let kind = match iw {
+            true => LikelihoodKind::Estimate(format!("IW-dequantization-{k}")),
+            false => LikelihoodKind::bound_estimate(
+                "variational dequantization bound",
+                format!("{k} u sample{plural} per example"),
+            ),
+        };
+        Ok(LogLikelihood {
+            nats,
+            kind,
+            space: LikelihoodSpace::Discrete,
+        })
+    }
+}
+
 impl Latent for FlowModel {
     fn latent_shape(&self) -> Vec<usize> {
         vec![self.flow.dim()]
     }
 
-    /// z = f(x), exact.
+    /// z = f(x), exact (with variational dequantization, of the centre of x's bin).
     fn encode(&self, batch: &Batch) -> Result<Tensor> {
-        Ok(self.encode_with_logdet(&batch.x)?.0.detach())
+        Ok(self.encode_with_logdet(&self.point(&batch.x)?)?.0.detach())
     }
 
-    /// x = f⁻¹(z), exact.
+    /// x = f⁻¹(z), exact (with variational dequantization, the 8-bit value of the bin it falls in).
     fn decode(&self, z: &Tensor, condition: &Condition) -> Result<Tensor> {
         self.check_unconditional(condition)?;
-        Ok(self.decode_z(z)?.detach())
+        self.to_data(self.decode_z(z)?.detach())
     }
 }
 
 /// Checks that a flow can model the data: images must be dequantized pixels in [0, 1] (a density over
-/// 256 discrete levels is unbounded), vectors are used as they are. Returns the preprocessing layer images
-/// need (`None` for vectors).
+/// 256 discrete levels is unbounded) or, for a flow with variational dequantization (`deq`, `None` for the
+/// flows without the option), the 8-bit values in [0, 1] without dequantization; vectors are used as they
+/// are. Returns the preprocessing layer images need (`None` for vectors).
 pub fn check_data(
     name: &str,
     data: &crate::models::DataInfo,
     image_pre: Logit,
+    deq: Option<&DequantConfig>,
 ) -> Result<Option<Logit>> {
     if data.tokenizer.is_some() {
         return Err(Error::invalid(
@@ -448,20 +592,35 @@ pub fn check_data(
             format!("{name} models images and points, not text"),
         ));
     }
+    if let Some(deq) = deq {
+        deq.validate()?;
+    }
+    let variational = deq.is_some_and(DequantConfig::variational);
+    let zero_one = |dequantize| Preprocessing::Scale {
+        range: crate::data::Range::ZeroOne,
+        dequantize,
+    };
     match (&data.preprocessing, data.example_shape.len()) {
-        (
-            Preprocessing::Scale {
-                range: crate::data::Range::ZeroOne,
-                dequantize: true,
-            },
-            _,
-        ) => Ok(Some(image_pre)),
+        (p, 3) if variational && *p == zero_one(false) => Ok(Some(image_pre)),
+        (p, _) if variational => Err(Error::invalid(
+            "data.preprocessing",
+            format!(
+                "{name} with variational dequantization adds its own noise to 8-bit images, but the data are {} (shape {:?}); use image data with data.preprocessing = {{ kind = \"scale\", range = \"zero_one\", dequantize = false }}, or model.dequantization.kind = \"uniform\"",
+                p.describe(),
+                data.example_shape
+            ),
+        )),
+        (p, _) if *p == zero_one(true) => Ok(Some(image_pre)),
         (Preprocessing::Identity, 1) => Ok(None),
         (p, _) => Err(Error::invalid(
             "data.preprocessing",
             format!(
-                "{name} is a continuous density and needs dequantized pixels in [0, 1], but the data are {}; use data.preprocessing = {{ kind = \"scale\", range = \"zero_one\", dequantize = true }}",
-                p.describe()
+                "{name} is a continuous density and needs dequantized pixels in [0, 1], but the data are {}; use data.preprocessing = {{ kind = \"scale\", range = \"zero_one\", dequantize = true }}{}",
+                p.describe(),
+                match deq {
+                    Some(_) => " (or learned noise: model.dequantization.kind = \"variational\" with dequantize = false)",
+                    None => "",
+                }
             ),
         )),
     }

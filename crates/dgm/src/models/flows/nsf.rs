@@ -220,7 +220,7 @@ pub fn new(cfg: &NsfConfig, vb: VarBuilder) -> Result<FlowModel> {
 /// Fills `example_shape` from the data and checks that NSF can model them (dequantized pixels in [0, 1],
 /// or vectors), including that the image size allows the coupling levels' squeezes.
 pub fn prepare(cfg: &mut NsfConfig, data: &DataInfo) -> Result<()> {
-    super::check_data("nsf", data, Logit::Logit(cfg.logit_alpha))?;
+    super::check_data("nsf", data, Logit::Logit(cfg.logit_alpha), None)?;
     cfg.example_shape = data.example_shape.clone();
     cfg.validate()?;
     if cfg.coupling()? {

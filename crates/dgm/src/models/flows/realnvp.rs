@@ -19,6 +19,7 @@
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::dequant::{DequantConfig, VariationalDequantizer};
 use super::layers::{ActNorm, AffineCoupling, CouplingMask, CouplingScale, Logit};
 use super::{FlowBuilder, FlowModel};
 use crate::models::DataInfo;
@@ -43,6 +44,9 @@ pub struct RealNvpConfig {
     pub actnorm: bool,
     /// α of the logit preprocessing of pixels.
     pub logit_alpha: f64,
+    /// How 8-bit pixels become continuous values: uniform noise from the data loader, or learned noise
+    /// (variational dequantization, Flow++; see [`super::dequant`]).
+    pub dequantization: DequantConfig,
 }
 
 impl Default for RealNvpConfig {
@@ -55,6 +59,7 @@ impl Default for RealNvpConfig {
             coupling_scale: "exp_tanh".into(),
             actnorm: true,
             logit_alpha: 0.05,
+            dequantization: DequantConfig::default(),
         }
     }
 }
@@ -72,6 +77,7 @@ impl RealNvpConfig {
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
         super::check_shape(&self.example_shape)?;
+        self.dequantization.validate()?;
         if self.levels == 0 {
             return Err(Error::invalid("model.levels", "must be at least 1"));
         }
@@ -133,19 +139,26 @@ pub fn new(cfg: &RealNvpConfig, vb: VarBuilder) -> Result<FlowModel> {
         }
         Some(Logit::Logit(cfg.logit_alpha))
     };
-    Ok(FlowModel::new(
-        "realnvp",
-        pre,
-        f.build(),
-        vb.device(),
-        vb.dtype(),
-    ))
+    let deq = match cfg.dequantization.variational() {
+        true => Some(VariationalDequantizer::new(
+            &cfg.example_shape,
+            &cfg.dequantization,
+            vb.pp("dequant"),
+        )?),
+        false => None,
+    };
+    Ok(FlowModel::new("realnvp", pre, f.build(), vb.device(), vb.dtype()).with_dequantizer(deq))
 }
 
 /// Fills `example_shape` from the data and checks that RealNVP can model them (dequantized pixels in
 /// [0, 1], or vectors), including that the image size allows the levels' squeezes.
 pub fn prepare(cfg: &mut RealNvpConfig, data: &DataInfo) -> Result<()> {
-    super::check_data("realnvp", data, Logit::Logit(cfg.logit_alpha))?;
+    super::check_data(
+        "realnvp",
+        data,
+        Logit::Logit(cfg.logit_alpha),
+        Some(&cfg.dequantization),
+    )?;
     cfg.example_shape = data.example_shape.clone();
     cfg.validate()?;
     check_levels(&cfg.example_shape, cfg.levels - 1)

@@ -172,8 +172,9 @@ pub fn gaussian_kl(mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
     Ok(((t.sum(D::Minus1)? - mu.dim(D::Minus1)? as f64)? * 0.5)?)
 }
 
-/// Adds v to a running log Σ exp (kept as (max, Σ exp(vᵢ − max)) in f64), for IWAE over many chunks.
-fn push_lse((max, sum): &mut (f64, f64), v: f64) {
+/// Adds v to a running log Σ exp (kept as (max, Σ exp(vᵢ − max)) in f64), for importance-weighted
+/// estimates over many chunks (IWAE; the flows' variational dequantization).
+pub(crate) fn push_lse((max, sum): &mut (f64, f64), v: f64) {
     if v > *max {
         *sum = *sum * (*max - v).exp() + 1.0;
         *max = v;
