@@ -89,7 +89,10 @@ fn help_lists_every_registry_model() {
     let o = run(dgm().args(["train"]));
     assert_bad_input(
         &o,
-        &["name a model (e.g. vae, ddpm, made, realnvp)", "--config"],
+        &[
+            "name a model (e.g. vae, ddpm, made, realnvp, dcgan)",
+            "--config",
+        ],
     );
 }
 

@@ -28,10 +28,10 @@
 //! * **Energy-based models**: the density is unnormalised, so they do not implement `Density` (or only with an
 //!   `Estimate` from annealed importance sampling); `loss` is contrastive divergence or score matching, and
 //!   `sample` runs MCMC (Langevin) with the options' sampler/steps.
-//! * **GANs**: no likelihood (no `Density`), and two optimisers. `loss` returns the generator and
-//!   discriminator losses as named parts; such a family brings its own training loop (as burn's WGAN example
-//!   does) while reusing the data loader, checkpoints, EMA and logging of `train/`. `Latent::decode` is the
-//!   generator.
+//! * **GANs** (here now): no likelihood (no `Density`), and two players with an optimiser each: they implement
+//!   [`Adversarial`] (the discriminator's and the generator's losses, and which variables belong to whom), and
+//!   the trainer drives them with its two-optimiser step (`train::step`). `loss` is the discriminator's loss
+//!   (what validation reports).
 //!
 //! Conditioning travels in [`Batch`](crate::data::Batch) (labels, captions) for training and in [`Condition`] for sampling, so a
 //! caption-conditioned model later needs no new method either.
@@ -352,12 +352,39 @@ pub trait Model {
         None
     }
 
+    /// The model as an [`Adversarial`] one (a GAN), trained as a two-player game with two optimisers.
+    fn as_adversarial(&self) -> Option<&dyn Adversarial> {
+        None
+    }
+
     /// Data-dependent initial values of some of the model's variables (Glow's ActNorm), by full variable
     /// name, from a batch of training data. The trainer calls it once, before the first step of a new run,
     /// and never on resume or load: the values are saved with the other parameters. Default: none.
     fn data_init(&self, _batch: &Batch) -> Result<Vec<(String, Tensor)>> {
         Ok(Vec::new())
     }
+}
+
+/// Models trained as a two-player game (GANs): a generator and a discriminator (or critic), each with its own
+/// variables, loss and optimiser.
+pub trait Adversarial: Model {
+    /// The variable-name prefixes of the two players' parameter groups: (generator, discriminator).
+    fn player_prefixes(&self) -> (String, String);
+
+    /// Discriminator updates per generator update.
+    fn discriminator_steps(&self) -> usize {
+        1
+    }
+
+    /// The discriminator's loss on the real `batch` and as many generated examples (the generator is not
+    /// differentiated). `training` marks a training step: then per-step state such as spectral normalisation's
+    /// power iteration moves first; validation passes `false` and changes nothing.
+    fn discriminator_loss(&self, real: &Batch, rng: &mut Rng, training: bool)
+        -> Result<LossOutput>;
+
+    /// The generator's loss on as many fresh samples as `real` has examples (with `real`'s labels when the
+    /// model is class-conditional).
+    fn generator_loss(&self, real: &Batch, rng: &mut Rng) -> Result<LossOutput>;
 }
 
 /// Models with a (bound on / estimate of the) likelihood.

@@ -2,6 +2,7 @@
 //! feature space (FID, KID, precision / recall, classifier scores), two-sample tests, and anomaly /
 //! out-of-distribution detection.
 
+pub mod ais;
 pub mod attributes;
 pub mod features;
 pub(crate) mod json;

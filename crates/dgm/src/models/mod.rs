@@ -8,6 +8,7 @@
 pub mod autoregressive;
 pub mod diffusion;
 pub mod flows;
+pub mod gan;
 pub mod vae;
 
 use candle_nn::VarBuilder;
@@ -52,6 +53,8 @@ pub struct Abilities {
     pub denoiser: bool,
     /// Can be conditioned on class labels (`--class`), always or when its config asks for it.
     pub class_conditional: bool,
+    /// Trained as a two-player game with two optimisers (GANs): [`Model::as_adversarial`].
+    pub adversarial: bool,
 }
 
 impl Abilities {
@@ -63,6 +66,7 @@ impl Abilities {
         complete: false,
         denoiser: false,
         class_conditional: false,
+        adversarial: false,
     };
 }
 
@@ -396,6 +400,76 @@ pub const REGISTRY: &[ModelEntry] = &[
         example_shape: |t| Ok(from_table::<flows::nsf::NsfConfig>(t)?.example_shape),
         build: |_, t, vb| Ok(Box::new(flows::nsf::new(&from_table(t)?, vb)?)),
     },
+    ModelEntry {
+        name: "dcgan",
+        family: "gan",
+        about: "DCGAN, non-saturating loss (Radford, Metz & Chintala 2016)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            adversarial: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&gan::dcgan::preset("dcgan")?),
+        normalize: |t| to_table(&from_table::<gan::dcgan::GanConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| gan::dcgan::prepare(c, d)),
+        footprint: |t| Ok(gan::dcgan::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<gan::dcgan::GanConfig>(t)?.example_shape),
+        build: |name, t, vb| Ok(Box::new(gan::dcgan::Gan::new(name, from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "sngan",
+        family: "gan",
+        about: "GAN with a spectrally normalised critic and the hinge loss (Miyato et al. 2018)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            adversarial: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&gan::dcgan::preset("sngan")?),
+        normalize: |t| to_table(&from_table::<gan::dcgan::GanConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| gan::dcgan::prepare(c, d)),
+        footprint: |t| Ok(gan::dcgan::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<gan::dcgan::GanConfig>(t)?.example_shape),
+        build: |name, t, vb| Ok(Box::new(gan::dcgan::Gan::new(name, from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "cgan",
+        family: "gan",
+        about: "class-conditional GAN, projection discriminator (Miyato & Koyama 2018)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "shapes",
+        abilities: Abilities {
+            class_conditional: true,
+            adversarial: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&gan::dcgan::preset("cgan")?),
+        normalize: |t| to_table(&from_table::<gan::dcgan::GanConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| gan::dcgan::prepare(c, d)),
+        footprint: |t| Ok(gan::dcgan::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<gan::dcgan::GanConfig>(t)?.example_shape),
+        build: |name, t, vb| Ok(Box::new(gan::dcgan::Gan::new(name, from_table(t)?, vb)?)),
+    },
+    ModelEntry {
+        name: "mmd-gen",
+        family: "gan",
+        about: "generator trained by the MMD two-sample statistic (Li, Swersky & Zemel 2015)",
+        data_kinds: IMAGES_OR_POINTS,
+        default_data: "toy2d:8gaussians",
+        abilities: Abilities::NONE,
+        defaults: || to_table(&gan::gmmn::MmdGenConfig::default()),
+        normalize: |t| to_table(&from_table::<gan::gmmn::MmdGenConfig>(t)?),
+        preprocessing: minus_one_to_one,
+        prepare: |t, d| with_config(t, |c| gan::gmmn::prepare(c, d)),
+        footprint: |t| Ok(gan::gmmn::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(from_table::<gan::gmmn::MmdGenConfig>(t)?.example_shape),
+        build: |_, t, vb| Ok(Box::new(gan::gmmn::MmdGenerator::new(from_table(t)?, vb)?)),
+    },
 ];
 
 /// What a normalizing flow offers: an exact density and an exact encoder / decoder.
@@ -485,6 +559,16 @@ pub struct Footprint {
     pub activations_per_example: u64,
 }
 
+/// The parameter groups model `name` trains, each with its own optimiser: `generator` and `discriminator`
+/// for an adversarial model, one group `all` otherwise.
+pub fn parameter_groups(name: &str) -> Result<&'static [&'static str]> {
+    Ok(if entry(name)?.abilities.adversarial {
+        &["generator", "discriminator"]
+    } else {
+        &["all"]
+    })
+}
+
 /// The [`Footprint`] of model `name` with its (prepared) config `cfg`.
 pub fn footprint(name: &str, cfg: &toml::Table) -> Result<Footprint> {
     (entry(name)?.footprint)(cfg)
@@ -554,8 +638,8 @@ pub fn default_config(name: &str) -> Result<toml::Table> {
 }
 
 /// The preprocessing model `name` trains on by default for data set `spec` (its row's `preprocessing`):
-/// diffusion models (DDPM, EDM, NCSN) see 8-bit images scaled to [−1, 1], every other model takes the data
-/// set's default (as does an unknown name).
+/// diffusion models (DDPM, EDM, NCSN) and GANs see 8-bit images scaled to [−1, 1], every other model takes the
+/// data set's default (as does an unknown name).
 pub fn default_preprocessing(name: &str, spec: &DataSpec) -> Preprocessing {
     match entry(name) {
         Ok(e) => (e.preprocessing)(spec),
@@ -681,6 +765,12 @@ mod tests {
             assert_eq!(m.as_sequence().is_some(), a.sequence, "{} sequence", e.name);
             assert_eq!(m.as_complete().is_some(), a.complete, "{} complete", e.name);
             assert_eq!(m.as_denoiser().is_some(), a.denoiser, "{} denoiser", e.name);
+            assert_eq!(
+                m.as_adversarial().is_some(),
+                a.adversarial,
+                "{} adversarial",
+                e.name
+            );
             if e.name == "cvae" {
                 assert!(a.class_conditional && m.num_classes() == Some(10));
             }
@@ -691,14 +781,15 @@ mod tests {
         Ok(())
     }
 
-    /// Diffusion models default to images in [−1, 1]; the others to the data set's own preprocessing.
+    /// Diffusion models and GANs (a tanh output) default to images in [−1, 1]; the others to the data set's
+    /// own preprocessing.
     #[test]
     fn default_preprocessing_per_row() -> Result<()> {
         for data in ["mnist", "shapes", "toy2d:moons"] {
             let spec = DataSpec::parse(data)?;
             for e in REGISTRY {
                 let p = default_preprocessing(e.name, &spec);
-                if e.family == "diffusion" && spec.kind() == DataKind::Images {
+                if ["diffusion", "gan"].contains(&e.family) && spec.kind() == DataKind::Images {
                     assert_eq!(
                         p,
                         Preprocessing::Scale {

@@ -20,7 +20,7 @@ use crate::Result;
 pub const LN_EPS: f64 = 1e-5;
 
 /// PyTorch's default init for a layer with `fan_in` inputs: U(−1/√fan_in, 1/√fan_in) for weight and bias.
-fn torch_uniform(fan_in: usize) -> Init {
+pub(crate) fn torch_uniform(fan_in: usize) -> Init {
     let b = 1.0 / (fan_in.max(1) as f64).sqrt();
     Init::Uniform { lo: -b, up: b }
 }

@@ -1,13 +1,16 @@
 //! Shared building blocks: the parameter store ([`params`]), dgm's layer types (see [`layers`] for why every
 //! model goes through them), the CPU kernels behind them ([`kernels`]), and the blocks built from them
-//! (the UNet, the transformer blocks, masked layers for autoregressive models).
+//! (the UNet, the transformer blocks, masked layers for autoregressive models, spectrally normalised layers
+//! for GAN critics, the MMD two-sample statistic as a loss).
 
 pub mod attention;
 pub mod kernels;
 pub mod layers;
 pub mod masked;
 pub mod masked_conv;
+pub mod mmd;
 pub mod params;
+pub mod spectral;
 pub mod text;
 pub mod transformer;
 pub mod unet;
@@ -21,6 +24,7 @@ pub use layers::{
     dropout, upsample2x, Conv2d, ConvTranspose2d, Embedding, GroupNorm, LayerNorm, Linear, LN_EPS,
 };
 pub use params::Params;
+pub use spectral::{SnConv2d, SnLinear, SpectralNorm};
 pub use unet::{UNet, UNetConfig};
 
 static STOCK_OPS: AtomicBool = AtomicBool::new(false);

@@ -2,6 +2,8 @@
 //! `config.toml` in the run directory (beside the weights, never inside them). `--set key=value` overrides
 //! any key by its dotted path.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DataSpec, GeneratedSizes, Preprocessing};
@@ -113,6 +115,77 @@ pub struct TrainConfig {
     pub sample_every: u64,
     /// Checkpoint every this many steps (0 = only at the end).
     pub checkpoint_every: u64,
+    /// `[train.groups.<name>]`: a parameter group's own optimiser settings, for models with several groups
+    /// (GANs: `generator`, `discriminator`); keys left out take the values above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+/// One parameter group's optimiser settings (`[train.groups.<name>]`); unset keys take `[train]`'s value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Peak learning rate.
+    pub lr: Option<f64>,
+    /// Adam β₁.
+    pub beta1: Option<f64>,
+    /// Adam β₂.
+    pub beta2: Option<f64>,
+    /// Adam ε.
+    pub eps: Option<f64>,
+    /// Decoupled weight decay.
+    pub weight_decay: Option<f64>,
+    /// Linear warm-up steps.
+    pub warmup_steps: Option<u64>,
+    /// Cosine decay to `lr * min_lr_ratio`.
+    pub min_lr_ratio: Option<f64>,
+    /// Clip the group's gradients to this global L2 norm (0 = no clipping).
+    pub grad_clip: Option<f64>,
+}
+
+impl TrainConfig {
+    /// The `[train]` settings with group `name`'s overrides applied, validated (an error names
+    /// `train.groups.<name>.<key>`).
+    pub fn for_group(&self, name: &str) -> Result<TrainConfig> {
+        let mut t = self.clone();
+        t.groups.clear();
+        if let Some(g) = self.groups.get(name) {
+            t.lr = g.lr.unwrap_or(t.lr);
+            t.beta1 = g.beta1.unwrap_or(t.beta1);
+            t.beta2 = g.beta2.unwrap_or(t.beta2);
+            t.eps = g.eps.unwrap_or(t.eps);
+            t.weight_decay = g.weight_decay.unwrap_or(t.weight_decay);
+            t.warmup_steps = g.warmup_steps.unwrap_or(t.warmup_steps);
+            t.min_lr_ratio = g.min_lr_ratio.unwrap_or(t.min_lr_ratio);
+            t.grad_clip = g.grad_clip.unwrap_or(t.grad_clip);
+        }
+        t.validate().map_err(|e| match e {
+            Error::InvalidValue { key, msg } => Error::InvalidValue {
+                key: key.replacen("train.", &format!("train.groups.{name}."), 1),
+                msg,
+            },
+            e => e,
+        })?;
+        Ok(t)
+    }
+
+    /// Refuses `[train.groups.*]` tables that name no group of the model (`groups`: the model's groups).
+    pub fn check_groups(&self, model: &str, groups: &[&str]) -> Result<()> {
+        if let Some(k) = self.groups.keys().find(|k| !groups.contains(&k.as_str())) {
+            return Err(Error::invalid(
+                format!("train.groups.{k}"),
+                if groups.len() < 2 {
+                    format!(
+                        "model '{model}' trains one group of parameters with the [train] settings; per-group \
+                         settings apply to GANs (generator, discriminator)"
+                    )
+                } else {
+                    format!("model '{model}' has the groups {}", groups.join(", "))
+                },
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -136,6 +209,7 @@ impl Default for TrainConfig {
             eval_batches: 10,
             sample_every: 1000,
             checkpoint_every: 1000,
+            groups: BTreeMap::new(),
         }
     }
 }
@@ -189,6 +263,9 @@ impl TrainConfig {
                 ));
             }
         }
+        for name in self.groups.keys() {
+            self.for_group(name)?;
+        }
         Ok(())
     }
 }
@@ -201,6 +278,18 @@ impl RunConfig {
         let mut train = TrainConfig::default();
         if let DataSpec::Toy2d(_) = spec {
             train.batch_size = 256;
+        }
+        if models::entry(model)?.abilities.adversarial {
+            // constant lr 2·10⁻⁴ for both players; Adam's β as DCGAN (0.5, 0.999) or, with a spectrally
+            // normalised critic, as SN-GAN (0, 0.9)
+            train.lr = 2e-4;
+            (train.beta1, train.beta2) = if model == "dcgan" {
+                (0.5, 0.999)
+            } else {
+                (0.0, 0.9)
+            };
+            train.warmup_steps = 0;
+            train.min_lr_ratio = 1.0;
         }
         let text = matches!(spec, DataSpec::Text(_)).then(TextOptions::default);
         Ok(Self {
@@ -309,6 +398,9 @@ impl RunConfig {
         let mut root =
             toml::Table::try_from(&*self).map_err(|e| Error::invalid("config", e.to_string()))?;
         let path: Vec<&str> = key.split('.').collect();
+        if let ["train", "groups", group, field] = path.as_slice() {
+            open_group_key(&mut root, group, field)?;
+        }
         set_path(&mut root, &path, 0, raw)?;
         let new: RunConfig = RunConfig::deserialize(toml::Value::Table(root))
             .map_err(|e| Error::invalid(key, one_line(&e.to_string())))?;
@@ -316,6 +408,54 @@ impl RunConfig {
         *self = new;
         Ok(())
     }
+}
+
+/// The keys of a `[train.groups.<name>]` table.
+pub const GROUP_KEYS: &[&str] = &[
+    "lr",
+    "beta1",
+    "beta2",
+    "eps",
+    "weight_decay",
+    "warmup_steps",
+    "min_lr_ratio",
+    "grad_clip",
+];
+
+/// Makes `train.groups.<group>.<field>` settable in the serialised config `root`: creates the group's table
+/// and, when the field is not set yet, puts `[train]`'s value there (so the new value must have its type).
+fn open_group_key(root: &mut toml::Table, group: &str, field: &str) -> Result<()> {
+    if !GROUP_KEYS.contains(&field) {
+        return Err(Error::unknown(
+            "config key",
+            format!("train.groups.{group}.{field}"),
+            GROUP_KEYS,
+        ));
+    }
+    let Some(toml::Value::Table(train)) = root.get_mut("train") else {
+        return Err(Error::invalid("config", "no [train] table"));
+    };
+    let current = train
+        .get(field)
+        .cloned()
+        .ok_or_else(|| Error::invalid("config", format!("no train.{field}")))?;
+    let groups = train
+        .entry("groups")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(groups) = groups else {
+        return Err(Error::invalid("train.groups", "is a value, not a table"));
+    };
+    let g = groups
+        .entry(group)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(g) = g else {
+        return Err(Error::invalid(
+            format!("train.groups.{group}"),
+            "is a value, not a table",
+        ));
+    };
+    g.entry(field).or_insert(current);
+    Ok(())
 }
 
 /// Sets `path[i..]` inside `table` to `raw`, naming the full dotted key in errors.
@@ -395,6 +535,37 @@ mod tests {
         assert!(c.set("train.steps=-5").is_err());
         assert!(c.set("train.beta1=1.5").is_err());
         assert!(c.set("nokey").is_err());
+        Ok(())
+    }
+
+    /// `train.groups.<name>.<key>` creates the group's table; its values are checked by their full name.
+    #[test]
+    fn group_settings_are_set_and_checked_by_name() -> Result<()> {
+        let mut c = RunConfig::new("sngan", "toy2d:8gaussians")?;
+        assert_eq!((c.train.lr, c.train.beta1, c.train.beta2), (2e-4, 0.0, 0.9));
+        c.set("train.groups.discriminator.lr=4e-4")?;
+        c.set("train.groups.discriminator.beta2=0.9")?;
+        let g = c.train.for_group("discriminator")?;
+        assert_eq!((g.lr, g.beta1, g.beta2), (4e-4, 0.0, 0.9));
+        assert_eq!(c.train.for_group("generator")?.lr, 2e-4);
+        let e = c
+            .set("train.groups.discriminator.beta1=1.5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.groups.discriminator.beta1"), "{e}");
+        let e = c
+            .set("train.groups.discriminator.momentum=0.9")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("momentum") && e.contains("beta2"), "{e}");
+        // the config round-trips through TOML with its groups
+        assert_eq!(RunConfig::from_toml(&c.to_toml()?)?, c);
+        // a one-loss model refuses per-group settings when it trains (see trainer::optimizers_for)
+        assert!(c.train.check_groups("vae", &["all"]).is_err());
+        assert!(c
+            .train
+            .check_groups("sngan", &["generator", "discriminator"])
+            .is_ok());
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! Training: the run configuration, AdamW with warm-up + cosine schedule, gradient clipping and
 //! accumulation, EMA of weights, seeded data order, checkpoints that resume bit for bit, metrics and plots.
 //!
-//! Families whose training is not "minimise one loss" (GANs: two optimisers) write their own loop from the
-//! same pieces: [`optim::AdamW`], [`run::RunDir`], [`loader::Loader`], [`ema::Ema`] and [`log::MetricsLog`].
+//! The loop ([`trainer`]) drives a [`step::TrainStep`] over [`step::Optimizers`], one AdamW per parameter
+//! group: [`step::LossStep`] minimises one loss; families with several losses and optimisers (GANs) bring their
+//! own step.
 
 pub mod config;
 pub mod ema;
@@ -11,8 +12,10 @@ pub mod log;
 pub mod optim;
 pub mod plot;
 pub mod run;
+pub mod step;
 pub mod trainer;
 
 pub use config::{DataConfig, ModelSection, RunConfig, TrainConfig};
 pub use run::{LoadedRun, RunDir, Weights};
+pub use step::{GroupSpec, LossStep, Optimizers, Schedule, StepContext, StepReport, TrainStep};
 pub use trainer::{train, TrainOptions, TrainOutcome};

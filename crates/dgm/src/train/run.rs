@@ -45,8 +45,12 @@ pub struct RunDir {
 pub struct TrainState {
     /// Optimiser steps done.
     pub step: u64,
-    /// AdamW update count.
+    /// AdamW update count (of the only parameter group; of the first when there are several).
     pub adam_t: u64,
+    /// Update count per parameter group, written when a run has more than one group (runs with one group,
+    /// and runs written before groups existed, have only `adam_t`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub optimizer_steps: BTreeMap<String, u64>,
     /// The run's seed.
     pub seed: u64,
     /// State of the generator that the next step will use (every step's generator is

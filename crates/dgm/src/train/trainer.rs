@@ -1,4 +1,5 @@
-//! The training loop for every family that minimises one loss.
+//! The training loop of every family: data order, logging, validation, samples, EMA, checkpoints and resume
+//! around a [`TrainStep`] (one loss, or a GAN's two players).
 //!
 //! Reproducibility: step s draws its noise from `Rng::stream(seed ^ STEP_SALT, s)` and its examples from
 //! [`Loader`] (a function of seed and batch number), so a run interrupted at any checkpoint and resumed ends
@@ -24,11 +25,13 @@ use crate::rng::Rng;
 use crate::train::ema::Ema;
 use crate::train::loader::Loader;
 use crate::train::log::{Clock, MetricsLog};
-use crate::train::optim::{
-    accumulate, collect_grads, global_grad_norm, lr_at, AdamW, AdamWParams, Grads,
-};
+use crate::train::optim::AdamWParams;
 use crate::train::run::{
     data_info, load_data, RunDir, TrainState, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE,
+};
+use crate::train::step::{
+    add_parts, GanStep, GroupSpec, LossStep, Optimizers, Schedule, StepAt, StepContext, TrainStep,
+    DISCRIMINATOR, GENERATOR,
 };
 use crate::train::{plot, RunConfig};
 use crate::{Error, Result};
@@ -90,7 +93,7 @@ struct Session {
     model: Box<dyn Model>,
     ema: Ema,
     ema_model: Box<dyn Model>,
-    opt: AdamW,
+    opt: Optimizers,
     train: Dataset,
     val: Dataset,
     step: u64,
@@ -102,9 +105,20 @@ impl Session {
     /// Commits a checkpoint of the current step (weights, EMA, optimizer and state as one unit); returns its
     /// folder.
     fn checkpoint(&mut self) -> Result<PathBuf> {
+        let counts = self.opt.counts();
+        let first = self
+            .opt
+            .names()
+            .first()
+            .and_then(|n| counts.get(n).copied());
         let state = TrainState {
             step: self.step,
-            adam_t: self.opt.t,
+            adam_t: first.unwrap_or(0),
+            optimizer_steps: if counts.len() > 1 {
+                counts
+            } else {
+                Default::default()
+            },
             seed: self.cfg.seed,
             rng: Rng::stream(self.cfg.seed ^ STEP_SALT, self.step).state(self.cfg.seed ^ STEP_SALT),
             finished: self.step >= self.cfg.train.steps,
@@ -200,6 +214,53 @@ impl Session {
     }
 }
 
+/// The parameter groups and the step of a model: one group `all` with the `[train]` settings and
+/// [`LossStep`] for a one-loss model; the generator's and the discriminator's groups (each with its
+/// `[train.groups.<name>]` overrides) and [`GanStep`] for an [`crate::model::Adversarial`] one.
+fn optimizers_for(
+    model: &dyn Model,
+    t: &crate::train::TrainConfig,
+) -> Result<(Vec<GroupSpec>, Box<dyn TrainStep>)> {
+    let spec = |name: &str, prefixes: Vec<String>| -> Result<GroupSpec> {
+        let g = t.for_group(name)?;
+        Ok(GroupSpec {
+            name: name.to_string(),
+            prefixes,
+            adam: AdamWParams {
+                beta1: g.beta1,
+                beta2: g.beta2,
+                eps: g.eps,
+                weight_decay: g.weight_decay,
+                decay_matrices_only: g.decay_matrices_only,
+            },
+            schedule: Schedule {
+                lr: g.lr,
+                warmup_steps: g.warmup_steps,
+                min_lr_ratio: g.min_lr_ratio,
+                total_steps: g.steps,
+            },
+            grad_clip: g.grad_clip,
+        })
+    };
+    match model.as_adversarial() {
+        Some(adv) => {
+            let (g, d) = adv.player_prefixes();
+            Ok((
+                vec![spec(GENERATOR, vec![g])?, spec(DISCRIMINATOR, vec![d])?],
+                Box::new(GanStep {
+                    d_steps: adv.discriminator_steps(),
+                }),
+            ))
+        }
+        None => Ok((
+            vec![spec("all", Vec::new())?],
+            Box::new(LossStep {
+                grad_accum: t.grad_accum,
+            }),
+        )),
+    }
+}
+
 /// How many training examples a model's data-dependent initialisation ([`crate::model::Model::data_init`])
 /// sees (Glow initialises ActNorm from one batch; a larger one gives steadier statistics).
 pub const DATA_INIT_EXAMPLES: usize = 512;
@@ -272,6 +333,18 @@ pub fn train(
             let info = data_info(&train, &cfg);
             models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
         }
+        // per-group optimiser settings must name groups the model has, and a GAN accumulates nothing
+        let groups = models::parameter_groups(&cfg.model.name)?;
+        cfg.train.check_groups(&cfg.model.name, groups)?;
+        if groups.len() > 1 && cfg.train.grad_accum != 1 {
+            return Err(Error::invalid(
+                "train.grad_accum",
+                format!(
+                    "{}: a GAN step draws one batch per discriminator update and accumulates nothing; set model.d_steps instead",
+                    cfg.train.grad_accum
+                ),
+            ));
+        }
         // parameters, optimizer, EMA and one batch's activations must fit before anything is allocated
         crate::memory::check_training(&cfg)?;
         if !resume {
@@ -303,14 +376,8 @@ pub fn train(
     let ema_params = Params::new(cfg.seed, dev);
     let ema_model = models::build(&cfg.model.name, &cfg.model.config, ema_params.var_builder())?;
     let ema = Ema::new(&params, ema_params, t.ema_decay)?;
-    let adam = AdamWParams {
-        beta1: t.beta1,
-        beta2: t.beta2,
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-        decay_matrices_only: t.decay_matrices_only,
-    };
-    let mut opt = AdamW::new(params.vars(), adam)?;
+    let (specs, mut train_step) = optimizers_for(model.as_ref(), &t)?;
+    let mut opt = Optimizers::new(params.vars(), specs)?;
     let mut step = 0;
     if let Some(state) = &resume_from {
         let ckpt = dir.require_checkpoint()?;
@@ -322,7 +389,12 @@ pub fn train(
             &ckpt.tensors(&dir, EMA_FILE, dev)?,
             &ckpt.file_path(&dir, EMA_FILE),
         )?;
-        opt.load_state(&ckpt.tensors(&dir, OPTIMIZER_FILE, dev)?, state.adam_t)
+        let counts = if state.optimizer_steps.is_empty() {
+            [(opt.only_group()?, state.adam_t)].into()
+        } else {
+            state.optimizer_steps.clone()
+        };
+        opt.load_state(&ckpt.tensors(&dir, OPTIMIZER_FILE, dev)?, &counts)
             .map_err(|e| Error::Checkpoint {
                 path: ckpt.file_path(&dir, OPTIMIZER_FILE),
                 msg: e.to_string(),
@@ -369,56 +441,28 @@ pub fn train(
     let mut last_loss = f64::NAN;
     // seconds this session spent on validation and samples, left out of the `train_s` it logs
     let mut side_secs = 0.0;
+    let per_step = train_step.batches_per_step() as u64;
     while s.step < t.steps {
-        let lr = lr_at(s.step, t.steps, t.lr, t.warmup_steps, t.min_lr_ratio);
         let mut rng = Rng::stream(s.cfg.seed ^ STEP_SALT, s.step);
-        let mut grads: Grads = vec![None; vars.len()];
-        let mut parts: Vec<(String, f64)> = Vec::new();
-        for micro in 0..t.grad_accum {
-            let idx = loader
-                .indices(s.step * t.grad_accum as u64 + micro as u64)
-                .to_vec();
-            let batch: Batch = s
-                .train
-                .batch(&idx, &s.cfg.data.preprocessing, &mut rng, dev)?;
-            let out = s.model.loss(&batch, &mut rng)?;
-            let loss = out
-                .loss
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            if !loss.is_finite() {
-                return Err(Error::NonFinite {
-                    step: s.step + 1,
-                    loss,
-                    checkpoint: s.saved,
-                });
-            }
-            accumulate(&mut grads, collect_grads(&vars, &out.loss.backward()?))?;
-            add_parts(&mut parts, &[("loss".to_string(), loss)], t.grad_accum);
-            add_parts(&mut parts, &out.parts, t.grad_accum);
-        }
-        let scale = 1.0 / t.grad_accum as f64;
         let last = s.step + 1 == t.steps;
         let log_now = (s.step + 1).is_multiple_of(t.log_every) || last;
-        // the global norm costs a pass over all gradients: only when clipping or logging it
-        let norm = if t.grad_clip > 0.0 || log_now {
-            global_grad_norm(&grads)? * scale
-        } else {
-            f64::NAN
+        let (train, prep, step) = (&s.train, &s.cfg.data.preprocessing, s.step);
+        let mut batch = |micro: usize, rng: &mut Rng| -> Result<Batch> {
+            let idx = loader.indices(step * per_step + micro as u64).to_vec();
+            train.batch(&idx, prep, rng, dev)
         };
-        if t.grad_clip > 0.0 && !norm.is_finite() {
-            return Err(Error::NonFinite {
-                step: s.step + 1,
-                loss: norm,
-                checkpoint: s.saved,
-            });
-        }
-        let clip = if t.grad_clip > 0.0 && norm > t.grad_clip {
-            t.grad_clip / (norm + 1e-6)
-        } else {
-            1.0
-        };
-        s.opt.step(&grads, lr, scale * clip)?;
+        let report = train_step.step(&mut StepContext {
+            at: StepAt {
+                step,
+                saved: s.saved,
+                log: log_now,
+            },
+            model: s.model.as_ref(),
+            rng: &mut rng,
+            batch: &mut batch,
+            opt: &mut s.opt,
+        })?;
+        let (parts, lr, norm) = (report.parts, report.lr, report.grad_norm);
         s.ema.update(&vars, s.step)?;
         s.step += 1;
         add_parts(&mut window, &parts, 1);
@@ -526,15 +570,4 @@ pub fn train(
         step: s.step,
         last_loss,
     })
-}
-
-/// Adds `parts / n` into `acc` by name (averaging over micro-batches and over the logging window).
-fn add_parts(acc: &mut Vec<(String, f64)>, parts: &[(String, f64)], n: usize) {
-    for (k, v) in parts {
-        let v = v / n as f64;
-        match acc.iter_mut().find(|(name, _)| name == k) {
-            Some(e) => e.1 += v,
-            None => acc.push((k.clone(), v)),
-        }
-    }
 }

@@ -346,8 +346,11 @@ impl Bijection for Logit {
         match *self {
             Logit::Shift => Ok(((x - 0.5)?, Tensor::zeros(x.dim(0)?, x.dtype(), x.device())?)),
             Logit::Logit(a) => {
+                // p = α + (1 − 2α) x and q = 1 − p = α + (1 − 2α)(1 − x), each from its own side (1 − x is
+                // exact in f32 for x ≥ ½) so that a small α keeps its precision next to 0 and next to 1
                 let p = ((x * (1.0 - 2.0 * a))? + a)?;
-                let (log_p, log_q) = (p.log()?, p.affine(-1.0, 1.0)?.log()?);
+                let q = x.affine(-1.0, 1.0)?.affine(1.0 - 2.0 * a, a)?;
+                let (log_p, log_q) = (p.log()?, q.log()?);
                 let y = (&log_p - &log_q)?;
                 // dy/dx = (1 − 2α) / (p (1 − p))
                 let ld = ((log_p + log_q)?.neg()? + (1.0 - 2.0 * a).ln())?;
@@ -362,8 +365,9 @@ impl Bijection for Logit {
             Logit::Logit(a) => {
                 let p = candle_nn::ops::sigmoid(y)?;
                 let x = ((&p - a)? / (1.0 - 2.0 * a))?;
-                let one_minus = p.affine(-1.0, 1.0)?;
-                let ld = ((p.log()? + one_minus.log()?)? - (1.0 - 2.0 * a).ln())?;
+                // log p = −softplus(−y), log(1 − p) = −softplus(y): finite for any y
+                let log_pq = (softplus(&y.neg()?)? + softplus(y)?)?.neg()?;
+                let ld = (log_pq - (1.0 - 2.0 * a).ln())?;
                 (x, sum_per_example(&ld)?)
             }
         };
