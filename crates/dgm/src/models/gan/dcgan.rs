@@ -7,7 +7,8 @@
 //!   L_D = E[softplus(−D(x))] + E[softplus(D(G(z)))],  L_G = E[softplus(−D(G(z)))].
 //! * **sngan** (Miyato, Kataoka, Koyama & Yoshida 2018): every discriminator layer spectrally normalised
 //!   ([`crate::nn::spectral`]; one power iteration per discriminator update, its vector saved in the
-//!   checkpoint) and the hinge loss L_D = E[relu(1 − D(x))] + E[relu(1 + D(G(z)))], L_G = −E[D(G(z))]. This is
+//!   checkpoint), five critic updates per generator update (the paper's n_dis = 5; with one, a toy run collapsed
+//!   onto a few modes) and the hinge loss L_D = E[relu(1 − D(x))] + E[relu(1 + D(G(z)))], L_G = −E[D(G(z))]. This is
 //!   the Lipschitz critic of the WGAN family without a gradient penalty: WGAN-GP's penalty needs second-order
 //!   gradients, which candle does not have (candle#2462).
 //! * **cgan**: class-conditional. The generator takes [z, e(y)] (a learned class embedding, as Mirza &
