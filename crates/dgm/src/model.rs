@@ -365,6 +365,11 @@ pub trait Model {
     }
 }
 
+/// The name of an [`Adversarial`] model's generator parameter group (`[train.groups.generator]`).
+pub const GENERATOR: &str = "generator";
+/// The name of an [`Adversarial`] model's discriminator parameter group (`[train.groups.discriminator]`).
+pub const DISCRIMINATOR: &str = "discriminator";
+
 /// Models trained as a two-player game (GANs): a generator and a discriminator (or critic), each with its own
 /// variables, loss and optimiser.
 pub trait Adversarial: Model {

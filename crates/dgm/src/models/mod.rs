@@ -562,8 +562,9 @@ pub struct Footprint {
 /// The parameter groups model `name` trains, each with its own optimiser: `generator` and `discriminator`
 /// for an adversarial model, one group `all` otherwise.
 pub fn parameter_groups(name: &str) -> Result<&'static [&'static str]> {
+    use crate::model::{DISCRIMINATOR, GENERATOR};
     Ok(if entry(name)?.abilities.adversarial {
-        &["generator", "discriminator"]
+        &[GENERATOR, DISCRIMINATOR]
     } else {
         &["all"]
     })

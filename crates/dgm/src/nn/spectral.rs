@@ -15,7 +15,7 @@
 //! leave it alone. The forward pass computes σ̂ = ‖Wᵀu‖ with u held fixed: its gradient u vᵀ is the
 //! paper's (and PyTorch's, which detaches u and v).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::init::Init;
 use candle_nn::VarBuilder;
 
@@ -35,15 +35,10 @@ pub struct SpectralNorm {
     u: Tensor,
 }
 
-/// x / max(‖x‖, ε) for a vector.
+/// x / max(‖x‖, ε) for a vector, on the tensor's device (no copy to the host).
 fn unit(x: &Tensor) -> Result<Tensor> {
-    let n = x
-        .sqr()?
-        .sum_all()?
-        .sqrt()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    Ok((x / n.max(EPS))?)
+    let n = x.sqr()?.sum_all()?.sqrt()?.maximum(EPS)?;
+    Ok(x.broadcast_div(&n)?)
 }
 
 impl SpectralNorm {
@@ -187,7 +182,7 @@ mod tests {
     use super::*;
     use crate::metrics::linalg::sym_eigenvalues;
     use crate::nn::Params;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// The largest singular value of the row-major `m × n` matrix `w`, in f64, from the eigenvalues of W Wᵀ.
     fn sigma_max(w: &[f64], m: usize, n: usize) -> Result<f64> {

@@ -12,10 +12,12 @@
 
 use std::collections::BTreeMap;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 use crate::data::Batch;
-use crate::model::Model;
+use crate::model::{LossOutput, Model};
+pub use crate::model::{DISCRIMINATOR, GENERATOR};
 use crate::rng::Rng;
 use crate::train::optim::{
     accumulate, collect_grads, global_grad_norm, lr_at, AdamW, AdamWParams, Grads,
@@ -185,6 +187,16 @@ impl Optimizers {
         Ok(&self.group(name)?.vars)
     }
 
+    /// Group `name`'s gradients out of a backward pass, in the order of [`Optimizers::vars`].
+    pub fn grads(&self, name: &str, store: &GradStore) -> Result<Grads> {
+        Ok(collect_grads(&self.group(name)?.vars, store))
+    }
+
+    /// The update count of the first group (the checkpoint's `adam_t`).
+    pub fn first_count(&self) -> u64 {
+        self.groups.first().map_or(0, |g| g.opt.t)
+    }
+
     /// One AdamW update of group `name` from its gradients `grads` (in the order of [`Optimizers::vars`]),
     /// each scaled by `scale` (1 / micro-batches), clipped to the group's `grad_clip`, with the group's
     /// learning rate at `at.step`. A non-finite gradient norm while clipping stops training with
@@ -315,6 +327,23 @@ pub trait TrainStep {
     fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<StepReport>;
 }
 
+/// The value of a loss as f64; a NaN or infinite one stops training with [`Error::NonFinite`] naming the step
+/// and the committed checkpoint.
+fn finite_loss(out: &LossOutput, at: StepAt) -> Result<f64> {
+    let v = out
+        .loss
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?;
+    if !v.is_finite() {
+        return Err(Error::NonFinite {
+            step: at.step + 1,
+            loss: v,
+            checkpoint: at.saved,
+        });
+    }
+    Ok(v)
+}
+
 /// Minimise the model's loss ([`Model::loss`]) over one group: `grad_accum` micro-batches, gradients summed
 /// and scaled by 1 / `grad_accum`, then one update.
 #[derive(Clone, Debug)]
@@ -330,24 +359,13 @@ impl TrainStep for LossStep {
 
     fn step(&mut self, ctx: &mut StepContext<'_>) -> Result<StepReport> {
         let group = ctx.opt.only_group()?;
-        let vars = ctx.opt.vars(&group)?.to_vec();
-        let mut grads: Grads = vec![None; vars.len()];
+        let mut grads: Grads = vec![None; ctx.opt.vars(&group)?.len()];
         let mut parts: Vec<(String, f64)> = Vec::new();
         for micro in 0..self.grad_accum {
             let batch = (ctx.batch)(micro, ctx.rng)?;
             let out = ctx.model.loss(&batch, ctx.rng)?;
-            let loss = out
-                .loss
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            if !loss.is_finite() {
-                return Err(Error::NonFinite {
-                    step: ctx.at.step + 1,
-                    loss,
-                    checkpoint: ctx.at.saved,
-                });
-            }
-            accumulate(&mut grads, collect_grads(&vars, &out.loss.backward()?))?;
+            let loss = finite_loss(&out, ctx.at)?;
+            accumulate(&mut grads, ctx.opt.grads(&group, &out.loss.backward()?)?)?;
             add_parts(&mut parts, &[("loss".to_string(), loss)], self.grad_accum);
             add_parts(&mut parts, &out.parts, self.grad_accum);
         }
@@ -361,11 +379,6 @@ impl TrainStep for LossStep {
         })
     }
 }
-
-/// The names of a GAN's two parameter groups.
-pub const GENERATOR: &str = "generator";
-/// See [`GENERATOR`].
-pub const DISCRIMINATOR: &str = "discriminator";
 
 /// One step of a GAN ([`crate::model::Adversarial`]): `d_steps` discriminator updates, each on its own real
 /// micro-batch, then one generator update (sized and labelled like the last real batch). Each update applies
@@ -389,39 +402,23 @@ impl TrainStep for GanStep {
                 format!("model '{}' is not a GAN", ctx.model.name()),
             )
         })?;
-        let d_vars = ctx.opt.vars(DISCRIMINATOR)?.to_vec();
-        let g_vars = ctx.opt.vars(GENERATOR)?.to_vec();
-        let at = ctx.at;
-        let finite = |out: &crate::model::LossOutput| -> Result<f64> {
-            let v = out
-                .loss
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            if !v.is_finite() {
-                return Err(Error::NonFinite {
-                    step: at.step + 1,
-                    loss: v,
-                    checkpoint: at.saved,
-                });
-            }
-            Ok(v)
-        };
+        let (at, n) = (ctx.at, self.batches_per_step());
         let mut parts: Vec<(String, f64)> = Vec::new();
         let mut last = None;
-        for i in 0..self.d_steps.max(1) {
+        for i in 0..n {
             let real = (ctx.batch)(i, ctx.rng)?;
             let out = adv.discriminator_loss(&real, ctx.rng, true)?;
-            let l = finite(&out)?;
-            let grads = collect_grads(&d_vars, &out.loss.backward()?);
+            let l = finite_loss(&out, at)?;
+            let grads = ctx.opt.grads(DISCRIMINATOR, &out.loss.backward()?)?;
             ctx.opt.step(DISCRIMINATOR, &grads, 1.0, at)?;
-            add_parts(&mut parts, &[("loss".to_string(), l)], self.d_steps.max(1));
-            add_parts(&mut parts, &out.parts, self.d_steps.max(1));
+            add_parts(&mut parts, &[("loss".to_string(), l)], n);
+            add_parts(&mut parts, &out.parts, n);
             last = Some(real);
         }
         let real = last.ok_or_else(|| Error::invalid("gan step", "no real batch"))?;
         let out = adv.generator_loss(&real, ctx.rng)?;
-        let l = finite(&out)?;
-        let grads = collect_grads(&g_vars, &out.loss.backward()?);
+        let l = finite_loss(&out, at)?;
+        let grads = ctx.opt.grads(GENERATOR, &out.loss.backward()?)?;
         let u = ctx.opt.step(GENERATOR, &grads, 1.0, at)?;
         add_parts(&mut parts, &[("g_loss".to_string(), l)], 1);
         add_parts(&mut parts, &out.parts, 1);

@@ -106,14 +106,9 @@ impl Session {
     /// folder.
     fn checkpoint(&mut self) -> Result<PathBuf> {
         let counts = self.opt.counts();
-        let first = self
-            .opt
-            .names()
-            .first()
-            .and_then(|n| counts.get(n).copied());
         let state = TrainState {
             step: self.step,
-            adam_t: first.unwrap_or(0),
+            adam_t: self.opt.first_count(),
             optimizer_steps: if counts.len() > 1 {
                 counts
             } else {

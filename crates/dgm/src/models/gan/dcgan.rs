@@ -26,7 +26,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::nets::{Discriminator, Generator};
-use crate::conditioning::class_labels;
+use crate::conditioning::{batch_labels, class_labels};
 use crate::data::{Batch, Preprocessing, Range};
 use crate::distributions::softplus;
 use crate::model::{Adversarial, LossOutput, Model, SampleOptions};
@@ -252,12 +252,6 @@ impl Gan {
     /// Builds the GAN of a prepared `cfg` (registry name `name`).
     pub fn new(name: &str, cfg: GanConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        if cfg.example_shape.is_empty() {
-            return Err(Error::invalid(
-                "model.example_shape",
-                "is empty: the config is not prepared for data",
-            ));
-        }
         Ok(Self {
             name: name.to_string(),
             generator: Generator::new(&cfg, vb.pp("generator"))?,
@@ -269,18 +263,6 @@ impl Gan {
     /// The config.
     pub fn config(&self) -> &GanConfig {
         &self.cfg
-    }
-
-    /// The labels a conditional model uses for `batch` (an error when it has none), `None` otherwise.
-    fn labels<'a>(&self, batch: &'a Batch) -> Result<Option<&'a Tensor>> {
-        match (self.cfg.num_classes > 0, &batch.labels) {
-            (false, _) => Ok(None),
-            (true, Some(y)) => Ok(Some(y)),
-            (true, None) => Err(Error::invalid(
-                "data",
-                "a conditional GAN trains on labelled data",
-            )),
-        }
     }
 
     /// `n` generated examples for `labels`, z ~ N(0, I) from `rng`.
@@ -311,7 +293,6 @@ impl Model for Gan {
     }
 
     fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor> {
-        crate::model::check_sample_options(self, opts)?;
         let dev = self.generator.device();
         // (n,) u32 labels for a conditional model: one class for all, or one per sample
         let labels = class_labels(&opts.condition, self.cfg.num_classes, n, &self.name, &dev)?;
@@ -359,10 +340,12 @@ impl Adversarial for Gan {
         if training && self.cfg.spectral_norm {
             self.discriminator.power_iteration()?;
         }
-        let y = self.labels(real)?;
-        let fake = self.fake(real.len(), y, rng, real.x.device())?.detach();
-        let r = self.discriminator.forward(&real.x, y)?; // (b,)
-        let f = self.discriminator.forward(&fake, y)?; // (b,)
+        let y = batch_labels(real, self.cfg.num_classes, &self.name)?;
+        let fake = self
+            .fake(real.len(), y.as_ref(), rng, real.x.device())?
+            .detach();
+        let r = self.discriminator.forward(&real.x, y.as_ref())?; // (b,)
+        let f = self.discriminator.forward(&fake, y.as_ref())?; // (b,)
         Ok(LossOutput {
             parts: vec![
                 ("d_real".into(), mean_f64(&r)?),
@@ -373,9 +356,9 @@ impl Adversarial for Gan {
     }
 
     fn generator_loss(&self, real: &Batch, rng: &mut Rng) -> Result<LossOutput> {
-        let y = self.labels(real)?;
-        let fake = self.fake(real.len(), y, rng, real.x.device())?;
-        let f = self.discriminator.forward(&fake, y)?;
+        let y = batch_labels(real, self.cfg.num_classes, &self.name)?;
+        let fake = self.fake(real.len(), y.as_ref(), rng, real.x.device())?;
+        let f = self.discriminator.forward(&fake, y.as_ref())?;
         Ok(LossOutput {
             parts: Vec::new(),
             loss: generator_objective(self.hinge(), &f)?,
