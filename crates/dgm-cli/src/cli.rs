@@ -76,7 +76,7 @@ pub enum Command {
 /// The help after `dgm eval` and `dgm metrics compare`: models, data sets, metrics and OOD sets.
 fn eval_after() -> String {
     models_and_data()
-        + "\nMetrics (--metric, comma-separated): nll, fid, kid, pr, mmd, class, all\n\
+        + "\nMetrics (--metric, comma-separated): nll, ais, fid, kid, pr, mmd, class, all (all: every one but the slow ais)\n\
 OOD sets (dgm eval ood --ood a,b): omniglot, noise, constant, corrupt-noise, corrupt-blur, corrupt-rotate, invert, mnist\n\
 Image metrics use dgm's own feature network (dgm metrics train-features --data mnist): FID-MNIST / FID-shapes are\n\
 comparable between dgm runs, not to Inception FID."
@@ -253,9 +253,10 @@ pub struct SampleArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Class to generate, for class-conditional models.
-    #[arg(long, conflicts_with = "caption")]
-    pub class: Option<u32>,
+    /// Class to generate, for class-conditional models; a comma-separated list (e.g. 0,1,2) gives each class
+    /// an equal run of consecutive samples (-n 100 with ten classes: one row of ten per class).
+    #[arg(long, conflicts_with = "caption", value_delimiter = ',')]
+    pub class: Vec<u32>,
     /// Caption to generate from, for caption-conditional diffusion models, e.g. "a small red circle at the
     /// top left" ("" = the empty caption, the model's unconditional distribution).
     #[arg(long)]
@@ -469,7 +470,8 @@ pub struct EvalArgs {
     pub mode: Option<String>,
     #[command(flatten)]
     pub run: RunArg,
-    /// Metrics, comma-separated: nll, fid, kid, pr, mmd, class, all [default: nll].
+    /// Metrics, comma-separated: nll, ais (annealed importance sampling of a GAN generator or VAE decoder), fid,
+    /// kid, pr, mmd, class, all (every one but ais) [default: nll].
     #[arg(long)]
     pub metric: Option<String>,
     /// Split: train, validation, test (NLL: the split scored; sample metrics: the split compared with)
@@ -519,7 +521,21 @@ pub struct EvalArgs {
     /// Importance samples for the IWAE estimate (0 = skip it) [default: 100].
     #[arg(long)]
     pub iwae_k: Option<usize>,
-    /// Only the first N examples of the split (OOD: examples per set, default 2000).
+    /// AIS: annealing steps T (intermediate distributions) [default: 1000].
+    #[arg(long)]
+    pub ais_steps: Option<usize>,
+    /// AIS: chains K per example [default: 16].
+    #[arg(long)]
+    pub ais_chains: Option<usize>,
+    /// AIS: leapfrog steps L per HMC transition [default: 10].
+    #[arg(long)]
+    pub ais_leapfrog: Option<usize>,
+    /// AIS: standard deviation σ of the Gaussian observation model N(x; g(z), σ²I), in the model's data range
+    /// (GANs, the MMD generator; a VAE's Gaussian decoder has its own) [default: 0.1].
+    #[arg(long)]
+    pub obs_std: Option<f64>,
+    /// Only the first N examples of the split (NLL: default all; AIS: default 100; OOD: examples per set,
+    /// default 2000).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Examples per batch.

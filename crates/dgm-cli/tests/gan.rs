@@ -94,6 +94,15 @@ fn gans_train_log_both_players_and_sample() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = sample(&d.join("cgan"), &d.join("c.png"), &[]);
     assert_bad_input(&o, &["class-conditional", "class"]);
+    // a list: a run of samples per class; more classes than samples is refused
+    let o = sample(&d.join("cgan"), &d.join("c3.png"), &["--class", "0,1,2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sample(
+        &d.join("cgan"),
+        &d.join("c13.png"),
+        &["--class", "0,1,2,3,4,5,0,1,2,3,4,5,0"],
+    );
+    assert_bad_input(&o, &["--class", "13 classes for 12 samples"]);
     let o = sample(&d.join("dcgan"), &d.join("x.png"), &["--class", "2"]);
     assert_bad_input(&o, &["class", "unconditional"]);
 }
@@ -117,6 +126,90 @@ fn mmd_generator_trains_on_points_with_one_optimiser() {
         &["train.groups.generator.lr=1e-3"],
     );
     assert_bad_input(&o, &["train.groups.generator", "one group"]);
+}
+
+/// `dgm eval --metric ais`: a log-likelihood estimate of a GAN generator (also a conditional one, log p(x | y))
+/// and of a Gaussian-decoder VAE, written beside the other likelihoods; its flags are refused where they do not
+/// apply, and so are models and data it cannot score.
+#[test]
+fn ais_estimates_the_likelihood_of_decoder_based_models() {
+    let d = tmp("gan-ais");
+    let ais = |r: &std::path::Path, extra: &[&str]| {
+        run(dgm()
+            .args(["eval", "--run"])
+            .arg(r)
+            .args(["--metric", "ais", "--ais-steps", "20", "--ais-chains", "3"])
+            .args(["--ais-leapfrog", "2", "--limit", "4"])
+            .args(extra))
+    };
+    for name in ["dcgan", "cgan"] {
+        let r = d.join(name);
+        let o = train(name, "shapes", &r, 2, &[]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let o = ais(&r, &["--obs-std", "0.2"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("AIS, T = 20, K = 3 chains, L = 2 leapfrog steps, σ = 0.2"),
+            "{out}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r.join("eval-test.json")).unwrap())
+                .unwrap();
+        let rep = &json[0];
+        assert_eq!(rep["estimator"], "ais");
+        assert_eq!(rep["n"], 4);
+        assert!(
+            rep["bits_per_dim"].as_f64().is_some_and(f64::is_finite),
+            "{rep}"
+        );
+        assert!(
+            rep["preprocessing"]
+                .as_str()
+                .unwrap()
+                .contains("dequantized"),
+            "{rep}"
+        );
+        assert_eq!(rep["conditioning"].is_null(), name == "dcgan", "{rep}");
+    }
+    // a VAE with a Gaussian decoder uses its own σ; --obs-std would be ignored, so it is refused
+    let v = d.join("vae");
+    let o = run(dgm()
+        .args(["train", "vae", "--data", "toy2d:moons", "--out"])
+        .arg(&v)
+        .args(["--steps", "3", "--quiet", "--set", "train.batch_size=16"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ais(&v, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("the model's own σ"), "{}", stdout(&o));
+    assert_bad_input(&ais(&v, &["--obs-std", "0.1"]), &["--obs-std", "own σ"]);
+    // AIS flags without --metric ais; a model that is not decoder-based; --metric nll on a GAN names ais
+    let o = run(dgm().args(["eval", "--run"]).arg(d.join("dcgan")).args([
+        "--metric",
+        "fid",
+        "--obs-std",
+        "0.1",
+    ]));
+    assert_bad_input(&o, &["--obs-std", "--metric ais"]);
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(d.join("dcgan"))
+        .args(["--metric", "nll"]));
+    assert_bad_input(&o, &["no likelihood", "ais"]);
+    let m = d.join("realnvp");
+    let o = run(dgm()
+        .args(["train", "realnvp", "--data", "toy2d:moons", "--out"])
+        .arg(&m)
+        .args(["--steps", "1", "--quiet"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_bad_input(&ais(&m, &[]), &["not decoder-based", "ais"]);
+    let o = run(dgm().args(["eval", "--run"]).arg(d.join("dcgan")).args([
+        "--metric",
+        "ais",
+        "--ais-chains",
+        "0",
+    ]));
+    assert_bad_input(&o, &["ais.chains"]);
 }
 
 #[test]

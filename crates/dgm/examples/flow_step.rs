@@ -25,11 +25,10 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use dgm::data::{Batch, Preprocessing, Range};
 use dgm::model::LikelihoodOptions;
-use dgm::models::{self, DataInfo};
+use dgm::models;
 use dgm::nn::Params;
 use dgm::rng::Rng;
 use dgm::train::optim::{collect_grads, AdamW, AdamWParams};
-use dgm::train::RunConfig;
 
 use common::StepTimer;
 
@@ -39,57 +38,13 @@ const MODELS: &[&str] = &["realnvp", "glow"];
 /// The prepared `[model]` table of `configs/<model>-mnist.toml` for 1×28×28 images in [0, 1], uniformly
 /// dequantized (the preprocessing the config itself must name).
 fn flow_config(model: &str) -> dgm::Result<toml::Table> {
-    if !MODELS.contains(&model) {
-        return Err(dgm::Error::unknown("MODEL", model, MODELS));
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../configs")
-        .join(format!("{model}-mnist.toml"));
-    let text = std::fs::read_to_string(&path).map_err(|e| dgm::Error::io(&path, e))?;
-    let mut cfg = RunConfig::from_toml(&text)?;
     let preprocessing = Preprocessing::Scale {
         range: Range::ZeroOne,
         dequantize: true,
     };
-    if cfg.model.name != model || cfg.data.preprocessing != preprocessing {
-        return Err(dgm::Error::invalid(
-            path.display().to_string(),
-            format!(
-                "expected model '{model}' on uniformly dequantized pixels in [0, 1], found '{}' on {}",
-                cfg.model.name,
-                cfg.data.preprocessing.describe()
-            ),
-        ));
-    }
-    let info = DataInfo {
-        tokenizer: None,
-        caption_words: None,
-        example_shape: vec![1, 28, 28],
-        num_classes: Some(10),
-        preprocessing,
-    };
-    models::prepare(model, &mut cfg.model.config, &info)?;
-    Ok(cfg.model.config)
-}
-
-/// Writes `tensors` as DIR/tensors.txt (one `name d0 d1 …` line each) and DIR/tensors.bin (their f32 values,
-/// little-endian, concatenated in the same order).
-fn write_tensors(dir: &Path, tensors: &[(String, Tensor)]) -> dgm::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| dgm::Error::io(dir, e))?;
-    let mut txt = String::new();
-    let mut bin = Vec::new();
-    for (name, t) in tensors {
-        let dims: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
-        txt.push_str(&format!("{name} {}\n", dims.join(" ")));
-        for v in t.flatten_all()?.to_vec1::<f32>()? {
-            bin.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for (file, bytes) in [("tensors.txt", txt.as_bytes()), ("tensors.bin", &bin[..])] {
-        let path = dir.join(file);
-        std::fs::write(&path, bytes).map_err(|e| dgm::Error::io(path, e))?;
-    }
-    Ok(())
+    Ok(common::mnist_config(model, MODELS, preprocessing)?
+        .model
+        .config)
 }
 
 /// The random rotation a Glow 1×1 convolution with variables under `prefix` starts from, `(c, c)`: the
@@ -161,7 +116,7 @@ fn dump(dir: &Path, name: &str) -> dgm::Result<()> {
     tensors.push(("__ll".into(), Tensor::new(ll, &dev)?));
     tensors.push(("__z".into(), z));
     tensors.push(("__loss".into(), loss));
-    write_tensors(dir, &tensors)?;
+    common::write_tensors(dir, &tensors)?;
     println!(
         "{{\"impl\": \"dgm\", \"dump\": \"{}\", \"model\": \"{name}\", \"params\": {}}}",
         dir.display(),

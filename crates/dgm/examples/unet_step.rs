@@ -61,26 +61,6 @@ fn ddpm_config(base: usize) -> dgm::Result<toml::Table> {
     Ok(cfg)
 }
 
-/// Writes `tensors` as DIR/tensors.txt (one `name d0 d1 …` line each) and DIR/tensors.bin (their f32 values,
-/// little-endian, concatenated in the same order).
-fn write_tensors(dir: &Path, tensors: &[(String, Tensor)]) -> dgm::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| dgm::Error::io(dir, e))?;
-    let mut txt = String::new();
-    let mut bin = Vec::new();
-    for (name, t) in tensors {
-        let dims: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
-        txt.push_str(&format!("{name} {}\n", dims.join(" ")));
-        for v in t.flatten_all()?.to_vec1::<f32>()? {
-            bin.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for (file, bytes) in [("tensors.txt", txt.as_bytes()), ("tensors.bin", &bin[..])] {
-        let path = dir.join(file);
-        std::fs::write(&path, bytes).map_err(|e| dgm::Error::io(path, e))?;
-    }
-    Ok(())
-}
-
 /// The `--dump DIR` mode (see the module docs).
 fn dump(dir: &Path, base: usize) -> dgm::Result<()> {
     let dev = Device::Cpu;
@@ -125,7 +105,7 @@ fn dump(dir: &Path, base: usize) -> dgm::Result<()> {
     tensors.push(("__x".into(), x));
     tensors.push(("__t".into(), t));
     tensors.push(("__out".into(), out));
-    write_tensors(dir, &tensors)?;
+    common::write_tensors(dir, &tensors)?;
     println!(
         "{{\"impl\": \"dgm\", \"dump\": \"{}\", \"params\": {}, \"ddpm_params\": {}}}",
         dir.display(),

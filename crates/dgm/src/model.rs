@@ -357,6 +357,12 @@ pub trait Model {
         None
     }
 
+    /// The model as a [`DecoderBased`] one (z ~ N(0, I) mapped to an example), whose likelihood annealed
+    /// importance sampling can estimate ([`crate::metrics::ais`]).
+    fn as_decoder_based(&self) -> Option<&dyn DecoderBased> {
+        None
+    }
+
     /// Data-dependent initial values of some of the model's variables (Glow's ActNorm), by full variable
     /// name, from a batch of training data. The trainer calls it once, before the first step of a new run,
     /// and never on resume or load: the values are saved with the other parameters. Default: none.
@@ -390,6 +396,24 @@ pub trait Adversarial: Model {
     /// The generator's loss on as many fresh samples as `real` has examples (with `real`'s labels when the
     /// model is class-conditional).
     fn generator_loss(&self, real: &Batch, rng: &mut Rng) -> Result<LossOutput>;
+}
+
+/// Decoder-based models (Wu et al. 2017): an example is a deterministic function g(z) of a standard Gaussian
+/// latent z ~ N(0, I) (a GAN's generator, a VAE's decoder mean). With a Gaussian observation model
+/// p(x | z) = N(x; g(z), σ²) this defines a density that [`crate::metrics::ais`] estimates.
+pub trait DecoderBased: Model {
+    /// The size of z.
+    fn latent_dim(&self) -> usize;
+
+    /// g(z) for z `(n, latent_dim)`: `(n, …)` values in the model's data space, differentiable in z.
+    /// `labels` `(n,)` u32 are required by a class-conditional model and refused by another.
+    fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor>;
+
+    /// The model's own observation standard deviation per data value `(D,)`, when it has a Gaussian
+    /// observation model (a VAE's `gaussian` decoder); `None`: the model has none, and the caller picks σ.
+    fn observation_std(&self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Models with a (bound on / estimate of the) likelihood.

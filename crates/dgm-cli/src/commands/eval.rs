@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use dgm::data::{self, Split};
-use dgm::metrics::evaluate_nll;
+use dgm::metrics::ais::{ais_preprocessing, evaluate_ais, AisConfig};
 use dgm::metrics::suite::{evaluate_quality, MetricSelection, QualityMetric, QualityOptions};
+use dgm::metrics::{evaluate_nll, NllReport};
 use dgm::model::SampleOptions;
 use dgm::train::run;
 
@@ -75,24 +76,43 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
             ));
         }
     }
-    if sel.nll {
-        if run.model.as_density().is_none() {
-            bail!(dgm::Error::Unsupported(format!(
-                "model '{}' has no likelihood, so --metric nll does not apply; valid for it: fid, kid, pr, mmd, class",
-                run.config.model.name
-            )));
-        }
-        eval_nll(&a, &run, split, &data_dir)?;
-    } else {
+    if sel.nll && run.model.as_density().is_none() {
+        bail!(dgm::Error::Unsupported(format!(
+            "model '{}' has no likelihood, so --metric nll does not apply; valid for it: {}fid, kid, pr, mmd, class",
+            run.config.model.name,
+            if run.model.as_decoder_based().is_some() { "ais (an estimate), " } else { "" }
+        )));
+    }
+    if !sel.nll {
         refuse_given(
             &[
                 ("--estimator", a.estimator.is_some()),
                 ("--likelihood-steps", a.likelihood_steps.is_some()),
                 ("--probes", a.probes.is_some()),
                 ("--iwae-k", a.iwae_k.is_some()),
-                ("--limit", a.limit.is_some()),
             ],
             "here: it is an option of the likelihood (--metric nll), which is not evaluated",
+        )?;
+    }
+    if sel.ais {
+        check_ais(&a, &run)?;
+    } else {
+        refuse_given(
+            &[
+                ("--ais-steps", a.ais_steps.is_some()),
+                ("--ais-chains", a.ais_chains.is_some()),
+                ("--ais-leapfrog", a.ais_leapfrog.is_some()),
+                ("--obs-std", a.obs_std.is_some()),
+            ],
+            "here: it is an option of annealed importance sampling (--metric ais), which is not evaluated",
+        )?;
+    }
+    if sel.nll || sel.ais {
+        eval_nll(&a, &run, split, &data_dir, sel.nll, sel.ais)?;
+    } else {
+        refuse_given(
+            &[("--limit", a.limit.is_some())],
+            "here: it is an option of the likelihood (--metric nll, ais), which is not evaluated",
         )?;
     }
     if !sel.quality.is_empty() {
@@ -101,16 +121,102 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -> Result<()> {
-    let Some(density) = run.model.as_density() else {
+/// Refuses --metric ais for a model that is not decoder-based or data it cannot score, and an --obs-std the
+/// model would ignore, before any slow work.
+fn check_ais(a: &EvalArgs, run: &run::LoadedRun) -> Result<()> {
+    let name = &run.config.model.name;
+    let Some(dec) = run.model.as_decoder_based() else {
+        let valid: Vec<&str> = dgm::models::REGISTRY
+            .iter()
+            .filter(|e| e.abilities.decoder_based)
+            .map(|e| e.name)
+            .collect();
         bail!(dgm::Error::Unsupported(format!(
-            "model '{}' has no likelihood to evaluate",
-            run.config.model.name
+            "model '{name}' is not decoder-based (an example as a function of z ~ N(0, I)), so --metric ais \
+             does not apply; it applies to {} (a VAE with a gaussian decoder)",
+            valid.join(", ")
         )));
     };
+    ais_preprocessing(&run.config.data.preprocessing)?;
+    if dec.observation_std()?.is_some() && a.obs_std.is_some() {
+        bail!(dgm::Error::Unsupported(format!(
+            "--obs-std does not apply to model '{name}': its Gaussian decoder has its own σ, which AIS uses so \
+             that it scores the density the model was trained as"
+        )));
+    }
+    ais_config(a).validate()?;
+    Ok(())
+}
+
+/// The AIS settings of the command line.
+fn ais_config(a: &EvalArgs) -> AisConfig {
+    let d = AisConfig::default();
+    AisConfig {
+        steps: a.ais_steps.unwrap_or(d.steps),
+        chains: a.ais_chains.unwrap_or(d.chains),
+        leapfrog: a.ais_leapfrog.unwrap_or(d.leapfrog),
+        obs_std: a.obs_std.unwrap_or(d.obs_std),
+        seed: a.seed,
+        ..d
+    }
+}
+
+/// Examples AIS scores when --limit is not given (each takes T·L decoder passes per chain).
+const AIS_DEFAULT_LIMIT: usize = 100;
+
+/// The likelihood reports of the run: each estimator of the model (`nll`) and annealed importance sampling
+/// (`ais`); printed and written to `eval-<split>.json`.
+fn eval_nll(
+    a: &EvalArgs,
+    run: &run::LoadedRun,
+    split: Split,
+    data_dir: &Path,
+    nll: bool,
+    ais: bool,
+) -> Result<()> {
     let ds = run::load_data(&run.config, split, data_dir)?;
-    let prep = run.config.data.preprocessing.for_eval();
+    let mut prep = run.config.data.preprocessing.for_eval();
     let dev = device(&a.run.device)?;
+    let mut reports = Vec::new();
+    if let (true, Some(density)) = (nll, run.model.as_density()) {
+        reports = nll_reports(a, density, &ds, &prep, &dev)?;
+    }
+    if let (true, Some(dec)) = (ais, run.model.as_decoder_based()) {
+        let ais_prep = ais_preprocessing(&prep)?;
+        let cfg = ais_config(a);
+        let limit = a.limit.unwrap_or(AIS_DEFAULT_LIMIT);
+        let (r, _) = evaluate_ais(
+            dec,
+            &ds,
+            &ais_prep,
+            &cfg,
+            Some(limit),
+            &dev,
+            &mut throttled(format!(
+                "ais (T = {}, K = {}, L = {})",
+                cfg.steps, cfg.chains, cfg.leapfrog
+            )),
+        )?;
+        if !nll {
+            prep = ais_prep;
+        }
+        reports.push(r);
+    }
+    print_nll(a, run, split, &prep, &reports);
+    let path = a.run.run.join(format!("eval-{}.json", split.name()));
+    let text = serde_json::to_string_pretty(&reports)?;
+    dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The reports of the model's likelihood estimators (all, or --estimator).
+fn nll_reports(
+    a: &EvalArgs,
+    density: &dyn dgm::model::Density,
+    ds: &dgm::data::Dataset,
+    prep: &dgm::data::Preprocessing,
+    dev: &candle_core::Device,
+) -> Result<Vec<NllReport>> {
     let mut reports = Vec::new();
     let estimators = match &a.estimator {
         Some(e) if density.estimators().contains(e) => vec![e.clone()],
@@ -134,19 +240,29 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
         }
         let r = evaluate_nll(
             density,
-            &ds,
-            &prep,
+            ds,
+            prep,
             &est,
             k,
             a.likelihood_steps,
             a.batch_size,
             a.limit,
             a.seed,
-            &dev,
+            dev,
             &mut throttled(format!("{est} (k = {k})")),
         )?;
         reports.push(r);
     }
+    Ok(reports)
+}
+
+fn print_nll(
+    a: &EvalArgs,
+    run: &run::LoadedRun,
+    split: Split,
+    prep: &dgm::data::Preprocessing,
+    reports: &[NllReport],
+) {
     println!(
         "run {} · model {} · {} weights · step {} · {} split, {} examples",
         a.run.run.display(),
@@ -177,7 +293,7 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
             "± s.e.",
             format!("bits/{unit}")
         );
-        for r in &reports {
+        for r in reports {
             let d = r.dims.max(1) as f64;
             println!(
                 "{:>14.4} {:>10.4} {:>10.4}  {}",
@@ -196,13 +312,13 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
             "{:>14} {:>10} {:>10}  kind",
             "NLL (nats)", "± s.e.", "bits/dim"
         );
-        for r in &reports {
+        for r in reports {
             println!(
-                "{:>14.3} {:>10.3} {:>10.4}  {}",
-                r.nll_nats, r.stderr_nats, r.bits_per_dim, r.kind_text
+                "{:>14.3} {:>10.3} {:>10.4}  {} ({} examples)",
+                r.nll_nats, r.stderr_nats, r.bits_per_dim, r.kind_text, r.n
             );
         }
-        for r in &reports {
+        for r in reports {
             if let Some(n) = &r.note {
                 println!("{}: {n}", r.kind.short_name());
             }
@@ -213,12 +329,8 @@ fn eval_nll(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -
         {
             println!("bits/dim: {}", r.bits_per_dim_means);
         }
-        println!("(a lower bound on log p gives an upper bound on NLL; IWAE-k tightens towards the true NLL as k grows)");
+        println!("(a lower bound on log p gives an upper bound on NLL; IWAE-k and AIS tighten towards the true NLL as k and T grow)");
     }
-    let path = a.run.run.join(format!("eval-{}.json", split.name()));
-    let text = serde_json::to_string_pretty(&reports)?;
-    dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
-    Ok(())
 }
 
 /// Refuses the likelihood flags that the `estimators` to evaluate would not use, and values that would
@@ -310,6 +422,14 @@ fn eval_quality(
             is.mean,
             is.std,
             is.splits
+        );
+    }
+    if let Some(h) = &r.class_histogram {
+        let per: Vec<String> = h.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "{:<18} {} (fraction of samples per class, by the classifier)",
+            "class histogram",
+            per.join(" ")
         );
     }
     if let Some(c) = &r.class_accuracy {

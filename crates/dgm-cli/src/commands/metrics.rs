@@ -88,10 +88,13 @@ fn named_set(
 
 pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode> {
     let sel = MetricSelection::parse(&a.metric)?;
-    if sel.nll {
+    if sel.nll || sel.ais {
         bail!(dgm::Error::invalid(
             "--metric",
-            "nll scores a model, not a data set; valid here: fid, kid, pr, mmd"
+            format!(
+                "{} scores a model, not a data set; valid here: fid, kid, pr, mmd",
+                if sel.nll { "nll" } else { "ais" }
+            )
         ));
     }
     let spec = data::DataSpec::parse(&a.data)?;

@@ -21,6 +21,10 @@ pub(super) fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
             ("--draw", a.draw),
             ("--sampler", a.sampler.is_some()),
             ("--steps", a.steps.is_some()),
+            ("--ais-steps", a.ais_steps.is_some()),
+            ("--ais-chains", a.ais_chains.is_some()),
+            ("--ais-leapfrog", a.ais_leapfrog.is_some()),
+            ("--obs-std", a.obs_std.is_some()),
         ],
         "to `dgm eval ood`: it scores the test split and the OOD sets by likelihood, and draws no samples",
     )?;

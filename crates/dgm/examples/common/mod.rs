@@ -126,3 +126,63 @@ pub fn run_and_test_images(
     let x = x01.affine(2.0, -1.0)?;
     Ok((loaded, x01, x))
 }
+
+/// Writes `tensors` as DIR/tensors.txt (one `name d0 d1 …` line each) and DIR/tensors.bin (their f32 values,
+/// little-endian, concatenated in the same order).
+pub fn write_tensors(
+    dir: &std::path::Path,
+    tensors: &[(String, candle_core::Tensor)],
+) -> dgm::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| dgm::Error::io(dir, e))?;
+    let mut txt = String::new();
+    let mut bin = Vec::new();
+    for (name, t) in tensors {
+        let dims: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
+        txt.push_str(&format!("{name} {}\n", dims.join(" ")));
+        for v in t.flatten_all()?.to_vec1::<f32>()? {
+            bin.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for (file, bytes) in [("tensors.txt", txt.as_bytes()), ("tensors.bin", &bin[..])] {
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).map_err(|e| dgm::Error::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// `configs/<model>-mnist.toml` (for one of `models`) with its `[model]` table prepared for 1×28×28 images
+/// under `preprocessing`, which the config itself must name (the step benchmarks time the shipped configs).
+pub fn mnist_config(
+    model: &str,
+    models: &[&str],
+    preprocessing: dgm::data::Preprocessing,
+) -> dgm::Result<dgm::train::RunConfig> {
+    if !models.contains(&model) {
+        return Err(dgm::Error::unknown("MODEL", model, models));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs")
+        .join(format!("{model}-mnist.toml"));
+    let text = std::fs::read_to_string(&path).map_err(|e| dgm::Error::io(&path, e))?;
+    let mut cfg = dgm::train::RunConfig::from_toml(&text)?;
+    if cfg.model.name != model || cfg.data.preprocessing != preprocessing {
+        return Err(dgm::Error::invalid(
+            path.display().to_string(),
+            format!(
+                "expected model '{model}' on {}, found '{}' on {}",
+                preprocessing.describe(),
+                cfg.model.name,
+                cfg.data.preprocessing.describe()
+            ),
+        ));
+    }
+    let info = dgm::models::DataInfo {
+        tokenizer: None,
+        caption_words: None,
+        example_shape: vec![1, 28, 28],
+        num_classes: Some(10),
+        preprocessing,
+    };
+    dgm::models::prepare(model, &mut cfg.model.config, &info)?;
+    Ok(cfg)
+}

@@ -152,32 +152,53 @@ pub fn evaluate_nll(
     let per = per_example_nll(
         model, data, prep, estimator, samples, steps, batch_size, limit, seed, device, progress,
     )?;
+    Ok(nll_report(
+        estimator,
+        samples,
+        steps,
+        &per,
+        model.num_classes(),
+        data.example_dim(),
+        prep,
+    ))
+}
+
+/// The summary of per-example results `per` of `estimator` (with `samples`, `steps`): mean, standard error,
+/// bits/dim of data with `dims` values preprocessed by `prep`; `num_classes` of a class-conditional model.
+pub fn nll_report(
+    estimator: &str,
+    samples: usize,
+    steps: Option<usize>,
+    per: &PerExampleNll,
+    num_classes: Option<usize>,
+    dims: usize,
+    prep: &Preprocessing,
+) -> NllReport {
     let all = &per.nats;
     let n = all.len();
-    let mean = all.iter().sum::<f64>() / n as f64;
+    let mean = all.iter().sum::<f64>() / n.max(1) as f64;
     let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
-    let dims = data.example_dim();
     let basis = bits_per_dim_basis(per.space, prep);
-    Ok(NllReport {
+    NllReport {
         estimator: estimator.to_string(),
         samples,
         steps,
         kind_text: per.kind.to_string(),
         note: kind_note(&per.kind),
-        conditioning: model.num_classes().map(|k| {
+        conditioning: num_classes.map(|k| {
             format!("conditional: log p(x | y) with each example's true class y (of {k}), not the class marginal log p(x)")
         }),
-        kind: per.kind,
+        kind: per.kind.clone(),
         space: per.space,
         nll_nats: mean,
-        stderr_nats: (var / n as f64).sqrt(),
+        stderr_nats: (var / n.max(1) as f64).sqrt(),
         bits_per_dim: bits_per_dim(mean, dims, per.space, prep),
         bits_per_dim_basis: Some(basis),
         bits_per_dim_means: basis.describe().to_string(),
         n,
         dims,
         preprocessing: prep.describe(),
-    })
+    }
 }
 
 /// What the per-example numbers of `kind` and their mean over a data set are, for the Monte-Carlo kinds.

@@ -14,4 +14,4 @@ pub mod quality;
 pub mod restoration;
 pub mod suite;
 
-pub use likelihood::{evaluate_nll, per_example_nll, NllReport, PerExampleNll};
+pub use likelihood::{evaluate_nll, nll_report, per_example_nll, NllReport, PerExampleNll};

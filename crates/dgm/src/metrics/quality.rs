@@ -595,9 +595,50 @@ pub fn class_accuracy(
     })
 }
 
+/// The fraction of `predicted` labels in each of `num_classes` classes: the class histogram of samples under a
+/// classifier (a collapsed generator shows as classes near 0). Sums to 1; a label not below `num_classes` or no
+/// labels is an error.
+pub fn class_histogram(predicted: &[u32], num_classes: usize) -> Result<Vec<f64>> {
+    if predicted.is_empty() || num_classes == 0 {
+        return Err(Error::invalid(
+            "class labels",
+            format!(
+                "{} labels of {num_classes} classes: need at least one of each",
+                predicted.len()
+            ),
+        ));
+    }
+    let mut counts = vec![0usize; num_classes];
+    for &p in predicted {
+        match counts.get_mut(p as usize) {
+            Some(c) => *c += 1,
+            None => {
+                return Err(Error::invalid(
+                    "class labels",
+                    format!("label {p} is not below the number of classes {num_classes}"),
+                ))
+            }
+        }
+    }
+    Ok(counts
+        .iter()
+        .map(|&c| c as f64 / predicted.len() as f64)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_histogram_counts_fractions() -> Result<()> {
+        let h = class_histogram(&[0, 2, 2, 2, 1, 2, 0, 2], 4)?;
+        assert_eq!(h, [0.25, 0.125, 0.625, 0.0]);
+        assert!((h.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(class_histogram(&[0, 4], 4).is_err());
+        assert!(class_histogram(&[], 4).is_err());
+        Ok(())
+    }
 
     /// n points of N(mean, diag(var)) in `mean.len()` dimensions.
     fn gaussian(n: usize, mean: &[f64], var: &[f64], rng: &mut Rng) -> Vec<f32> {

@@ -55,6 +55,9 @@ pub struct Abilities {
     pub class_conditional: bool,
     /// Trained as a two-player game with two optimisers (GANs): [`Model::as_adversarial`].
     pub adversarial: bool,
+    /// An example is a function of z ~ N(0, I) (GAN generators, VAE decoders; a VAE's AIS needs its Gaussian
+    /// decoder): [`Model::as_decoder_based`], `dgm eval --metric ais`.
+    pub decoder_based: bool,
 }
 
 impl Abilities {
@@ -67,6 +70,7 @@ impl Abilities {
         denoiser: false,
         class_conditional: false,
         adversarial: false,
+        decoder_based: false,
     };
 }
 
@@ -165,6 +169,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         abilities: Abilities {
             density: true,
             latent: true,
+            decoder_based: true,
             ..Abilities::NONE
         },
         defaults: || to_table(&vae::preset("vae")?),
@@ -184,6 +189,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         abilities: Abilities {
             density: true,
             latent: true,
+            decoder_based: true,
             ..Abilities::NONE
         },
         defaults: || to_table(&vae::preset("iwae")?),
@@ -204,6 +210,7 @@ pub const REGISTRY: &[ModelEntry] = &[
             density: true,
             latent: true,
             class_conditional: true,
+            decoder_based: true,
             ..Abilities::NONE
         },
         defaults: || to_table(&vae::preset("cvae")?),
@@ -408,6 +415,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         default_data: "shapes",
         abilities: Abilities {
             adversarial: true,
+            decoder_based: true,
             ..Abilities::NONE
         },
         defaults: || to_table(&gan::dcgan::preset("dcgan")?),
@@ -426,6 +434,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         default_data: "shapes",
         abilities: Abilities {
             adversarial: true,
+            decoder_based: true,
             ..Abilities::NONE
         },
         defaults: || to_table(&gan::dcgan::preset("sngan")?),
@@ -445,6 +454,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         abilities: Abilities {
             class_conditional: true,
             adversarial: true,
+            decoder_based: true,
             ..Abilities::NONE
         },
         defaults: || to_table(&gan::dcgan::preset("cgan")?),
@@ -461,7 +471,10 @@ pub const REGISTRY: &[ModelEntry] = &[
         about: "generator trained by the MMD two-sample statistic (Li, Swersky & Zemel 2015)",
         data_kinds: IMAGES_OR_POINTS,
         default_data: "toy2d:8gaussians",
-        abilities: Abilities::NONE,
+        abilities: Abilities {
+            decoder_based: true,
+            ..Abilities::NONE
+        },
         defaults: || to_table(&gan::gmmn::MmdGenConfig::default()),
         normalize: |t| to_table(&from_table::<gan::gmmn::MmdGenConfig>(t)?),
         preprocessing: minus_one_to_one,
@@ -770,6 +783,12 @@ mod tests {
                 m.as_adversarial().is_some(),
                 a.adversarial,
                 "{} adversarial",
+                e.name
+            );
+            assert_eq!(
+                m.as_decoder_based().is_some(),
+                a.decoder_based,
+                "{} decoder_based",
                 e.name
             );
             if e.name == "cvae" {

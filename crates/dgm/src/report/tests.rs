@@ -428,6 +428,7 @@ fn quality_result() -> QualityReport {
             std: 0.25,
             splits: 10,
         }),
+        class_histogram: Some(vec![0.5, 0.5]),
     }
 }
 

@@ -18,4 +18,4 @@ pub mod trainer;
 pub use config::{DataConfig, ModelSection, RunConfig, TrainConfig};
 pub use run::{LoadedRun, RunDir, Weights};
 pub use step::{GroupSpec, LossStep, Optimizers, Schedule, StepContext, StepReport, TrainStep};
-pub use trainer::{train, TrainOptions, TrainOutcome};
+pub use trainer::{optimizers_for, train, TrainOptions, TrainOutcome};

@@ -211,8 +211,9 @@ impl Session {
 
 /// The parameter groups and the step of a model: one group `all` with the `[train]` settings and
 /// [`LossStep`] for a one-loss model; the generator's and the discriminator's groups (each with its
-/// `[train.groups.<name>]` overrides) and [`GanStep`] for an [`crate::model::Adversarial`] one.
-fn optimizers_for(
+/// `[train.groups.<name>]` overrides) and [`GanStep`] for an [`crate::model::Adversarial`] one. The trainer
+/// builds its optimisers from these; so do the step benchmarks, which time the same step.
+pub fn optimizers_for(
     model: &dyn Model,
     t: &crate::train::TrainConfig,
 ) -> Result<(Vec<GroupSpec>, Box<dyn TrainStep>)> {

@@ -26,7 +26,7 @@ pub use quality::{
 };
 
 /// Names accepted by `dgm eval --metric` (besides `all`).
-pub const METRICS: &[&str] = &["nll", "fid", "kid", "pr", "mmd", "class"];
+pub const METRICS: &[&str] = &["nll", "ais", "fid", "kid", "pr", "mmd", "class"];
 
 /// One sample-quality metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,9 @@ impl QualityMetric {
 pub struct MetricSelection {
     /// Negative log-likelihood on a split.
     pub nll: bool,
+    /// The annealed-importance-sampling estimate of a decoder-based model's likelihood on a split (slow: never
+    /// part of `all`).
+    pub ais: bool,
     /// Sample-quality metrics, in a fixed order.
     pub quality: Vec<QualityMetric>,
 }
@@ -82,6 +85,7 @@ impl MetricSelection {
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
                 "nll" => sel.nll = true,
+                "ais" => sel.ais = true,
                 "fid" => want(QualityMetric::Fid, &mut sel),
                 "kid" => want(QualityMetric::Kid, &mut sel),
                 "pr" | "precision-recall" => want(QualityMetric::PrecisionRecall, &mut sel),
@@ -106,10 +110,10 @@ impl MetricSelection {
                 }
             }
         }
-        if !sel.nll && sel.quality.is_empty() {
+        if !sel.nll && !sel.ais && sel.quality.is_empty() {
             return Err(Error::invalid(
                 "metric",
-                "no metric named; valid: nll, fid, kid, pr, mmd, class, all",
+                "no metric named; valid: nll, ais, fid, kid, pr, mmd, class, all",
             ));
         }
         Ok(sel)

@@ -13,8 +13,8 @@ use crate::metrics::features::{
 use crate::metrics::json;
 use crate::metrics::mmd::{mmd_test, MmdTest};
 use crate::metrics::quality::{
-    class_accuracy, fid, inception_score, kid, precision_recall, ClassAccuracy, InceptionScore,
-    Kid, PrecisionRecall,
+    class_accuracy, class_histogram, fid, inception_score, kid, precision_recall, ClassAccuracy,
+    InceptionScore, Kid, PrecisionRecall,
 };
 use crate::model::{check_sample_options, Condition, Model, SampleOptions};
 use crate::rng::Rng;
@@ -152,13 +152,27 @@ pub struct QualityReport {
     pub class_accuracy: Option<ClassAccuracy>,
     /// Inception-Score-style score with the feature network's classifier.
     pub inception_score: Option<InceptionScore>,
+    /// The fraction of samples the feature network's classifier assigns to each class (absent in files written
+    /// before it was recorded).
+    #[serde(default)]
+    pub class_histogram: Option<Vec<f64>>,
+}
+
+/// The classes asked of `n` samples from a model with `k` classes: each class equally often (± 1), in an order
+/// shuffled by `seed`, so that no structured subset of the samples is biased towards some classes: not the
+/// MMD test's evenly spread one ([`spread_rows`]: every 10th of 10 000 cycling labels would all be class 0),
+/// nor the Inception Score's contiguous splits (runs of one class would each hold one class).
+pub(super) fn sample_classes(n: usize, k: usize, seed: u64) -> Vec<u32> {
+    let mut labels: Vec<u32> = (0..n).map(|i| (i * k / n.max(1)) as u32).collect();
+    Rng::named(seed, "metrics/sample-classes").shuffle(&mut labels);
+    labels
 }
 
 /// Draws `n` samples from `model` in batches (the batch starting at sample `i` is seeded from
-/// `Rng::stream(seed, i)`: the same seed and batch size give the same samples), with class
-/// labels `0, 1, …, k−1, 0, …` for a class-conditional model, and the empty caption (the model's
-/// unconditional distribution, which sample-quality metrics compare with the data) for a caption model.
-/// Returns the samples and the classes asked for.
+/// `Rng::stream(seed, i)`: the same seed and batch size give the same samples), with the class labels of
+/// [`sample_classes`] for a class-conditional model, and the empty caption (the model's unconditional
+/// distribution, which sample-quality metrics compare with the data) for a caption model. Returns the samples
+/// and the classes asked for.
 pub(super) fn draw_samples(
     model: &dyn Model,
     n: usize,
@@ -166,7 +180,7 @@ pub(super) fn draw_samples(
 ) -> Result<(Vec<Tensor>, Option<Vec<u32>>)> {
     let classes = model.num_classes();
     let mut out = Vec::new();
-    let mut wanted = classes.map(|_| Vec::with_capacity(n));
+    let all = classes.map(|k| sample_classes(n, k, opts.seed));
     let bs = opts.batch_size.max(1);
     let mut start = 0;
     while start < n {
@@ -176,10 +190,8 @@ pub(super) fn draw_samples(
         so.temperature = opts.temperature;
         so.sampler = opts.sampler.clone();
         so.steps = opts.steps;
-        if let (Some(k), Some(w)) = (classes, wanted.as_mut()) {
-            let labels: Vec<u32> = (start..start + m).map(|i| (i % k) as u32).collect();
-            w.extend_from_slice(&labels);
-            so.condition = Condition::Class(labels);
+        if let Some(all) = &all {
+            so.condition = Condition::Class(all[start..start + m].to_vec());
         }
         if model.sample_abilities().captions {
             so.condition = Condition::Caption(vec![String::new()]);
@@ -187,7 +199,7 @@ pub(super) fn draw_samples(
         out.push(model.sample(m, &so)?);
         start += m;
     }
-    Ok((out, wanted))
+    Ok((out, all))
 }
 
 /// What the samples of `model` are, for the report: only models with an observation model (the VAE family)
@@ -281,6 +293,7 @@ pub fn evaluate_quality(
         sets: SetMetrics::default(),
         class_accuracy: None,
         inception_score: None,
+        class_histogram: None,
     };
     if !reference.is_image() {
         if let Some(bad) = metrics.iter().find(|m| m.needs_images()) {
@@ -335,6 +348,7 @@ pub fn evaluate_quality(
         progress("classifier scores");
         let splits = 10.min(fake.len());
         report.inception_score = Some(inception_score(&fake.probs, fake.classes, splits)?);
+        report.class_histogram = Some(class_histogram(&fake.predicted, fake.classes)?);
         if let Some(w) = &wanted {
             report.class_accuracy = Some(class_accuracy(&fake.predicted, w, fake.classes)?);
         }

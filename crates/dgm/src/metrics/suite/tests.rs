@@ -16,7 +16,9 @@ fn metric_lists_parse_with_clear_errors() -> Result<()> {
         vec![QualityMetric::Fid, QualityMetric::Kid, QualityMetric::Mmd]
     );
     let all = MetricSelection::parse("all")?;
-    assert!(all.nll);
+    assert!(all.nll && !all.ais);
+    let ais = MetricSelection::parse("ais,nll")?;
+    assert!(ais.ais && ais.nll && ais.quality.is_empty());
     assert_eq!(all.quality.len(), 5);
     let e = MetricSelection::parse("nll,fdi").unwrap_err().to_string();
     assert!(
@@ -35,6 +37,41 @@ fn spread_rows_keeps_whole_rows_evenly() {
         vec![0., 1., 4., 5., 8., 9., 12., 13., 16., 17.]
     );
     assert_eq!(spread_rows(&x, 2, 50), x);
+}
+
+/// The classes asked of 10 000 samples of a 10-class model: 1000 of each, and neither the MMD test's evenly
+/// spread subset of 1000 nor any of the ten contiguous splits of the Inception Score is far from 100 / 1000 of
+/// each (cycling labels would put the whole spread subset in class 0; runs would give each split one class).
+#[test]
+fn sample_classes_are_balanced_in_every_structured_subset() {
+    let (n, k) = (10_000, 10);
+    let labels = super::quality::sample_classes(n, k, 0);
+    let counts = |set: &[u32]| {
+        let mut c = vec![0usize; k];
+        set.iter().for_each(|&l| c[l as usize] += 1);
+        c
+    };
+    assert_eq!(counts(&labels), vec![1000; k]);
+    let as_f32: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    let spread: Vec<u32> = spread_rows(&as_f32, 1, 1000)
+        .iter()
+        .map(|&l| l as u32)
+        .collect();
+    // a hypergeometric count of 100 has sd ≈ 9: ± 40 is over four sd
+    assert!(
+        counts(&spread).iter().all(|&c| c.abs_diff(100) < 40),
+        "{:?}",
+        counts(&spread)
+    );
+    for split in labels.chunks(1000) {
+        assert!(
+            counts(split).iter().all(|&c| c.abs_diff(100) < 40),
+            "{:?}",
+            counts(split)
+        );
+    }
+    assert_eq!(super::quality::sample_classes(n, k, 0), labels);
+    assert_ne!(super::quality::sample_classes(n, k, 1), labels);
 }
 
 /// −log p(x) = −log ½ (p(x|0) + p(x|1)): with NLLs 1 and 3 nats, −log ½ (e⁻¹ + e⁻³) = 1.566 … by hand.

@@ -29,7 +29,7 @@ use super::nets::{Discriminator, Generator};
 use crate::conditioning::{batch_labels, class_labels};
 use crate::data::{Batch, Preprocessing, Range};
 use crate::distributions::softplus;
-use crate::model::{Adversarial, LossOutput, Model, SampleOptions};
+use crate::model::{Adversarial, DecoderBased, LossOutput, Model, SampleOptions};
 use crate::models::DataInfo;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -319,6 +319,27 @@ impl Model for Gan {
 
     fn as_adversarial(&self) -> Option<&dyn Adversarial> {
         Some(self)
+    }
+
+    fn as_decoder_based(&self) -> Option<&dyn DecoderBased> {
+        Some(self)
+    }
+}
+
+impl DecoderBased for Gan {
+    fn latent_dim(&self) -> usize {
+        self.cfg.latent_dim
+    }
+
+    /// The generator G(z) (its tanh output: images in [−1, 1]); a conditional generator needs `labels`.
+    fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        if labels.is_some() && self.cfg.num_classes == 0 {
+            return Err(Error::invalid(
+                "labels",
+                format!("model '{}' is not class-conditional", self.name),
+            ));
+        }
+        self.generator.forward(z, labels)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::dcgan::GanConfig;
 use super::nets::Generator;
 use crate::data::Batch;
-use crate::model::{LossOutput, Model, SampleOptions};
+use crate::model::{DecoderBased, LossOutput, Model, SampleOptions};
 use crate::models::DataInfo;
 use crate::nn::mmd::{median_distance, mmd2_loss};
 use crate::rng::Rng;
@@ -154,6 +154,26 @@ impl Model for MmdGenerator {
         let mut rng = Rng::new(opts.seed);
         let z = (rng.randn((n, self.cfg.latent_dim), &dev)? * opts.temperature)?;
         self.generator.forward(&z, None)
+    }
+
+    fn as_decoder_based(&self) -> Option<&dyn DecoderBased> {
+        Some(self)
+    }
+}
+
+impl DecoderBased for MmdGenerator {
+    fn latent_dim(&self) -> usize {
+        self.cfg.latent_dim
+    }
+
+    fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        if labels.is_some() {
+            return Err(Error::invalid(
+                "labels",
+                "model 'mmd-gen' is not class-conditional",
+            ));
+        }
+        self.generator.forward(z, None)
     }
 }
 

@@ -120,77 +120,57 @@ impl Generator {
     }
 }
 
-/// A linear layer, spectrally normalised or not.
-enum Lin {
-    Plain(Linear),
-    Sn(SnLinear),
+/// A discriminator layer: linear, or a 4×4 stride-2 convolution (padding 1); spectrally normalised or not.
+enum DLayer {
+    Linear(Linear),
+    Conv(Conv2d),
+    SnLinear(SnLinear),
+    SnConv(SnConv2d),
 }
 
-impl Lin {
-    fn new(i: usize, o: usize, sn: bool, vb: VarBuilder) -> Result<Self> {
+impl DLayer {
+    fn linear(i: usize, o: usize, sn: bool, vb: VarBuilder) -> Result<Self> {
         Ok(if sn {
-            Lin::Sn(SnLinear::new(i, o, vb)?)
+            DLayer::SnLinear(SnLinear::new(i, o, vb)?)
         } else {
-            Lin::Plain(Linear::new(i, o, vb)?)
+            DLayer::Linear(Linear::new(i, o, vb)?)
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Lin::Plain(l) => l.forward(x),
-            Lin::Sn(l) => l.forward(x),
-        }
-    }
-
-    fn power_iteration(&self) -> Result<()> {
-        match self {
-            Lin::Plain(_) => Ok(()),
-            Lin::Sn(l) => l.spectral().power_iteration(1),
-        }
-    }
-}
-
-/// A 4×4 stride-2 convolution (padding 1), spectrally normalised or not.
-enum Conv {
-    Plain(Conv2d),
-    Sn(SnConv2d),
-}
-
-impl Conv {
     fn down(i: usize, o: usize, sn: bool, vb: VarBuilder) -> Result<Self> {
         Ok(if sn {
-            Conv::Sn(SnConv2d::new(i, o, 4, 2, 1, vb)?)
+            DLayer::SnConv(SnConv2d::new(i, o, 4, 2, 1, vb)?)
         } else {
-            Conv::Plain(Conv2d::new(i, o, 4, 2, 1, vb)?)
+            DLayer::Conv(Conv2d::new(i, o, 4, 2, 1, vb)?)
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Conv::Plain(c) => c.forward(x),
-            Conv::Sn(c) => c.forward(x),
+            DLayer::Linear(l) => l.forward(x),
+            DLayer::Conv(c) => c.forward(x),
+            DLayer::SnLinear(l) => l.forward(x),
+            DLayer::SnConv(c) => c.forward(x),
         }
     }
 
+    /// One step of power iteration when spectrally normalised.
     fn power_iteration(&self) -> Result<()> {
         match self {
-            Conv::Plain(_) => Ok(()),
-            Conv::Sn(c) => c.spectral().power_iteration(1),
+            DLayer::SnLinear(l) => l.spectral().power_iteration(1),
+            DLayer::SnConv(c) => c.spectral().power_iteration(1),
+            DLayer::Linear(_) | DLayer::Conv(_) => Ok(()),
         }
     }
 }
 
 /// The discriminator (D): an example (and a class) → one logit / critic value.
 pub(super) struct Discriminator {
-    net: DiscNet,
-    out: Lin,
+    /// Two stride-2 convolutions (images) or two hidden linear layers (points), each followed by LeakyReLU.
+    hidden: [DLayer; 2],
+    out: DLayer,
     /// The projection's class embedding V (conditional).
     embed: Option<Embedding>,
-}
-
-enum DiscNet {
-    Conv(Conv, Conv),
-    Mlp(Lin, Lin),
 }
 
 impl Discriminator {
@@ -198,19 +178,19 @@ impl Discriminator {
     /// (conditional); spectrally normalised layers add `u`.
     pub(super) fn new(cfg: &GanConfig, vb: VarBuilder) -> Result<Self> {
         let (c, sn) = (cfg.channels, cfg.spectral_norm);
-        let (net, features) = match cfg.example_shape.as_slice() {
+        let (hidden, features) = match cfg.example_shape.as_slice() {
             [ch, h, w] => (
-                DiscNet::Conv(
-                    Conv::down(*ch, c, sn, vb.pp("c1"))?,
-                    Conv::down(c, 2 * c, sn, vb.pp("c2"))?,
-                ),
+                [
+                    DLayer::down(*ch, c, sn, vb.pp("c1"))?,
+                    DLayer::down(c, 2 * c, sn, vb.pp("c2"))?,
+                ],
                 2 * c * (h / 4) * (w / 4),
             ),
             [d] => (
-                DiscNet::Mlp(
-                    Lin::new(*d, c, sn, vb.pp("l1"))?,
-                    Lin::new(c, c, sn, vb.pp("l2"))?,
-                ),
+                [
+                    DLayer::linear(*d, c, sn, vb.pp("l1"))?,
+                    DLayer::linear(c, c, sn, vb.pp("l2"))?,
+                ],
                 c,
             ),
             other => {
@@ -224,36 +204,25 @@ impl Discriminator {
             .then(|| Embedding::new(cfg.num_classes, features, vb.pp("embed")))
             .transpose()?;
         Ok(Self {
-            net,
-            out: Lin::new(features, 1, sn, vb.pp("out"))?,
+            hidden,
+            out: DLayer::linear(features, 1, sn, vb.pp("out"))?,
             embed,
         })
     }
 
     /// One step of power iteration in every spectrally normalised layer.
     pub(super) fn power_iteration(&self) -> Result<()> {
-        match &self.net {
-            DiscNet::Conv(a, b) => {
-                a.power_iteration()?;
-                b.power_iteration()?;
-            }
-            DiscNet::Mlp(a, b) => {
-                a.power_iteration()?;
-                b.power_iteration()?;
-            }
+        for l in self.hidden.iter().chain([&self.out]) {
+            l.power_iteration()?;
         }
-        self.out.power_iteration()
+        Ok(())
     }
 
     /// `x: (b, …)`, labels `(b,)` for the projection → logits `(b,)`.
     pub(super) fn forward(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         let b = x.dim(0)?;
-        let phi = match &self.net {
-            DiscNet::Conv(c1, c2) => {
-                lrelu(&c2.forward(&lrelu(&c1.forward(x)?)?)?)?.reshape((b, ()))?
-            } // (b, F)
-            DiscNet::Mlp(l1, l2) => lrelu(&l2.forward(&lrelu(&l1.forward(x)?)?)?)?, // (b, C)
-        };
+        let [l1, l2] = &self.hidden;
+        let phi = lrelu(&l2.forward(&lrelu(&l1.forward(x)?)?)?)?.reshape((b, ()))?; // (b, F)
         let out = self.out.forward(&phi)?.squeeze(1)?; // (b,)
         match (&self.embed, labels) {
             (Some(e), Some(y)) => Ok((out + (e.forward(y)? * &phi)?.sum(1)?)?),

@@ -112,6 +112,20 @@ impl Observation {
         })
     }
 
+    /// The standard deviation σ `(D,)` of the Gaussian observation model (no gradient); an error naming the
+    /// model for the others, which are not Gaussian.
+    pub fn gaussian_std(&self) -> Result<Tensor> {
+        match self.kind {
+            ObservationKind::Gaussian => Ok(self.scale()?.exp()?.detach()),
+            ObservationKind::Bernoulli => Err(Error::Unsupported(
+                "the observation model is bernoulli, not gaussian".into(),
+            )),
+            ObservationKind::Logistic { .. } => Err(Error::Unsupported(
+                "the observation model is the discretized logistic, not gaussian".into(),
+            )),
+        }
+    }
+
     /// One draw from p(x | z) per row of `out` `(n, D)`, noise from `rng`.
     pub fn sample(&self, out: &Tensor, rng: &mut Rng) -> Result<Tensor> {
         out.dims2()?;

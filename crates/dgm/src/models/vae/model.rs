@@ -24,8 +24,8 @@ use super::decoders::Observation;
 use crate::conditioning::{class_labels, one_hot};
 use crate::data::Batch;
 use crate::model::{
-    Condition, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood, LossOutput,
-    Model, SampleAbilities, SampleOptions,
+    Condition, DecoderBased, Density, Latent, LikelihoodKind, LikelihoodOptions, LogLikelihood,
+    LossOutput, Model, SampleAbilities, SampleOptions,
 };
 use crate::nn::{upsample2x, Activation, Conv2d, Linear};
 use crate::rng::Rng;
@@ -398,6 +398,53 @@ impl Model for Vae {
 
     fn as_latent(&self) -> Option<&dyn Latent> {
         Some(self)
+    }
+
+    fn as_decoder_based(&self) -> Option<&dyn DecoderBased> {
+        Some(self)
+    }
+}
+
+/// The decoder mean with the model's own Gaussian σ: annealed importance sampling then estimates the same
+/// density as the ELBO and IWAE-k bound. A Bernoulli or logistic decoder's density is not Gaussian, so
+/// [`DecoderBased::observation_std`] refuses them rather than score a model other than the one trained.
+impl DecoderBased for Vae {
+    fn latent_dim(&self) -> usize {
+        self.cfg.latent_dim
+    }
+
+    fn decode_mean(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let y = match (self.cfg.conditional, labels) {
+            (true, Some(l)) => Some(one_hot(
+                &l.to_dtype(DType::U32)?.to_vec1::<u32>()?,
+                self.cfg.num_classes,
+                "labels",
+                &self.device,
+            )?),
+            (false, None) => None,
+            (true, None) => {
+                let msg = format!(
+                    "model '{}' is class-conditional and needs labels",
+                    self.name
+                );
+                return Err(Error::invalid("labels", msg));
+            }
+            (false, Some(_)) => {
+                let msg = format!("model '{}' is not class-conditional", self.name);
+                return Err(Error::invalid("labels", msg));
+            }
+        };
+        let out = self.decoder.forward(z, y.as_ref(), self.act)?; // (n, D)
+        self.obs.mean(&out)
+    }
+
+    fn observation_std(&self) -> Result<Option<Tensor>> {
+        self.obs.gaussian_std().map(Some).map_err(|e| {
+            Error::Unsupported(format!(
+                "annealed importance sampling scores a Gaussian observation model, and {e} ({} with                  decoder = \"{}\"); its likelihood is --metric nll (elbo, iwae)",
+                self.name, self.cfg.decoder
+            ))
+        })
     }
 }
 
