@@ -7,6 +7,7 @@
 
 pub mod autoregressive;
 pub mod diffusion;
+pub mod ebm;
 pub mod flows;
 pub mod gan;
 pub mod vae;
