@@ -104,21 +104,15 @@ fn trainable(params: &Params) -> usize {
 
 fn main() -> dgm::Result<()> {
     common::init();
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--dump") {
-        let (Some(dir), Some(name)) = (args.get(2), args.get(3)) else {
-            return Err(dgm::Error::invalid(
-                "--dump",
-                "needs a directory and a model: --dump DIR MODEL",
-            ));
-        };
-        return dump(Path::new(dir), name);
-    }
-    let name = args
-        .get(1)
-        .ok_or_else(|| dgm::Error::invalid("MODEL", "usage: gan_step MODEL [STEPS] [BATCH]"))?;
-    let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
-    let bs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(128);
+    let (name, steps, bs) = match common::step_args("gan_step", 128)? {
+        common::StepArgs::Dump { dir, model } => return dump(&dir, &model),
+        common::StepArgs::Time {
+            model,
+            steps,
+            batch,
+        } => (model, steps, batch),
+    };
+    let name = name.as_str();
     let dev = Device::Cpu;
     let cfg = gan_config(name)?;
     let params = Params::new(0, &dev);

@@ -186,3 +186,52 @@ pub fn mnist_config(
     dgm::models::prepare(model, &mut cfg.model.config, &info)?;
     Ok(cfg)
 }
+
+/// What a step benchmark's command line asks for: `--dump DIR MODEL` (weights and outputs for the PyTorch twin's
+/// check) or `MODEL [STEPS] [BATCH]` (a timing run).
+pub enum StepArgs {
+    /// `--dump DIR MODEL`.
+    Dump {
+        /// Where to write.
+        dir: std::path::PathBuf,
+        /// Which model.
+        model: String,
+    },
+    /// `MODEL [STEPS] [BATCH]`.
+    Time {
+        /// Which model.
+        model: String,
+        /// Timed steps (default 30).
+        steps: usize,
+        /// Batch size (default `default_batch`).
+        batch: usize,
+    },
+}
+
+/// Parses the command line of the step benchmark `example` (see [`StepArgs`]).
+pub fn step_args(example: &str, default_batch: usize) -> dgm::Result<StepArgs> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--dump") {
+        let (Some(dir), Some(model)) = (args.get(2), args.get(3)) else {
+            return Err(dgm::Error::invalid(
+                "--dump",
+                "needs a directory and a model: --dump DIR MODEL",
+            ));
+        };
+        return Ok(StepArgs::Dump {
+            dir: dir.into(),
+            model: model.clone(),
+        });
+    }
+    let model = args.get(1).ok_or_else(|| {
+        dgm::Error::invalid("MODEL", format!("usage: {example} MODEL [STEPS] [BATCH]"))
+    })?;
+    Ok(StepArgs::Time {
+        model: model.clone(),
+        steps: args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30),
+        batch: args
+            .get(3)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default_batch),
+    })
+}

@@ -154,15 +154,21 @@ impl Chains<'_> {
             .sqr()?
             .broadcast_mul(&self.neg_half_precision)?
             .sum(1)?;
-        let log_norm = self.log_norm;
-        let grads = ll.sum_all()?.backward()?;
-        let grad = match grads.get(zv.as_tensor()) {
+        LogLik::of(&ll, &zv, self.log_norm)
+    }
+}
+
+impl LogLik {
+    /// From the per-chain values `l` `(N,)` computed from the variable `z`: the values plus `constant`, and
+    /// ∇_z Σ l (zero when `l` does not depend on `z`).
+    fn of(l: &Tensor, z: &Var, constant: f64) -> Result<Self> {
+        let grad = match l.sum_all()?.backward()?.get(z.as_tensor()) {
             Some(g) => g.detach(),
-            None => z.zeros_like()?,
+            None => z.as_tensor().zeros_like()?,
         };
-        let value = ll.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let value = l.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         Ok(LogLik {
-            value: value.into_iter().map(|v| v + log_norm).collect(),
+            value: value.into_iter().map(|v| v + constant).collect(),
             grad,
         })
     }
@@ -392,15 +398,7 @@ pub fn ais_log_partition(
             ));
         }
         let l = ((uv.as_tensor().sqr()?.sum(1)? * 0.5)? - e.to_dtype(DType::F32)?)?; // (K,)
-        let grad = match l.sum_all()?.backward()?.get(uv.as_tensor()) {
-            Some(g) => g.detach(),
-            None => u.zeros_like()?,
-        };
-        let value = l.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        Ok(LogLik {
-            value: value.into_iter().map(|v| v + constant).collect(),
-            grad,
-        })
+        LogLik::of(&l, &uv, constant)
     };
     let (log_w, accept_rate) = ais_core(&log_term, k, d, cfg, device)?;
     let (log_z, stderr) = log_mean_exp(&log_w);
