@@ -37,7 +37,7 @@ pub(super) fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     opts.sampler = a.sampler.clone();
     opts.steps = a.steps;
     opts.guidance = a.guidance;
-    opts.condition = condition(&a, n)?;
+    opts.condition = per_sample(condition(&a), n)?;
     // The picture is sized for n before anything is sampled (a grid too large to write is refused now), and
     // filled batch by batch, so memory holds one batch, not n samples: -n is bounded by time.
     let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
@@ -55,7 +55,7 @@ pub(super) fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
         }
         let len = batch.min(n - start);
         if let Condition::Class(ids) = &opts.condition {
-            if ids.len() == n && n > 1 {
+            if ids.len() > 1 {
                 // one class per sample: this batch's share
                 o.condition = Condition::Class(ids[start..start + len].to_vec());
             }
@@ -150,23 +150,30 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// The condition `--class` or `--caption` asks for, for `n` samples: one class for all, or with several
-/// classes each class for an equal run of consecutive samples (at least one each).
-fn condition(a: &SampleArgs, n: usize) -> Result<Condition> {
-    Ok(match (&a.caption, a.class.as_slice()) {
+/// The condition `--class` or `--caption` asks for (the classes as listed).
+fn condition(a: &SampleArgs) -> Condition {
+    match (&a.caption, a.class.as_slice()) {
         (Some(c), _) => Condition::Caption(vec![c.clone()]),
         (None, []) => Condition::None,
-        (None, [k]) => Condition::Class(vec![*k]),
-        (None, ks) if ks.len() <= n => {
-            Condition::Class((0..n).map(|i| ks[i * ks.len() / n]).collect())
-        }
-        (None, ks) => bail!(dgm::Error::invalid(
+        (None, ks) => Condition::Class(ks.to_vec()),
+    }
+}
+
+/// `cond` for `n` samples: one class stays one class for all; several classes become one per sample, each
+/// class for an equal run of consecutive samples (at least one each).
+fn per_sample(cond: Condition, n: usize) -> Result<Condition> {
+    Ok(match cond {
+        Condition::Class(ks) if ks.len() > n => bail!(dgm::Error::invalid(
             "--class",
             format!(
                 "{} classes for {n} samples: give -n of at least one sample per class",
                 ks.len()
             )
         )),
+        Condition::Class(ks) if ks.len() > 1 => {
+            Condition::Class((0..n).map(|i| ks[i * ks.len() / n]).collect())
+        }
+        other => other,
     })
 }
 
@@ -175,7 +182,7 @@ fn condition(a: &SampleArgs, n: usize) -> Result<Condition> {
 /// language-model flags for every other model.
 fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<()> {
     let opts = SampleOptions {
-        condition: condition(a, a.n.unwrap_or(64).max(a.class.len()))?,
+        condition: condition(a),
         sampler: a.sampler.clone(),
         steps: a.steps,
         guidance: a.guidance,

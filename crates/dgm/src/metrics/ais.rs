@@ -21,7 +21,8 @@
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::likelihood::{nll_report, NllReport, PerExampleNll};
+use super::likelihood::{nll_report, NllReport, PerExampleNll, DATA_STREAM};
+use crate::conditioning::batch_labels;
 use crate::data::{Dataset, Preprocessing};
 use crate::model::{DecoderBased, LikelihoodKind, LikelihoodSpace};
 use crate::rng::Rng;
@@ -454,34 +455,23 @@ pub fn evaluate_ais(
         return Err(Error::invalid("limit", "no examples to evaluate"));
     }
     let own_std = model.observation_std()?;
-    let conditional = model.num_classes().is_some();
     let per_batch = (AIS_ROWS / cfg.chains).max(1);
-    let mut data_rng = Rng::stream(cfg.seed, 0xDA7A);
+    let mut data_rng = Rng::stream(cfg.seed, DATA_STREAM);
     let (mut nats, mut accepted) = (Vec::with_capacity(n), 0.0);
     for start in (0..n).step_by(per_batch) {
         let end = (start + per_batch).min(n);
         let idx: Vec<usize> = (start..end).collect();
         let batch = data.batch(&idx, prep, &mut data_rng, device)?;
         // each example's label, repeated for its K chains (rows are example-major)
-        let labels = match (&batch.labels, conditional) {
-            (Some(l), true) => Some(
-                l.to_dtype(DType::U32)?
+        let classes = model.num_classes().unwrap_or(0);
+        let labels = batch_labels(&batch, classes, model.name())?
+            .map(|l| -> Result<Tensor> {
+                Ok(l.to_dtype(DType::U32)?
                     .unsqueeze(1)?
                     .broadcast_as((idx.len(), cfg.chains))?
-                    .flatten_all()?,
-            ),
-            (None, true) => {
-                return Err(Error::invalid(
-                    "data",
-                    format!(
-                        "model '{}' is class-conditional and {} has no labels",
-                        model.name(),
-                        data.name
-                    ),
-                ))
-            }
-            (_, false) => None,
-        };
+                    .flatten_all()?)
+            })
+            .transpose()?;
         let decode = |z: &Tensor| model.decode_mean(z, labels.as_ref());
         let run = AisConfig {
             seed: cfg.seed.wrapping_add(start as u64),

@@ -61,6 +61,10 @@ pub struct NllReport {
     pub preprocessing: String,
 }
 
+/// The stream (of the evaluation seed) that draws the data's preprocessing noise (dequantization) when a split is
+/// scored: shared by every likelihood estimate, so that estimates with the same seed see the same data.
+pub(crate) const DATA_STREAM: u64 = 0xDA7A;
+
 /// Per-example negative log-likelihoods (nats) of the first `limit` examples of a data set, with their kind.
 #[derive(Clone, Debug)]
 pub struct PerExampleNll {
@@ -102,7 +106,7 @@ pub fn per_example_nll(
     if n == 0 {
         return Err(Error::invalid("limit", "no examples to evaluate"));
     }
-    let mut data_rng = Rng::stream(seed, 0xDA7A);
+    let mut data_rng = Rng::stream(seed, DATA_STREAM);
     let mut all = Vec::with_capacity(n);
     let mut kind = None;
     let mut space = LikelihoodSpace::Discrete;
