@@ -76,7 +76,7 @@ pub enum Command {
 /// The help after `dgm eval` and `dgm metrics compare`: models, data sets, metrics and OOD sets.
 fn eval_after() -> String {
     models_and_data()
-        + "\nMetrics (--metric, comma-separated): nll, ais, fid, kid, pr, mmd, class, all (all: every one but the slow ais)\n\
+        + "\nMetrics (--metric, comma-separated): nll, ais, accuracy, fid, kid, pr, mmd, class, all (all: every one but the slow ais)\n\
 OOD sets (dgm eval ood --ood a,b): omniglot, noise, constant, corrupt-noise, corrupt-blur, corrupt-rotate, invert, mnist\n\
 Image metrics use dgm's own feature network (dgm metrics train-features --data mnist): FID-MNIST / FID-shapes are\n\
 comparable between dgm runs, not to Inception FID."
@@ -470,8 +470,9 @@ pub struct EvalArgs {
     pub mode: Option<String>,
     #[command(flatten)]
     pub run: RunArg,
-    /// Metrics, comma-separated: nll, ais (annealed importance sampling of a GAN generator or VAE decoder), fid,
-    /// kid, pr, mmd, class, all (every one but ais) [default: nll].
+    /// Metrics, comma-separated: nll, ais (annealed importance sampling of a GAN generator or VAE decoder, or
+    /// of an energy-based model's log Z), accuracy (of a classifier: jem), fid, kid, pr, mmd, class, all (every
+    /// one but ais) [default: nll].
     #[arg(long)]
     pub metric: Option<String>,
     /// Split: train, validation, test (NLL: the split scored; sample metrics: the split compared with)
@@ -497,7 +498,8 @@ pub struct EvalArgs {
     /// by it (default: the model's first, e.g. elbo).
     #[arg(long)]
     pub estimator: Option<String>,
-    /// Diffusion likelihoods: time steps (vlb: KL terms evaluated, default all; ode: Heun steps).
+    /// Likelihood steps: diffusion (vlb: KL terms evaluated, default all; ode: Heun steps); an energy-based
+    /// model's AIS of log Z (annealing steps, default 1000).
     #[arg(long)]
     pub likelihood_steps: Option<usize>,
     /// Diffusion ODE likelihood: Hutchinson probes per evaluation (at least 1) [default: 1].
@@ -524,9 +526,12 @@ pub struct EvalArgs {
     /// AIS: annealing steps T (intermediate distributions) [default: 1000].
     #[arg(long)]
     pub ais_steps: Option<usize>,
-    /// AIS: chains K per example [default: 16].
+    /// AIS: chains K per example (an energy-based model: per estimate of log Z) [default: 16].
     #[arg(long)]
     pub ais_chains: Option<usize>,
+    /// AIS of an energy-based model: independent estimates of log Z, whose spread is reported [default: 3].
+    #[arg(long)]
+    pub ais_runs: Option<usize>,
     /// AIS: leapfrog steps L per HMC transition [default: 10].
     #[arg(long)]
     pub ais_leapfrog: Option<usize>,

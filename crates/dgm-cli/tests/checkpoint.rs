@@ -705,6 +705,42 @@ fn resume_is_bit_exact_for_glow() {
     );
 }
 
+/// A resumed contrastive-divergence run continues the very same persistent chains: the replay buffer is in the
+/// checkpoint (and copied, not averaged, into the EMA), so weights, buffer and optimiser state match bit for bit.
+#[test]
+fn resume_is_bit_exact_for_an_ebm_and_its_replay_buffer() {
+    assert_resume_is_exact(
+        "ebm",
+        &|out| {
+            let mut c = dgm();
+            c.args(["train", "ebm", "--data", "toy2d:moons", "--out"])
+                .arg(out)
+                .args(["--steps", "5", "--seed", "5", "--quiet"])
+                .args(["--set", "model.channels=8", "--set", "model.buffer_size=48"])
+                .args([
+                    "--set",
+                    "model.langevin.steps=3",
+                    "--set",
+                    "train.batch_size=16",
+                ])
+                .args([
+                    "--set",
+                    "train.eval_batches=1",
+                    "--set",
+                    "train.checkpoint_every=2",
+                ])
+                .args([
+                    "--set",
+                    "data.sizes.train=64",
+                    "--set",
+                    "data.sizes.validation=16",
+                ]);
+            c
+        },
+        3,
+    );
+}
+
 #[test]
 fn resume_is_bit_exact_for_a_conv_vae_a_ddpm_and_the_gpt() {
     assert_resume_is_exact(

@@ -13,15 +13,8 @@ fn train(
     steps: u32,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut c = dgm();
-    c.args(["train", name, "--data", data, "--out"])
-        .arg(out)
-        .args(["--steps", &steps.to_string(), "--quiet", "--seed", "3"])
-        .args(["--set", "model.hidden=8", "--set", "train.eval_batches=1"]);
-    for s in extra {
-        c.args(["--set", s]);
-    }
-    run(&mut c)
+    let sets = [&["model.hidden=8", "train.eval_batches=1"], extra].concat();
+    run(&mut train_cmd(name, data, out, steps, &sets))
 }
 
 #[test]

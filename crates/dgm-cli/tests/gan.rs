@@ -15,27 +15,21 @@ fn train(
     steps: u32,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut c = dgm();
-    c.args(["train", name, "--data", data, "--out"])
-        .arg(out)
-        .args(["--steps", &steps.to_string(), "--quiet", "--seed", "3"])
-        .args(["--set", "model.channels=8", "--set", "model.latent_dim=8"])
-        .args([
-            "--set",
-            "train.batch_size=16",
-            "--set",
-            "train.eval_batches=1",
-        ])
-        .args([
-            "--set",
-            "data.sizes.train=64",
-            "--set",
-            "data.sizes.validation=16",
-        ]);
-    for s in extra {
-        c.args(["--set", s]);
-    }
-    run(&mut c)
+    let small = [
+        "model.channels=8",
+        "model.latent_dim=8",
+        "train.batch_size=16",
+        "train.eval_batches=1",
+        "data.sizes.train=64",
+        "data.sizes.validation=16",
+    ];
+    run(&mut train_cmd(
+        name,
+        data,
+        out,
+        steps,
+        &[&small[..], extra].concat(),
+    ))
 }
 
 fn sample(
@@ -202,7 +196,10 @@ fn ais_estimates_the_likelihood_of_decoder_based_models() {
         .arg(&m)
         .args(["--steps", "1", "--quiet"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_bad_input(&ais(&m, &[]), &["not decoder-based", "ais"]);
+    assert_bad_input(
+        &ais(&m, &[]),
+        &["neither decoder-based", "energy-based", "ais"],
+    );
     let o = run(dgm().args(["eval", "--run"]).arg(d.join("dcgan")).args([
         "--metric",
         "ais",

@@ -2,7 +2,10 @@
 //! histogram of the run's test points, the right panel the model's density p(x) (from `Density`, exact for
 //! flows) on the same grid over [−HALF, HALF]², both on one colour scale relative to their own maximum.
 //! Prints the midpoint-rule integral of p over the grid (≈ 1 when the grid holds the mass) and the test NLL.
-//!   usage: density_map RUN OUT.png [HALF] [CELLS]   (defaults 4 and 200 cells per side)
+//! SAMPLES and STEPS go to the likelihood's options: an energy-based model's AIS chains and annealing steps for
+//! log Ẑ, whose error the integral then shows (it is Z_grid / Ẑ).
+//!   usage: density_map RUN OUT.png [HALF] [CELLS] [SAMPLES] [STEPS]   (defaults 4, 200 cells per side, 1, the
+//!   model's)
 
 mod common;
 
@@ -14,11 +17,13 @@ fn main() -> dgm::Result<()> {
     common::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(run_dir), Some(out)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: density_map RUN OUT.png [HALF] [CELLS]");
+        eprintln!("usage: density_map RUN OUT.png [HALF] [CELLS] [SAMPLES] [STEPS]");
         std::process::exit(2);
     };
     let half: f64 = args.get(2).map_or(4.0, |s| s.parse().expect("HALF"));
     let cells: usize = args.get(3).map_or(200, |s| s.parse().expect("CELLS"));
+    let samples: usize = args.get(4).map_or(1, |s| s.parse().expect("SAMPLES"));
+    let steps: Option<usize> = args.get(5).map(|s| s.parse().expect("STEPS"));
     let dev = Device::Cpu;
     let run = dgm::train::run::load(
         std::path::Path::new(run_dir),
@@ -50,6 +55,8 @@ fn main() -> dgm::Result<()> {
     let grid = dgm::data::Batch::new(Tensor::from_vec(pts, (cells * cells, 2), &dev)?);
     let opts = LikelihoodOptions {
         chunk: 4096,
+        samples,
+        steps,
         ..LikelihoodOptions::default()
     };
     let ll = density.log_likelihood(&grid, &opts)?;

@@ -25,9 +25,11 @@
 //!   scheduler from `schedulers/` (the loop `model output → scheduler.step` stays in the model family's
 //!   pipeline, visible). `Density` offers `LowerBound("VLB")` and `Estimate("ODE")`; `Latent` is DDIM
 //!   inversion.
-//! * **Energy-based models**: the density is unnormalised, so they do not implement `Density` (or only with an
-//!   `Estimate` from annealed importance sampling); `loss` is contrastive divergence or score matching, and
-//!   `sample` runs MCMC (Langevin) with the options' sampler/steps.
+//! * **Energy-based models** (here now): p(x) = exp(−E(x)) / Z on a box; they implement [`EnergyBased`] (the
+//!   energy, the box) and a `Density` that is an `Estimate`: −E(x) − log Ẑ with log Ẑ from annealed importance
+//!   sampling. `train_loss` is contrastive divergence (it advances the persistent chains of the replay buffer,
+//!   which validation's `loss` leaves alone) or NCE; `sample` runs Langevin dynamics for the options' `steps`.
+//!   Score matching would need second-order gradients (candle#2462).
 //! * **GANs** (here now): no likelihood (no `Density`), and two players with an optimiser each: they implement
 //!   [`Adversarial`] (the discriminator's and the generator's losses, and which variables belong to whom), and
 //!   the trainer drives them with its two-optimiser step (`train::step`). `loss` is the discriminator's loss
@@ -161,7 +163,7 @@ pub fn check_sample_options(model: &dyn Model, opts: &SampleOptions) -> Result<(
         );
     }
     if !can.sampler {
-        let why = "it has no sampler to choose (diffusion models do: ddpm, edm, ncsn)";
+        let why = "it has no sampler to choose (diffusion models do: ddpm, edm, ncsn; energy-based models run Langevin: ebm, jem)";
         if opts.sampler.is_some() {
             return refuse("sampler", why.into());
         }
@@ -307,6 +309,13 @@ pub trait Model {
     /// Randomness (noise, Monte-Carlo samples) comes from `rng`.
     fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput>;
 
+    /// The loss of a training step. The same as [`Model::loss`] (which validation computes) unless a training
+    /// step also moves model state: contrastive divergence advances its persistent chains here and writes them
+    /// back to the replay buffer, which validation must leave alone.
+    fn train_loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
+        self.loss(batch, rng)
+    }
+
     /// Draws `n` samples, shaped like a batch of data (`(n, c, h, w)` or `(n, d)`), in the preprocessed space.
     fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor>;
 
@@ -360,6 +369,11 @@ pub trait Model {
     /// The model as a [`DecoderBased`] one (z ~ N(0, I) mapped to an example), whose likelihood annealed
     /// importance sampling can estimate ([`crate::metrics::ais`]).
     fn as_decoder_based(&self) -> Option<&dyn DecoderBased> {
+        None
+    }
+
+    /// The model as an [`EnergyBased`] one: p(x) ∝ exp(−E(x)) on a box, sampled by Langevin dynamics.
+    fn as_energy_based(&self) -> Option<&dyn EnergyBased> {
         None
     }
 
@@ -593,6 +607,30 @@ pub fn bits_per_dim(
         _ => 0.0,
     };
     (nll_nats + correction) / (d * std::f64::consts::LN_2)
+}
+
+/// Energy-based models: p(x) = exp(−E(x)) / Z on the box [lo, hi]^D (the data's range; Langevin chains are kept
+/// in it), with Z unknown. [`crate::metrics::ais`] estimates log Z by annealed importance sampling.
+pub trait EnergyBased: Model {
+    /// E(x) per example `(n,)` for a batch `(n, …)`: the marginal energy, or with `labels` `(n,)` the energy of
+    /// (x, y) of a model that also classifies (JEM: E(x, y) = −f(x)[y]).
+    fn energy(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor>;
+
+    /// The box [lo, hi] every value lives in (the density is zero outside).
+    fn domain(&self) -> (f64, f64);
+
+    /// The shape of one example.
+    fn example_shape(&self) -> &[usize];
+
+    /// Whether the model is also a classifier (JEM): then [`EnergyBased::class_logits`] gives logits.
+    fn classifies(&self) -> bool {
+        false
+    }
+
+    /// Class logits `(n, K)` of a model that is also a classifier (JEM), else `None`.
+    fn class_logits(&self, _x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use dgm::data::{self, Split};
 use dgm::metrics::ais::{ais_preprocessing, evaluate_ais, AisConfig};
+use dgm::metrics::energy::{classifier_accuracy, evaluate_energy_ais};
 use dgm::metrics::suite::{evaluate_quality, MetricSelection, QualityMetric, QualityOptions};
 use dgm::metrics::{evaluate_nll, NllReport};
 use dgm::model::SampleOptions;
@@ -40,6 +41,7 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     // `all` means every metric that applies to this run.
     if metric.split(',').any(|m| m.trim() == "all") {
         sel.nll &= run.model.as_density().is_some();
+        sel.accuracy &= run.model.as_energy_based().is_some_and(|e| e.classifies());
         match data::DataSpec::parse(&run.config.data.name)? {
             data::DataSpec::Toy2d(_) => sel.quality.retain(|m| !m.needs_images()),
             // sample-quality metrics compare images or points; text has only its likelihood
@@ -102,18 +104,28 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
                 ("--ais-steps", a.ais_steps.is_some()),
                 ("--ais-chains", a.ais_chains.is_some()),
                 ("--ais-leapfrog", a.ais_leapfrog.is_some()),
+                ("--ais-runs", a.ais_runs.is_some()),
                 ("--obs-std", a.obs_std.is_some()),
             ],
             "here: it is an option of annealed importance sampling (--metric ais), which is not evaluated",
         )?;
     }
+    if sel.accuracy && !run.model.as_energy_based().is_some_and(|e| e.classifies()) {
+        bail!(dgm::Error::Unsupported(format!(
+            "model '{}' is not a classifier, so --metric accuracy does not apply (it applies to jem)",
+            run.config.model.name
+        )));
+    }
     if sel.nll || sel.ais {
         eval_nll(&a, &run, split, &data_dir, sel.nll, sel.ais)?;
-    } else {
+    } else if !sel.accuracy {
         refuse_given(
             &[("--limit", a.limit.is_some())],
-            "here: it is an option of the likelihood (--metric nll, ais), which is not evaluated",
+            "here: it is an option of the likelihood (--metric nll, ais) and of --metric accuracy, which are not evaluated",
         )?;
+    }
+    if sel.accuracy {
+        eval_accuracy(&a, &run, split, &data_dir)?;
     }
     if !sel.quality.is_empty() {
         eval_quality(&a, &run, &sel.quality, split, &data_dir)?;
@@ -125,15 +137,37 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
 /// model would ignore, before any slow work.
 fn check_ais(a: &EvalArgs, run: &run::LoadedRun) -> Result<()> {
     let name = &run.config.model.name;
+    if run.model.as_energy_based().is_some() {
+        if a.obs_std.is_some() {
+            bail!(dgm::Error::Unsupported(format!(
+                "--obs-std does not apply to model '{name}': AIS estimates the log Z of its energy, which has no \
+                 observation model"
+            )));
+        }
+        ais_config(a).validate()?;
+        if a.ais_runs == Some(0) {
+            bail!(dgm::Error::invalid(
+                "--ais-runs",
+                "must be at least 1, got 0"
+            ));
+        }
+        return Ok(());
+    }
+    if a.ais_runs.is_some() {
+        bail!(dgm::Error::Unsupported(format!(
+            "--ais-runs does not apply to model '{name}': it repeats the log Z estimate of an energy-based model \
+             (ebm, jem)"
+        )));
+    }
     let Some(dec) = run.model.as_decoder_based() else {
         let valid: Vec<&str> = dgm::models::REGISTRY
             .iter()
-            .filter(|e| e.abilities.decoder_based)
+            .filter(|e| e.abilities.decoder_based || e.abilities.energy_based)
             .map(|e| e.name)
             .collect();
         bail!(dgm::Error::Unsupported(format!(
-            "model '{name}' is not decoder-based (an example as a function of z ~ N(0, I)), so --metric ais \
-             does not apply; it applies to {} (a VAE with a gaussian decoder)",
+            "model '{name}' is neither decoder-based (an example as a function of z ~ N(0, I)) nor \
+             energy-based, so --metric ais does not apply; it applies to {} (a VAE with a gaussian decoder)",
             valid.join(", ")
         )));
     };
@@ -181,6 +215,23 @@ fn eval_nll(
     if let (true, Some(density)) = (nll, run.model.as_density()) {
         reports = nll_reports(a, density, &ds, &prep, &dev)?;
     }
+    if let (true, Some(ebm)) = (ais, run.model.as_energy_based()) {
+        let cfg = ais_config(a);
+        let runs = a.ais_runs.unwrap_or(3);
+        let r = evaluate_energy_ais(
+            ebm,
+            &ds.slice(0, a.limit.unwrap_or(ds.len()).min(ds.len())),
+            &prep,
+            &cfg,
+            runs,
+            &dev,
+            &mut throttled(format!(
+                "ais of log Z ({runs} runs of T = {}, K = {}, L = {})",
+                cfg.steps, cfg.chains, cfg.leapfrog
+            )),
+        )?;
+        reports.push(r.report);
+    }
     if let (true, Some(dec)) = (ais, run.model.as_decoder_based()) {
         let ais_prep = ais_preprocessing(&prep)?;
         let cfg = ais_config(a);
@@ -205,6 +256,32 @@ fn eval_nll(
     print_nll(a, run, split, &prep, &reports);
     let path = a.run.run.join(format!("eval-{}.json", split.name()));
     let text = serde_json::to_string_pretty(&reports)?;
+    dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The accuracy of an energy-based classifier (JEM) on the split; printed and written to
+/// `eval-accuracy-<split>.json`.
+fn eval_accuracy(a: &EvalArgs, run: &run::LoadedRun, split: Split, data_dir: &Path) -> Result<()> {
+    let Some(ebm) = run.model.as_energy_based() else {
+        bail!(dgm::Error::Unsupported("not an energy-based model".into()));
+    };
+    let ds = run::load_data(&run.config, split, data_dir)?;
+    let prep = run.config.data.preprocessing.for_eval();
+    let (acc, n) = classifier_accuracy(ebm, &ds, &prep, a.limit, &device(&a.run.device)?)?;
+    println!(
+        "{} on {} {}: classification accuracy {:.4} ({n} examples)",
+        run.config.model.name,
+        ds.name,
+        split.name(),
+        acc
+    );
+    let path = a
+        .run
+        .run
+        .join(format!("eval-accuracy-{}.json", split.name()));
+    let text =
+        serde_json::to_string_pretty(&serde_json::json!({ "accuracy": acc, "examples": n }))?;
     dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
     Ok(())
 }
@@ -347,7 +424,7 @@ pub(super) fn refuse_estimator_flags(a: &EvalArgs, estimators: &[String]) -> Res
             ("--probes", a.probes.is_some() && !uses("ode")),
             (
                 "--likelihood-steps",
-                a.likelihood_steps.is_some() && !uses("vlb") && !uses("ode"),
+                a.likelihood_steps.is_some() && !uses("vlb") && !uses("ode") && !uses("ais"),
             ),
         ],
         &why,

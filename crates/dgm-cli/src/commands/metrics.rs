@@ -88,13 +88,15 @@ fn named_set(
 
 pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode> {
     let sel = MetricSelection::parse(&a.metric)?;
-    if sel.nll || sel.ais {
+    if sel.nll || sel.ais || sel.accuracy {
+        let which = match (sel.nll, sel.ais) {
+            (true, _) => "nll",
+            (_, true) => "ais",
+            _ => "accuracy",
+        };
         bail!(dgm::Error::invalid(
             "--metric",
-            format!(
-                "{} scores a model, not a data set; valid here: fid, kid, pr, mmd",
-                if sel.nll { "nll" } else { "ais" }
-            )
+            format!("{which} scores a model, not a data set; valid here: fid, kid, pr, mmd")
         ));
     }
     let spec = data::DataSpec::parse(&a.data)?;

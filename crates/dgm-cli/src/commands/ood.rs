@@ -24,6 +24,7 @@ pub(super) fn ood_cmd(a: EvalArgs) -> Result<ExitCode> {
             ("--ais-steps", a.ais_steps.is_some()),
             ("--ais-chains", a.ais_chains.is_some()),
             ("--ais-leapfrog", a.ais_leapfrog.is_some()),
+            ("--ais-runs", a.ais_runs.is_some()),
             ("--obs-std", a.obs_std.is_some()),
         ],
         "to `dgm eval ood`: it scores the test split and the OOD sets by likelihood, and draws no samples",

@@ -12,6 +12,19 @@ pub fn dgm() -> Command {
     c
 }
 
+/// `dgm train NAME --data DATA --out OUT --steps STEPS --quiet --seed 3` with `--set` for each of `sets` (the
+/// small configs of the family tests).
+pub fn train_cmd(name: &str, data: &str, out: &Path, steps: u32, sets: &[&str]) -> Command {
+    let mut c = dgm();
+    c.args(["train", name, "--data", data, "--out"])
+        .arg(out)
+        .args(["--steps", &steps.to_string(), "--quiet", "--seed", "3"]);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    c
+}
+
 /// A fresh temporary directory, removed when the test passes (kept for a look when it fails).
 pub struct TmpDir(PathBuf);
 

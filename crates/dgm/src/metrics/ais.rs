@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::likelihood::{nll_report, NllReport, PerExampleNll, DATA_STREAM};
 use crate::conditioning::batch_labels;
 use crate::data::{Dataset, Preprocessing};
+use crate::distributions::softplus;
 use crate::model::{DecoderBased, LikelihoodKind, LikelihoodSpace};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -362,33 +363,87 @@ pub struct AisPartition {
     pub config: AisConfig,
 }
 
-/// log Z = log ∫ exp(−E(x)) dx of an energy over R^D (`shape`: one example's shape, D values), by AIS with
-/// `cfg.chains` chains from the tractable base N(0, s²I), s = `base_std`, to exp(−E): in u = x/s the chains
-/// anneal N(u; 0, I) exp(β ℓ(u)) with ℓ(u) = −E(su) + ½‖u‖² + (D/2) log 2π + D log s, so that
-/// E_{N(0, I)}[exp ℓ] = Z. `energy` maps a batch `(n, …shape)` to one energy per example `(n,)`.
+/// The tractable distribution [`ais_log_partition`] anneals from, and the space its energy lives on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PartitionBase {
+    /// An energy over R^D, from N(0, s²I): x = s·u with u ~ N(0, I).
+    Gaussian {
+        /// s.
+        std: f64,
+    },
+    /// An energy on the box [lo, hi]^D (zero density outside), from x = lo + (hi − lo)·σ(u), u ~ N(0, I): the
+    /// Jacobian log|dx/du| = Σ_d [log(hi − lo) + log σ(u_d) + log σ(−u_d)] joins the annealed term, so the chains
+    /// move in an unbounded space and never leave the box.
+    Box {
+        /// Lower end of every coordinate.
+        lo: f64,
+        /// Upper end.
+        hi: f64,
+    },
+}
+
+impl PartitionBase {
+    fn validate(&self) -> Result<()> {
+        let ok = match *self {
+            PartitionBase::Gaussian { std } => std.is_finite() && std > 0.0,
+            PartitionBase::Box { lo, hi } => lo.is_finite() && hi.is_finite() && lo < hi,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "ais base",
+                format!("needs a positive finite σ or a box with finite lo < hi, got {self:?}"),
+            ))
+        }
+    }
+
+    /// x(u) for chains `u` `(K, D)` and log|dx/du| per chain `(K,)`.
+    fn map(&self, u: &Tensor) -> Result<(Tensor, Tensor)> {
+        let d = u.dim(1)? as f64;
+        Ok(match *self {
+            PartitionBase::Gaussian { std } => (
+                (u * std)?,
+                Tensor::full((d * std.ln()) as f32, u.dim(0)?, u.device())?,
+            ),
+            PartitionBase::Box { lo, hi } => {
+                // log σ(u) + log σ(−u) = −softplus(−u) − softplus(u)
+                let log_j =
+                    ((softplus(u)? + softplus(&u.neg()?)?)?.sum(1)?.neg()? + d * (hi - lo).ln())?;
+                (candle_nn::ops::sigmoid(u)?.affine(hi - lo, lo)?, log_j)
+            }
+        })
+    }
+}
+
+/// log Z = log ∫ exp(−E(x)) dx of an energy over R^D or a box ([`PartitionBase`]; `shape`: one example's shape,
+/// D values), by AIS with `cfg.chains` chains: in u (x = x(u), u ~ N(0, I)) the chains anneal N(u; 0, I) exp(β ℓ(u))
+/// with ℓ(u) = −E(x(u)) + log|dx/du| + ½‖u‖² + (D/2) log 2π, so that E_{N(0, I)}[exp ℓ] = Z. `energy` maps a batch
+/// `(n, …shape)` to one energy per example `(n,)`.
 pub fn ais_log_partition(
     energy: &dyn Fn(&Tensor) -> Result<Tensor>,
     shape: &[usize],
-    base_std: f64,
+    base: PartitionBase,
     cfg: &AisConfig,
     device: &Device,
 ) -> Result<AisPartition> {
     cfg.validate()?;
+    base.validate()?;
     let d: usize = shape.iter().product();
-    if d == 0 || !(base_std.is_finite() && base_std > 0.0) {
+    if d == 0 {
         return Err(Error::invalid(
             "ais base",
-            format!("needs an example shape with values and a positive base σ, got {shape:?} and {base_std}"),
+            format!("needs an example shape with values, got {shape:?}"),
         ));
     }
     let k = cfg.chains;
     let mut batch_shape = vec![k];
     batch_shape.extend_from_slice(shape);
-    let constant = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln() + d as f64 * base_std.ln();
+    let constant = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
     let log_term = |u: &Tensor| -> Result<LogLik> {
         let uv = Var::from_tensor(&u.detach())?;
-        let x = (uv.as_tensor() * base_std)?.reshape(batch_shape.as_slice())?;
-        let e = energy(&x)?;
+        let (x, log_j) = base.map(uv.as_tensor())?;
+        let e = energy(&x.reshape(batch_shape.as_slice())?)?;
         if e.dims() != [k] {
             return Err(Error::invalid(
                 "energy",
@@ -398,7 +453,7 @@ pub fn ais_log_partition(
                 ),
             ));
         }
-        let l = ((uv.as_tensor().sqr()?.sum(1)? * 0.5)? - e.to_dtype(DType::F32)?)?; // (K,)
+        let l = (((uv.as_tensor().sqr()?.sum(1)? * 0.5)? + log_j)? - e.to_dtype(DType::F32)?)?; // (K,)
         LogLik::of(&l, &uv, constant)
     };
     let (log_w, accept_rate) = ais_core(&log_term, k, d, cfg, device)?;
@@ -705,6 +760,11 @@ mod tests {
         Ok(())
     }
 
+    /// A ring E = (‖x‖ − 2)² / (2 · 0.1) over R².
+    fn ring_energy(x: &Tensor) -> Result<Tensor> {
+        Ok(((x.sqr()?.sum(1)?.sqrt()? - 2.0)?.sqr()? * 5.0)?)
+    }
+
     /// log Z of energies over R²: a Gaussian mixture with unnormalised components (Z = 4 · 2π s² exactly) and a
     /// ring E = (‖x‖ − 2)² / (2 · 0.1) (Z by a Riemann sum on a fine grid); AIS from N(0, 2²I) agrees within three
     /// standard errors, and T = 1 (importance sampling from the base) is far noisier.
@@ -720,9 +780,6 @@ mod tests {
             let logp = (d.sqr()?.sum(2)? * -2.0)?; // s = 0.5
             let m = logp.max_keepdim(1)?.detach();
             Ok((logp.broadcast_sub(&m)?.exp()?.sum(1)?.log()? + m.squeeze(1)?)?.neg()?)
-        };
-        let ring = |x: &Tensor| -> Result<Tensor> {
-            Ok(((x.sqr()?.sum(1)?.sqrt()? - 2.0)?.sqr()? * 5.0)?)
         };
         // the ring's Z on a grid over [−4, 4]², spacing 0.005
         let h = 0.005f64;
@@ -744,9 +801,10 @@ mod tests {
                 &mixture as &dyn Fn(&Tensor) -> Result<Tensor>,
                 (2.0 * std::f64::consts::PI).ln(),
             ),
-            ("ring", &ring, grid_z.ln()),
+            ("ring", &ring_energy, grid_z.ln()),
         ] {
-            let r = ais_log_partition(energy, &[2], 2.0, &cfg, &dev)?;
+            let gauss = PartitionBase::Gaussian { std: 2.0 };
+            let r = ais_log_partition(energy, &[2], gauss, &cfg, &dev)?;
             assert!(
                 (r.log_z - exact).abs() < 3.0 * r.stderr + 0.01 && r.stderr < 0.05,
                 "{name}: AIS {} ± {} vs {exact}",
@@ -756,7 +814,7 @@ mod tests {
             let one = ais_log_partition(
                 energy,
                 &[2],
-                2.0,
+                gauss,
                 &AisConfig {
                     steps: 1,
                     ..cfg.clone()
@@ -770,7 +828,66 @@ mod tests {
                 r.stderr
             );
         }
-        assert!(ais_log_partition(&ring, &[2], 0.0, &cfg, &dev).is_err());
+        let flat = PartitionBase::Gaussian { std: 0.0 };
+        assert!(ais_log_partition(&ring_energy, &[2], flat, &cfg, &dev).is_err());
+        let empty = PartitionBase::Box { lo: 1.0, hi: 1.0 };
+        assert!(ais_log_partition(&ring_energy, &[2], empty, &cfg, &dev).is_err());
+        Ok(())
+    }
+
+    /// On a box: the ring cut to [−2.5, 2.5]² (its Z by a grid sum over the box), a tilted plane
+    /// E = x₁ + 2x₂ on [−1, 1]² (Z = (e − e⁻¹)(e² − e⁻²)/2 exactly) and, in 64 dimensions, a constant energy
+    /// (Z = 2⁶⁴ · e⁻³: the volume).
+    #[test]
+    fn ais_log_partition_on_a_box_matches_exact_and_grid_values() -> Result<()> {
+        let dev = Device::Cpu;
+        let h = 0.0025f64;
+        let grid_z: f64 = (0..2000)
+            .flat_map(|i| {
+                (0..2000).map(move |j| (-2.5 + h * (i as f64 + 0.5), -2.5 + h * (j as f64 + 0.5)))
+            })
+            .map(|(a, b)| (-5.0 * ((a * a + b * b).sqrt() - 2.0).powi(2)).exp() * h * h)
+            .sum();
+        let plane = |x: &Tensor| -> Result<Tensor> {
+            Ok((x.narrow(1, 0, 1)? + (x.narrow(1, 1, 1)? * 2.0)?)?.squeeze(1)?)
+        };
+        let e = std::f64::consts::E;
+        let plane_z = (e - 1.0 / e) * (e * e - 1.0 / (e * e)) / 2.0;
+        let constant =
+            |x: &Tensor| -> Result<Tensor> { Ok(((x.flatten_from(1)?.sum(1)? * 0.0)? + 3.0)?) };
+        let cfg = AisConfig {
+            steps: 300,
+            chains: 256,
+            leapfrog: 5,
+            step_size: 0.1,
+            obs_std: 1.0,
+            seed: 4,
+        };
+        for (name, energy, shape, (lo, hi), exact) in [
+            (
+                "ring",
+                &ring_energy as &dyn Fn(&Tensor) -> Result<Tensor>,
+                vec![2],
+                (-2.5, 2.5),
+                grid_z.ln(),
+            ),
+            ("plane", &plane, vec![2], (-1.0, 1.0), plane_z.ln()),
+            (
+                "constant",
+                &constant,
+                vec![1, 8, 8],
+                (-1.0, 1.0),
+                64.0 * 2f64.ln() - 3.0,
+            ),
+        ] {
+            let r = ais_log_partition(energy, &shape, PartitionBase::Box { lo, hi }, &cfg, &dev)?;
+            assert!(
+                (r.log_z - exact).abs() < 3.0 * r.stderr + 0.01 && r.stderr < 0.05,
+                "{name}: AIS {} ± {} vs {exact}",
+                r.log_z,
+                r.stderr
+            );
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 pub mod ais;
 pub mod attributes;
+pub mod energy;
 pub mod features;
 pub(crate) mod json;
 pub mod likelihood;

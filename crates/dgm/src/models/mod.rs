@@ -36,6 +36,24 @@ pub struct DataInfo {
     pub caption_words: Option<Vec<String>>,
 }
 
+#[cfg(test)]
+impl DataInfo {
+    /// Data of `shape` with `classes`, preprocessed by `preprocessing`, no text (for the models' tests).
+    pub(crate) fn of(
+        shape: &[usize],
+        classes: Option<usize>,
+        preprocessing: Preprocessing,
+    ) -> Self {
+        Self {
+            example_shape: shape.to_vec(),
+            num_classes: classes,
+            preprocessing,
+            tokenizer: None,
+            caption_words: None,
+        }
+    }
+}
+
 /// What a model offers besides training and sampling, as static flags for help texts and refusals. The
 /// runtime views ([`Model::as_density`], [`Model::as_latent`], …) stay the authority on a built model; a unit
 /// test checks that every row's flags agree with them.
@@ -59,6 +77,9 @@ pub struct Abilities {
     /// An example is a function of z ~ N(0, I) (GAN generators, VAE decoders; a VAE's AIS needs its Gaussian
     /// decoder): [`Model::as_decoder_based`], `dgm eval --metric ais`.
     pub decoder_based: bool,
+    /// An energy-based model sampled by Langevin dynamics: [`Model::as_energy_based`], `dgm eval --metric ais`
+    /// (log Z).
+    pub energy_based: bool,
 }
 
 impl Abilities {
@@ -72,6 +93,7 @@ impl Abilities {
         class_conditional: false,
         adversarial: false,
         decoder_based: false,
+        energy_based: false,
     };
 }
 
@@ -484,7 +506,52 @@ pub const REGISTRY: &[ModelEntry] = &[
         example_shape: |t| Ok(from_table::<gan::gmmn::MmdGenConfig>(t)?.example_shape),
         build: |_, t, vb| Ok(Box::new(gan::gmmn::MmdGenerator::new(from_table(t)?, vb)?)),
     },
+    EBM,
+    ModelEntry {
+        name: "jem",
+        about: "joint energy-based model: a classifier whose logits are an energy (Grathwohl et al. 2019)",
+        data_kinds: &[DataKind::Images],
+        default_data: "mnist",
+        defaults: || to_table(&ebm::ebm::preset("jem")?),
+        ..EBM
+    },
 ];
+
+/// The energy-based model trained by CD or NCE; `jem` is the same row with its own preset.
+const EBM: ModelEntry = ModelEntry {
+    name: "ebm",
+    family: "ebm",
+    about: "energy-based model trained by contrastive divergence with Langevin chains (Du & Mordatch 2019) or by NCE",
+    data_kinds: IMAGES_OR_POINTS,
+    default_data: "toy2d:8gaussians",
+    abilities: ENERGY,
+    defaults: || to_table(&ebm::ebm::preset("ebm")?),
+    normalize: |t| to_table(&from_table::<ebm::ebm::EbmConfig>(t)?),
+    preprocessing: dequantized_minus_one_one,
+    prepare: |t, d| with_config(t, |c| ebm::ebm::prepare(c, d)),
+    footprint: |t| Ok(ebm::ebm::footprint(&from_table(t)?)),
+    example_shape: |t| Ok(from_table::<ebm::ebm::EbmConfig>(t)?.example_shape),
+    build: |name, t, vb| Ok(Box::new(ebm::ebm::Ebm::new(name, from_table(t)?, vb)?)),
+};
+
+/// What an energy-based model offers: a likelihood estimate (AIS for log Z) and Langevin sampling.
+const ENERGY: Abilities = Abilities {
+    density: true,
+    energy_based: true,
+    ..Abilities::NONE
+};
+
+/// The preprocessing of energy-based models: images as uniformly dequantized pixels in [−1, 1] (a density
+/// over a box of continuous values; the Langevin settings assume this range), points as they are.
+fn dequantized_minus_one_one(spec: &DataSpec) -> Preprocessing {
+    match spec.default_preprocessing() {
+        Preprocessing::Binarize { .. } | Preprocessing::Scale { .. } => Preprocessing::Scale {
+            range: crate::data::Range::MinusOneOne,
+            dequantize: true,
+        },
+        p => p,
+    }
+}
 
 /// What a normalizing flow offers: an exact density and an exact encoder / decoder.
 const FLOW: Abilities = Abilities {
@@ -582,6 +649,15 @@ pub fn parameter_groups(name: &str) -> Result<&'static [&'static str]> {
     } else {
         &["all"]
     })
+}
+
+/// Refuses training settings model `name` cannot run with, before anything is written: an energy-based
+/// model's replay buffer must hold at least one batch of `batch_size`.
+pub fn check_train(name: &str, cfg: &toml::Table, batch_size: usize) -> Result<()> {
+    match entry(name)?.family {
+        "ebm" => ebm::ebm::check_train(&from_table(cfg)?, batch_size),
+        _ => Ok(()),
+    }
 }
 
 /// The [`Footprint`] of model `name` with its (prepared) config `cfg`.
@@ -792,6 +868,12 @@ mod tests {
                 "{} decoder_based",
                 e.name
             );
+            assert_eq!(
+                m.as_energy_based().is_some(),
+                a.energy_based,
+                "{} energy_based",
+                e.name
+            );
             if e.name == "cvae" {
                 assert!(a.class_conditional && m.num_classes() == Some(10));
             }
@@ -802,8 +884,8 @@ mod tests {
         Ok(())
     }
 
-    /// Diffusion models and GANs (a tanh output) default to images in [−1, 1]; the others to the data set's
-    /// own preprocessing.
+    /// Diffusion models and GANs (a tanh output) default to images in [−1, 1], flows and EBMs to dequantized
+    /// pixels; the others to the data set's own preprocessing.
     #[test]
     fn default_preprocessing_per_row() -> Result<()> {
         for data in ["mnist", "shapes", "toy2d:moons"] {
@@ -818,12 +900,16 @@ mod tests {
                             dequantize: false
                         }
                     );
-                } else if e.family == "flows" && spec.kind() == DataKind::Images {
-                    // a continuous density needs dequantized pixels
+                } else if ["flows", "ebm"].contains(&e.family) && spec.kind() == DataKind::Images {
+                    // a continuous density needs dequantized pixels: flows in [0, 1], EBMs in [−1, 1]
+                    let range = match e.family {
+                        "flows" => crate::data::Range::ZeroOne,
+                        _ => crate::data::Range::MinusOneOne,
+                    };
                     assert_eq!(
                         p,
                         Preprocessing::Scale {
-                            range: crate::data::Range::ZeroOne,
+                            range,
                             dequantize: true
                         },
                         "{} {data}",

@@ -17,6 +17,16 @@ use candle_nn::VarBuilder;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
+/// The name component that marks model state: a variable `state.…` (or `….state.…`) is saved with the weights
+/// but is not a parameter: no optimiser moves it (it never has a gradient and gets no moments), and the EMA copies
+/// it instead of averaging it. Contrastive divergence's replay buffer is state.
+pub const STATE: &str = "state";
+
+/// Whether variable `name` is model state ([`STATE`]) rather than a trained parameter.
+pub fn is_state(name: &str) -> bool {
+    name.split('.').any(|c| c == STATE)
+}
+
 /// A seeded, name-sorted store of trainable variables.
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -58,9 +68,25 @@ impl Params {
             .collect()
     }
 
-    /// Number of scalar parameters.
+    /// Number of scalar values in the store, model state ([`is_state`]) included.
     pub fn num_parameters(&self) -> usize {
         self.lock().values().map(|v| v.elem_count()).sum()
+    }
+
+    /// The variables an optimiser trains, sorted by name: all but model state ([`is_state`]).
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        self.vars()
+            .into_iter()
+            .filter(|(k, _)| !is_state(k))
+            .collect()
+    }
+
+    /// Number of scalar parameters an optimiser trains ([`Params::trainable_vars`]).
+    pub fn num_trainable(&self) -> usize {
+        self.trainable_vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// A detached copy of every variable's current value, by name.

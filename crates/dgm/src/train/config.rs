@@ -291,6 +291,16 @@ impl RunConfig {
             train.warmup_steps = 0;
             train.min_lr_ratio = 1.0;
         }
+        let mut config = config;
+        if models::entry(model)?.family == "ebm" {
+            // Adam with β₁ = 0 and lr 10⁻⁴ (Du & Mordatch 2019; Grathwohl et al. 2019)
+            (train.lr, train.beta1) = (1e-4, 0.0);
+            if let DataSpec::Toy2d(_) = spec {
+                // points: a wider MLP, plain Langevin at temperature 1, lr 10⁻³
+                config = models::to_table(&crate::models::ebm::ebm::points_preset(model)?)?;
+                train.lr = 1e-3;
+            }
+        }
         let text = matches!(spec, DataSpec::Text(_)).then(TextOptions::default);
         Ok(Self {
             seed: 0,

@@ -4,6 +4,7 @@
 use candle_core::Var;
 
 use crate::nn::kernels::ema_update_cpu;
+use crate::nn::params::is_state;
 use crate::nn::Params;
 use crate::Result;
 
@@ -29,11 +30,14 @@ impl Ema {
         self.decay.min((1.0 + t as f64) / (10.0 + t as f64))
     }
 
-    /// ema ← d·ema + (1 − d)·w for every variable, with d = [`Ema::decay_at`]`(t)`.
+    /// ema ← d·ema + (1 − d)·w for every variable, with d = [`Ema::decay_at`]`(t)`; model state
+    /// ([`crate::nn::params::is_state`], e.g. a replay buffer) is copied, not averaged.
     pub fn update(&self, source: &[(String, Var)], t: u64) -> Result<()> {
         let d = self.decay_at(t);
-        for ((_, w), (_, e)) in source.iter().zip(self.params.vars()) {
-            if !ema_update_cpu(e.as_tensor(), w.as_tensor(), d)? {
+        for ((name, w), (_, e)) in source.iter().zip(self.params.vars()) {
+            if is_state(name) {
+                e.set(&w.as_tensor().detach())?;
+            } else if !ema_update_cpu(e.as_tensor(), w.as_tensor(), d)? {
                 let new = ((e.as_tensor() * d)? + (w.as_tensor().detach() * (1.0 - d))?)?;
                 e.set(&new)?;
             }

@@ -344,7 +344,7 @@ fn finite_loss(out: &LossOutput, at: StepAt) -> Result<f64> {
     Ok(v)
 }
 
-/// Minimise the model's loss ([`Model::loss`]) over one group: `grad_accum` micro-batches, gradients summed
+/// Minimise the model's training loss ([`Model::train_loss`]) over one group: `grad_accum` micro-batches, gradients summed
 /// and scaled by 1 / `grad_accum`, then one update.
 #[derive(Clone, Debug)]
 pub struct LossStep {
@@ -363,7 +363,7 @@ impl TrainStep for LossStep {
         let mut parts: Vec<(String, f64)> = Vec::new();
         for micro in 0..self.grad_accum {
             let batch = (ctx.batch)(micro, ctx.rng)?;
-            let out = ctx.model.loss(&batch, ctx.rng)?;
+            let out = ctx.model.train_loss(&batch, ctx.rng)?;
             let loss = finite_loss(&out, ctx.at)?;
             accumulate(&mut grads, ctx.opt.grads(&group, &out.loss.backward()?)?)?;
             add_parts(&mut parts, &[("loss".to_string(), loss)], self.grad_accum);

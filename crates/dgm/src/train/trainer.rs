@@ -330,6 +330,7 @@ pub fn train(
             models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
         }
         // per-group optimiser settings must name groups the model has, and a GAN accumulates nothing
+        models::check_train(&cfg.model.name, &cfg.model.config, cfg.train.batch_size)?;
         let groups = models::parameter_groups(&cfg.model.name)?;
         cfg.train.check_groups(&cfg.model.name, groups)?;
         if groups.len() > 1 && cfg.train.grad_accum != 1 {
@@ -373,7 +374,7 @@ pub fn train(
     let ema_model = models::build(&cfg.model.name, &cfg.model.config, ema_params.var_builder())?;
     let ema = Ema::new(&params, ema_params, t.ema_decay)?;
     let (specs, mut train_step) = optimizers_for(model.as_ref(), &t)?;
-    let mut opt = Optimizers::new(params.vars(), specs)?;
+    let mut opt = Optimizers::new(params.trainable_vars(), specs)?;
     let mut step = 0;
     if let Some(state) = &resume_from {
         let ckpt = dir.require_checkpoint()?;
@@ -426,7 +427,7 @@ pub fn train(
         data: s.cfg.data.name.clone(),
         examples: s.train.len(),
         preprocessing: s.cfg.data.preprocessing.describe(),
-        parameters: s.params.num_parameters(),
+        parameters: s.params.num_trainable(),
         run: run_dir.to_path_buf(),
         start_step: step,
         total_steps: t.steps,

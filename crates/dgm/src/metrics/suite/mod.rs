@@ -26,7 +26,7 @@ pub use quality::{
 };
 
 /// Names accepted by `dgm eval --metric` (besides `all`).
-pub const METRICS: &[&str] = &["nll", "ais", "fid", "kid", "pr", "mmd", "class"];
+pub const METRICS: &[&str] = &["nll", "ais", "accuracy", "fid", "kid", "pr", "mmd", "class"];
 
 /// One sample-quality metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub struct MetricSelection {
     /// The annealed-importance-sampling estimate of a decoder-based model's likelihood on a split (slow: never
     /// part of `all`).
     pub ais: bool,
+    /// The test accuracy of a model that is also a classifier (JEM).
+    pub accuracy: bool,
     /// Sample-quality metrics, in a fixed order.
     pub quality: Vec<QualityMetric>,
 }
@@ -86,6 +88,7 @@ impl MetricSelection {
             match name {
                 "nll" => sel.nll = true,
                 "ais" => sel.ais = true,
+                "accuracy" => sel.accuracy = true,
                 "fid" => want(QualityMetric::Fid, &mut sel),
                 "kid" => want(QualityMetric::Kid, &mut sel),
                 "pr" | "precision-recall" => want(QualityMetric::PrecisionRecall, &mut sel),
@@ -93,6 +96,7 @@ impl MetricSelection {
                 "class" | "is" => want(QualityMetric::Class, &mut sel),
                 "all" => {
                     sel.nll = true;
+                    sel.accuracy = true;
                     for q in [
                         QualityMetric::Fid,
                         QualityMetric::Kid,
@@ -110,10 +114,10 @@ impl MetricSelection {
                 }
             }
         }
-        if !sel.nll && !sel.ais && sel.quality.is_empty() {
+        if !sel.nll && !sel.ais && !sel.accuracy && sel.quality.is_empty() {
             return Err(Error::invalid(
                 "metric",
-                "no metric named; valid: nll, ais, fid, kid, pr, mmd, class, all",
+                "no metric named; valid: nll, ais, accuracy, fid, kid, pr, mmd, class, all",
             ));
         }
         Ok(sel)

@@ -87,7 +87,7 @@ mod tests {
                 .matmul(&chol_t.t()?)?
                 .broadcast_add(&truth)?;
             let (start, idx) = buffer.draw(256, 0.05, &mut rng)?;
-            let neg = langevin(&energy, &start, &sampler, &mut rng)?;
+            let neg = langevin(&energy, &start, &sampler, None, &mut rng)?;
             buffer.write(&idx, &neg)?;
             let (loss, _, _) = cd_loss(&energy(&x)?, &energy(&neg)?, 0.0)?;
             let lr = if step < 1000 { 0.02 } else { 0.005 };

@@ -102,14 +102,24 @@ pub fn energy_grad(energy: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor) -> Re
 }
 
 /// Runs `cfg.steps` Langevin steps from `x0` `(n, …)` on `energy` (one energy per example), noise from `rng`;
-/// returns the final states (no gradient).
+/// returns the final states (no gradient). With a `domain` [lo, hi] every value is clamped to it after each step
+/// (Du & Mordatch 2019 clamp to the image range: the density lives on that box).
 pub fn langevin(
     energy: &dyn Fn(&Tensor) -> Result<Tensor>,
     x0: &Tensor,
     cfg: &LangevinConfig,
+    domain: Option<(f64, f64)>,
     rng: &mut Rng,
 ) -> Result<Tensor> {
     cfg.validate()?;
+    if let Some((lo, hi)) = domain {
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return Err(Error::invalid(
+                "langevin domain",
+                format!("needs finite lo < hi, got [{lo}, {hi}]"),
+            ));
+        }
+    }
     let mut x = x0.detach();
     for _ in 0..cfg.steps {
         let mut g = energy_grad(energy, &x)?;
@@ -118,6 +128,9 @@ pub fn langevin(
         }
         let noise = rng.randn(x.shape(), x.device())?.to_dtype(x.dtype())?;
         x = ((&x - (g * cfg.step_size)?)? + (noise * cfg.noise)?)?;
+        if let Some((lo, hi)) = domain {
+            x = x.clamp(lo, hi)?;
+        }
     }
     Ok(x)
 }
@@ -170,7 +183,7 @@ mod tests {
         let x0 = (Rng::new(5).randn((n, 2), &dev)? * 1.5)?;
         let cfg = LangevinConfig::exact(1000, 0.01);
         assert!((cfg.temperature() - 1.0).abs() < 1e-12);
-        let x = langevin(&mixture_energy, &x0, &cfg, &mut Rng::new(7))?;
+        let x = langevin(&mixture_energy, &x0, &cfg, None, &mut Rng::new(7))?;
         // exact draws: a uniform component, then N(μ_k, 0.25 I)
         let mut r = Rng::new(6);
         let exact: Vec<f32> = (0..n)
@@ -199,11 +212,11 @@ mod tests {
             noise: 2.0 * cfg.step_size.sqrt(),
             ..cfg.clone()
         };
-        let hot = langevin(&mixture_energy, &x0, &hot, &mut Rng::new(7))?;
+        let hot = langevin(&mixture_energy, &x0, &hot, None, &mut Rng::new(7))?;
         let (_, hot_var) = mode_stats(&points(&hot)?);
         assert!(hot_var > 0.4, "T = 2: within-mode variance {hot_var}");
-        let same = langevin(&mixture_energy, &x0, &cfg, &mut Rng::new(7))?;
-        let other = langevin(&mixture_energy, &x0, &cfg, &mut Rng::new(8))?;
+        let same = langevin(&mixture_energy, &x0, &cfg, None, &mut Rng::new(7))?;
+        let other = langevin(&mixture_energy, &x0, &cfg, None, &mut Rng::new(8))?;
         assert_eq!(points(&same)?, points(&x)?);
         assert_ne!(points(&other)?, points(&x)?); // another noise stream gives other chains
         Ok(())
@@ -230,6 +243,7 @@ mod tests {
             &energy,
             &Tensor::zeros((4000, 2), DType::F32, &dev)?,
             &cfg,
+            None,
             &mut Rng::new(2),
         )?;
         let var: Vec<f32> = x.sqr()?.mean(0)?.to_vec1()?;
@@ -285,7 +299,15 @@ mod tests {
         // an energy with the wrong shape is refused
         let x = Tensor::zeros((3, 2), DType::F32, &candle_core::Device::Cpu)?;
         let e = |x: &Tensor| -> Result<Tensor> { Ok(x.sum_all()?) };
-        assert!(langevin(&e, &x, &ok, &mut Rng::new(0)).is_err());
+        assert!(langevin(&e, &x, &ok, None, &mut Rng::new(0)).is_err());
+        // so is an empty domain; a domain holds every value of the chains
+        let quad = |x: &Tensor| -> Result<Tensor> { Ok((x.sqr()?.sum(1)? * 0.5)?) };
+        assert!(langevin(&quad, &x, &ok, Some((1.0, 1.0)), &mut Rng::new(0)).is_err());
+        let wide = LangevinConfig::exact(20, 0.5);
+        let y = langevin(&quad, &x, &wide, Some((-0.1, 0.2)), &mut Rng::new(0))?;
+        let v = y.flatten_all()?.to_vec1::<f32>()?;
+        assert!(v.iter().all(|&u| (-0.1..=0.2).contains(&u)), "{v:?}");
+        assert!(v.contains(&-0.1) && v.contains(&0.2));
         Ok(())
     }
 }

@@ -133,7 +133,7 @@ pub fn preset(name: &str) -> Result<GanConfig> {
 }
 
 /// Images need sides divisible by 4 (two stride-2 layers); vectors any length ≥ 1; empty = not prepared yet.
-pub(super) fn check_shape(shape: &[usize]) -> Result<()> {
+pub(crate) fn check_shape(shape: &[usize]) -> Result<()> {
     match shape {
         [] => Ok(()),
         [d] if *d > 0 => Ok(()),
@@ -393,16 +393,6 @@ mod tests {
     use crate::nn::Params;
     use candle_core::Device;
 
-    fn info(shape: &[usize], classes: Option<usize>, pre: Preprocessing) -> DataInfo {
-        DataInfo {
-            example_shape: shape.to_vec(),
-            num_classes: classes,
-            preprocessing: pre,
-            tokenizer: None,
-            caption_words: None,
-        }
-    }
-
     fn images() -> Preprocessing {
         Preprocessing::Scale {
             range: Range::MinusOneOne,
@@ -448,7 +438,7 @@ mod tests {
                 } else {
                     Preprocessing::Identity
                 };
-                prepare(&mut cfg, &info(&shape, classes, pre))?;
+                prepare(&mut cfg, &DataInfo::of(&shape, classes, pre))?;
                 let params = Params::new(0, &Device::Cpu);
                 let gan = Gan::new(name, cfg.clone(), params.var_builder())?;
                 let mut opts = SampleOptions::seeded(1);
@@ -483,7 +473,7 @@ mod tests {
     fn validation_leaves_spectral_state_alone() -> Result<()> {
         let mut cfg = GanConfig::tiny();
         cfg.spectral_norm = true;
-        prepare(&mut cfg, &info(&[2], None, Preprocessing::Identity))?;
+        prepare(&mut cfg, &DataInfo::of(&[2], None, Preprocessing::Identity))?;
         let params = Params::new(0, &Device::Cpu);
         let gan = Gan::new("sngan", cfg, params.var_builder())?;
         let batch = Batch::new(Tensor::new(&[[0.5f32, -1.0], [2.0, 0.0]], &Device::Cpu)?);
@@ -506,13 +496,13 @@ mod tests {
     #[test]
     fn bad_data_and_settings_are_refused() -> Result<()> {
         let mut cfg = GanConfig::tiny();
-        let e = prepare(&mut cfg, &info(&[1, 30, 30], None, images())).err();
+        let e = prepare(&mut cfg, &DataInfo::of(&[1, 30, 30], None, images())).err();
         assert!(e.is_some_and(|e| e.to_string().contains("divisible by 4")));
         let bin = Preprocessing::Binarize { dynamic: true };
-        let e = prepare(&mut cfg, &info(&[1, 28, 28], None, bin)).err();
+        let e = prepare(&mut cfg, &DataInfo::of(&[1, 28, 28], None, bin)).err();
         assert!(e.is_some_and(|e| e.to_string().contains("minus_one_one")));
         let mut c = preset("cgan")?;
-        let e = prepare(&mut c, &info(&[2], None, Preprocessing::Identity)).err();
+        let e = prepare(&mut c, &DataInfo::of(&[2], None, Preprocessing::Identity)).err();
         assert!(e.is_some_and(|e| e.to_string().contains("class labels")));
         let bad = GanConfig {
             loss: "wasserstein".into(),
@@ -574,7 +564,7 @@ mod tests {
             d_steps,
             ..preset(preset_name)?
         };
-        prepare(&mut cfg, &info(&[2], None, Preprocessing::Identity))?;
+        prepare(&mut cfg, &DataInfo::of(&[2], None, Preprocessing::Identity))?;
         let params = Params::new(seed, &dev);
         let gan = Gan::new(preset_name, cfg, params.var_builder())?;
         let group = |name: &str, prefix: &str| GroupSpec {

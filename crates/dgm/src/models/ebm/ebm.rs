@@ -1,0 +1,990 @@
+//! Energy-based models p(x) = exp(−E(x)) / Z on the box [lo, hi]^D of the data, with a network as the energy:
+//!
+//! * **ebm**, `objective = "cd"` (Du & Mordatch 2019, "Implicit generation and generalization in energy-based
+//!   models"; Nijkamp et al. 2019): contrastive divergence ([`super::cd`]) with negatives from short-run Langevin
+//!   chains ([`super::langevin`]) that persist in a replay buffer ([`super::buffer`], 5 % of the chains restarted
+//!   from uniform noise each step), per-element gradient clamping and the energy-magnitude penalty α:
+//!   L = E_data[E] − E_neg[E] + α (E_data[E²] + E_neg[E²]).
+//! * **ebm**, `objective = "nce"` (Gutmann & Hyvärinen 2010, [`super::nce`]): the same energy and a learned
+//!   c ≈ log Z, trained to tell data from as many draws of a Gaussian fitted to the data (per value: the training
+//!   data's mean and standard deviation, truncated to the box), so −E(x) − c is a normalised log-density.
+//! * **jem** (Grathwohl et al. 2019, "Your classifier is secretly an energy based model"): a classifier's logits
+//!   f(x) define E(x) = −logsumexp_y f(x)[y]; the loss is the classifier's cross-entropy plus the CD loss of that
+//!   energy, so one network classifies and generates.
+//!
+//! Sampling runs Langevin dynamics from uniform noise on the box (short-run; `steps` chooses the length) and
+//! clamps the chains to the box. The Langevin step size λ and noise ε are separate settings, as in the reference
+//! code: the chains then sample exp(−E/T) with T = ε²/(2λ), far colder than the model at the defaults (λ = 1,
+//! ε = 0.01: T = 5·10⁻⁵), and short runs are far from stationary — the samples are those of the short-run
+//! sampler, not of p. Score matching of an energy would need second-order gradients, which candle lacks
+//! (candle#2462). The likelihood is −E(x) − log Ẑ with log Ẑ from annealed importance sampling
+//! ([`crate::metrics::ais::ais_log_partition`], on the box): an estimate.
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::buffer::ReplayBuffer;
+use super::cd::cd_loss;
+use super::langevin::{langevin, LangevinConfig};
+use super::nce::nce_loss;
+use super::net::EnergyNet;
+use crate::data::{Batch, Preprocessing, Range};
+use crate::distributions::categorical::log_softmax;
+use crate::distributions::gaussian::erfc;
+use crate::metrics::ais::{ais_log_partition, AisConfig, PartitionBase};
+use crate::model::{
+    Density, EnergyBased, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
+    LossOutput, Model, SampleAbilities, SampleOptions,
+};
+use crate::models::DataInfo;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// The names `dgm train` takes for this file's models.
+pub const PRESETS: &[&str] = &["ebm", "jem"];
+/// The training objectives of `ebm`.
+pub const OBJECTIVES: &[&str] = &["cd", "nce"];
+/// The one sampler.
+pub const SAMPLERS: &[&str] = &["langevin"];
+/// Chains run at once by [`Model::sample`] (bounds memory; the draws do not depend on it).
+const SAMPLE_CHUNK: usize = 250;
+/// Leapfrog steps per HMC transition of the log Z estimate behind [`Density`].
+const AIS_LEAPFROG: usize = 10;
+/// Annealing steps of that estimate when the caller names none.
+const AIS_STEPS: usize = 1000;
+/// Smallest standard deviation of the NCE noise, as a fraction of the box's width (constant pixels would
+/// otherwise give a noise density of zero width).
+const MIN_NOISE_STD: f64 = 0.05;
+
+/// EBM hyper-parameters (`[model]` in a run's config).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EbmConfig {
+    /// Shape of one example (`[c, h, w]` with h, w divisible by 4, or `[d]`; filled by [`prepare`]).
+    pub example_shape: Vec<usize>,
+    /// The box [lo, hi] the density lives on; empty = the data's range (images) or [−4, 4] (points).
+    pub domain: Vec<f64>,
+    /// `cd` (contrastive divergence) or `nce` (noise-contrastive estimation).
+    pub objective: String,
+    /// JEM: the network is a classifier and its logits define the energy (needs labels; objective `cd`).
+    pub classifier: bool,
+    /// Number of classes (filled by [`prepare`] for a classifier, else 0).
+    pub num_classes: usize,
+    /// Width C of the network.
+    pub channels: usize,
+    /// Persistent chains of CD (at least one batch).
+    pub buffer_size: usize,
+    /// Probability that a chain restarts from uniform noise at a step.
+    pub reinit: f64,
+    /// Weight α of the energy-magnitude penalty.
+    pub alpha: f64,
+    /// The Langevin sampler of training and of `dgm sample`.
+    pub langevin: LangevinConfig,
+}
+
+impl Default for EbmConfig {
+    fn default() -> Self {
+        Self {
+            example_shape: Vec::new(),
+            domain: Vec::new(),
+            objective: "cd".into(),
+            classifier: false,
+            num_classes: 0,
+            channels: 32,
+            buffer_size: 10_000,
+            reinit: 0.05,
+            alpha: 0.1,
+            // JEM's settings (Grathwohl et al. 2019, appendix): 20 steps of size 1, noise 0.01
+            langevin: LangevinConfig {
+                steps: 20,
+                step_size: 1.0,
+                noise: 0.01,
+                grad_clip: 0.0,
+            },
+        }
+    }
+}
+
+impl EbmConfig {
+    /// A small config for tests (data fields still to be filled by [`prepare`]).
+    pub fn tiny() -> Self {
+        Self {
+            channels: 8,
+            buffer_size: 64,
+            langevin: LangevinConfig {
+                steps: 5,
+                ..Self::default().langevin
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Checks the values a user can set.
+    pub fn validate(&self) -> Result<()> {
+        if !OBJECTIVES.contains(&self.objective.as_str()) {
+            return Err(Error::unknown(
+                "model.objective",
+                self.objective.clone(),
+                OBJECTIVES,
+            ));
+        }
+        if self.classifier && self.objective != "cd" {
+            return Err(Error::invalid(
+                "model.objective",
+                format!("'{}': a classifier (JEM) trains its energy by contrastive divergence, objective = \"cd\"", self.objective),
+            ));
+        }
+        for (k, v) in [
+            ("model.channels", self.channels),
+            ("model.buffer_size", self.buffer_size),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(k, "must be at least 1, got 0"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.reinit) {
+            return Err(Error::invalid(
+                "model.reinit",
+                format!("{} must be a probability in [0, 1]", self.reinit),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::invalid(
+                "model.alpha",
+                format!("{} must be a finite number ≥ 0", self.alpha),
+            ));
+        }
+        self.langevin.validate().map_err(|e| match e {
+            Error::InvalidValue { key, msg } => Error::InvalidValue {
+                key: format!("model.{key}"),
+                msg,
+            },
+            e => e,
+        })?;
+        match self.domain.as_slice() {
+            [] => {}
+            [lo, hi] if lo.is_finite() && hi.is_finite() && lo < hi => {}
+            d => {
+                return Err(Error::invalid(
+                    "model.domain",
+                    format!(
+                        "{d:?}: give [lo, hi] with finite lo < hi, or nothing for the data's range"
+                    ),
+                ))
+            }
+        }
+        super::super::gan::dcgan::check_shape(&self.example_shape)
+    }
+
+    /// The box, once prepared.
+    fn bounds(&self) -> Result<(f64, f64)> {
+        match self.domain.as_slice() {
+            [lo, hi] => Ok((*lo, *hi)),
+            _ => Err(Error::invalid("model.domain", "not prepared")),
+        }
+    }
+}
+
+/// The config of preset `name` (`ebm`, `jem`).
+pub fn preset(name: &str) -> Result<EbmConfig> {
+    match name {
+        "ebm" => Ok(EbmConfig::default()),
+        // JEM trains without the magnitude penalty
+        "jem" => Ok(EbmConfig {
+            classifier: true,
+            alpha: 0.0,
+            ..EbmConfig::default()
+        }),
+        other => Err(Error::unknown("model", other, PRESETS)),
+    }
+}
+
+/// The config of preset `name` for 2-D points (what `dgm train ebm --data toy2d:…` starts from): an MLP of 128
+/// units, α = 0.01 and Langevin dynamics at temperature 1, 100 steps of λ = 0.01 with ε = √(2λ).
+pub fn points_preset(name: &str) -> Result<EbmConfig> {
+    Ok(EbmConfig {
+        channels: 128,
+        alpha: 0.01,
+        langevin: LangevinConfig::exact(100, 0.01),
+        ..preset(name)?
+    })
+}
+
+/// Fills the data fields: example shape, box, classes (a classifier needs labels); refuses data that are not
+/// continuous values.
+pub fn prepare(cfg: &mut EbmConfig, data: &DataInfo) -> Result<()> {
+    super::super::gan::dcgan::check_shape(&data.example_shape)?;
+    let image = data.example_shape.len() == 3;
+    let range = match (&data.preprocessing, image) {
+        (Preprocessing::Scale { range: Range::MinusOneOne, .. }, true) => Some((-1.0, 1.0)),
+        (Preprocessing::Scale { range: Range::ZeroOne, .. }, true) => Some((0.0, 1.0)),
+        (Preprocessing::Identity, false) => None,
+        (p, _) => {
+            return Err(Error::invalid(
+                "data.preprocessing",
+                format!("an energy-based model is a density over continuous values: images need {{ kind = \"scale\" }}, points none; got {}", p.describe()),
+            ))
+        }
+    };
+    if cfg.domain.is_empty() {
+        let (lo, hi) = range.unwrap_or((-4.0, 4.0));
+        cfg.domain = vec![lo, hi];
+    }
+    cfg.example_shape = data.example_shape.clone();
+    cfg.num_classes = match (cfg.classifier, data.num_classes) {
+        (false, _) => 0,
+        (true, Some(k)) if k > 1 => k,
+        (true, _) => {
+            return Err(Error::invalid(
+                "model.classifier",
+                "JEM is a classifier and this data set has no classes",
+            ))
+        }
+    };
+    cfg.validate()
+}
+
+/// Refuses training settings the model cannot run with: CD needs a buffer of at least one batch.
+pub fn check_train(cfg: &EbmConfig, batch_size: usize) -> Result<()> {
+    if cfg.objective == "cd" && cfg.buffer_size < batch_size {
+        return Err(Error::invalid(
+            "model.buffer_size",
+            format!("{} chains cannot start a batch of {batch_size}: the buffer must hold at least one batch (train.batch_size)", cfg.buffer_size),
+        ));
+    }
+    Ok(())
+}
+
+/// Memory: the buffer (and the NCE noise's statistics) besides the weights; per example about three copies of
+/// each layer's output for the data and for a negative sample (the Langevin steps run one at a time).
+pub fn footprint(cfg: &EbmConfig) -> crate::models::Footprint {
+    use crate::models::{sat_mul, sat_prod, sat_sum};
+    let d = sat_prod(&cfg.example_shape);
+    let c = cfg.channels as u64;
+    let layers = match cfg.example_shape.as_slice() {
+        [_, h, w] => sat_mul(c, (*h as u64) * (*w as u64) * 2),
+        _ => sat_mul(2, c),
+    };
+    let buffer = if cfg.objective == "cd" {
+        sat_mul(cfg.buffer_size as u64, d)
+    } else {
+        sat_mul(2, d)
+    };
+    crate::models::Footprint {
+        buffers: buffer,
+        activations_per_example: sat_mul(6, sat_sum([layers, d])),
+    }
+}
+
+/// The settings of one AIS estimate of log Z: (chains, steps, seed).
+type AisKey = (usize, usize, u64);
+
+/// An energy-based model: the energy network (`net.*`), the CD replay buffer (`state.buffer`) or the NCE noise
+/// statistics (`state.noise_mean`, `state.noise_std`) and learned log Z (`log_z`).
+pub struct Ebm {
+    name: String,
+    cfg: EbmConfig,
+    net: EnergyNet,
+    buffer: Option<ReplayBuffer>,
+    /// NCE: c ≈ log Z, and the per-value mean and standard deviation of the noise.
+    nce: Option<(Tensor, Tensor, Tensor)>,
+    /// log Ẑ by AIS per (chains, steps, seed), computed once per setting.
+    log_z: RefCell<Vec<(AisKey, f64)>>,
+}
+
+impl Ebm {
+    /// Builds the model of a prepared `cfg` (registry name `name`).
+    pub fn new(name: &str, cfg: EbmConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let (lo, hi) = cfg.bounds()?;
+        let out = if cfg.classifier { cfg.num_classes } else { 1 };
+        let state = vb.pp(crate::nn::params::STATE);
+        let d: usize = cfg.example_shape.iter().product();
+        let (buffer, nce) = match cfg.objective.as_str() {
+            "nce" => {
+                let mid = candle_nn::init::Init::Const((lo + hi) / 2.0);
+                let std = candle_nn::init::Init::Const(hi - lo);
+                let stats = (
+                    vb.get_with_hints((), "log_z", candle_nn::init::Init::Const(0.0))?,
+                    state.get_with_hints(d, "noise_mean", mid)?,
+                    state.get_with_hints(d, "noise_std", std)?,
+                );
+                (None, Some(stats))
+            }
+            _ => (
+                Some(ReplayBuffer::new(
+                    cfg.buffer_size,
+                    &cfg.example_shape,
+                    lo,
+                    hi,
+                    state,
+                )?),
+                None,
+            ),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            net: EnergyNet::new(&cfg.example_shape, cfg.channels, out, vb.pp("net"))?,
+            buffer,
+            nce,
+            log_z: RefCell::new(Vec::new()),
+            cfg,
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &EbmConfig {
+        &self.cfg
+    }
+
+    fn buffer(&self) -> Result<&ReplayBuffer> {
+        self.buffer
+            .as_ref()
+            .ok_or_else(|| Error::invalid("model.objective", "only CD keeps a replay buffer"))
+    }
+
+    /// E(x) `(b,)` and, for a classifier, its logits `(b, K)`.
+    fn energy_and_logits(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let f = self.net.forward(x)?; // (b, out)
+        if self.cfg.classifier {
+            let m = f.max_keepdim(1)?.detach();
+            let lse = (f.broadcast_sub(&m)?.exp()?.sum(1)?.log()? + m.squeeze(1)?)?; // (b,)
+            Ok((lse.neg()?, Some(f)))
+        } else {
+            Ok((f.squeeze(1)?, None))
+        }
+    }
+
+    /// The NCE objective on `batch` and as many noise draws from `rng`.
+    fn nce_objective(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
+        let (c, mean, std) = self
+            .nce
+            .as_ref()
+            .ok_or_else(|| Error::invalid("model.objective", "not nce"))?;
+        let noise = self.noise_draws(batch.len(), rng)?;
+        let log_model =
+            |x: &Tensor| -> Result<Tensor> { Ok(self.energy(x, None)?.broadcast_add(c)?.neg()?) };
+        let (q_data, q_noise) = (
+            self.noise_log_density(&batch.x, mean, std)?,
+            self.noise_log_density(&noise, mean, std)?,
+        );
+        let loss = nce_loss(
+            &log_model(&batch.x)?,
+            &q_data,
+            &log_model(&noise)?,
+            &q_noise,
+        )?;
+        let log_z = c.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok(LossOutput {
+            loss,
+            parts: vec![("nce".into(), l), ("log_z".into(), log_z)],
+        })
+    }
+
+    /// `n` draws of the NCE noise: per value N(mean, std²) truncated to the box (by rejection; values whose
+    /// window holds almost no mass are clamped after 1000 tries).
+    fn noise_draws(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let (_, mean, std) = self
+            .nce
+            .as_ref()
+            .ok_or_else(|| Error::invalid("model.objective", "not nce"))?;
+        let (lo, hi) = self.cfg.bounds()?;
+        let (m, s) = (mean.to_vec1::<f32>()?, std.to_vec1::<f32>()?);
+        let mut v = Vec::with_capacity(n * m.len());
+        for _ in 0..n {
+            for (mu, sd) in m.iter().zip(&s) {
+                let mut x = f32::NAN;
+                for _ in 0..1000 {
+                    x = mu + sd * rng.normal();
+                    if (lo as f32..=hi as f32).contains(&x) {
+                        break;
+                    }
+                }
+                v.push(x.clamp(lo as f32, hi as f32));
+            }
+        }
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.cfg.example_shape);
+        Ok(Tensor::from_vec(v, shape, &self.net.device())?)
+    }
+
+    /// log q(x) `(b,)` of the truncated Gaussian noise (no gradient).
+    fn noise_log_density(&self, x: &Tensor, mean: &Tensor, std: &Tensor) -> Result<Tensor> {
+        let (lo, hi) = self.cfg.bounds()?;
+        let (m, s) = (mean.to_vec1::<f32>()?, std.to_vec1::<f32>()?);
+        // log of each value's truncation mass Φ((hi − μ)/s) − Φ((lo − μ)/s), and of its normaliser
+        let phi = |z: f64| 0.5 * erfc(-z / std::f64::consts::SQRT_2);
+        let log_const: f64 = m
+            .iter()
+            .zip(&s)
+            .map(|(&mu, &sd)| {
+                let (mu, sd) = (mu as f64, sd as f64);
+                let mass = phi((hi - mu) / sd) - phi((lo - mu) / sd);
+                -(mass.max(1e-300)).ln() - sd.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
+            })
+            .sum();
+        let b = x.dim(0)?;
+        let z = x
+            .detach()
+            .reshape((b, ()))?
+            .broadcast_sub(&mean.unsqueeze(0)?)?
+            .broadcast_div(&std.unsqueeze(0)?)?;
+        Ok(((z.sqr()?.sum(1)? * -0.5)? + log_const)?)
+    }
+
+    /// log Ẑ by AIS on the box with `chains` chains and `steps` steps, seed `seed` (cached per setting).
+    pub fn log_partition(&self, chains: usize, steps: usize, seed: u64) -> Result<f64> {
+        let key = (chains, steps, seed);
+        if let Some((_, v)) = self.log_z.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(*v);
+        }
+        let (lo, hi) = self.cfg.bounds()?;
+        let cfg = AisConfig {
+            steps,
+            chains,
+            leapfrog: AIS_LEAPFROG,
+            seed,
+            ..AisConfig::default()
+        };
+        let energy = |x: &Tensor| self.energy(x, None);
+        let r = ais_log_partition(
+            &energy,
+            &self.cfg.example_shape,
+            PartitionBase::Box { lo, hi },
+            &cfg,
+            &self.net.device(),
+        )?;
+        self.log_z.borrow_mut().push((key, r.log_z));
+        Ok(r.log_z)
+    }
+}
+
+impl Model for Ebm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Validation: NCE's objective, or the CD loss (JEM: plus the cross-entropy) against the first batch-many
+    /// chains of the replay buffer as they are — no Langevin step, nothing written.
+    fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
+        if self.nce.is_some() {
+            return self.nce_objective(batch, rng);
+        }
+        let b = batch.len().min(self.buffer()?.len());
+        let neg = self.buffer()?.states().narrow(0, 0, b)?;
+        self.cd_objective(batch, &neg)
+    }
+
+    /// A training step's loss: CD draws its negatives by Langevin from the replay buffer and writes them back.
+    fn train_loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
+        if self.nce.is_some() {
+            return self.nce_objective(batch, rng);
+        }
+        let buffer = self.buffer()?;
+        let (start, idx) = buffer.draw(batch.len(), self.cfg.reinit, rng)?;
+        let energy = |x: &Tensor| self.energy(x, None);
+        let neg = langevin(
+            &energy,
+            &start,
+            &self.cfg.langevin,
+            Some(self.cfg.bounds()?),
+            rng,
+        )?;
+        buffer.write(&idx, &neg)?;
+        self.cd_objective(batch, &neg)
+    }
+
+    fn sample(&self, n: usize, opts: &SampleOptions) -> Result<Tensor> {
+        if let Some(s) = opts.sampler.as_deref().filter(|s| !SAMPLERS.contains(s)) {
+            return Err(Error::unknown("sampler", s, SAMPLERS));
+        }
+        if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
+            return Err(Error::invalid(
+                "temperature",
+                format!("{} must be positive", opts.temperature),
+            ));
+        }
+        let (lo, hi) = self.cfg.bounds()?;
+        // temperature T scales the chains' target exp(−E/T'): the noise by √T
+        let cfg = LangevinConfig {
+            steps: opts.steps.unwrap_or(self.cfg.langevin.steps),
+            noise: self.cfg.langevin.noise * opts.temperature.sqrt(),
+            ..self.cfg.langevin.clone()
+        };
+        let mut rng = Rng::new(opts.seed);
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.cfg.example_shape);
+        let x0 = rng.rand(shape, &self.net.device())?.affine(hi - lo, lo)?;
+        let energy = |x: &Tensor| self.energy(x, None);
+        let mut out = Vec::new();
+        for start in (0..n).step_by(SAMPLE_CHUNK) {
+            let len = SAMPLE_CHUNK.min(n - start);
+            out.push(langevin(
+                &energy,
+                &x0.narrow(0, start, len)?,
+                &cfg,
+                Some((lo, hi)),
+                &mut rng,
+            )?);
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    fn sample_abilities(&self) -> SampleAbilities {
+        SampleAbilities {
+            sampler: true,
+            ..SampleAbilities::default()
+        }
+    }
+
+    fn as_density(&self) -> Option<&dyn Density> {
+        Some(self)
+    }
+
+    fn as_energy_based(&self) -> Option<&dyn EnergyBased> {
+        Some(self)
+    }
+
+    /// NCE's noise: each value's mean and standard deviation over the batch (at least 5 % of the box's width).
+    fn data_init(&self, batch: &Batch) -> Result<Vec<(String, Tensor)>> {
+        if self.nce.is_none() {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = self.cfg.bounds()?;
+        let x = batch.x.reshape((batch.len(), ()))?.to_dtype(DType::F32)?;
+        let mean = x.mean(0)?;
+        let std = x
+            .broadcast_sub(&mean)?
+            .sqr()?
+            .mean(0)?
+            .sqrt()?
+            .maximum(MIN_NOISE_STD * (hi - lo))?;
+        let state = crate::nn::params::STATE;
+        Ok(vec![
+            (format!("{state}.noise_mean"), mean),
+            (format!("{state}.noise_std"), std),
+        ])
+    }
+}
+
+impl Ebm {
+    /// The CD loss of `batch` against negatives `neg` (JEM: plus the cross-entropy of its labels).
+    fn cd_objective(&self, batch: &Batch, neg: &Tensor) -> Result<LossOutput> {
+        let (e_pos, logits) = self.energy_and_logits(&batch.x)?;
+        let (e_neg, _) = self.energy_and_logits(&neg.detach())?;
+        let (mut loss, pos, negm) = cd_loss(&e_pos, &e_neg, self.cfg.alpha)?;
+        let mut parts = vec![("e_data".to_string(), pos), ("e_neg".to_string(), negm)];
+        if let Some(f) = logits {
+            let y = batch.labels.as_ref().ok_or_else(|| {
+                Error::invalid(
+                    "batch.labels",
+                    format!("model '{}' is a classifier and needs labels", self.name),
+                )
+            })?;
+            let y = y.to_dtype(DType::U32)?;
+            let logp = log_softmax(&f, 1)?; // (b, K)
+            let ce = logp
+                .gather(&y.unsqueeze(1)?, 1)?
+                .squeeze(1)?
+                .mean_all()?
+                .neg()?;
+            let acc = f
+                .argmax(1)?
+                .eq(&y)?
+                .to_dtype(DType::F64)?
+                .mean_all()?
+                .to_scalar::<f64>()?;
+            parts.push(("ce".into(), ce.to_dtype(DType::F64)?.to_scalar::<f64>()?));
+            parts.push(("acc".into(), acc));
+            loss = (loss + ce)?;
+        }
+        Ok(LossOutput { loss, parts })
+    }
+}
+
+impl EnergyBased for Ebm {
+    /// E(x), or for a classifier with `labels` E(x, y) = −f(x)[y].
+    fn energy(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let (e, logits) = self.energy_and_logits(x)?;
+        match (labels, logits) {
+            (None, _) => Ok(e),
+            (Some(y), Some(f)) => Ok(f
+                .gather(&y.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
+                .squeeze(1)?
+                .neg()?),
+            (Some(_), None) => Err(Error::invalid(
+                "labels",
+                format!("model '{}' is not a classifier", self.name),
+            )),
+        }
+    }
+
+    fn domain(&self) -> (f64, f64) {
+        self.cfg.bounds().unwrap_or((f64::NAN, f64::NAN))
+    }
+
+    fn example_shape(&self) -> &[usize] {
+        &self.cfg.example_shape
+    }
+
+    fn classifies(&self) -> bool {
+        self.cfg.classifier
+    }
+
+    fn class_logits(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(self.energy_and_logits(x)?.1)
+    }
+}
+
+impl Density for Ebm {
+    fn estimators(&self) -> Vec<String> {
+        vec!["ais".into()]
+    }
+
+    /// −E(x) − log Ẑ, log Ẑ by AIS on the box with `opts.samples` chains and `opts.steps` (default 1000) steps,
+    /// estimated once per setting. Values outside the box have log p = −∞.
+    fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
+        if let Some(e) = opts.estimator.as_deref().filter(|e| *e != "ais") {
+            return Err(Error::unknown("estimator", e, &["ais"]));
+        }
+        let steps = opts.steps.unwrap_or(AIS_STEPS);
+        let log_z = self.log_partition(opts.samples.max(1), steps, opts.seed)?;
+        let e = self
+            .energy(&batch.x, None)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        let (lo, hi) = self.cfg.bounds()?;
+        let b = batch.len();
+        let x = batch.x.reshape((b, ()))?;
+        let (mn, mx) = (
+            x.min(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            x.max(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        );
+        let nats = (0..b)
+            .map(|i| {
+                if mn[i] < lo || mx[i] > hi {
+                    f64::NEG_INFINITY
+                } else {
+                    -e[i] - log_z
+                }
+            })
+            .collect();
+        Ok(LogLikelihood {
+            nats,
+            kind: LikelihoodKind::Estimate(format!(
+                "AIS log Z on the box [{lo}, {hi}], T = {steps}, K = {} chains, L = {AIS_LEAPFROG}",
+                opts.samples.max(1)
+            )),
+            space: LikelihoodSpace::Continuous,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Params;
+    use candle_core::Device;
+
+    fn points(mut cfg: EbmConfig) -> Result<(Params, Ebm)> {
+        prepare(&mut cfg, &DataInfo::of(&[2], None, Preprocessing::Identity))?;
+        let p = Params::new(1, &Device::Cpu);
+        let m = Ebm::new("ebm", cfg, p.var_builder())?;
+        Ok((p, m))
+    }
+
+    fn values(t: &Tensor) -> Result<Vec<f32>> {
+        Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+
+    /// A network energy on the 2-D box [−4, 4]² (the untrained net's, sharpened eightfold): log Ẑ by AIS agrees
+    /// with log ∫ exp(−E) by a grid sum over the box within three standard errors; `log_likelihood` is
+    /// −E − log Ẑ (−∞ outside the box).
+    #[test]
+    fn the_likelihood_normalises_by_ais_and_matches_a_grid_integral() -> Result<()> {
+        let (_p, m) = points(EbmConfig {
+            channels: 16,
+            ..EbmConfig::tiny()
+        })?;
+        // the random energy sharpened eightfold, so that the density is far from uniform
+        let h = 0.02f64;
+        let side = 400;
+        let grid: Vec<f32> = (0..side * side)
+            .flat_map(|k| {
+                let (i, j) = (k / side, k % side);
+                [
+                    (-4.0 + h * (i as f64 + 0.5)) as f32,
+                    (-4.0 + h * (j as f64 + 0.5)) as f32,
+                ]
+            })
+            .collect();
+        let x = Tensor::from_vec(grid, (side * side, 2), &Device::Cpu)?;
+        let energy = |x: &Tensor| -> Result<Tensor> { Ok((m.energy(x, None)? * 8.0)?) };
+        let e = values(&energy(&x)?)?;
+        let (min_e, max_e) = e
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(
+            max_e - min_e > 2.0,
+            "a flat energy tests little: {min_e}..{max_e}"
+        );
+        let grid_z: f64 = e.iter().map(|&v| (-(v as f64)).exp() * h * h).sum();
+        let cfg = AisConfig {
+            steps: 200,
+            chains: 128,
+            leapfrog: 5,
+            seed: 2,
+            ..AisConfig::default()
+        };
+        let r = ais_log_partition(
+            &energy,
+            &[2],
+            PartitionBase::Box { lo: -4.0, hi: 4.0 },
+            &cfg,
+            &Device::Cpu,
+        )?;
+        assert!(
+            (r.log_z - grid_z.ln()).abs() < 3.0 * r.stderr + 0.01,
+            "AIS {} ± {} vs grid {}",
+            r.log_z,
+            r.stderr,
+            grid_z.ln()
+        );
+        let batch = Batch::new(Tensor::new(&[[0.5f32, -1.0], [5.0, 0.0]], &Device::Cpu)?);
+        let opts = LikelihoodOptions {
+            samples: 8,
+            steps: Some(50),
+            ..LikelihoodOptions::default()
+        };
+        let ll = m.log_likelihood(&batch, &opts)?;
+        let log_z = m.log_partition(8, 50, 0)?;
+        let e0 = values(&m.energy(&batch.x, None)?)?[0] as f64;
+        assert!((ll.nats[0] - (-e0 - log_z)).abs() < 1e-9, "{:?}", ll.nats);
+        assert_eq!(ll.nats[1], f64::NEG_INFINITY);
+        assert!(matches!(ll.kind, LikelihoodKind::Estimate(_)));
+        Ok(())
+    }
+
+    /// Validation reads the replay buffer and writes nothing; a training step rewrites exactly the drawn
+    /// chains (clamped to the box) and is reproducible from its seed.
+    #[test]
+    fn only_a_training_step_moves_the_replay_buffer() -> Result<()> {
+        let (_p, m) = points(EbmConfig::tiny())?;
+        let buffer = m.buffer()?;
+        let before = values(buffer.states())?;
+        let batch = Batch::new((Rng::new(3).randn((16, 2), &Device::Cpu)? * 0.5)?);
+        let v = m.loss(&batch, &mut Rng::new(4))?;
+        assert!(v.parts.iter().any(|(k, _)| k == "e_neg"));
+        assert_eq!(
+            values(buffer.states())?,
+            before,
+            "validation wrote to the buffer"
+        );
+        let out = m.train_loss(&batch, &mut Rng::new(5))?;
+        let after = values(buffer.states())?;
+        let changed: Vec<usize> = (0..before.len() / 2)
+            .filter(|&i| before[2 * i..2 * i + 2] != after[2 * i..2 * i + 2])
+            .collect();
+        assert_eq!(changed.len(), 16, "one chain per example moves");
+        assert!(after.iter().all(|v| (-4.0..=4.0).contains(v)));
+        // the same step from the same buffer and seed gives the same loss and chains
+        let (_q, m2) = points(EbmConfig::tiny())?;
+        let out2 = m2.train_loss(&batch, &mut Rng::new(5))?;
+        assert_eq!(values(&out.loss)?, values(&out2.loss)?);
+        assert_eq!(values(m2.buffer()?.states())?, after);
+        Ok(())
+    }
+
+    /// NCE's noise: draws lie in the box, its log-density integrates to 1 over the box (grid sum), and `data_init`
+    /// fits it to the data.
+    #[test]
+    fn the_nce_noise_is_a_normalised_truncated_gaussian() -> Result<()> {
+        let (p, m) = points(EbmConfig {
+            objective: "nce".into(),
+            ..EbmConfig::tiny()
+        })?;
+        let data = (Rng::new(1).randn((512, 2), &Device::Cpu)? * 1.5)?
+            .broadcast_add(&Tensor::new(&[3.0f32, 0.0], &Device::Cpu)?)?;
+        p.set_values(&m.data_init(&Batch::new(data))?)?;
+        let (_, mean, std) = m
+            .nce
+            .as_ref()
+            .ok_or_else(|| Error::invalid("test", "no nce"))?;
+        let (mu, sd) = (values(mean)?, values(std)?);
+        assert!(
+            (mu[0] - 3.0).abs() < 0.2 && (sd[1] - 1.5).abs() < 0.15,
+            "{mu:?} {sd:?}"
+        );
+        let draws = values(&m.noise_draws(2000, &mut Rng::new(2))?)?;
+        assert!(draws.iter().all(|v| (-4.0..=4.0).contains(v)));
+        let h = 0.02f64;
+        let side = 400;
+        let grid: Vec<f32> = (0..side * side)
+            .flat_map(|k| {
+                [
+                    (-4.0 + h * ((k / side) as f64 + 0.5)) as f32,
+                    (-4.0 + h * ((k % side) as f64 + 0.5)) as f32,
+                ]
+            })
+            .collect();
+        let x = Tensor::from_vec(grid, (side * side, 2), &Device::Cpu)?;
+        let total: f64 = values(&m.noise_log_density(&x, mean, std)?)?
+            .iter()
+            .map(|&l| (l as f64).exp() * h * h)
+            .sum();
+        assert!((total - 1.0).abs() < 2e-3, "∫ q = {total}");
+        let out = m.train_loss(
+            &Batch::new(Tensor::zeros((8, 2), DType::F32, &Device::Cpu)?),
+            &mut Rng::new(0),
+        )?;
+        assert!(out.parts.iter().any(|(k, _)| k == "log_z"));
+        Ok(())
+    }
+
+    /// JEM: E(x) = −logsumexp f(x), E(x, y) = −f(x)[y]; the loss adds the labels' cross-entropy.
+    #[test]
+    fn jem_energies_are_the_classifiers_logits() -> Result<()> {
+        let mut cfg = preset("jem")?;
+        cfg.channels = 4;
+        cfg.buffer_size = 8;
+        let pre = Preprocessing::Scale {
+            range: Range::MinusOneOne,
+            dequantize: true,
+        };
+        prepare(&mut cfg, &DataInfo::of(&[1, 8, 8], Some(3), pre.clone()))?;
+        assert_eq!((cfg.num_classes, cfg.domain.clone()), (3, vec![-1.0, 1.0]));
+        let p = Params::new(0, &Device::Cpu);
+        let m = Ebm::new("jem", cfg, p.var_builder())?;
+        let x = Rng::new(1).rand((4, 1, 8, 8), &Device::Cpu)?;
+        let f = m
+            .class_logits(&x)?
+            .ok_or_else(|| Error::invalid("test", "no logits"))?;
+        let f = f.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let e = values(&m.energy(&x, None)?)?;
+        let y = Tensor::new(&[0u32, 1, 2, 1], &Device::Cpu)?;
+        let ey = values(&m.energy(&x, Some(&y))?)?;
+        for i in 0..4 {
+            let lse = f[i].iter().map(|v| v.exp()).sum::<f64>().ln();
+            assert!((e[i] as f64 + lse).abs() < 1e-5);
+            assert!((ey[i] as f64 + f[i][[0, 1, 2, 1][i]]).abs() < 1e-5);
+        }
+        let mut batch = Batch::new(x);
+        batch.labels = Some(y);
+        let out = m.loss(&batch, &mut Rng::new(0))?;
+        assert!(
+            out.parts.iter().any(|(k, _)| k == "ce") && out.parts.iter().any(|(k, _)| k == "acc")
+        );
+        // no classes, no JEM
+        let mut cfg = preset("jem")?;
+        assert!(prepare(&mut cfg, &DataInfo::of(&[1, 8, 8], None, pre)).is_err());
+        Ok(())
+    }
+
+    /// Bad settings are refused by name; a buffer smaller than a batch before training; samples stay in the box
+    /// and repeat with their seed; an unknown sampler is refused.
+    #[test]
+    fn bad_settings_are_refused_and_samples_stay_in_the_box() -> Result<()> {
+        let base = EbmConfig::tiny();
+        for (bad, key) in [
+            (
+                EbmConfig {
+                    objective: "sm".into(),
+                    ..base.clone()
+                },
+                "model.objective",
+            ),
+            (
+                EbmConfig {
+                    buffer_size: 0,
+                    ..base.clone()
+                },
+                "model.buffer_size",
+            ),
+            (
+                EbmConfig {
+                    reinit: 1.5,
+                    ..base.clone()
+                },
+                "model.reinit",
+            ),
+            (
+                EbmConfig {
+                    alpha: -1.0,
+                    ..base.clone()
+                },
+                "model.alpha",
+            ),
+            (
+                EbmConfig {
+                    domain: vec![1.0, -1.0],
+                    ..base.clone()
+                },
+                "model.domain",
+            ),
+            (
+                EbmConfig {
+                    langevin: LangevinConfig {
+                        step_size: 0.0,
+                        ..base.langevin.clone()
+                    },
+                    ..base.clone()
+                },
+                "model.langevin.step_size",
+            ),
+            (
+                EbmConfig {
+                    langevin: LangevinConfig {
+                        noise: -0.1,
+                        ..base.langevin.clone()
+                    },
+                    ..base.clone()
+                },
+                "model.langevin.noise",
+            ),
+            (
+                EbmConfig {
+                    classifier: true,
+                    objective: "nce".into(),
+                    ..base.clone()
+                },
+                "model.objective",
+            ),
+        ] {
+            assert!(
+                bad.validate().is_err_and(|e| e.to_string().contains(key)),
+                "{key}"
+            );
+        }
+        let e = check_train(
+            &EbmConfig {
+                buffer_size: 10,
+                ..base.clone()
+            },
+            32,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.buffer_size") && e.contains("32"), "{e}");
+        let (_p, m) = points(base)?;
+        let opts = SampleOptions {
+            steps: Some(3),
+            ..SampleOptions::seeded(4)
+        };
+        let s = m.sample(300, &opts)?;
+        assert_eq!(s.dims(), [300, 2]);
+        assert!(values(&s)?.iter().all(|v| (-4.0..=4.0).contains(v)));
+        assert_eq!(values(&s)?, values(&m.sample(300, &opts)?)?);
+        let bad = SampleOptions {
+            sampler: Some("ddim".into()),
+            ..opts
+        };
+        assert!(m
+            .sample(2, &bad)
+            .is_err_and(|e| e.to_string().contains("langevin")));
+        Ok(())
+    }
+}
