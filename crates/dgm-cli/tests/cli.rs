@@ -90,7 +90,7 @@ fn help_lists_every_registry_model() {
     assert_bad_input(
         &o,
         &[
-            "name a model (e.g. vae, ddpm, made, realnvp, dcgan)",
+            "name a model (e.g. vae, ddpm, made, realnvp, dcgan, ebm)",
             "--config",
         ],
     );
