@@ -550,10 +550,47 @@ pub fn evaluate_ais(
         ),
         None => format!("σ = {}", cfg.obs_std),
     };
+    let accept_rate = accepted / n as f64;
+    let note = format!(
+        "each example's value is log of the mean of its K chains' importance weights: an unbiased estimate of \
+         p(x), so a stochastic lower bound on log p(x) whose gap closes as T grows; HMC acceptance rate {:.2}",
+        accept_rate
+    );
+    let report = ais_report(
+        nats,
+        "AIS, ",
+        &sigma,
+        cfg,
+        model.num_classes(),
+        data,
+        prep,
+        note,
+    );
+    Ok((report, accept_rate))
+}
+
+/// The report of an AIS likelihood: per-example `nats` as `Estimate("<prefix>T = …, K = … chains, L = …
+/// leapfrog steps<, what>")` with `note`, for the examples of `data` preprocessed by `prep`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn ais_report(
+    nats: Vec<f64>,
+    prefix: &str,
+    what: &str,
+    cfg: &AisConfig,
+    num_classes: Option<usize>,
+    data: &Dataset,
+    prep: &Preprocessing,
+    note: String,
+) -> NllReport {
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(", {what}")
+    };
     let per = PerExampleNll {
         nats,
         kind: LikelihoodKind::Estimate(format!(
-            "AIS, T = {}, K = {} chains, L = {} leapfrog steps, {sigma}",
+            "{prefix}T = {}, K = {} chains, L = {} leapfrog steps{what}",
             cfg.steps, cfg.chains, cfg.leapfrog
         )),
         space: LikelihoodSpace::Continuous,
@@ -563,17 +600,12 @@ pub fn evaluate_ais(
         cfg.chains,
         Some(cfg.steps),
         &per,
-        model.num_classes(),
+        num_classes,
         data.example_dim(),
         prep,
     );
-    let accept_rate = accepted / n as f64;
-    report.note = Some(format!(
-        "each example's value is log of the mean of its K chains' importance weights: an unbiased estimate of \
-         p(x), so a stochastic lower bound on log p(x) whose gap closes as T grows; HMC acceptance rate {:.2}",
-        accept_rate
-    ));
-    Ok((report, accept_rate))
+    report.note = Some(note);
+    report
 }
 
 #[cfg(test)]
@@ -760,6 +792,18 @@ mod tests {
         Ok(())
     }
 
+    /// The AIS settings of the partition-function tests: T = 300, K = 256, L = 5.
+    fn grid_cfg(seed: u64) -> AisConfig {
+        AisConfig {
+            steps: 300,
+            chains: 256,
+            leapfrog: 5,
+            step_size: 0.1,
+            obs_std: 1.0,
+            seed,
+        }
+    }
+
     /// A ring E = (‖x‖ − 2)² / (2 · 0.1) over R².
     fn ring_energy(x: &Tensor) -> Result<Tensor> {
         Ok(((x.sqr()?.sum(1)?.sqrt()? - 2.0)?.sqr()? * 5.0)?)
@@ -787,14 +831,7 @@ mod tests {
             .flat_map(|i| (0..1601).map(move |j| (-4.0 + h * i as f64, -4.0 + h * j as f64)))
             .map(|(a, b)| (-5.0 * ((a * a + b * b).sqrt() - 2.0).powi(2)).exp() * h * h)
             .sum();
-        let cfg = AisConfig {
-            steps: 300,
-            chains: 256,
-            leapfrog: 5,
-            step_size: 0.1,
-            obs_std: 1.0,
-            seed: 3,
-        };
+        let cfg = grid_cfg(3);
         for (name, energy, exact) in [
             (
                 "mixture",
@@ -855,14 +892,7 @@ mod tests {
         let plane_z = (e - 1.0 / e) * (e * e - 1.0 / (e * e)) / 2.0;
         let constant =
             |x: &Tensor| -> Result<Tensor> { Ok(((x.flatten_from(1)?.sum(1)? * 0.0)? + 3.0)?) };
-        let cfg = AisConfig {
-            steps: 300,
-            chains: 256,
-            leapfrog: 5,
-            step_size: 0.1,
-            obs_std: 1.0,
-            seed: 4,
-        };
+        let cfg = grid_cfg(4);
         for (name, energy, shape, (lo, hi), exact) in [
             (
                 "ring",

@@ -5,10 +5,10 @@
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
-use super::ais::{ais_log_partition, AisConfig, AisPartition, PartitionBase};
-use super::likelihood::{nll_report, NllReport, PerExampleNll, DATA_STREAM};
+use super::ais::{ais_log_partition, ais_report, AisConfig, AisPartition, PartitionBase};
+use super::likelihood::{NllReport, DATA_STREAM};
 use crate::data::{Dataset, Preprocessing};
-use crate::model::{EnergyBased, LikelihoodKind, LikelihoodSpace};
+use crate::model::EnergyBased;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -95,25 +95,8 @@ pub fn evaluate_energy_ais(
         nats.extend(e.to_vec1::<f64>()?.into_iter().map(|e| e + log_z));
     }
     progress(runs + 1, runs + 1);
-    let per = PerExampleNll {
-        nats,
-        kind: LikelihoodKind::Estimate(format!(
-            "AIS log Z on the box [{lo}, {hi}], {runs} runs of T = {}, K = {} chains, L = {} leapfrog steps",
-            cfg.steps, cfg.chains, cfg.leapfrog
-        )),
-        space: LikelihoodSpace::Continuous,
-    };
-    let mut report = nll_report(
-        "ais",
-        cfg.chains,
-        Some(cfg.steps),
-        &per,
-        None,
-        data.example_dim(),
-        prep,
-    );
     let accept = estimates.iter().map(|e| e.accept_rate).sum::<f64>() / runs as f64;
-    report.note = Some(format!(
+    let note = format!(
         "log p(x) = −E(x) − log Ẑ; log Ẑ = {log_z:.3} nats is the mean of {runs} independent AIS runs ({}; spread \
          {spread:.3}), each the log of an unbiased estimate of Z, so a stochastic lower bound on log Z and the \
          likelihood an estimate that errs high by the gap; the standard error above is over the examples only; \
@@ -123,7 +106,9 @@ pub fn evaluate_energy_ais(
             .map(|v| format!("{v:.3}"))
             .collect::<Vec<_>>()
             .join(", ")
-    ));
+    );
+    let prefix = format!("AIS log Z on the box [{lo}, {hi}], {runs} runs of ");
+    let report = ais_report(nats, &prefix, "", cfg, None, data, prep, note);
     Ok(EnergyAis {
         report,
         runs: estimates,
