@@ -123,6 +123,75 @@ fn ebms_train_sample_by_langevin_and_estimate_log_z() {
     assert!(log.contains("log_z") && log.contains("nce"), "{log}");
 }
 
+/// NCE with a trained flow as the noise: the flow's run is named by its folder (stored absolute), its exact
+/// density is the noise; a VAE (a bound, not a density) and a noise for CD are refused in one line.
+#[test]
+fn nce_takes_a_trained_flow_as_its_noise() {
+    let d = tmp("ebm-nce-flow");
+    let flow = d.join("flow");
+    let o = run(&mut train_cmd(
+        "realnvp",
+        "toy2d:moons",
+        &flow,
+        20,
+        &["train.batch_size=64"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = d.join("nce");
+    let noise = format!("model.noise_run={}", flow.display());
+    let o = run(&mut train(
+        "ebm",
+        "toy2d:moons",
+        &r,
+        3,
+        &["model.objective=nce", &noise],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = std::fs::read_to_string(r.join("config.toml")).unwrap();
+    let flat: String = cfg.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(flat.contains("noise_map=[1.0,0.0"), "{cfg}");
+    let log = std::fs::read_to_string(r.join("metrics.jsonl")).unwrap();
+    assert!(log.contains("log_z"), "{log}");
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "8", "--steps", "3", "--out"])
+        .arg(d.join("s.png")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // a VAE's likelihood is a bound: refused before the run is created
+    let vae = d.join("vae");
+    let o = run(&mut train_cmd(
+        "vae",
+        "toy2d:moons",
+        &vae,
+        2,
+        &["train.batch_size=16"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let noise = format!("model.noise_run={}", vae.display());
+    let o = run(&mut train(
+        "ebm",
+        "toy2d:moons",
+        &d.join("v"),
+        2,
+        &["model.objective=nce", &noise],
+    ));
+    assert_bad_input(&o, &["model.noise_run", "exact"]);
+    assert!(!d.join("v").exists(), "a refused run leaves nothing behind");
+    let noise = format!("model.noise_run={}", flow.display());
+    let o = run(&mut train("ebm", "toy2d:moons", &d.join("c"), 2, &[&noise]));
+    assert_bad_input(&o, &["model.noise_run", "nce"]);
+    assert!(!d.join("c").exists());
+    let o = run(&mut train(
+        "ebm",
+        "toy2d:moons",
+        &d.join("m"),
+        2,
+        &["model.objective=nce", "model.noise_run=/no/such/run"],
+    ));
+    assert_bad_input(&o, &["model.noise_run", "/no/such/run"]);
+}
+
 #[test]
 fn jem_classifies_and_generates() {
     let d = tmp("ebm-jem");

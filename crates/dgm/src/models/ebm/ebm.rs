@@ -31,9 +31,9 @@ use super::cd::cd_loss;
 use super::langevin::{langevin, LangevinConfig};
 use super::nce::nce_loss;
 use super::net::EnergyNet;
+use super::noise::{noise_map, NceNoise};
 use crate::data::{Batch, Preprocessing, Range};
 use crate::distributions::categorical::log_softmax;
-use crate::distributions::gaussian::erfc;
 use crate::metrics::ais::{ais_log_partition, AisConfig, PartitionBase};
 use crate::model::{
     Density, EnergyBased, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
@@ -55,9 +55,6 @@ const SAMPLE_CHUNK: usize = 250;
 const AIS_LEAPFROG: usize = 10;
 /// Annealing steps of that estimate when the caller names none.
 const AIS_STEPS: usize = 1000;
-/// Smallest standard deviation of the NCE noise, as a fraction of the box's width (constant pixels would
-/// otherwise give a noise density of zero width).
-const MIN_NOISE_STD: f64 = 0.05;
 
 /// EBM hyper-parameters (`[model]` in a run's config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +80,11 @@ pub struct EbmConfig {
     pub alpha: f64,
     /// The Langevin sampler of training and of `dgm sample`.
     pub langevin: LangevinConfig,
+    /// NCE's noise: empty = a Gaussian fitted to the data; else the folder of a trained run whose model has an
+    /// exact density of the same data (a flow), made absolute by [`prepare`].
+    pub noise_run: String,
+    /// The affine map [a, b] from this model's data space into the noise run's (filled by [`prepare`]).
+    pub noise_map: Vec<f64>,
 }
 
 impl Default for EbmConfig {
@@ -104,6 +106,8 @@ impl Default for EbmConfig {
                 noise: 0.01,
                 grad_clip: 0.0,
             },
+            noise_run: String::new(),
+            noise_map: Vec::new(),
         }
     }
 }
@@ -164,6 +168,15 @@ impl EbmConfig {
             },
             e => e,
         })?;
+        if !self.noise_run.is_empty() && self.objective != "nce" {
+            return Err(Error::invalid(
+                "model.noise_run",
+                format!(
+                    "'{}' is the noise of NCE; objective '{}' has none (set model.objective = \"nce\")",
+                    self.noise_run, self.objective
+                ),
+            ));
+        }
         match self.domain.as_slice() {
             [] => {}
             [lo, hi] if lo.is_finite() && hi.is_finite() && lo < hi => {}
@@ -234,6 +247,27 @@ pub fn prepare(cfg: &mut EbmConfig, data: &DataInfo) -> Result<()> {
         cfg.domain = vec![lo, hi];
     }
     cfg.example_shape = data.example_shape.clone();
+    if !cfg.noise_run.is_empty() && cfg.objective == "nce" {
+        // the noise run: the same examples, continuous values; its path absolute so the run loads from anywhere
+        let path = std::fs::canonicalize(&cfg.noise_run)
+            .map_err(|e| Error::invalid("model.noise_run", format!("{}: {e}", cfg.noise_run)))?;
+        let run = crate::train::RunDir::open(&path)?.load_config()?;
+        let shape = crate::models::example_shape(&run.model.name, &run.model.config)?;
+        if shape != data.example_shape {
+            return Err(Error::invalid(
+                "model.noise_run",
+                format!(
+                    "{}: its model '{}' has examples of shape {shape:?}, these data {:?}",
+                    path.display(),
+                    run.model.name,
+                    data.example_shape
+                ),
+            ));
+        }
+        cfg.noise_map = noise_map(&data.preprocessing, &run.data.preprocessing)?.to_vec();
+        cfg.noise_run = path.display().to_string();
+        NceNoise::run(&cfg.noise_run, &cfg.noise_map, &candle_core::Device::Cpu)?.check_exact()?;
+    }
     cfg.num_classes = match (cfg.classifier, data.num_classes) {
         (false, _) => 0,
         (true, Some(k)) if k > 1 => k,
@@ -289,8 +323,8 @@ pub struct Ebm {
     cfg: EbmConfig,
     net: EnergyNet,
     buffer: Option<ReplayBuffer>,
-    /// NCE: c ≈ log Z, and the per-value mean and standard deviation of the noise.
-    nce: Option<(Tensor, Tensor, Tensor)>,
+    /// NCE: c ≈ log Z, and the noise.
+    nce: Option<(Tensor, NceNoise)>,
     /// log Ẑ by AIS per (chains, steps, seed), computed once per setting.
     log_z: RefCell<Vec<(AisKey, f64)>>,
 }
@@ -305,14 +339,12 @@ impl Ebm {
         let d: usize = cfg.example_shape.iter().product();
         let (buffer, nce) = match cfg.objective.as_str() {
             "nce" => {
-                let mid = candle_nn::init::Init::Const((lo + hi) / 2.0);
-                let std = candle_nn::init::Init::Const(hi - lo);
-                let stats = (
-                    vb.get_with_hints((), "log_z", candle_nn::init::Init::Const(0.0))?,
-                    state.get_with_hints(d, "noise_mean", mid)?,
-                    state.get_with_hints(d, "noise_std", std)?,
-                );
-                (None, Some(stats))
+                let noise = match cfg.noise_run.as_str() {
+                    "" => NceNoise::gaussian(d, lo, hi, state)?,
+                    path => NceNoise::run(path, &cfg.noise_map, vb.device())?,
+                };
+                let c = vb.get_with_hints((), "log_z", candle_nn::init::Init::Const(0.0))?;
+                (None, Some((c, noise)))
             }
             _ => (
                 Some(ReplayBuffer::new(
@@ -360,22 +392,23 @@ impl Ebm {
 
     /// The NCE objective on `batch` and as many noise draws from `rng`.
     fn nce_objective(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
-        let (c, mean, std) = self
+        let (c, noise) = self
             .nce
             .as_ref()
             .ok_or_else(|| Error::invalid("model.objective", "not nce"))?;
-        let noise = self.noise_draws(batch.len(), rng)?;
+        let y = noise.draw(
+            batch.len(),
+            &self.cfg.example_shape,
+            rng,
+            &self.net.device(),
+        )?;
         let log_model =
             |x: &Tensor| -> Result<Tensor> { Ok(self.energy(x, None)?.broadcast_add(c)?.neg()?) };
-        let (q_data, q_noise) = (
-            self.noise_log_density(&batch.x, mean, std)?,
-            self.noise_log_density(&noise, mean, std)?,
-        );
         let loss = nce_loss(
             &log_model(&batch.x)?,
-            &q_data,
-            &log_model(&noise)?,
-            &q_noise,
+            &noise.log_density(&batch.x)?,
+            &log_model(&y)?,
+            &noise.log_density(&y)?,
         )?;
         let log_z = c.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -383,57 +416,6 @@ impl Ebm {
             loss,
             parts: vec![("nce".into(), l), ("log_z".into(), log_z)],
         })
-    }
-
-    /// `n` draws of the NCE noise: per value N(mean, std²) truncated to the box (by rejection; values whose
-    /// window holds almost no mass are clamped after 1000 tries).
-    fn noise_draws(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
-        let (_, mean, std) = self
-            .nce
-            .as_ref()
-            .ok_or_else(|| Error::invalid("model.objective", "not nce"))?;
-        let (lo, hi) = self.cfg.bounds()?;
-        let (m, s) = (mean.to_vec1::<f32>()?, std.to_vec1::<f32>()?);
-        let mut v = Vec::with_capacity(n * m.len());
-        for _ in 0..n {
-            for (mu, sd) in m.iter().zip(&s) {
-                let mut x = f32::NAN;
-                for _ in 0..1000 {
-                    x = mu + sd * rng.normal();
-                    if (lo as f32..=hi as f32).contains(&x) {
-                        break;
-                    }
-                }
-                v.push(x.clamp(lo as f32, hi as f32));
-            }
-        }
-        let mut shape = vec![n];
-        shape.extend_from_slice(&self.cfg.example_shape);
-        Ok(Tensor::from_vec(v, shape, &self.net.device())?)
-    }
-
-    /// log q(x) `(b,)` of the truncated Gaussian noise (no gradient).
-    fn noise_log_density(&self, x: &Tensor, mean: &Tensor, std: &Tensor) -> Result<Tensor> {
-        let (lo, hi) = self.cfg.bounds()?;
-        let (m, s) = (mean.to_vec1::<f32>()?, std.to_vec1::<f32>()?);
-        // log of each value's truncation mass Φ((hi − μ)/s) − Φ((lo − μ)/s), and of its normaliser
-        let phi = |z: f64| 0.5 * erfc(-z / std::f64::consts::SQRT_2);
-        let log_const: f64 = m
-            .iter()
-            .zip(&s)
-            .map(|(&mu, &sd)| {
-                let (mu, sd) = (mu as f64, sd as f64);
-                let mass = phi((hi - mu) / sd) - phi((lo - mu) / sd);
-                -(mass.max(1e-300)).ln() - sd.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
-            })
-            .sum();
-        let b = x.dim(0)?;
-        let z = x
-            .detach()
-            .reshape((b, ()))?
-            .broadcast_sub(&mean.unsqueeze(0)?)?
-            .broadcast_div(&std.unsqueeze(0)?)?;
-        Ok(((z.sqr()?.sum(1)? * -0.5)? + log_const)?)
     }
 
     /// log Ẑ by AIS on the box with `chains` chains and `steps` steps, seed `seed` (cached per setting).
@@ -549,25 +531,12 @@ impl Model for Ebm {
         Some(self)
     }
 
-    /// NCE's noise: each value's mean and standard deviation over the batch (at least 5 % of the box's width).
+    /// NCE's Gaussian noise: each value's mean and standard deviation over the batch.
     fn data_init(&self, batch: &Batch) -> Result<Vec<(String, Tensor)>> {
-        if self.nce.is_none() {
-            return Ok(Vec::new());
+        match &self.nce {
+            Some((_, noise)) => noise.data_init(batch, crate::nn::params::STATE),
+            None => Ok(Vec::new()),
         }
-        let (lo, hi) = self.cfg.bounds()?;
-        let x = batch.x.reshape((batch.len(), ()))?.to_dtype(DType::F32)?;
-        let mean = x.mean(0)?;
-        let std = x
-            .broadcast_sub(&mean)?
-            .sqr()?
-            .mean(0)?
-            .sqrt()?
-            .maximum(MIN_NOISE_STD * (hi - lo))?;
-        let state = crate::nn::params::STATE;
-        Ok(vec![
-            (format!("{state}.noise_mean"), mean),
-            (format!("{state}.noise_std"), std),
-        ])
     }
 }
 
@@ -810,16 +779,18 @@ mod tests {
         let data = (Rng::new(1).randn((512, 2), &Device::Cpu)? * 1.5)?
             .broadcast_add(&Tensor::new(&[3.0f32, 0.0], &Device::Cpu)?)?;
         p.set_values(&m.data_init(&Batch::new(data))?)?;
-        let (_, mean, std) = m
-            .nce
-            .as_ref()
-            .ok_or_else(|| Error::invalid("test", "no nce"))?;
+        let Some((_, noise)) = m.nce.as_ref() else {
+            return Err(Error::invalid("test", "no nce"));
+        };
+        let NceNoise::Gaussian { mean, std, .. } = noise else {
+            return Err(Error::invalid("test", "not the Gaussian noise"));
+        };
         let (mu, sd) = (values(mean)?, values(std)?);
         assert!(
             (mu[0] - 3.0).abs() < 0.2 && (sd[1] - 1.5).abs() < 0.15,
             "{mu:?} {sd:?}"
         );
-        let draws = values(&m.noise_draws(2000, &mut Rng::new(2))?)?;
+        let draws = values(&noise.draw(2000, &[2], &mut Rng::new(2), &Device::Cpu)?)?;
         assert!(draws.iter().all(|v| (-4.0..=4.0).contains(v)));
         let h = 0.02f64;
         let side = 400;
@@ -832,7 +803,7 @@ mod tests {
             })
             .collect();
         let x = Tensor::from_vec(grid, (side * side, 2), &Device::Cpu)?;
-        let total: f64 = values(&m.noise_log_density(&x, mean, std)?)?
+        let total: f64 = values(&noise.log_density(&x)?)?
             .iter()
             .map(|&l| (l as f64).exp() * h * h)
             .sum();

@@ -15,3 +15,4 @@ pub mod ebm;
 pub mod langevin;
 pub mod nce;
 mod net;
+mod noise;
