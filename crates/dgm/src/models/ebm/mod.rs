@@ -10,6 +10,7 @@
 
 pub mod buffer;
 pub mod cd;
+pub mod config;
 #[allow(clippy::module_inception)]
 pub mod ebm;
 pub mod langevin;
