@@ -59,6 +59,7 @@ fn ebms_train_sample_by_langevin_and_estimate_log_z() {
         .args(["-n", "2", "--sampler", "ddim", "--out"])
         .arg(d.join("x.png")));
     assert_bad_input(&o, &["sampler", "langevin"]);
+    assert_bad_input(&sample("0", "z.png"), &["steps", "at least 1"]);
     // log Z by three AIS runs: the report names them, their spread, and bits/dim are finite
     let ais_k = |chains: &str, extra: &[&str]| {
         run(dgm()

@@ -224,6 +224,12 @@ impl Model for Ebm {
         if let Some(s) = opts.sampler.as_deref().filter(|s| !SAMPLERS.contains(s)) {
             return Err(Error::unknown("sampler", s, SAMPLERS));
         }
+        if opts.steps == Some(0) {
+            return Err(Error::invalid(
+                "steps",
+                "must be at least 1 Langevin step, got 0",
+            ));
+        }
         if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
             return Err(Error::invalid(
                 "temperature",
