@@ -224,6 +224,30 @@ fn jem_classifies_and_generates() {
         .args(["-n", "4", "--steps", "3", "--out"])
         .arg(d.join("s.png")));
     assert!(o.status.success(), "{}", stderr(&o));
+    // x given y: one row per class
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["-n", "4", "--steps", "3", "--class", "0,1", "--out"])
+        .arg(d.join("c.png")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // log p(x | y) by one AIS estimate of log Z_y per class
+    let o = run(dgm().args(["eval", "--run"]).arg(&r).args([
+        "--metric",
+        "nll",
+        "--likelihood-steps",
+        "10",
+        "--limit",
+        "6",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep = &json(&r.join("eval-test.json"))[0];
+    assert!(
+        rep["conditioning"]
+            .as_str()
+            .is_some_and(|c| c.contains("log p(x | y)")),
+        "{rep}"
+    );
 }
 
 #[test]

@@ -512,6 +512,10 @@ pub const REGISTRY: &[ModelEntry] = &[
         about: "joint energy-based model: a classifier whose logits are an energy (Grathwohl et al. 2019)",
         data_kinds: &[DataKind::Images],
         default_data: "mnist",
+        abilities: Abilities {
+            class_conditional: true,
+            ..ENERGY
+        },
         defaults: || to_table(&ebm::ebm::preset("jem")?),
         ..EBM
     },

@@ -34,12 +34,13 @@ use super::langevin::{langevin, LangevinConfig};
 use super::nce::nce_loss;
 use super::net::EnergyNet;
 use super::noise::NceNoise;
+use crate::conditioning::{batch_labels, class_labels};
 use crate::data::Batch;
 use crate::distributions::categorical::log_softmax;
 use crate::metrics::ais::{ais_log_partition, AisConfig, PartitionBase};
 use crate::model::{
-    Density, EnergyBased, LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood,
-    LossOutput, Model, SampleAbilities, SampleOptions,
+    Condition, Density, EnergyBased, LikelihoodKind, LikelihoodOptions, LikelihoodSpace,
+    LogLikelihood, LossOutput, Model, SampleAbilities, SampleOptions,
 };
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -53,8 +54,8 @@ const AIS_LEAPFROG: usize = 10;
 /// Annealing steps of that estimate when the caller names none.
 const AIS_STEPS: usize = 1000;
 
-/// The settings of one AIS estimate of log Z: (chains, steps, seed).
-type AisKey = (usize, usize, u64);
+/// The settings of one AIS estimate of log Z: (chains, steps, seed, class).
+type AisKey = (usize, usize, u64, Option<u32>);
 
 /// An energy-based model: the energy network (`net.*`), the CD replay buffer (`state.buffer`) or the NCE noise
 /// statistics (`state.noise_mean`, `state.noise_std`) and learned log Z (`log_z`).
@@ -158,9 +159,16 @@ impl Ebm {
         })
     }
 
-    /// log Ẑ by AIS on the box with `chains` chains and `steps` steps, seed `seed` (cached per setting).
-    pub fn log_partition(&self, chains: usize, steps: usize, seed: u64) -> Result<f64> {
-        let key = (chains, steps, seed);
+    /// log Ẑ by AIS on the box with `chains` chains and `steps` steps, seed `seed` (cached per setting): of the
+    /// marginal energy, or with `class` y of a classifier of E(x, y) (log Z_y, the normaliser of p(x | y)).
+    pub fn log_partition(
+        &self,
+        chains: usize,
+        steps: usize,
+        seed: u64,
+        class: Option<u32>,
+    ) -> Result<f64> {
+        let key = (chains, steps, seed, class);
         if let Some((_, v)) = self.log_z.borrow().iter().find(|(k, _)| *k == key) {
             return Ok(*v);
         }
@@ -172,13 +180,15 @@ impl Ebm {
             seed,
             ..AisConfig::default()
         };
-        let energy = |x: &Tensor| self.energy(x, None);
+        let dev = self.net.device();
+        let labels = class.map(|y| Tensor::full(y, chains, &dev)).transpose()?;
+        let energy = |x: &Tensor| self.energy(x, labels.as_ref());
         let r = ais_log_partition(
             &energy,
             &self.cfg.example_shape,
             PartitionBase::Box { lo, hi },
             &cfg,
-            &self.net.device(),
+            &dev,
         )?;
         self.log_z.borrow_mut().push((key, r.log_z));
         Ok(r.log_z)
@@ -246,11 +256,21 @@ impl Model for Ebm {
         let mut rng = Rng::new(opts.seed);
         let mut shape = vec![n];
         shape.extend_from_slice(&self.cfg.example_shape);
-        let x0 = rng.rand(shape, &self.net.device())?.affine(hi - lo, lo)?;
-        let energy = |x: &Tensor| self.energy(x, None);
+        let dev = self.net.device();
+        // a classifier samples p(x | y) through E(x, y) = −f(x)[y] when given classes, else p(x)
+        let labels = match &opts.condition {
+            Condition::None => None,
+            c => class_labels(c, self.cfg.num_classes, n, &self.name, &dev)?,
+        };
+        let x0 = rng.rand(shape, &dev)?.affine(hi - lo, lo)?;
         let mut out = Vec::new();
         for start in (0..n).step_by(SAMPLE_CHUNK) {
             let len = SAMPLE_CHUNK.min(n - start);
+            let y = labels
+                .as_ref()
+                .map(|l| l.narrow(0, start, len))
+                .transpose()?;
+            let energy = |x: &Tensor| self.energy(x, y.as_ref());
             out.push(langevin(
                 &energy,
                 &x0.narrow(0, start, len)?,
@@ -260,6 +280,11 @@ impl Model for Ebm {
             )?);
         }
         Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// A classifier's classes (JEM samples and scores x given y).
+    fn num_classes(&self) -> Option<usize> {
+        self.cfg.classifier.then_some(self.cfg.num_classes)
     }
 
     fn sample_abilities(&self) -> SampleAbilities {
@@ -361,17 +386,27 @@ impl Density for Ebm {
     }
 
     /// −E(x) − log Ẑ, log Ẑ by AIS on the box with `opts.samples` chains and `opts.steps` (default 1000) steps,
-    /// estimated once per setting. Values outside the box have log p = −∞.
+    /// estimated once per setting; for a classifier with the batch's labels, log p(x | y) = f(x)[y] − log Z_y with
+    /// one estimate per class. Values outside the box have log p = −∞.
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
         if let Some(e) = opts.estimator.as_deref().filter(|e| *e != "ais") {
             return Err(Error::unknown("estimator", e, &["ais"]));
         }
-        let steps = opts.steps.unwrap_or(AIS_STEPS);
-        let log_z = self.log_partition(opts.samples.max(1), steps, opts.seed)?;
+        let (steps, chains) = (opts.steps.unwrap_or(AIS_STEPS), opts.samples.max(1));
+        let labels = batch_labels(batch, self.num_classes().unwrap_or(0), &self.name)?;
         let e = self
-            .energy(&batch.x, None)?
+            .energy(&batch.x, labels.as_ref())?
             .to_dtype(DType::F64)?
             .to_vec1::<f64>()?;
+        let log_z: Vec<f64> = match &labels {
+            None => vec![self.log_partition(chains, steps, opts.seed, None)?; batch.len()],
+            Some(y) => y
+                .to_dtype(DType::U32)?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|y| self.log_partition(chains, steps, opts.seed, Some(y)))
+                .collect::<Result<_>>()?,
+        };
         let (lo, hi) = self.cfg.bounds()?;
         let b = batch.len();
         let x = batch.x.reshape((b, ()))?;
@@ -384,15 +419,14 @@ impl Density for Ebm {
                 if mn[i] < lo || mx[i] > hi {
                     f64::NEG_INFINITY
                 } else {
-                    -e[i] - log_z
+                    -e[i] - log_z[i]
                 }
             })
             .collect();
         Ok(LogLikelihood {
             nats,
             kind: LikelihoodKind::Estimate(format!(
-                "AIS log Z on the box [{lo}, {hi}], T = {steps}, K = {} chains, L = {AIS_LEAPFROG}",
-                opts.samples.max(1)
+                "AIS log Z on the box [{lo}, {hi}], T = {steps}, K = {chains} chains, L = {AIS_LEAPFROG}"
             )),
             space: LikelihoodSpace::Continuous,
         })
@@ -478,7 +512,7 @@ mod tests {
             ..LikelihoodOptions::default()
         };
         let ll = m.log_likelihood(&batch, &opts)?;
-        let log_z = m.log_partition(8, 50, 0)?;
+        let log_z = m.log_partition(8, 50, 0, None)?;
         let e0 = values(&m.energy(&batch.x, None)?)?[0] as f64;
         assert!((ll.nats[0] - (-e0 - log_z)).abs() < 1e-9, "{:?}", ll.nats);
         assert_eq!(ll.nats[1], f64::NEG_INFINITY);
@@ -564,7 +598,8 @@ mod tests {
         Ok(())
     }
 
-    /// JEM: E(x) = −logsumexp f(x), E(x, y) = −f(x)[y]; the loss adds the labels' cross-entropy.
+    /// JEM: E(x) = −logsumexp f(x), E(x, y) = −f(x)[y]; the loss adds the labels' cross-entropy; the class
+    /// normalisers Z_y add up to Z; the likelihood given labels is p(x | y); samples follow a class.
     #[test]
     fn jem_energies_are_the_classifiers_logits() -> Result<()> {
         let mut cfg = preset("jem")?;
@@ -597,6 +632,59 @@ mod tests {
         assert!(
             out.parts.iter().any(|(k, _)| k == "ce") && out.parts.iter().any(|(k, _)| k == "acc")
         );
+        // the class normalisers add up to the joint one: Σ_y Z_y = Z (each by AIS on the 64-D box)
+        let cfg = AisConfig {
+            steps: 200,
+            chains: 128,
+            leapfrog: 5,
+            seed: 1,
+            ..AisConfig::default()
+        };
+        let box_ = PartitionBase::Box { lo: -1.0, hi: 1.0 };
+        let dev = Device::Cpu;
+        let marginal = |x: &Tensor| m.energy(x, None);
+        let z = ais_log_partition(&marginal, &[1, 8, 8], box_, &cfg, &dev)?;
+        let (mut zs, mut var) = (Vec::new(), z.stderr.powi(2));
+        for c in 0..3u32 {
+            let y = Tensor::full(c, cfg.chains, &dev)?;
+            let conditional = |x: &Tensor| m.energy(x, Some(&y));
+            let r = ais_log_partition(&conditional, &[1, 8, 8], box_, &cfg, &dev)?;
+            var += r.stderr.powi(2);
+            zs.push(r.log_z);
+        }
+        let max = zs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + zs.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        assert!(
+            (lse - z.log_z).abs() < 3.0 * var.sqrt() + 0.02,
+            "log Σ Z_y = {lse} vs log Z = {} (± {})",
+            z.log_z,
+            var.sqrt()
+        );
+        // p(x | y) through the batch's labels: f(x)[y] − log Z_y
+        let opts = LikelihoodOptions {
+            samples: 4,
+            steps: Some(20),
+            ..LikelihoodOptions::default()
+        };
+        let ll = m.log_likelihood(&batch, &opts)?;
+        for (i, c) in [0u32, 1, 2, 1].into_iter().enumerate() {
+            let want = f[i][c as usize] - m.log_partition(4, 20, 0, Some(c))?;
+            assert!((ll.nats[i] - want).abs() < 1e-4, "{} vs {want}", ll.nats[i]);
+        }
+        assert_eq!(m.num_classes(), Some(3));
+        // samples given classes (x | y) and without (x): in the box, and the class changes them
+        let given = |classes: Vec<u32>| -> Result<Vec<f32>> {
+            let opts = SampleOptions {
+                steps: Some(5),
+                condition: Condition::Class(classes),
+                ..SampleOptions::seeded(3)
+            };
+            values(&m.sample(3, &opts)?)
+        };
+        let (a, b) = (given(vec![0, 1, 2])?, given(vec![2, 2, 2])?);
+        assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
+        assert_ne!(a, b);
+        assert_eq!(m.sample(3, &SampleOptions::seeded(3))?.dims(), [3, 1, 8, 8]);
         // no classes, no JEM
         let mut cfg = preset("jem")?;
         assert!(prepare(&mut cfg, &DataInfo::of(&[1, 8, 8], None, pre)).is_err());
