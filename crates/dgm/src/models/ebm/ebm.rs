@@ -10,7 +10,7 @@
 //!   data's mean and standard deviation, truncated to the box), so −E(x) − c is a normalised log-density.
 //! * **jem** (Grathwohl et al. 2019, "Your classifier is secretly an energy based model"): a classifier's logits
 //!   f(x) define E(x) = −logsumexp_y f(x)[y]; the loss is the classifier's cross-entropy plus the CD loss of that
-//!   energy, so one network classifies and generates.
+//!   energy, so one network classifies and generates — p(x), or p(x | y) through E(x, y) = −f(x)[y].
 //!
 //! Sampling runs Langevin dynamics from uniform noise on the box (short-run; `steps` chooses the length) and
 //! clamps the chains to the box. The Langevin step size λ and noise ε are separate settings, as in the reference
