@@ -52,6 +52,39 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
     use candle_nn::init::Init;
 
+    /// Model state (`state.…`) is copied into the EMA, the parameters averaged; neither is an optimiser's.
+    #[test]
+    fn model_state_is_copied_not_averaged() -> Result<()> {
+        let dev = Device::Cpu;
+        let make = |v: f64| -> Result<Params> {
+            let p = Params::new(0, &dev);
+            p.var_builder().get_with_hints(2, "w", Init::Const(v))?;
+            p.var_builder()
+                .pp("state")
+                .get_with_hints(2, "buffer", Init::Const(v))?;
+            Ok(p)
+        };
+        let src = make(1.0)?;
+        let ema = Ema::new(&src, make(0.0)?, 0.9)?;
+        let vars = src.vars();
+        for (_, v) in &vars {
+            v.set(&Tensor::new(&[3f32, 3.0], &dev)?)?;
+        }
+        ema.update(&vars, 1000)?;
+        let got: Vec<(String, Vec<f32>)> = ema
+            .params
+            .vars()
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.as_tensor().to_vec1::<f32>()?)))
+            .collect::<Result<_>>()?;
+        assert_eq!(got[0].0, "state.buffer");
+        assert_eq!(got[0].1, [3.0, 3.0]);
+        assert!(got[1].1.iter().all(|v| (v - 1.2).abs() < 1e-6), "{got:?}");
+        assert_eq!(src.trainable_vars().len(), 1);
+        assert_eq!((src.num_parameters(), src.num_trainable()), (4, 2));
+        Ok(())
+    }
+
     #[test]
     fn ema_follows_the_formula_on_both_paths() -> Result<()> {
         let dev = Device::Cpu;

@@ -344,8 +344,8 @@ fn finite_loss(out: &LossOutput, at: StepAt) -> Result<f64> {
     Ok(v)
 }
 
-/// Minimise the model's training loss ([`Model::train_loss`]) over one group: `grad_accum` micro-batches, gradients summed
-/// and scaled by 1 / `grad_accum`, then one update.
+/// Minimise the model's training loss ([`Model::train_loss`]) over one group: `grad_accum` micro-batches,
+/// gradients summed and scaled by 1 / `grad_accum`, then one update.
 #[derive(Clone, Debug)]
 pub struct LossStep {
     /// Micro-batches per update.

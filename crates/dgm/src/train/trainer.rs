@@ -329,8 +329,9 @@ pub fn train(
             let info = data_info(&train, &cfg);
             models::prepare(&cfg.model.name, &mut cfg.model.config, &info)?;
         }
-        // per-group optimiser settings must name groups the model has, and a GAN accumulates nothing
+        // settings the model cannot train with (an EBM's replay buffer smaller than a batch)
         models::check_train(&cfg.model.name, &cfg.model.config, cfg.train.batch_size)?;
+        // per-group optimiser settings must name groups the model has, and a GAN accumulates nothing
         let groups = models::parameter_groups(&cfg.model.name)?;
         cfg.train.check_groups(&cfg.model.name, groups)?;
         if groups.len() > 1 && cfg.train.grad_accum != 1 {
