@@ -248,6 +248,23 @@ fn jem_classifies_and_generates() {
             .is_some_and(|c| c.contains("log p(x | y)")),
         "{rep}"
     );
+    // OOD scores by its own marginal p(x), no labels needed
+    let o = run(dgm().args(["eval", "ood", "--run"]).arg(&r).args([
+        "--ood",
+        "noise,constant",
+        "--limit",
+        "32",
+        "--likelihood-steps",
+        "10",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ood = json(&r.join("eval-ood.json"));
+    assert!(
+        ood["score"]["conditioning"]
+            .as_str()
+            .is_some_and(|c| c.contains("own marginal")),
+        "{ood}"
+    );
 }
 
 #[test]

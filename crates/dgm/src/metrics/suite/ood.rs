@@ -293,6 +293,13 @@ pub fn evaluate_ood(
             };
             match classes {
                 None => nll(ds),
+                // an energy-based classifier (JEM) has its own marginal p(x) = Σ_y exp(f(x)[y]) / Z: scored
+                // without labels
+                Some(_) if run.model.as_energy_based().is_some() => {
+                    let mut unlabelled = ds.slice(0, opts.n.min(ds.len()));
+                    unlabelled.labels = None;
+                    nll(&unlabelled)
+                }
                 Some(k) => marginal_nll(ds, k, opts.n, &nll),
             }
         };
@@ -367,6 +374,11 @@ pub fn evaluate_ood(
         score: ScoreInfo {
             estimator,
             conditioning: classes.map(|k| {
+                if run.model.as_energy_based().is_some() {
+                    return format!(
+                        "the model's own marginal p(x) = Σ_y exp(f(x)[y]) / Z over its {k} classes (no labels needed)"
+                    );
+                }
                 let exact = matches!(test_nll.kind, LikelihoodKind::Exact);
                 format!(
                     "class marginal: −log (1/{k}) Σ_y p(x | y) over the {k} classes, uniform prior (OOD inputs have no labels){}",

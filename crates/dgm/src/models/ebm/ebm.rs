@@ -34,7 +34,7 @@ use super::langevin::{langevin, LangevinConfig};
 use super::nce::nce_loss;
 use super::net::EnergyNet;
 use super::noise::NceNoise;
-use crate::conditioning::{batch_labels, class_labels};
+use crate::conditioning::class_labels;
 use crate::data::Batch;
 use crate::distributions::categorical::log_softmax;
 use crate::metrics::ais::{ais_log_partition, AisConfig, PartitionBase};
@@ -387,13 +387,17 @@ impl Density for Ebm {
 
     /// −E(x) − log Ẑ, log Ẑ by AIS on the box with `opts.samples` chains and `opts.steps` (default 1000) steps,
     /// estimated once per setting; for a classifier with the batch's labels, log p(x | y) = f(x)[y] − log Z_y with
-    /// one estimate per class. Values outside the box have log p = −∞.
+    /// one estimate per class (without labels its marginal). Values outside the box have log p = −∞.
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood> {
         if let Some(e) = opts.estimator.as_deref().filter(|e| *e != "ais") {
             return Err(Error::unknown("estimator", e, &["ais"]));
         }
         let (steps, chains) = (opts.steps.unwrap_or(AIS_STEPS), opts.samples.max(1));
-        let labels = batch_labels(batch, self.num_classes().unwrap_or(0), &self.name)?;
+        // a classifier's batch with labels: p(x | y); without: its marginal p(x)
+        let labels = match self.cfg.classifier {
+            true => batch.labels.clone(),
+            false => None,
+        };
         let e = self
             .energy(&batch.x, labels.as_ref())?
             .to_dtype(DType::F64)?
