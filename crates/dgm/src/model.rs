@@ -437,6 +437,12 @@ pub trait Density: Model {
 
     /// log p(x) per example in nats, with its kind.
     fn log_likelihood(&self, batch: &Batch, opts: &LikelihoodOptions) -> Result<LogLikelihood>;
+
+    /// Whether a class-conditional model scores a batch *without* labels by its own marginal log p(x) (JEM);
+    /// otherwise (default) callers that need p(x) marginalise over the classes themselves.
+    fn scores_unlabelled(&self) -> bool {
+        false
+    }
 }
 
 /// Models with a latent representation.
@@ -618,6 +624,26 @@ pub trait EnergyBased: Model {
 
     /// The box [lo, hi] every value lives in (the density is zero outside).
     fn domain(&self) -> (f64, f64);
+
+    /// Per example of `x` `(n, …)`: `None` when all its values lie in the box, else `Some((min, max))` of its
+    /// values (its density is zero).
+    fn outside_domain(&self, x: &Tensor) -> Result<Vec<Option<(f64, f64)>>> {
+        let (lo, hi) = self.domain();
+        let x = x.flatten_from(1)?;
+        let mn = x
+            .min(1)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        let mx = x
+            .max(1)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        Ok(mn
+            .into_iter()
+            .zip(mx)
+            .map(|(a, b)| (a < lo || b > hi).then_some((a, b)))
+            .collect())
+    }
 
     /// The shape of one example.
     fn example_shape(&self) -> &[usize];

@@ -77,17 +77,13 @@ pub fn evaluate_energy_ais(
     for start in (0..n).step_by(BATCH) {
         let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
         let batch = data.batch(&idx, prep, &mut rng, device)?;
-        let x = batch.x.flatten_from(1)?;
-        let (mn, mx) = (
-            x.min(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-            x.max(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-        );
-        if let Some(i) = (0..idx.len()).find(|&i| mn[i] < lo || mx[i] > hi) {
+        let outside = model.outside_domain(&batch.x)?;
+        if let Some((i, Some((mn, mx)))) = outside.iter().enumerate().find(|(_, o)| o.is_some()) {
             return Err(Error::invalid(
                 "data",
                 format!(
-                    "example {} has values in [{}, {}], outside the model's box [{lo}, {hi}] (density 0)",
-                    idx[i], mn[i], mx[i]
+                    "example {} has values in [{mn}, {mx}], outside the model's box [{lo}, {hi}] (density 0)",
+                    idx[i]
                 ),
             ));
         }

@@ -128,6 +128,8 @@ pub struct ModelEntry {
     pub footprint: fn(&toml::Table) -> Result<Footprint>,
     /// The shape of one example with a prepared config (possibly empty when unprepared; see [`example_shape`]).
     pub example_shape: fn(&toml::Table) -> Result<Vec<usize>>,
+    /// Refuses training settings it cannot run with (prepared config, batch size; see [`check_train`]).
+    pub check_train: fn(&toml::Table, usize) -> Result<()>,
     /// Builds it (registry name, prepared config, variables); no memory check (see [`build`]).
     pub build: fn(&str, &toml::Table, VarBuilder) -> Result<Box<dyn Model>>,
 }
@@ -201,6 +203,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| vae::prepare(c, d)),
         footprint: |t| Ok(vae::config::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<vae::VaeConfig>(t)?.input_shape),
+        check_train: any_batch,
         build: |name, t, vb| Ok(Box::new(vae::Vae::new(name, from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -221,6 +224,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| vae::prepare(c, d)),
         footprint: |t| Ok(vae::config::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<vae::VaeConfig>(t)?.input_shape),
+        check_train: any_batch,
         build: |name, t, vb| Ok(Box::new(vae::Vae::new(name, from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -242,6 +246,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| vae::prepare(c, d)),
         footprint: |t| Ok(vae::config::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<vae::VaeConfig>(t)?.input_shape),
+        check_train: any_batch,
         build: |name, t, vb| Ok(Box::new(vae::Vae::new(name, from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -263,6 +268,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| diffusion::ddpm::prepare(c, d)),
         footprint: |t| Ok(net_footprint(&from_table::<diffusion::DdpmConfig>(t)?.net)),
         example_shape: |t| Ok(from_table::<diffusion::DdpmConfig>(t)?.net.input_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(diffusion::Ddpm::new(from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -283,6 +289,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| diffusion::edm::prepare(c, d)),
         footprint: |t| Ok(net_footprint(&from_table::<diffusion::EdmConfig>(t)?.net)),
         example_shape: |t| Ok(from_table::<diffusion::EdmConfig>(t)?.net.input_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(diffusion::Edm::new(from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -303,6 +310,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| diffusion::ncsn::prepare(c, d)),
         footprint: |t| Ok(net_footprint(&from_table::<diffusion::NcsnConfig>(t)?.net)),
         example_shape: |t| Ok(from_table::<diffusion::NcsnConfig>(t)?.net.input_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(diffusion::Ncsn::new(from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -322,6 +330,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| autoregressive::made::prepare(c, d)),
         footprint: |t| Ok(autoregressive::made::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<autoregressive::made::MadeConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(autoregressive::made::Made::new(from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -344,6 +353,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         example_shape: |t| {
             Ok(from_table::<autoregressive::pixelcnn::PixelCnnConfig>(t)?.example_shape)
         },
+        check_train: any_batch,
         build: |_, t, vb| {
             Ok(Box::new(autoregressive::pixelcnn::PixelCnn::new(
                 from_table(t)?,
@@ -368,6 +378,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| autoregressive::gpt::prepare(c, d)),
         footprint: |t| Ok(autoregressive::gpt::footprint(&from_table(t)?)),
         example_shape: |t| Ok(vec![from_table::<autoregressive::gpt::GptConfig>(t)?.block_size]),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(autoregressive::gpt::Gpt::new(from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -383,6 +394,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| flows::realnvp::prepare(c, d)),
         footprint: |t| Ok(flows::realnvp::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<flows::realnvp::RealNvpConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(flows::realnvp::new(&from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -398,6 +410,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| flows::glow::prepare(c, d)),
         footprint: |t| Ok(flows::glow::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<flows::glow::GlowConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(flows::glow::new(&from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -413,6 +426,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| flows::maf::prepare(c, d)),
         footprint: |t| Ok(flows::maf::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<flows::maf::MafConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(flows::maf::new(&from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -428,6 +442,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| flows::nsf::prepare(c, d)),
         footprint: |t| Ok(flows::nsf::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<flows::nsf::NsfConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(flows::nsf::new(&from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -447,6 +462,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| gan::dcgan::prepare(c, d)),
         footprint: |t| Ok(gan::dcgan::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<gan::dcgan::GanConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |name, t, vb| Ok(Box::new(gan::dcgan::Gan::new(name, from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -466,6 +482,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| gan::dcgan::prepare(c, d)),
         footprint: |t| Ok(gan::dcgan::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<gan::dcgan::GanConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |name, t, vb| Ok(Box::new(gan::dcgan::Gan::new(name, from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -486,6 +503,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| gan::dcgan::prepare(c, d)),
         footprint: |t| Ok(gan::dcgan::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<gan::dcgan::GanConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |name, t, vb| Ok(Box::new(gan::dcgan::Gan::new(name, from_table(t)?, vb)?)),
     },
     ModelEntry {
@@ -504,6 +522,7 @@ pub const REGISTRY: &[ModelEntry] = &[
         prepare: |t, d| with_config(t, |c| gan::gmmn::prepare(c, d)),
         footprint: |t| Ok(gan::gmmn::footprint(&from_table(t)?)),
         example_shape: |t| Ok(from_table::<gan::gmmn::MmdGenConfig>(t)?.example_shape),
+        check_train: any_batch,
         build: |_, t, vb| Ok(Box::new(gan::gmmn::MmdGenerator::new(from_table(t)?, vb)?)),
     },
     EBM,
@@ -535,6 +554,7 @@ const EBM: ModelEntry = ModelEntry {
     prepare: |t, d| with_config(t, |c| ebm::ebm::prepare(c, d)),
     footprint: |t| Ok(ebm::ebm::footprint(&from_table(t)?)),
     example_shape: |t| Ok(from_table::<ebm::ebm::EbmConfig>(t)?.example_shape),
+    check_train: |t, batch| ebm::ebm::check_train(&from_table(t)?, batch),
     build: |name, t, vb| Ok(Box::new(ebm::ebm::Ebm::new(name, from_table(t)?, vb)?)),
 };
 
@@ -655,13 +675,15 @@ pub fn parameter_groups(name: &str) -> Result<&'static [&'static str]> {
     })
 }
 
-/// Refuses training settings model `name` cannot run with, before anything is written: an energy-based
-/// model's replay buffer must hold at least one batch of `batch_size`.
+/// Refuses training settings model `name` cannot run with, before anything is written (its row's
+/// `check_train`; e.g. an energy-based model's replay buffer must hold at least one batch of `batch_size`).
 pub fn check_train(name: &str, cfg: &toml::Table, batch_size: usize) -> Result<()> {
-    match entry(name)?.family {
-        "ebm" => ebm::ebm::check_train(&from_table(cfg)?, batch_size),
-        _ => Ok(()),
-    }
+    (entry(name)?.check_train)(cfg, batch_size)
+}
+
+/// A row's `check_train` for models that train with any batch size.
+fn any_batch(_: &toml::Table, _: usize) -> Result<()> {
+    Ok(())
 }
 
 /// The [`Footprint`] of model `name` with its (prepared) config `cfg`.

@@ -293,9 +293,8 @@ pub fn evaluate_ood(
             };
             match classes {
                 None => nll(ds),
-                // an energy-based classifier (JEM) has its own marginal p(x) = Σ_y exp(f(x)[y]) / Z: scored
-                // without labels
-                Some(_) if run.model.as_energy_based().is_some() => {
+                // a model with its own marginal p(x) (JEM) is scored without labels
+                Some(_) if density.scores_unlabelled() => {
                     let mut unlabelled = ds.slice(0, opts.n.min(ds.len()));
                     unlabelled.labels = None;
                     nll(&unlabelled)
@@ -374,9 +373,9 @@ pub fn evaluate_ood(
         score: ScoreInfo {
             estimator,
             conditioning: classes.map(|k| {
-                if run.model.as_energy_based().is_some() {
+                if density.scores_unlabelled() {
                     return format!(
-                        "the model's own marginal p(x) = Σ_y exp(f(x)[y]) / Z over its {k} classes (no labels needed)"
+                        "the model's own marginal p(x) over its {k} classes (scored without labels)"
                     );
                 }
                 let exact = matches!(test_nll.kind, LikelihoodKind::Exact);

@@ -385,6 +385,11 @@ impl Density for Ebm {
         vec!["ais".into()]
     }
 
+    /// A classifier's marginal p(x) = Σ_y exp(f(x)[y]) / Z needs no labels.
+    fn scores_unlabelled(&self) -> bool {
+        self.cfg.classifier
+    }
+
     /// −E(x) − log Ẑ, log Ẑ by AIS on the box with `opts.samples` chains and `opts.steps` (default 1000) steps,
     /// estimated once per setting; for a classifier with the batch's labels, log p(x | y) = f(x)[y] − log Z_y with
     /// one estimate per class (without labels its marginal). Values outside the box have log p = −∞.
@@ -412,19 +417,10 @@ impl Density for Ebm {
                 .collect::<Result<_>>()?,
         };
         let (lo, hi) = self.cfg.bounds()?;
-        let b = batch.len();
-        let x = batch.x.reshape((b, ()))?;
-        let (mn, mx) = (
-            x.min(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-            x.max(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-        );
-        let nats = (0..b)
-            .map(|i| {
-                if mn[i] < lo || mx[i] > hi {
-                    f64::NEG_INFINITY
-                } else {
-                    -e[i] - log_z[i]
-                }
+        let nats = (self.outside_domain(&batch.x)?.iter().enumerate())
+            .map(|(i, out)| match out {
+                Some(_) => f64::NEG_INFINITY,
+                None => -e[i] - log_z[i],
             })
             .collect();
         Ok(LogLikelihood {
