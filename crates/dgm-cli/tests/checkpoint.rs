@@ -240,43 +240,88 @@ fn gan_train(out: &Path, steps: u64) -> Command {
     c
 }
 
+/// Runs `train` uninterrupted, then killed (SIGKILL) at every fifth write point from the second on and resumed
+/// to completion each time: every resumed run ends with the same checkpoint (weights, EMA, optimiser state,
+/// counters, RNG) and the same metrics as the uninterrupted one. Returns the uninterrupted run's snapshot.
+fn assert_kills_resume_bit_identical(name: &str, train: &dyn Fn(&Path) -> Command) -> Snapshot {
+    let d = tmp(&format!("kill-{name}"));
+    let full = d.join("full");
+    let o = run(&mut train(&full));
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let want = snapshot(&full);
+    let points = count_points(&mut train(&d.join("traced")));
+    assert!(points >= 30, "{name}: only {points} write points");
+    let mut killed = 0;
+    for k in (2..=points).step_by(5) {
+        killed += 1;
+        let r = d.join(format!("k{k}"));
+        let o = run(train(&r).env("DGM_FAULT", format!("kill@{k}")));
+        assert_eq!(o.status.signal(), Some(9), "{name}: kill@{k} did not kill");
+        run_to_completion(
+            &r,
+            dgm().args(["train", "--quiet", "--resume"]).arg(&r),
+            &|| train(&r),
+        );
+        assert!(
+            want == snapshot(&r),
+            "{name} killed at write point {k}: the resumed run differs"
+        );
+        assert_eq!(
+            metric_steps(&full),
+            metric_steps(&r),
+            "{name} kill@{k}: metrics"
+        );
+        let _ = std::fs::remove_dir_all(&r);
+    }
+    assert!(killed >= 6, "{name}: only {killed} kills");
+    want
+}
+
 /// A GAN run killed at write points and resumed ends with the same weights, both optimisers' moments and
 /// update counts, the spectral-norm vectors and the same metrics as an uninterrupted run.
 #[test]
 fn a_killed_gan_run_resumes_bit_identical() {
-    let d = tmp("kill-gan");
     let steps = 6;
-    let full = d.join("full");
-    let o = run(&mut gan_train(&full, steps));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let want = snapshot(&full);
+    let want = assert_kills_resume_bit_identical("gan", &|out| gan_train(out, steps));
     assert_eq!(
         want.state["optimizer_steps"],
         serde_json::json!({"discriminator": 12, "generator": 6}),
         "{:?}",
         want.state
     );
-    let points = count_points(&mut gan_train(&d.join("traced"), steps));
-    assert!(points >= 30, "only {points} write points");
-    let mut killed = 0;
-    for k in (2..=points).step_by(5) {
-        killed += 1;
-        let r = d.join(format!("k{k}"));
-        let o = run(gan_train(&r, steps).env("DGM_FAULT", format!("kill@{k}")));
-        assert_eq!(o.status.signal(), Some(9), "kill@{k} did not kill");
-        run_to_completion(
-            &r,
-            dgm().args(["train", "--quiet", "--resume"]).arg(&r),
-            &|| gan_train(&r, steps),
-        );
-        assert!(
-            want == snapshot(&r),
-            "GAN killed at write point {k}: the resumed run differs"
-        );
-        assert_eq!(metric_steps(&full), metric_steps(&r), "kill@{k}: metrics");
-        let _ = std::fs::remove_dir_all(&r);
-    }
-    assert!(killed >= 6, "only {killed} kills");
+}
+
+/// A contrastive-divergence run killed at write points (also mid-checkpoint) and resumed continues the same
+/// persistent chains: weights, replay buffer (model state, copied into the EMA) and optimiser end bit-identical.
+#[test]
+fn a_killed_ebm_run_resumes_bit_identical() {
+    assert_kills_resume_bit_identical("ebm", &|out| {
+        let mut c = dgm();
+        c.args(["train", "ebm", "--data", "toy2d:moons", "--out"])
+            .arg(out)
+            .args(["--steps", "6", "--seed", "3", "--quiet"])
+            .args(["--set", "model.channels=8", "--set", "model.buffer_size=48"])
+            .args([
+                "--set",
+                "model.langevin.steps=3",
+                "--set",
+                "train.batch_size=16",
+            ])
+            .args([
+                "--set",
+                "data.sizes.train=64",
+                "--set",
+                "data.sizes.validation=16",
+            ])
+            .args(["--set", "train.log_every=1", "--set", "train.eval_every=2"])
+            .args([
+                "--set",
+                "train.checkpoint_every=2",
+                "--set",
+                "train.eval_batches=1",
+            ]);
+        c
+    });
 }
 
 #[test]
