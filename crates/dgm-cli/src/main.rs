@@ -26,6 +26,11 @@ fn main() -> ExitCode {
     // SAFETY: sets a plain integer option before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     dgm::runtime::init_cpu_runtime();
+    // A DGM_ISA that names no build this CPU runs is refused here rather than ignored by the kernels.
+    if let Err(e) = dgm::nn::kernels::isa::isa_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let args = <cli::Cli as clap::Parser>::parse();
     match commands::run(args) {
         Ok(code) => code,

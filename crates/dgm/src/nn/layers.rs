@@ -203,6 +203,14 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(x, &self.weight, Some(&self.bias), self.stride, self.padding)
     }
+
+    /// `forward(x) + shift[:, :, None, None]` with `shift: (b, out)` — one value per image and output channel
+    /// (a ResBlock's time embedding) — added by the convolution kernel while it writes its output rather than
+    /// by a broadcast add over it.
+    pub fn forward_shifted(&self, x: &Tensor, shift: &Tensor) -> Result<Tensor> {
+        let bias = shift.broadcast_add(&self.bias)?; // (b, out)
+        conv2d(x, &self.weight, Some(&bias), self.stride, self.padding)
+    }
 }
 
 /// A 2-D transposed convolution with bias, weight (in, out, k, k) as in PyTorch's `ConvTranspose2d`

@@ -281,10 +281,10 @@ impl ResBlock {
 
     /// `x: (b, c_in, s, s)`, `emb: (b, 4C)` already through SiLU → `(b, c_out, s, s)`.
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?; // (b, c_out, s, s)
-        let (b, c, _, _) = h.dims4()?;
-        let e = self.emb.forward(emb)?.reshape((b, c, 1, 1))?; // (b, c_out, 1, 1)
-        let h = h.broadcast_add(&e)?;
+        let e = self.emb.forward(emb)?; // (b, c_out)
+        let h = self
+            .conv1
+            .forward_shifted(&self.norm1.forward_silu(x)?, &e)?; // (b, c_out, s, s)
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?; // (b, c_out, s, s)
         let skip = match &self.skip {
             Some(conv) => conv.forward(x)?,

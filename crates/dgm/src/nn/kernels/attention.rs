@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::sgemm;
+use super::isa::simd_dispatch;
 use super::math::{dot, exp_approx, max_lanes, sum_lanes};
 use super::softmax::softmax_last_dim;
 use super::{cpu_f32, par_filled, to_candle, with_data};
@@ -148,13 +149,13 @@ fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
     }
 }
 
-avx2_dispatch! {
-    /// [`causal_softmax_rows`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`causal_softmax_rows`], on the widest vectors [`super::isa::isa`] allows.
     fn causal_softmax_rows_fast(s: &mut [f32], nk: usize, offset: usize, scale: f32) = causal_softmax_rows;
 }
 
-avx2_dispatch! {
-    /// [`softmax_grad_rows`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`softmax_grad_rows`], on the widest vectors [`super::isa::isa`] allows.
     fn softmax_grad_rows_fast(p: &[f32], dp: &mut [f32], n: usize, scale: f32) = softmax_grad_rows;
 }
 
@@ -408,6 +409,21 @@ mod tests {
     use crate::nn::kernels::testing::{assert_close, value_and_grads};
     use crate::nn::rel_err;
     use candle_core::Device;
+
+    #[test]
+    fn every_instruction_set_build_gives_the_same_bits() {
+        let (nq, nk) = (5, 37); // odd width: vector bodies and scalar tails
+        let mut rng = Rng::new(13);
+        let s0: Vec<f32> = rng.normal_vec(nq * nk).iter().map(|v| v * 3.0).collect();
+        let dp0 = rng.normal_vec(nq * nk);
+        crate::nn::kernels::testing::assert_same_bits_on_every_isa("attention softmax", || {
+            let mut p = s0.clone();
+            causal_softmax_rows_fast(&mut p, nk, nk - nq, 0.125);
+            let mut dp = dp0.clone();
+            softmax_grad_rows_fast(&p, &mut dp, nk, 0.125);
+            [p, dp].concat()
+        });
+    }
 
     /// A random packed projection for `b` sequences of `t` positions, C = heads · d.
     fn random_qkv(b: usize, t: usize, c: usize, seed: u64) -> Result<Tensor> {

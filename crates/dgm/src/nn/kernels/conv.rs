@@ -11,7 +11,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::cpu_f32;
-use super::im2col::{channel_sums, conv_forward, conv_input_grad, conv_weight_grad, Geom};
+use super::im2col::{
+    channel_sums, conv_forward, conv_input_grad, conv_weight_grad, plane_sums, Geom,
+};
 use crate::{Error, Result};
 
 /// For a stride-1 convolution with padding < k, the geometry of the forward convolution that computes its
@@ -53,8 +55,10 @@ struct ConvFwd(Geom);
 struct ConvDx(Geom);
 /// Conv weight gradient as an op on (x, dy) → (co, ci, k, k). No backward.
 struct ConvDw(Geom);
-/// Per-channel sums of an NCHW tensor → (c,). No backward.
-struct ChannelSum;
+/// Per-channel sums of an NCHW tensor → (c,), or per image and channel → (n, c). No backward.
+struct ChannelSum {
+    per_image: bool,
+}
 
 impl CustomOp3 for ConvFwd {
     fn name(&self) -> &'static str {
@@ -82,7 +86,7 @@ impl CustomOp3 for ConvFwd {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -99,7 +103,9 @@ impl CustomOp3 for ConvFwd {
             (true, _) => Some(grad.apply_op3_no_bwd(w, &zero, &ConvDx(g))?),
         };
         let dw = x.apply_op2_no_bwd(&grad, &ConvDw(g))?;
-        let db = grad.apply_op1_no_bwd(&ChannelSum)?;
+        let db = grad.apply_op1_no_bwd(&ChannelSum {
+            per_image: b.rank() == 2,
+        })?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
@@ -144,7 +150,7 @@ impl CustomOp3 for ConvDx {
             None
         };
         let dw = grad.apply_op2_no_bwd(dy, &ConvDw(g))?;
-        let db = grad.apply_op1_no_bwd(&ChannelSum)?;
+        let db = grad.apply_op1_no_bwd(&ChannelSum { per_image: false })?;
         Ok((d_in, Some(dw), Some(db)))
     }
 }
@@ -178,7 +184,10 @@ impl CustomOp1 for ChannelSum {
         let t = cpu_f32(self.name(), s, l)?;
         let dims = l.shape().dims();
         let (n, c) = (dims[0], dims.get(1).copied().unwrap_or(1));
-        Ok((CpuStorage::F32(channel_sums(t, n, c)), Shape::from(c)))
+        Ok(match self.per_image {
+            true => (CpuStorage::F32(plane_sums(t, n, c)), Shape::from((n, c))),
+            false => (CpuStorage::F32(channel_sums(t, n, c)), Shape::from(c)),
+        })
     }
 }
 
@@ -221,15 +230,35 @@ fn conv_geom(what: &str, x: &Tensor, w: &Tensor, stride: usize, padding: usize) 
     })
 }
 
-/// The bias to pass to a kernel op: `b`, or zeros of length `c`.
-fn bias_or_zero(b: Option<&Tensor>, c: usize, like: &Tensor) -> Result<Tensor> {
-    Ok(match b {
-        Some(b) => b.contiguous()?,
-        None => Tensor::zeros(c, like.dtype(), like.device())?,
-    })
+/// The bias to pass to a kernel op: `b` (checked to be `(c,)`, or `(n, c)` where `per_image` allows it),
+/// or zeros of length `c`.
+fn bias_or_zero(
+    what: &str,
+    b: Option<&Tensor>,
+    (n, c): (usize, usize),
+    per_image: bool,
+    like: &Tensor,
+) -> Result<Tensor> {
+    let Some(b) = b else {
+        return Ok(Tensor::zeros(c, like.dtype(), like.device())?);
+    };
+    if b.dims() != [c] && !(per_image && b.dims() == [n, c]) {
+        let valid = if per_image {
+            format!("({c},) or ({n}, {c})")
+        } else {
+            format!("({c},)")
+        };
+        return Err(Error::invalid(
+            what,
+            format!("bias of shape {:?}: expected {valid}", b.dims()),
+        ));
+    }
+    Ok(b.contiguous()?)
 }
 
-/// `conv2d(x, w) + b` for `x: (n, c_in, h, w)`, `w: (c_out, c_in, k, k)`, `b: (c_out,)`.
+/// `conv2d(x, w) + b` for `x: (n, c_in, h, w)`, `w: (c_out, c_in, k, k)`, and `b: (c_out,)` or a bias per
+/// image and channel, `(n, c_out)` (e.g. a ResBlock's time embedding added to the conv's own bias, which
+/// saves a separate broadcast add over the output and its backward).
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -253,7 +282,7 @@ fn conv2d_cpu(
     padding: usize,
 ) -> Result<Tensor> {
     let g = conv_geom("conv2d", x, w, stride, padding)?;
-    let bias = bias_or_zero(b, g.co, x)?;
+    let bias = bias_or_zero("conv2d", b, (g.n, g.co), true, x)?;
     Ok(x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias, ConvFwd(g))?)
 }
@@ -268,6 +297,7 @@ pub fn conv2d_stock(
 ) -> Result<Tensor> {
     let y = x.conv2d(w, padding, stride, 1, 1)?;
     Ok(match b {
+        Some(b) if b.rank() == 2 => y.broadcast_add(&b.reshape((b.dim(0)?, (), 1, 1))?)?,
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
         None => y,
     })
@@ -333,7 +363,7 @@ fn conv_transpose2d_cpu(
         oh: h,
         ow: wd,
     };
-    let bias = bias_or_zero(b, co_t, x)?;
+    let bias = bias_or_zero("conv_transpose2d", b, (n, co_t), false, x)?;
     Ok(x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias, ConvDx(g))?)
 }
@@ -357,6 +387,7 @@ pub fn conv_transpose2d_stock(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::kernels::testing::{assert_close, value_and_grads};
     use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
@@ -694,8 +725,53 @@ mod tests {
     }
 
     #[test]
+    fn a_bias_per_image_and_channel_matches_a_broadcast_add() -> Result<()> {
+        for (s, p) in [(1, 1), (2, 1)] {
+            let (x, w, b) = (
+                input(&[3, 2, 9, 7], 60)?, // (candle's stride-2 backward fails on even widths)
+                input(&[4, 2, 3, 3], 61)?,
+                input(&[3, 4], 62)?,
+            );
+            let r = input(&conv2d_stock(&x, &w, Some(&b), s, p)?.dims().to_vec(), 63)?;
+            let ours = value_and_grads(
+                |t| conv2d_cpu(&t[0], &t[1], Some(&t[2]), s, p),
+                &[x.clone(), w.clone(), b.clone()],
+                &r,
+            )?;
+            let stock = value_and_grads(
+                |t| conv2d_stock(&t[0], &t[1], Some(&t[2]), s, p),
+                &[x, w, b],
+                &r,
+            )?;
+            assert_close(
+                &ours,
+                &stock,
+                &["y", "dx", "dw", "db"],
+                1e-5,
+                "per-image bias",
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
     fn bad_shapes_are_errors_not_panics() -> Result<()> {
         let x = input(&[1, 3, 4, 4], 50)?;
+        let w = input(&[2, 3, 3, 3], 55)?;
+        for bad in [&[3][..], &[2, 2], &[1, 2, 1]] {
+            let e = conv2d_cpu(&x, &w, Some(&input(bad, 56)?), 1, 1).unwrap_err();
+            assert!(e.to_string().contains("expected (2,) or (1, 2)"), "{e}");
+        }
+        let xt = input(&[2, 3, 4, 4], 57)?;
+        let e = conv_transpose2d_cpu(
+            &xt,
+            &input(&[3, 2, 3, 3], 58)?,
+            Some(&input(&[2, 2], 59)?),
+            1,
+            0,
+            0,
+        );
+        assert!(e.unwrap_err().to_string().contains("expected (2,)"));
         assert!(conv2d_cpu(&x, &input(&[2, 4, 3, 3], 51)?, None, 1, 1).is_err()); // channels
         assert!(conv2d_cpu(&x, &input(&[2, 3, 7, 7], 52)?, None, 1, 1).is_err()); // kernel > input
         assert!(conv2d_cpu(&x, &input(&[2, 3, 3, 3], 53)?, None, 0, 1).is_err()); // stride 0

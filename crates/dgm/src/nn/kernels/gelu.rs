@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::sgemm;
+use super::isa::simd_dispatch;
 use super::linear::{fill_rows, linear, row_split_input_grad, row_split_param_grads, Activation};
 use super::math::exp_approx;
 use super::{cpu_f32, par_rows, to_candle, with_data};
@@ -78,18 +79,18 @@ fn scale_by_gelu_grad(z: &[f32], d: &mut [f32]) {
     }
 }
 
-avx2_dispatch! {
-    /// [`scale_by_gelu_grad`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`scale_by_gelu_grad`], on the widest vectors [`super::isa::isa`] allows.
     fn scale_by_gelu_grad_fast(z: &[f32], d: &mut [f32]) = scale_by_gelu_grad;
 }
 
-avx2_dispatch! {
-    /// [`gelu_chunk`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`gelu_chunk`], on the widest vectors [`super::isa::isa`] allows.
     fn gelu_chunk_fast(x: &[f32], y: &mut [f32]) = gelu_chunk;
 }
 
-avx2_dispatch! {
-    /// [`gelu_grad_chunk`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`gelu_grad_chunk`], on the widest vectors [`super::isa::isa`] allows.
     fn gelu_grad_chunk_fast(x: &[f32], g: &[f32], dx: &mut [f32]) = gelu_grad_chunk;
 }
 
@@ -233,6 +234,20 @@ mod tests {
     use crate::nn::kernels::testing::{assert_close, value_and_grads};
     use crate::rng::Rng;
     use candle_core::Device;
+
+    #[test]
+    fn every_instruction_set_build_gives_the_same_bits() {
+        let mut rng = Rng::new(9);
+        let x: Vec<f32> = rng.normal_vec(101).iter().map(|v| v * 4.0).collect();
+        let g = rng.normal_vec(101);
+        crate::nn::kernels::testing::assert_same_bits_on_every_isa("gelu", || {
+            let (mut y, mut dx, mut d) = (vec![0f32; 101], vec![0f32; 101], g.clone());
+            gelu_chunk_fast(&x, &mut y);
+            gelu_grad_chunk_fast(&x, &g, &mut dx);
+            scale_by_gelu_grad_fast(&x, &mut d);
+            [y, dx, d].concat()
+        });
+    }
 
     #[test]
     fn gelu_kernel_matches_candle_gelu_erf() -> Result<()> {

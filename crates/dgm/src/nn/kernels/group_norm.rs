@@ -12,8 +12,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+use super::isa::{isa, Isa};
 use super::math::exp_approx;
-use super::{cpu_f32, has_avx2};
 use crate::Result;
 
 /// `y = γ ⊙ (x − μ_g) / √(σ²_g + ε) + β` over groups of channels of `x: (b, c, …)`, then `silu(y)` when
@@ -306,35 +307,47 @@ fn backward_slab<const SILU: bool>(
     sums
 }
 
+/// `forward_slab` and `backward_slab` compiled for one instruction set (`$feat`), as `$fwd` and `$bwd`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_slab_avx2<const SILU: bool>(
-    x: &[f32],
-    out: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    hw: usize,
-    eps: f64,
-) {
-    forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
-}
+macro_rules! slab_builds {
+    ($feat:literal, $fwd:ident, $bwd:ident) => {
+        #[target_feature(enable = $feat)]
+        fn $fwd<const SILU: bool>(
+            x: &[f32],
+            out: &mut [f32],
+            gamma: &[f32],
+            beta: &[f32],
+            hw: usize,
+            eps: f64,
+        ) {
+            forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
+        }
 
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        fn $bwd<const SILU: bool>(
+            x: &[f32],
+            dout: &[f32],
+            dx: &mut [f32],
+            gamma: &[f32],
+            beta: &[f32],
+            hw: usize,
+            eps: f64,
+        ) -> Vec<[f64; 2]> {
+            backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps)
+        }
+    };
+}
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn backward_slab_avx2<const SILU: bool>(
-    x: &[f32],
-    dout: &[f32],
-    dx: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    hw: usize,
-    eps: f64,
-) -> Vec<[f64; 2]> {
-    backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps)
-}
+slab_builds!("avx2,fma", forward_slab_avx2, backward_slab_avx2);
+#[cfg(target_arch = "x86_64")]
+slab_builds!(
+    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma",
+    forward_slab_avx512,
+    backward_slab_avx512
+);
 
-/// [`forward_slab`], on AVX2 when the CPU has it.
+/// [`forward_slab`], on the widest vectors [`isa`] allows.
 fn forward_slab_fast<const SILU: bool>(
     x: &[f32],
     out: &mut [f32],
@@ -344,14 +357,17 @@ fn forward_slab_fast<const SILU: bool>(
     eps: f64,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { forward_slab_avx2::<SILU>(x, out, gamma, beta, hw, eps) };
+    match isa() {
+        // SAFETY: `isa()` selects a build only when the CPU runs it.
+        Isa::Avx512 => return unsafe { forward_slab_avx512::<SILU>(x, out, gamma, beta, hw, eps) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { forward_slab_avx2::<SILU>(x, out, gamma, beta, hw, eps) },
+        Isa::Baseline => {}
     }
     forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
 }
 
-/// [`backward_slab`], on AVX2 when the CPU has it.
+/// [`backward_slab`], on the widest vectors [`isa`] allows.
 fn backward_slab_fast<const SILU: bool>(
     x: &[f32],
     dout: &[f32],
@@ -362,9 +378,16 @@ fn backward_slab_fast<const SILU: bool>(
     eps: f64,
 ) -> Vec<[f64; 2]> {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { backward_slab_avx2::<SILU>(x, dout, dx, gamma, beta, hw, eps) };
+    match isa() {
+        // SAFETY: `isa()` selects a build only when the CPU runs it.
+        Isa::Avx512 => {
+            return unsafe { backward_slab_avx512::<SILU>(x, dout, dx, gamma, beta, hw, eps) }
+        }
+        // SAFETY: as above.
+        Isa::Avx2 => {
+            return unsafe { backward_slab_avx2::<SILU>(x, dout, dx, gamma, beta, hw, eps) }
+        }
+        Isa::Baseline => {}
     }
     backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps)
 }
@@ -502,6 +525,7 @@ impl CustomOp3 for GroupNormGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::kernels::isa::with_isa;
     use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
@@ -579,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn avx2_build_gives_the_same_bits_as_the_baseline_build() {
+    fn every_instruction_set_build_gives_the_same_bits_as_the_baseline_build() {
         let mut rng = Rng::new(77);
         let (cg, hw) = (3, 37); // odd sizes: vector bodies and scalar tails
         let x: Vec<f32> = rng
@@ -590,14 +614,20 @@ mod tests {
         let dout = rng.normal_vec(cg * hw);
         let (g, b) = (rng.normal_vec(cg), rng.normal_vec(cg));
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        let (mut o1, mut o2) = (vec![0f32; cg * hw], vec![0f32; cg * hw]);
+        let mut o1 = vec![0f32; cg * hw];
         forward_slab::<true>(&x, &mut o1, &g, &b, hw, 1e-5);
-        forward_slab_fast::<true>(&x, &mut o2, &g, &b, hw, 1e-5);
-        assert_eq!(bits(&o1), bits(&o2));
-        let s1 = backward_slab::<true>(&x, &dout, &mut o1, &g, &b, hw, 1e-5);
-        let s2 = backward_slab_fast::<true>(&x, &dout, &mut o2, &g, &b, hw, 1e-5);
-        assert_eq!(bits(&o1), bits(&o2));
-        assert_eq!(s1, s2);
+        let mut d1 = vec![0f32; cg * hw];
+        let s1 = backward_slab::<true>(&x, &dout, &mut d1, &g, &b, hw, 1e-5);
+        for i in Isa::available() {
+            let (mut o2, mut d2) = (vec![0f32; cg * hw], vec![0f32; cg * hw]);
+            let s2 = with_isa(i, || {
+                forward_slab_fast::<true>(&x, &mut o2, &g, &b, hw, 1e-5);
+                backward_slab_fast::<true>(&x, &dout, &mut d2, &g, &b, hw, 1e-5)
+            });
+            assert_eq!(bits(&o1), bits(&o2), "{i:?}");
+            assert_eq!(bits(&d1), bits(&d2), "{i:?}");
+            assert_eq!(s1, s2, "{i:?}");
+        }
     }
 
     #[test]

@@ -222,10 +222,20 @@ fn tiles(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
     (0..oh.div_ceil(t)).map(move |i| (i * t, ((i + 1) * t).min(oh)))
 }
 
-/// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional).
+/// The bias of output plane (image `i`, channel `c`) of `planes` channels: `b` holds one value per channel
+/// or one per image and channel (`n · planes`), or is absent (0).
+fn plane_bias(b: Option<&[f32]>, planes: usize) -> impl Fn(usize, usize) -> f32 + Sync + '_ {
+    move |i, c| match b {
+        Some(b) if b.len() == planes => b[c],
+        Some(b) => b[i * planes + c],
+        None => 0.0,
+    }
+}
+
+/// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional: per channel, or per image and channel).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
-    let bias = |c: usize| b.map_or(0.0, |b| b[c]);
+    let bias = plane_bias(b, g.co);
     let one_image = |i: usize, yi: &mut [f32]| {
         let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
         if g.pointwise() {
@@ -269,7 +279,7 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
 /// forward pass (b indexed by the `ci` channels).
 pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (kd, pp, hw) = (g.kdim(), g.oh * g.ow, g.h * g.w);
-    let bias = |c: usize| b.map_or(0.0, |b| b[c]);
+    let bias = plane_bias(b, g.ci);
     let one_image = |i: usize, dxi: &mut [f32]| {
         let dyi = &dy[i * g.out_len()..(i + 1) * g.out_len()];
         if g.pointwise() {
@@ -432,22 +442,34 @@ fn weight_grad_shifted<'a>(
     dw
 }
 
-/// `Σ_{n, positions} t` per channel of `t: (n, c, positions)`, in a fixed order: per plane eight f32
-/// lanes (independent sums, so the loop vectorises instead of waiting on one chain of adds), the lanes and
-/// planes added in f64.
-pub(super) fn channel_sums(t: &[f32], n: usize, c: usize) -> Vec<f32> {
+/// `Σ_positions` of one plane: eight f32 lanes (independent sums, so the loop vectorises instead of
+/// waiting on one chain of adds), the lanes added in f64.
+fn plane_sum(row: &[f32]) -> f64 {
     const LANES: usize = 8;
-    let plane = t.len() / (n * c).max(1);
-    let plane_sum = |row: &[f32]| -> f64 {
-        let (blocks, rest) = row.as_chunks::<LANES>();
-        let mut acc = [0f32; LANES];
-        for blk in blocks {
-            for (a, v) in acc.iter_mut().zip(blk) {
-                *a += v;
-            }
+    let (blocks, rest) = row.as_chunks::<LANES>();
+    let mut acc = [0f32; LANES];
+    for blk in blocks {
+        for (a, v) in acc.iter_mut().zip(blk) {
+            *a += v;
         }
-        acc.iter().chain(rest).map(|&v| f64::from(v)).sum()
-    };
+    }
+    acc.iter().chain(rest).map(|&v| f64::from(v)).sum()
+}
+
+/// `Σ_positions t` per image and channel of `t: (n, c, positions)` → (n · c), each plane as in
+/// [`plane_sum`].
+pub(super) fn plane_sums(t: &[f32], n: usize, c: usize) -> Vec<f32> {
+    let plane = t.len() / (n * c).max(1);
+    if plane == 0 {
+        return vec![0.0; n * c];
+    }
+    t.par_chunks(plane).map(|p| plane_sum(p) as f32).collect()
+}
+
+/// `Σ_{n, positions} t` per channel of `t: (n, c, positions)`, in a fixed order: each plane as in
+/// [`plane_sum`], the planes added in f64.
+pub(super) fn channel_sums(t: &[f32], n: usize, c: usize) -> Vec<f32> {
+    let plane = t.len() / (n * c).max(1);
     (0..c)
         .into_par_iter()
         .map(|ch| {

@@ -5,6 +5,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::isa::simd_dispatch;
 use super::math::{axpy, dot, sum_lanes, LANES};
 use super::{cpu_f32, par_filled, to_candle, with_data};
 use crate::Result;
@@ -71,8 +72,8 @@ fn ln_rows(x: &[f32], g: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
     }
 }
 
-avx2_dispatch! {
-    /// [`ln_rows`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`ln_rows`], on the widest vectors [`super::isa::isa`] allows.
     fn ln_rows_fast(x: &[f32], g: &[f32], b: &[f32], eps: f32, y: &mut [f32]) = ln_rows;
 }
 
@@ -114,8 +115,8 @@ fn ln_grad_rows(
     }
 }
 
-avx2_dispatch! {
-    /// [`ln_grad_rows`], on AVX2 when the CPU has it.
+simd_dispatch! {
+    /// [`ln_grad_rows`], on the widest vectors [`super::isa::isa`] allows.
     #[allow(clippy::too_many_arguments)]
     fn ln_grad_rows_fast(
         x: &[f32],
@@ -234,6 +235,30 @@ mod tests {
     use crate::nn::LN_EPS;
     use crate::rng::Rng;
     use candle_core::{DType, Device};
+
+    #[test]
+    fn every_instruction_set_build_gives_the_same_bits() {
+        let mut rng = Rng::new(5);
+        let (rows, c) = (3, 37); // odd width: vector bodies and scalar tails
+        let x: Vec<f32> = rng
+            .normal_vec(rows * c)
+            .iter()
+            .map(|v| v * 2.0 + 0.7)
+            .collect();
+        let (g, b, dy) = (
+            rng.normal_vec(c),
+            rng.normal_vec(c),
+            rng.normal_vec(rows * c),
+        );
+        crate::nn::kernels::testing::assert_same_bits_on_every_isa("layer norm rows", || {
+            let mut y = vec![0f32; rows * c];
+            ln_rows_fast(&x, &g, &b, 1e-5, &mut y);
+            let (mut dx, mut dg, mut db) = (vec![0f32; rows * c], vec![0f32; c], vec![0f32; c]);
+            let mut scratch = vec![0f32; 2 * c];
+            ln_grad_rows_fast(&x, &dy, &g, 1e-5, &mut dx, &mut dg, &mut db, &mut scratch);
+            [y, dx, dg, db].concat()
+        });
+    }
 
     #[test]
     fn layer_norm_kernel_matches_composed_ops() -> Result<()> {

@@ -11,37 +11,15 @@
 //! * [`optim`]: the fused AdamW and EMA updates, in place.
 //!
 //! The helpers below are the `CustomOp` boilerplate: reading a storage as f32 ([`cpu_f32`], [`with_data`]),
-//! building outputs in parallel ([`par_filled`], [`par_rows`], [`par_chunks_from_planes`]), and running a
-//! loop compiled for AVX2 when the CPU has it (`avx2_dispatch!`, [`has_avx2`]). Results never depend on the
-//! thread count or on the ISA: every kernel fixes its summation order and nothing asks for fused
-//! multiply-adds.
+//! building outputs in parallel ([`par_filled`], [`par_rows`], [`par_chunks_from_planes`]); [`isa`] runs
+//! each loop compiled for AVX-512, AVX2 or the baseline (`simd_dispatch!`, forced slower with `DGM_ISA`).
+//! The results of dgm's own loops never depend on the thread count or on the instruction set: every kernel
+//! fixes its summation order and nothing asks for fused multiply-adds.
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::{Error, Result};
-
-/// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX2 + FMA when the CPU has them
-/// ([`has_avx2`]), and the baseline build otherwise.
-macro_rules! avx2_dispatch {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) = $body:ident;) => {
-        $(#[$m])*
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if $crate::nn::kernels::has_avx2() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
 
 pub mod attention;
 pub mod conv;
@@ -50,6 +28,7 @@ pub mod gelu;
 pub(crate) mod gemm;
 pub mod group_norm;
 mod im2col;
+pub mod isa;
 pub mod layer_norm;
 pub mod linear;
 pub(crate) mod math;
@@ -98,19 +77,6 @@ pub(crate) fn to_candle(e: Error) -> candle_core::Error {
     }
 }
 
-/// Whether this CPU runs the AVX2 + FMA builds of the loops (dgm is compiled for baseline x86-64, whose
-/// vectors are half as wide). The results are the same bits either way: nothing asks for fused multiply-adds.
-pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// Output rows one thread computes at least in [`par_rows`].
 const GEMM_MIN_ROWS: usize = 32;
 
@@ -153,13 +119,13 @@ pub(crate) fn par_rows(m: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync)
     par_filled(m * n, rows * n, |i, block| f(i * rows, block))
 }
 
-/// `i` is filled plane by plane with `value(p)` (a bias, or 0) while it is hot in cache, then handed to
+/// `i` is filled plane by plane with `value(i, p)` (a bias, or 0) while it is hot in cache, then handed to
 /// `work(i, chunk)`. Saves the separate memset pass of `vec![0.0; len]` over large outputs.
 pub(crate) fn par_chunks_from_planes(
     n: usize,
     planes: usize,
     plane: usize,
-    value: impl Fn(usize) -> f32 + Sync,
+    value: impl Fn(usize, usize) -> f32 + Sync,
     work: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let chunk = planes * plane;
@@ -171,7 +137,7 @@ pub(crate) fn par_chunks_from_planes(
             .enumerate()
             .for_each(|(i, c)| {
                 for (p, row) in c.chunks_mut(plane.max(1)).enumerate() {
-                    let val = value(p);
+                    let val = value(i, p);
                     for e in row.iter_mut() {
                         e.write(val);
                     }
@@ -216,6 +182,21 @@ pub(crate) mod testing {
             );
         }
         Ok(out)
+    }
+
+    /// Asserts that `run` (a kernel loop called on this thread) gives the same bits on every
+    /// instruction-set build this CPU runs as on the baseline build.
+    pub(crate) fn assert_same_bits_on_every_isa(what: &str, run: impl Fn() -> Vec<f32>) {
+        use super::isa::{with_isa, Isa};
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        let base = bits(with_isa(Isa::Baseline, &run));
+        for isa in Isa::available() {
+            assert!(
+                bits(with_isa(isa, &run)) == base,
+                "{what}: the {} build differs from the baseline build",
+                isa.name()
+            );
+        }
     }
 
     /// Asserts that each of `ours` is within relative error `tol` of the matching `stock` tensor.
