@@ -732,7 +732,7 @@ mod tests {
                 input(&[4, 2, 3, 3], 61)?,
                 input(&[3, 4], 62)?,
             );
-            let r = input(&conv2d_stock(&x, &w, Some(&b), s, p)?.dims(), 63)?;
+            let r = input(conv2d_stock(&x, &w, Some(&b), s, p)?.dims(), 63)?;
             let ours = value_and_grads(
                 |t| conv2d_cpu(&t[0], &t[1], Some(&t[2]), s, p),
                 &[x.clone(), w.clone(), b.clone()],
