@@ -329,14 +329,10 @@ impl LayerNorm {
     }
 }
 
-/// Nearest-neighbour 2× upsampling: `(b, c, h, w)` → `(b, c, 2h, 2w)`.
+/// Nearest-neighbour 2× upsampling: `(b, c, h, w)` → `(b, c, 2h, 2w)` (dgm's kernel on the CPU, see
+/// [`super::kernels::resample`]).
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    // A broadcast rather than candle's upsample_nearest2d, whose backward runs a grouped conv per channel:
-    // the backward of a broadcast is a plain sum over the 2×2 copies.
-    let (b, c, h, w) = x.dims4()?;
-    Ok(x.reshape((b, c, h, 1, w, 1))? // (b, c, h, 1, w, 1)
-        .broadcast_as((b, c, h, 2, w, 2))?
-        .reshape((b, c, 2 * h, 2 * w))?) // (b, c, 2h, 2w)
+    super::kernels::resample::upsample2x(x)
 }
 
 /// Dropout: each element zeroed with probability `p`, the rest scaled by 1/(1 − p), the mask drawn from `rng`.

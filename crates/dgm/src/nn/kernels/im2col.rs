@@ -67,7 +67,7 @@ thread_local! {
 
 /// Runs `f` on a per-thread scratch buffer of at least `len` floats (contents unspecified). The buffer is
 /// taken out of its cell while in use, so a nested call (rayon work stealing) gets a fresh one.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -224,7 +224,10 @@ fn tiles(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
 
 /// The bias of output plane (image `i`, channel `c`) of `planes` channels: `b` holds one value per channel
 /// or one per image and channel (`n · planes`), or is absent (0).
-fn plane_bias(b: Option<&[f32]>, planes: usize) -> impl Fn(usize, usize) -> f32 + Sync + '_ {
+pub(super) fn plane_bias(
+    b: Option<&[f32]>,
+    planes: usize,
+) -> impl Fn(usize, usize) -> f32 + Sync + '_ {
     move |i, c| match b {
         Some(b) if b.len() == planes => b[c],
         Some(b) => b[i * planes + c],
@@ -234,6 +237,9 @@ fn plane_bias(b: Option<&[f32]>, planes: usize) -> impl Fn(usize, usize) -> f32 
 
 /// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional: per channel, or per image and channel).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    if super::implicit::applies(g) {
+        return super::implicit::conv_forward(g, x, w, b);
+    }
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
     let bias = plane_bias(b, g.co);
     let one_image = |i: usize, yi: &mut [f32]| {

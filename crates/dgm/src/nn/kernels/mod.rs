@@ -8,6 +8,7 @@
 //! * [`group_norm`], [`layer_norm`]: the normalisations (group norm optionally fused with SiLU).
 //! * [`gelu`], [`softmax`], [`attention`], [`token_nll`]: the pieces of a transformer.
 //! * [`gate`]: Gated PixelCNN's tanh(a) ⊙ σ(g).
+//! * [`resample`]: nearest-neighbour 2× upsampling.
 //! * [`optim`]: the fused AdamW and EMA updates, in place.
 //!
 //! The helpers below are the `CustomOp` boilerplate: reading a storage as f32 ([`cpu_f32`], [`with_data`]),
@@ -28,11 +29,13 @@ pub mod gelu;
 pub(crate) mod gemm;
 pub mod group_norm;
 mod im2col;
+mod implicit;
 pub mod isa;
 pub mod layer_norm;
 pub mod linear;
 pub(crate) mod math;
 pub mod optim;
+pub mod resample;
 pub mod softmax;
 pub mod token_nll;
 

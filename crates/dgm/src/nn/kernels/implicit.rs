@@ -1,0 +1,302 @@
+//! The stride-1 convolution forward as an implicit GEMM: no im2col matrix and no packing of the image.
+//!
+//! On a zero-padded copy of one image (`ci` planes of `hp × wp`, hp = h + 2p, wp = w + 2p), output position
+//! `q = oy·wp + ox` — the output laid out on the padded width — reads tap `(c, ky, kx)` at
+//! `xpad[c·hp·wp + ky·wp + kx + q]`. So for a run of consecutive `q` every tap is one contiguous load, and
+//!
+//! `y'[o, q] = b[o] + Σ_k W[o, k] · xpad[off_k + q]`,  k = (c, ky, kx), off_k = c·hp·wp + ky·wp + kx,
+//!
+//! is a matrix product whose right-hand matrix is read straight from the padded image. A register tile of
+//! MR output channels × NR positions accumulates over all k (weights broadcast from a copy packed once per
+//! call, MR at a time); the columns `ox ≥ ow` of `y'` (about 2p/w of the work) are computed and dropped.
+//! Outputs at valid positions read only their own plane (`ox + kx < wp`, `oy + ky < hp`).
+//!
+//! Builds: AVX-512 (MR 8 × NR 48: 24 accumulators in zmm registers, fused multiply-adds), AVX2 + FMA
+//! (MR 4 × NR 24 in ymm registers) and the baseline (plain multiply and add, MR 4 × NR 16). Each output sums
+//! its k terms in the same order on every build; the FMA builds round each step once instead of twice, so
+//! the builds agree to rounding, not bit for bit. Results do not depend on the thread count (one thread
+//! computes each image).
+
+use super::im2col::{with_scratch, Geom};
+use super::isa::{isa, Isa};
+use super::par_chunks_from_planes;
+
+/// Whether [`conv_forward`] serves this convolution: stride 1 with padding below the kernel size, not 1×1.
+pub(super) fn applies(g: &Geom) -> bool {
+    g.s == 1 && g.p < g.k && !(g.k == 1 && g.p == 0)
+}
+
+/// The register tile of one build: MR output channels × NR positions.
+#[derive(Clone, Copy)]
+struct Tile {
+    mr: usize,
+    nr: usize,
+}
+
+fn tile_of(isa: Isa) -> Tile {
+    match isa {
+        Isa::Avx512 => Tile { mr: 8, nr: 48 },
+        Isa::Avx2 => Tile { mr: 4, nr: 24 },
+        Isa::Baseline => Tile { mr: 4, nr: 16 },
+    }
+}
+
+/// `W (co × K)` packed as blocks of `mr` channels, k-major: `[block][k][mr]`, the last block zero-padded.
+fn pack_weights(w: &[f32], co: usize, kd: usize, mr: usize) -> Vec<f32> {
+    let blocks = co.div_ceil(mr);
+    let mut out = vec![0f32; blocks * kd * mr];
+    for (o, row) in w.chunks_exact(kd).enumerate().take(co) {
+        let (blk, m) = (o / mr, o % mr);
+        let base = blk * kd * mr;
+        for (k, &v) in row.iter().enumerate() {
+            out[base + k * mr + m] = v;
+        }
+    }
+    out
+}
+
+/// Forward of a stride-1 convolution ([`applies`]): `y (n, co, oh, ow) = W ∗ x + b`, `b` per channel or
+/// per image and channel (as in `im2col::conv_forward`).
+pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let isa = isa();
+    let t = tile_of(isa);
+    let kd = g.ci * g.k * g.k;
+    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
+    let plane = hp * wp;
+    let offs: Vec<usize> = (0..kd)
+        .map(|r| {
+            let (c, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+            c * plane + ky * wp + kx
+        })
+        .collect();
+    let q_len = g.oh * wp; // output positions on the padded width
+    let q_blocks = q_len.div_ceil(t.nr);
+    // every tile reads xpad[off + q0 .. off + q0 + nr]: the last one ends here
+    let xlen = offs.last().map_or(0, |&o| o) + q_blocks * t.nr;
+    let xlen = xlen.max(g.ci * plane);
+    let packed = pack_weights(w, g.co, kd, t.mr);
+    let (in_len, pp) = (g.ci * g.h * g.w, g.oh * g.ow);
+    let bias = super::im2col::plane_bias(b, g.co);
+    par_chunks_from_planes(g.n, g.co, pp, bias, |i, yi| {
+        let xi = &x[i * in_len..(i + 1) * in_len];
+        with_scratch(xlen + t.mr * t.nr, |buf| {
+            let (xpad, acc) = buf.split_at_mut(xlen);
+            xpad.fill(0.0);
+            for (c, src) in xi.chunks_exact(g.h * g.w).enumerate() {
+                for (y, row) in src.chunks_exact(g.w).enumerate() {
+                    let at = c * plane + (y + g.p) * wp + g.p;
+                    xpad[at..at + g.w].copy_from_slice(row);
+                }
+            }
+            for (blk, wblk) in packed.chunks_exact(kd * t.mr).enumerate() {
+                let o0 = blk * t.mr;
+                let rows = t.mr.min(g.co - o0);
+                for qb in 0..q_blocks {
+                    let q0 = qb * t.nr;
+                    tile(isa, wblk, &xpad[q0..], &offs, acc);
+                    // add the tile's valid positions (ox < ow) into y, which holds the bias
+                    let q_end = (q0 + t.nr).min(q_len);
+                    for (m, arow) in acc.chunks_exact(t.nr).enumerate().take(rows) {
+                        let yrow = &mut yi[(o0 + m) * pp..(o0 + m + 1) * pp];
+                        let mut q = q0;
+                        while q < q_end {
+                            let (oy, ox) = (q / wp, q % wp);
+                            let valid_end = (q - ox + g.ow).min(q_end);
+                            if ox < g.ow {
+                                let dst =
+                                    &mut yrow[oy * g.ow + ox..oy * g.ow + ox + (valid_end - q)];
+                                for (d, &v) in dst.iter_mut().zip(&arow[q - q0..valid_end - q0]) {
+                                    *d += v;
+                                }
+                            }
+                            q = (q - ox + wp).min(q_end); // the next padded row
+                        }
+                    }
+                }
+            }
+        });
+    })
+}
+
+/// One register tile: `acc[m·nr + j] = Σ_k wblk[k·mr + m] · x[offs[k] + j]` for the build `isa`.
+fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], acc: &mut [f32]) {
+    let t = tile_of(isa);
+    let kd = offs.len();
+    assert!(wblk.len() >= kd * t.mr && acc.len() >= t.mr * t.nr);
+    // the offsets increase with k, so the last one reaches furthest
+    assert!(
+        offs.last().is_none_or(|&o| o + t.nr <= x.len()),
+        "implicit conv: a tile would read past the padded image"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` selects AVX-512 only when the CPU runs it; the asserts above keep every load and
+        // store inside the slices.
+        Isa::Avx512 => unsafe {
+            x86::tile_avx512(wblk.as_ptr(), x.as_ptr(), offs, acc.as_mut_ptr())
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2 + FMA.
+        Isa::Avx2 => unsafe { x86::tile_avx2(wblk.as_ptr(), x.as_ptr(), offs, acc.as_mut_ptr()) },
+        _ => tile_baseline::<4, 16>(wblk, x, offs, acc),
+    }
+}
+
+/// The baseline build of [`tile`]: multiply, then add.
+fn tile_baseline<const MR: usize, const NR: usize>(
+    wblk: &[f32],
+    x: &[f32],
+    offs: &[usize],
+    acc: &mut [f32],
+) {
+    let mut a = [[0f32; NR]; MR];
+    for (k, &off) in offs.iter().enumerate() {
+        let xv = &x[off..off + NR];
+        let wk = &wblk[k * MR..(k + 1) * MR];
+        for (am, &wv) in a.iter_mut().zip(wk) {
+            for (s, &v) in am.iter_mut().zip(xv) {
+                *s += wv * v;
+            }
+        }
+    }
+    for (dst, src) in acc.chunks_exact_mut(NR).zip(&a) {
+        dst.copy_from_slice(src);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// 8 channels × 48 positions (3 zmm per channel).
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn tile_avx512(w: *const f32, x: *const f32, offs: &[usize], acc: *mut f32) {
+        const MR: usize = 8;
+        let mut a = [[_mm512_setzero_ps(); 3]; MR];
+        for (k, &off) in offs.iter().enumerate() {
+            // SAFETY (whole block): the caller keeps x[off .. off + 48] and w[k·8 .. k·8 + 8] in bounds.
+            unsafe {
+                let p = x.add(off);
+                let (x0, x1, x2) = (
+                    _mm512_loadu_ps(p),
+                    _mm512_loadu_ps(p.add(16)),
+                    _mm512_loadu_ps(p.add(32)),
+                );
+                let wk = w.add(k * MR);
+                for (m, am) in a.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*wk.add(m));
+                    am[0] = _mm512_fmadd_ps(wv, x0, am[0]);
+                    am[1] = _mm512_fmadd_ps(wv, x1, am[1]);
+                    am[2] = _mm512_fmadd_ps(wv, x2, am[2]);
+                }
+            }
+        }
+        for (m, am) in a.iter().enumerate() {
+            for (j, v) in am.iter().enumerate() {
+                // SAFETY: the caller's acc holds 8 × 48 floats.
+                unsafe { _mm512_storeu_ps(acc.add(m * 48 + j * 16), *v) };
+            }
+        }
+    }
+
+    /// 4 channels × 24 positions (3 ymm per channel).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2(w: *const f32, x: *const f32, offs: &[usize], acc: *mut f32) {
+        const MR: usize = 4;
+        let mut a = [[_mm256_setzero_ps(); 3]; MR];
+        for (k, &off) in offs.iter().enumerate() {
+            // SAFETY (whole block): the caller keeps x[off .. off + 24] and w[k·4 .. k·4 + 4] in bounds.
+            unsafe {
+                let p = x.add(off);
+                let (x0, x1, x2) = (
+                    _mm256_loadu_ps(p),
+                    _mm256_loadu_ps(p.add(8)),
+                    _mm256_loadu_ps(p.add(16)),
+                );
+                let wk = w.add(k * MR);
+                for (m, am) in a.iter_mut().enumerate() {
+                    let wv = _mm256_set1_ps(*wk.add(m));
+                    am[0] = _mm256_fmadd_ps(wv, x0, am[0]);
+                    am[1] = _mm256_fmadd_ps(wv, x1, am[1]);
+                    am[2] = _mm256_fmadd_ps(wv, x2, am[2]);
+                }
+            }
+        }
+        for (m, am) in a.iter().enumerate() {
+            for (j, v) in am.iter().enumerate() {
+                // SAFETY: the caller's acc holds 4 × 24 floats.
+                unsafe { _mm256_storeu_ps(acc.add(m * 24 + j * 8), *v) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::kernels::isa::with_isa;
+    use crate::nn::rel_err;
+    use crate::rng::Rng;
+    use crate::Result;
+    use candle_core::{Device, Tensor};
+
+    /// `implicit::conv_forward` on the build `isa` against candle's stock conv2d (+ bias).
+    fn check(isa: Isa, xs: [usize; 4], co: usize, k: usize, p: usize, seed: u64) -> Result<()> {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(seed);
+        let x = rng.randn(xs.to_vec(), &dev)?;
+        let w = rng.randn((co, xs[1], k, k), &dev)?;
+        let b = rng.randn(co, &dev)?;
+        let stock = x
+            .conv2d(&w, p, 1, 1, 1)?
+            .broadcast_add(&b.reshape((1, co, 1, 1))?)?;
+        let (_, _, oh, ow) = stock.dims4()?;
+        let g = Geom {
+            n: xs[0],
+            ci: xs[1],
+            h: xs[2],
+            w: xs[3],
+            co,
+            k,
+            s: 1,
+            p,
+            oh,
+            ow,
+        };
+        assert!(applies(&g));
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let y = with_isa(isa, || -> Result<Vec<f32>> {
+            Ok(conv_forward(&g, &flat(&x)?, &flat(&w)?, Some(&flat(&b)?)))
+        })?;
+        let ours = Tensor::from_vec(y, stock.shape(), &dev)?;
+        let e = rel_err(&ours, &stock)?;
+        assert!(e < 1e-5, "{isa:?} {xs:?} co {co} k {k} p {p}: rel err {e}");
+        Ok(())
+    }
+
+    #[test]
+    fn every_build_matches_candle_conv2d() -> Result<()> {
+        for isa in Isa::available() {
+            for (xs, co, k, p, seed) in [
+                ([2, 3, 7, 5], 4, 3, 1, 1),     // co below one tile
+                ([1, 16, 28, 28], 16, 3, 1, 2), // the UNet's first level
+                ([3, 5, 9, 11], 13, 3, 0, 3),   // no padding, co not a multiple of the tile
+                ([2, 2, 6, 6], 9, 5, 2, 4),     // 5×5
+                ([1, 4, 4, 4], 3, 3, 2, 5),     // padding k − 1 (a flipped conv's)
+            ] {
+                check(isa, xs, co, k, p, seed)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn packed_weights_put_each_block_k_major() {
+        // W (3 × 2) packed in blocks of 2 channels: [[w00 w10] [w01 w11]] [[w20 0] [w21 0]]
+        let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(
+            pack_weights(&w, 3, 2, 2),
+            [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]
+        );
+    }
+}
