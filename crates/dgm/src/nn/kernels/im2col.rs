@@ -7,10 +7,10 @@
 //! * [`conv_weight_grad`]:  `dW = Σ_i dy_i · col(x_i)ᵀ`        (c_out × K) = (c_out × P)(P × K)
 //!
 //! with K = c_in·k·k and P the output positions. Tiles of output rows keep the im2col buffer in the core's
-//! L2 (≈ 512 KB); scratch buffers are reused per thread. The stride-1 weight gradient needs no im2col at
-//! all (one GEMM per kernel tap on a zero-padded copy, `weight_grad_shifted`). Each output element is
-//! computed by one gemm call and the weight gradient sums fixed chunks of the batch in a fixed order, so
-//! results do not depend on the thread count.
+//! L2 (≈ 512 KB); scratch buffers are reused per thread. Stride-1 convolutions (forward, and so the
+//! input gradient too, and the weight gradient) skip all this: `super::implicit` runs them as an implicit
+//! GEMM on the zero-padded image. Each output element is computed by one gemm call and the weight gradient
+//! sums fixed chunks of the batch in a fixed order, so results do not depend on the thread count.
 
 use std::cell::RefCell;
 
@@ -351,8 +351,8 @@ pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
             return dw;
         }
-        if g.s == 1 {
-            return weight_grad_shifted(g, images);
+        if super::implicit::applies(g) {
+            return super::implicit::weight_grad(g, images);
         }
         with_scratch(kd * g.tile_rows() * g.ow, |col| {
             for (xi, dyi) in images {
@@ -387,62 +387,6 @@ pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     for part in parts {
         for (a, b) in dw.iter_mut().zip(&part) {
             *a += b;
-        }
-    }
-    dw
-}
-
-/// The weight gradient of a stride-1 convolution over some images without im2col: one GEMM per kernel tap,
-/// `dW[:, :, ky, kx] += dy_i · shift_{ky,kx}(x_i)ᵀ` with inner dimension = output positions. On a zero-padded
-/// copy of x (h + 2p rows of w + 2p) every shifted view is a plain strided matrix if the output is laid out
-/// on the padded width too (dy copied in with zeros in the w + 2p − ow extra columns, so those columns add
-/// nothing). Two copies of about the image's size replace an im2col k² times its size.
-fn weight_grad_shifted<'a>(
-    g: &Geom,
-    images: impl Iterator<Item = (&'a [f32], &'a [f32])>,
-) -> Vec<f32> {
-    let (k, ci, co) = (g.k, g.ci, g.co);
-    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
-    let plane = hp * wp;
-    let pw = g.oh * wp; // output positions on the padded width
-    let xlen = ci * plane + k; // + slack: the last tap's view reaches k − 1 past the last plane
-    let mut taps = vec![0f32; k * k * co * ci]; // (k·k, co, ci)
-    with_scratch(xlen + co * pw, |buf| {
-        let (xpad, dypad) = buf.split_at_mut(xlen);
-        for (xi, dyi) in images {
-            xpad.fill(0.0);
-            for (c, src) in xi.chunks_exact(g.h * g.w).enumerate() {
-                for (y, row) in src.chunks_exact(g.w).enumerate() {
-                    let at = c * plane + (y + g.p) * wp + g.p;
-                    xpad[at..at + g.w].copy_from_slice(row);
-                }
-            }
-            for (dst, src) in dypad.chunks_exact_mut(wp).zip(dyi.chunks_exact(g.ow)) {
-                dst[..g.ow].copy_from_slice(src);
-                dst[g.ow..].fill(0.0);
-            }
-            for (t, acc) in taps.chunks_exact_mut(co * ci).enumerate() {
-                let off = (t / k) * wp + t % k;
-                // (co × ci) += dy_pad (co × pw) · view (pw × ci), view[q][c] = xpad[off + c·plane + q]
-                sgemm(
-                    (co, ci, pw),
-                    acc,
-                    ci,
-                    true,
-                    dypad,
-                    (pw, 1),
-                    &xpad[off..],
-                    (1, plane),
-                    false,
-                );
-            }
-        }
-    });
-    // (k·k, co, ci) → (co, ci, k·k)
-    let mut dw = vec![0f32; co * ci * k * k];
-    for (t, tap) in taps.chunks_exact(co * ci).enumerate() {
-        for (oc, &v) in tap.iter().enumerate() {
-            dw[oc * k * k + t] = v;
         }
     }
     dw

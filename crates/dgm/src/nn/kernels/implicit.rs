@@ -55,20 +55,43 @@ fn pack_weights(w: &[f32], co: usize, kd: usize, mr: usize) -> Vec<f32> {
     out
 }
 
+/// (hp·wp, wp): the size of one zero-padded plane and its width.
+fn padded(g: &Geom) -> (usize, usize) {
+    let wp = g.w + 2 * g.p;
+    ((g.h + 2 * g.p) * wp, wp)
+}
+
+/// `off_k = c·hp·wp + ky·wp + kx` for k = (c, ky, kx) in weight order (increasing with k).
+fn offsets(g: &Geom) -> Vec<usize> {
+    let (plane, wp) = padded(g);
+    (0..g.ci * g.k * g.k)
+        .map(|r| {
+            let (c, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+            c * plane + ky * wp + kx
+        })
+        .collect()
+}
+
+/// Writes image `x: (ci, h, w)` zero-padded into `xpad` (`ci` planes of hp × wp, then zeros).
+fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32]) {
+    let (plane, wp) = padded(g);
+    xpad.fill(0.0);
+    for (c, src) in x.chunks_exact(g.h * g.w).enumerate() {
+        for (y, row) in src.chunks_exact(g.w).enumerate() {
+            let at = c * plane + (y + g.p) * wp + g.p;
+            xpad[at..at + g.w].copy_from_slice(row);
+        }
+    }
+}
+
 /// Forward of a stride-1 convolution ([`applies`]): `y (n, co, oh, ow) = W ∗ x + b`, `b` per channel or
 /// per image and channel (as in `im2col::conv_forward`).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let isa = isa();
     let t = tile_of(isa);
     let kd = g.ci * g.k * g.k;
-    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
-    let plane = hp * wp;
-    let offs: Vec<usize> = (0..kd)
-        .map(|r| {
-            let (c, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
-            c * plane + ky * wp + kx
-        })
-        .collect();
+    let (plane, wp) = padded(g);
+    let offs = offsets(g);
     let q_len = g.oh * wp; // output positions on the padded width
     let q_blocks = q_len.div_ceil(t.nr);
     // every tile reads xpad[off + q0 .. off + q0 + nr]: the last one ends here
@@ -81,13 +104,7 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
         let xi = &x[i * in_len..(i + 1) * in_len];
         with_scratch(xlen + t.mr * t.nr, |buf| {
             let (xpad, acc) = buf.split_at_mut(xlen);
-            xpad.fill(0.0);
-            for (c, src) in xi.chunks_exact(g.h * g.w).enumerate() {
-                for (y, row) in src.chunks_exact(g.w).enumerate() {
-                    let at = c * plane + (y + g.p) * wp + g.p;
-                    xpad[at..at + g.w].copy_from_slice(row);
-                }
-            }
+            pad_image(g, xi, xpad);
             for (blk, wblk) in packed.chunks_exact(kd * t.mr).enumerate() {
                 let o0 = blk * t.mr;
                 let rows = t.mr.min(g.co - o0);
@@ -164,6 +181,133 @@ fn tile_baseline<const MR: usize, const NR: usize>(
     }
 }
 
+/// The weight-gradient tile of one build: MR output channels × NK taps, each a sum over positions kept in
+/// vector lanes until the end of the image.
+fn wgrad_tile_of(isa: Isa) -> Tile {
+    match isa {
+        Isa::Avx512 => Tile { mr: 4, nr: 6 },
+        Isa::Avx2 => Tile { mr: 3, nr: 3 },
+        Isa::Baseline => Tile { mr: 2, nr: 2 },
+    }
+}
+
+/// Positions are processed in vectors of this many (a multiple of every build's lane count).
+const QV: usize = 16;
+
+/// The weight gradient of a stride-1 convolution ([`applies`]) over some images, `(co, ci·k·k)`:
+///
+/// `dW[o, k] = Σ_i Σ_q dy'_i[o, q] · xpad_i[off_k + q]`,
+///
+/// with `dy'` the output gradient laid out on the padded width (zero in the columns `ox ≥ ow`, so they add
+/// nothing). A tile of MR channels × NK taps keeps one vector of partial sums per pair over the positions
+/// of an image, then adds the lanes (in a fixed order) into `dW`; the images are added in the given order.
+pub(super) fn weight_grad<'a>(
+    g: &Geom,
+    images: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+) -> Vec<f32> {
+    let isa = isa();
+    let t = wgrad_tile_of(isa);
+    let (kd, pp) = (g.ci * g.k * g.k, g.oh * g.ow);
+    let (plane, wp) = padded(g);
+    let q_len = (g.oh * wp).div_ceil(QV) * QV;
+    let (co_pad, kd_pad) = (g.co.div_ceil(t.mr) * t.mr, kd.div_ceil(t.nr) * t.nr);
+    // taps past K read tap 0 (valid memory); their sums are dropped
+    let mut offs = offsets(g);
+    offs.resize(kd_pad, 0);
+    let xlen = (offs.iter().max().copied().unwrap_or(0) + q_len).max(g.ci * plane);
+    let mut dw = vec![0f32; g.co * kd];
+    let mut sums = vec![0f32; t.mr * t.nr];
+    with_scratch(xlen + co_pad * q_len, |buf| {
+        let (xpad, dypad) = buf.split_at_mut(xlen);
+        for (xi, dyi) in images {
+            pad_image(g, xi, xpad);
+            dypad.fill(0.0);
+            for (o, src) in dyi.chunks_exact(pp.max(1)).enumerate() {
+                for (oy, row) in src.chunks_exact(g.ow).enumerate() {
+                    let at = o * q_len + oy * wp;
+                    dypad[at..at + g.ow].copy_from_slice(row);
+                }
+            }
+            for o0 in (0..co_pad).step_by(t.mr) {
+                for k0 in (0..kd_pad).step_by(t.nr) {
+                    wgrad_tile(
+                        isa,
+                        &dypad[o0 * q_len..(o0 + t.mr) * q_len],
+                        q_len,
+                        xpad,
+                        &offs[k0..k0 + t.nr],
+                        &mut sums,
+                    );
+                    for (m, row) in sums.chunks_exact(t.nr).enumerate() {
+                        let o = o0 + m;
+                        if o >= g.co {
+                            break;
+                        }
+                        for (j, &v) in row.iter().enumerate().take(kd.saturating_sub(k0)) {
+                            dw[o * kd + k0 + j] += v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    dw
+}
+
+/// One weight-gradient tile: `sums[m·nk + j] = Σ_{q < q_len} dy[m·q_len + q] · x[offs[j] + q]` for the build
+/// `isa` (`q_len` a multiple of [`QV`]).
+fn wgrad_tile(isa: Isa, dy: &[f32], q_len: usize, x: &[f32], offs: &[usize], sums: &mut [f32]) {
+    let t = wgrad_tile_of(isa);
+    assert!(q_len.is_multiple_of(QV) && dy.len() >= t.mr * q_len && offs.len() == t.nr);
+    assert!(sums.len() >= t.mr * t.nr);
+    assert!(
+        offs.iter().all(|&o| o + q_len <= x.len()),
+        "implicit conv: a weight-gradient tile would read past the padded image"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` selects AVX-512 only when the CPU runs it; the asserts above keep every load and
+        // store inside the slices.
+        Isa::Avx512 => unsafe {
+            x86::wgrad_avx512(dy.as_ptr(), q_len, x.as_ptr(), offs, sums.as_mut_ptr())
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2 + FMA.
+        Isa::Avx2 => unsafe {
+            x86::wgrad_avx2(dy.as_ptr(), q_len, x.as_ptr(), offs, sums.as_mut_ptr())
+        },
+        _ => wgrad_baseline::<2, 2>(dy, q_len, x, offs, sums),
+    }
+}
+
+/// The baseline build of [`wgrad_tile`]: eight lanes of partial sums per pair, multiply then add.
+fn wgrad_baseline<const MR: usize, const NK: usize>(
+    dy: &[f32],
+    q_len: usize,
+    x: &[f32],
+    offs: &[usize],
+    sums: &mut [f32],
+) {
+    const L: usize = 8;
+    let mut a = [[[0f32; L]; NK]; MR];
+    for q in (0..q_len).step_by(L) {
+        for (m, am) in a.iter_mut().enumerate() {
+            let d = &dy[m * q_len + q..m * q_len + q + L];
+            for (aj, &off) in am.iter_mut().zip(offs) {
+                let xv = &x[off + q..off + q + L];
+                for ((s, &u), &v) in aj.iter_mut().zip(d).zip(xv) {
+                    *s += u * v;
+                }
+            }
+        }
+    }
+    for (row, am) in sums.chunks_exact_mut(NK).zip(&a) {
+        for (s, lanes) in row.iter_mut().zip(am) {
+            *s = lanes.iter().sum();
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -229,6 +373,78 @@ mod x86 {
             }
         }
     }
+    /// 4 channels × 6 taps, 16 positions at a time.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn wgrad_avx512(
+        dy: *const f32,
+        q_len: usize,
+        x: *const f32,
+        offs: &[usize],
+        sums: *mut f32,
+    ) {
+        const MR: usize = 4;
+        const NK: usize = 6;
+        let mut a = [[_mm512_setzero_ps(); NK]; MR];
+        let mut o = [0usize; NK];
+        o.copy_from_slice(&offs[..NK]);
+        for q in (0..q_len).step_by(16) {
+            // SAFETY (whole block): the caller keeps dy[m·q_len + q ..][..16] and x[o_j + q ..][..16] in
+            // bounds.
+            unsafe {
+                let xv: [__m512; NK] = std::array::from_fn(|j| _mm512_loadu_ps(x.add(o[j] + q)));
+                for (m, am) in a.iter_mut().enumerate() {
+                    let d = _mm512_loadu_ps(dy.add(m * q_len + q));
+                    for (aj, &v) in am.iter_mut().zip(&xv) {
+                        *aj = _mm512_fmadd_ps(d, v, *aj);
+                    }
+                }
+            }
+        }
+        for (m, am) in a.iter().enumerate() {
+            for (j, v) in am.iter().enumerate() {
+                // SAFETY: the caller's sums hold 4 × 6 floats.
+                unsafe { *sums.add(m * NK + j) = _mm512_reduce_add_ps(*v) };
+            }
+        }
+    }
+
+    /// 3 channels × 3 taps, 8 positions at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn wgrad_avx2(
+        dy: *const f32,
+        q_len: usize,
+        x: *const f32,
+        offs: &[usize],
+        sums: *mut f32,
+    ) {
+        const MR: usize = 3;
+        const NK: usize = 3;
+        let mut a = [[_mm256_setzero_ps(); NK]; MR];
+        let mut o = [0usize; NK];
+        o.copy_from_slice(&offs[..NK]);
+        for q in (0..q_len).step_by(8) {
+            // SAFETY (whole block): as in `wgrad_avx512`, for 8 floats.
+            unsafe {
+                let xv: [__m256; NK] = std::array::from_fn(|j| _mm256_loadu_ps(x.add(o[j] + q)));
+                for (m, am) in a.iter_mut().enumerate() {
+                    let d = _mm256_loadu_ps(dy.add(m * q_len + q));
+                    for (aj, &v) in am.iter_mut().zip(&xv) {
+                        *aj = _mm256_fmadd_ps(d, v, *aj);
+                    }
+                }
+            }
+        }
+        for (m, am) in a.iter().enumerate() {
+            for (j, v) in am.iter().enumerate() {
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds 8 floats; the caller's sums hold 3 × 3.
+                unsafe {
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+                    *sums.add(m * NK + j) = lanes.iter().sum();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -285,6 +501,89 @@ mod tests {
                 ([1, 4, 4, 4], 3, 3, 2, 5),     // padding k − 1 (a flipped conv's)
             ] {
                 check(isa, xs, co, k, p, seed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `implicit::weight_grad` on the build `isa` against a direct f64 sum over images and positions.
+    fn check_wgrad(
+        isa: Isa,
+        xs: [usize; 4],
+        co: usize,
+        k: usize,
+        p: usize,
+        seed: u64,
+    ) -> Result<()> {
+        let [n, ci, h, w] = xs;
+        let (oh, ow) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
+        let g = Geom {
+            n,
+            ci,
+            h,
+            w,
+            co,
+            k,
+            s: 1,
+            p,
+            oh,
+            ow,
+        };
+        let mut rng = Rng::new(seed);
+        let x = rng.normal_vec(n * ci * h * w);
+        let dy = rng.normal_vec(n * co * oh * ow);
+        let images = x
+            .chunks_exact(ci * h * w)
+            .zip(dy.chunks_exact(co * oh * ow));
+        let dw = with_isa(isa, || weight_grad(&g, images));
+        let mut max_err = 0f64;
+        let mut max_ref = 0f64;
+        for o in 0..co {
+            for c in 0..ci {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let mut acc = 0f64;
+                        for i in 0..n {
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    let (iy, ix) = (
+                                        (oy + ky) as isize - p as isize,
+                                        (ox + kx) as isize - p as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                        continue;
+                                    }
+                                    let xv = x[((i * ci + c) * h + iy as usize) * w + ix as usize];
+                                    let d = dy[((i * co + o) * oh + oy) * ow + ox];
+                                    acc += f64::from(xv) * f64::from(d);
+                                }
+                            }
+                        }
+                        let got = f64::from(dw[((o * ci + c) * k + ky) * k + kx]);
+                        max_err = max_err.max((got - acc).abs());
+                        max_ref = max_ref.max(acc.abs());
+                    }
+                }
+            }
+        }
+        assert!(
+            max_err < 1e-5 * max_ref.max(1.0),
+            "{isa:?} {xs:?} co {co} k {k} p {p}: max err {max_err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_build_computes_the_weight_gradient() -> Result<()> {
+        for isa in Isa::available() {
+            for (xs, co, k, p, seed) in [
+                ([2, 3, 7, 5], 4, 3, 1, 11), // K = 27: not a multiple of any tile
+                ([1, 16, 12, 12], 16, 3, 1, 12),
+                ([3, 5, 9, 11], 7, 3, 0, 13), // co not a multiple of any tile
+                ([2, 2, 6, 6], 3, 5, 2, 14),  // 5×5
+                ([1, 4, 4, 4], 3, 3, 2, 15),  // padding k − 1
+            ] {
+                check_wgrad(isa, xs, co, k, p, seed)?;
             }
         }
         Ok(())
