@@ -8,8 +8,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::sgemm;
 use super::isa::simd_dispatch;
-use super::math::{dot, exp_approx, max_lanes, sum_lanes};
-use super::softmax::softmax_last_dim;
+use super::math::{exp_approx, max_lanes, sum_lanes};
+use super::softmax::{softmax_grad_rows_fast, softmax_last_dim};
 use super::{cpu_f32, par_filled, to_candle, with_data};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -138,25 +138,9 @@ fn causal_softmax_rows(s: &mut [f32], nk: usize, offset: usize, scale: f32) {
     }
 }
 
-/// dS = P ⊙ (dP − rowsum(P ⊙ dP)) · scale, in place in `dp` (rows of `n`).
-#[inline(always)]
-fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
-    for (pr, dr) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
-        let s = dot(pr, dr);
-        for (d, &p) in dr.iter_mut().zip(pr) {
-            *d = p * (*d - s) * scale;
-        }
-    }
-}
-
 simd_dispatch! {
     /// [`causal_softmax_rows`], on the widest vectors [`super::isa::isa`] allows.
     fn causal_softmax_rows_fast(s: &mut [f32], nk: usize, offset: usize, scale: f32) = causal_softmax_rows;
-}
-
-simd_dispatch! {
-    /// [`softmax_grad_rows`], on the widest vectors [`super::isa::isa`] allows.
-    fn softmax_grad_rows_fast(p: &[f32], dp: &mut [f32], n: usize, scale: f32) = softmax_grad_rows;
 }
 
 /// The attention forward on the CPU, per sequence and head with small matrix products: S = Q Kᵀ, P = causal

@@ -1,12 +1,15 @@
 //! Softmax over the last dimension as a CPU kernel with a backward (candle's fast `softmax_last_dim` has
 //! none, so gradients would silently stop there).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+use super::isa::simd_dispatch;
+use super::math::{dot, exp_approx, max_lanes, sum_lanes};
 use crate::Result;
 
-/// Softmax over the last dimension with a backward: on the CPU in f32 a single-pass custom op
+/// Softmax over the last dimension with a backward: on the CPU in f32 one parallel pass each way
 /// (dx = y ⊙ (g − Σ y ⊙ g)), elsewhere candle's composed ops (max-shifted, the max detached: softmax is
 /// invariant to the shift, so its gradient is exactly zero).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -23,8 +26,62 @@ pub fn softmax_stock(x: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
-/// The CPU op behind [`softmax_last_dim`].
+/// Rows per parallel task: about this many elements.
+const TASK_ELEMS: usize = 1 << 14;
+
+/// Softmax of each row (of `m`) of `x` into `y`.
+#[inline(always)]
+fn softmax_rows(x: &[f32], y: &mut [f32], m: usize) {
+    for (yr, xr) in y.chunks_exact_mut(m).zip(x.chunks_exact(m)) {
+        let max = max_lanes(xr);
+        for (yi, &xi) in yr.iter_mut().zip(xr) {
+            *yi = exp_approx(xi - max);
+        }
+        let inv = 1.0 / sum_lanes(yr);
+        yr.iter_mut().for_each(|yi| *yi *= inv);
+    }
+}
+
+simd_dispatch! {
+    /// [`softmax_rows`], on the widest vectors [`super::isa::isa`] allows.
+    fn softmax_rows_fast(x: &[f32], y: &mut [f32], m: usize) = softmax_rows;
+}
+
+/// dS = P ⊙ (dP − rowsum(P ⊙ dP)) · scale, in place in `dp` (rows of `n`): the softmax backward (scaled, for
+/// attention's 1/√d).
+#[inline(always)]
+pub(super) fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
+    for (pr, dr) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
+        let s = dot(pr, dr);
+        for (d, &p) in dr.iter_mut().zip(pr) {
+            *d = p * (*d - s) * scale;
+        }
+    }
+}
+
+simd_dispatch! {
+    /// [`softmax_grad_rows`], on the widest vectors [`super::isa::isa`] allows.
+    pub(super) fn softmax_grad_rows_fast(p: &[f32], dp: &mut [f32], n: usize, scale: f32) = softmax_grad_rows;
+}
+
+/// `f(rows of a, rows of b)` over blocks of whole rows (of `m`), in parallel.
+fn par_row_blocks(a: &mut [f32], b: &[f32], m: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    let block = m * TASK_ELEMS.div_ceil(m).max(1);
+    a.par_chunks_mut(block)
+        .zip(b.par_chunks(block))
+        .for_each(|(a, b)| f(a, b));
+}
+
+/// The CPU op behind [`softmax_last_dim`]; backward [`SoftmaxGrad`].
 struct SoftmaxOp;
+
+/// The softmax backward as an op on (y, g) → dx. No backward.
+struct SoftmaxGrad;
+
+/// The length of the last dimension of a layout (at least 1).
+fn last_dim(l: &Layout) -> usize {
+    l.dims().last().copied().unwrap_or(1).max(1)
+}
 
 impl CustomOp1 for SoftmaxOp {
     fn name(&self) -> &'static str {
@@ -32,30 +89,43 @@ impl CustomOp1 for SoftmaxOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), Some((o1, o2))) = (s, l.contiguous_offsets()) else {
-            candle_core::bail!("dgm-softmax-last-dim: contiguous f32 CPU tensors only")
-        };
-        let src = &data[o1..o2];
-        let m = l.dims().last().copied().unwrap_or(1).max(1);
+        let src = cpu_f32(self.name(), s, l)?;
+        let m = last_dim(l);
         let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(m)
-            .zip(src.par_chunks(m))
-            .for_each(|(y, x)| {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (yi, &xi) in y.iter_mut().zip(x) {
-                    *yi = (xi - max).exp();
-                    sum += *yi;
-                }
-                let inv = 1.0 / sum;
-                y.iter_mut().for_each(|yi| *yi *= inv);
-            });
+        par_row_blocks(&mut dst, src, m, |y, x| softmax_rows_fast(x, y, m));
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let yg_sum = (y * g)?.sum_keepdim(D::Minus1)?; // (…, 1): Σ_j y_j g_j
-        Ok(Some((y * g.broadcast_sub(&yg_sum)?)?))
+        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "dgm-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g) = (cpu_f32(self.name(), s1, l1)?, cpu_f32(self.name(), s2, l2)?);
+        if y.len() != g.len() {
+            candle_core::bail!(
+                "{}: {} gradients for {} outputs",
+                self.name(),
+                g.len(),
+                y.len()
+            );
+        }
+        let m = last_dim(l1);
+        let mut dx = g.to_vec();
+        par_row_blocks(&mut dx, y, m, |d, y| softmax_grad_rows_fast(y, d, m, 1.0));
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 
@@ -101,5 +171,20 @@ mod tests {
             .to_scalar::<f32>()?;
         assert!(gsum < 1e-5);
         Ok(())
+    }
+
+    #[test]
+    fn every_instruction_set_build_gives_the_same_bits() {
+        let (rows, m) = (3, 53); // odd width: vector bodies and scalar tails
+        let mut rng = Rng::new(8);
+        let x: Vec<f32> = rng.normal_vec(rows * m).iter().map(|v| v * 4.0).collect();
+        let g = rng.normal_vec(rows * m);
+        crate::nn::kernels::testing::assert_same_bits_on_every_isa("softmax", || {
+            let mut y = vec![0f32; rows * m];
+            softmax_rows_fast(&x, &mut y, m);
+            let mut dx = g.clone();
+            softmax_grad_rows_fast(&y, &mut dx, m, 0.5);
+            [y, dx].concat()
+        });
     }
 }
