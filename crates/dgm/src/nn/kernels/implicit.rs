@@ -72,14 +72,24 @@ fn offsets(g: &Geom) -> Vec<usize> {
         .collect()
 }
 
-/// Writes image `x: (ci, h, w)` zero-padded into `xpad` (`ci` planes of hp × wp, then zeros).
+/// Writes image `x: (ci, h, w)` zero-padded into `xpad` (`ci` planes of hp × wp, then zeros): each row is
+/// its left padding, the image row and its right padding; only the padding is zeroed.
 fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32]) {
     let (plane, wp) = padded(g);
-    xpad.fill(0.0);
-    for (c, src) in x.chunks_exact(g.h * g.w).enumerate() {
-        for (y, row) in src.chunks_exact(g.w).enumerate() {
-            let at = c * plane + (y + g.p) * wp + g.p;
-            xpad[at..at + g.w].copy_from_slice(row);
+    let (planes, tail) = xpad.split_at_mut(g.ci * plane);
+    tail.fill(0.0);
+    for (dst, src) in planes
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(g.h * g.w))
+    {
+        let (top, rest) = dst.split_at_mut(g.p * wp);
+        top.fill(0.0);
+        let (body, bottom) = rest.split_at_mut(g.h * wp);
+        bottom.fill(0.0);
+        for (row, src) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.w)) {
+            row[..g.p].fill(0.0);
+            row[g.p..g.p + g.w].copy_from_slice(src);
+            row[g.p + g.w..].fill(0.0);
         }
     }
 }
@@ -99,35 +109,27 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
     let xlen = xlen.max(g.ci * plane);
     let packed = pack_weights(w, g.co, kd, t.mr);
     let (in_len, pp) = (g.ci * g.h * g.w, g.oh * g.ow);
+    // y' of one image: (co rounded up to mr) × (q_len rounded up to nr), written tile by tile
+    let (co_pad, q_pad) = (g.co.div_ceil(t.mr) * t.mr, q_blocks * t.nr);
     let bias = super::im2col::plane_bias(b, g.co);
     par_chunks_from_planes(g.n, g.co, pp, bias, |i, yi| {
         let xi = &x[i * in_len..(i + 1) * in_len];
-        with_scratch(xlen + t.mr * t.nr, |buf| {
-            let (xpad, acc) = buf.split_at_mut(xlen);
+        with_scratch(xlen + co_pad * q_pad, |buf| {
+            let (xpad, yp) = buf.split_at_mut(xlen);
             pad_image(g, xi, xpad);
-            for (blk, wblk) in packed.chunks_exact(kd * t.mr).enumerate() {
-                let o0 = blk * t.mr;
-                let rows = t.mr.min(g.co - o0);
-                for qb in 0..q_blocks {
-                    let q0 = qb * t.nr;
-                    tile(isa, wblk, &xpad[q0..], &offs, acc);
-                    // add the tile's valid positions (ox < ow) into y, which holds the bias
-                    let q_end = (q0 + t.nr).min(q_len);
-                    for (m, arow) in acc.chunks_exact(t.nr).enumerate().take(rows) {
-                        let yrow = &mut yi[(o0 + m) * pp..(o0 + m + 1) * pp];
-                        let mut q = q0;
-                        while q < q_end {
-                            let (oy, ox) = (q / wp, q % wp);
-                            let valid_end = (q - ox + g.ow).min(q_end);
-                            if ox < g.ow {
-                                let dst =
-                                    &mut yrow[oy * g.ow + ox..oy * g.ow + ox + (valid_end - q)];
-                                for (d, &v) in dst.iter_mut().zip(&arow[q - q0..valid_end - q0]) {
-                                    *d += v;
-                                }
-                            }
-                            q = (q - ox + wp).min(q_end); // the next padded row
-                        }
+            for (wblk, yblk) in packed
+                .chunks_exact(kd * t.mr)
+                .zip(yp.chunks_exact_mut(t.mr * q_pad))
+            {
+                for q0 in (0..q_pad).step_by(t.nr) {
+                    tile(isa, wblk, &xpad[q0..], &offs, &mut yblk[q0..], q_pad);
+                }
+            }
+            // add the valid positions (ox < ow) into y, which holds the bias
+            for (yo, yrow) in yi.chunks_exact_mut(pp).zip(yp.chunks_exact(q_pad)) {
+                for (dst, src) in yo.chunks_exact_mut(g.ow).zip(yrow.chunks(wp)) {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d += v;
                     }
                 }
             }
@@ -135,11 +137,12 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
     })
 }
 
-/// One register tile: `acc[m·nr + j] = Σ_k wblk[k·mr + m] · x[offs[k] + j]` for the build `isa`.
-fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], acc: &mut [f32]) {
+/// One register tile: `out[m·ld + j] = Σ_k wblk[k·mr + m] · x[offs[k] + j]` (j < nr, m < mr) for the build
+/// `isa`.
+fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], out: &mut [f32], ld: usize) {
     let t = tile_of(isa);
     let kd = offs.len();
-    assert!(wblk.len() >= kd * t.mr && acc.len() >= t.mr * t.nr);
+    assert!(wblk.len() >= kd * t.mr && ld >= t.nr && out.len() >= (t.mr - 1) * ld + t.nr);
     // the offsets increase with k, so the last one reaches furthest
     assert!(
         offs.last().is_none_or(|&o| o + t.nr <= x.len()),
@@ -150,12 +153,14 @@ fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], acc: &mut [f32]) {
         // SAFETY: `isa()` selects AVX-512 only when the CPU runs it; the asserts above keep every load and
         // store inside the slices.
         Isa::Avx512 => unsafe {
-            x86::tile_avx512(wblk.as_ptr(), x.as_ptr(), offs, acc.as_mut_ptr())
+            x86::tile_avx512(wblk.as_ptr(), x.as_ptr(), offs, out.as_mut_ptr(), ld)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2 + FMA.
-        Isa::Avx2 => unsafe { x86::tile_avx2(wblk.as_ptr(), x.as_ptr(), offs, acc.as_mut_ptr()) },
-        _ => tile_baseline::<4, 16>(wblk, x, offs, acc),
+        Isa::Avx2 => unsafe {
+            x86::tile_avx2(wblk.as_ptr(), x.as_ptr(), offs, out.as_mut_ptr(), ld)
+        },
+        _ => tile_baseline::<4, 16>(wblk, x, offs, out, ld),
     }
 }
 
@@ -164,7 +169,8 @@ fn tile_baseline<const MR: usize, const NR: usize>(
     wblk: &[f32],
     x: &[f32],
     offs: &[usize],
-    acc: &mut [f32],
+    out: &mut [f32],
+    ld: usize,
 ) {
     let mut a = [[0f32; NR]; MR];
     for (k, &off) in offs.iter().enumerate() {
@@ -176,8 +182,8 @@ fn tile_baseline<const MR: usize, const NR: usize>(
             }
         }
     }
-    for (dst, src) in acc.chunks_exact_mut(NR).zip(&a) {
-        dst.copy_from_slice(src);
+    for (m, src) in a.iter().enumerate() {
+        out[m * ld..m * ld + NR].copy_from_slice(src);
     }
 }
 
@@ -314,7 +320,13 @@ mod x86 {
 
     /// 8 channels × 48 positions (3 zmm per channel).
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-    pub(super) unsafe fn tile_avx512(w: *const f32, x: *const f32, offs: &[usize], acc: *mut f32) {
+    pub(super) unsafe fn tile_avx512(
+        w: *const f32,
+        x: *const f32,
+        offs: &[usize],
+        out: *mut f32,
+        ld: usize,
+    ) {
         const MR: usize = 8;
         let mut a = [[_mm512_setzero_ps(); 3]; MR];
         for (k, &off) in offs.iter().enumerate() {
@@ -337,15 +349,21 @@ mod x86 {
         }
         for (m, am) in a.iter().enumerate() {
             for (j, v) in am.iter().enumerate() {
-                // SAFETY: the caller's acc holds 8 × 48 floats.
-                unsafe { _mm512_storeu_ps(acc.add(m * 48 + j * 16), *v) };
+                // SAFETY: the caller's out holds rows m·ld .. m·ld + 48 for m < 8.
+                unsafe { _mm512_storeu_ps(out.add(m * ld + j * 16), *v) };
             }
         }
     }
 
     /// 4 channels × 24 positions (3 ymm per channel).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_avx2(w: *const f32, x: *const f32, offs: &[usize], acc: *mut f32) {
+    pub(super) unsafe fn tile_avx2(
+        w: *const f32,
+        x: *const f32,
+        offs: &[usize],
+        out: *mut f32,
+        ld: usize,
+    ) {
         const MR: usize = 4;
         let mut a = [[_mm256_setzero_ps(); 3]; MR];
         for (k, &off) in offs.iter().enumerate() {
@@ -368,8 +386,8 @@ mod x86 {
         }
         for (m, am) in a.iter().enumerate() {
             for (j, v) in am.iter().enumerate() {
-                // SAFETY: the caller's acc holds 4 × 24 floats.
-                unsafe { _mm256_storeu_ps(acc.add(m * 24 + j * 8), *v) };
+                // SAFETY: the caller's out holds rows m·ld .. m·ld + 24 for m < 4.
+                unsafe { _mm256_storeu_ps(out.add(m * ld + j * 8), *v) };
             }
         }
     }
