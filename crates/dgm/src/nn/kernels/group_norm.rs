@@ -276,6 +276,7 @@ fn channel_sums<const SILU: bool>(
 /// The backward pass over one slab: writes dx into `dx` and returns, per channel, [Σ dy, Σ dy·x̂] (the
 /// slab's shares of dβ and dγ), where dy is the gradient at the affine output y = γx̂ + β.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn backward_slab<const SILU: bool>(
     x: &[f32],
     dout: &[f32],
@@ -381,6 +382,7 @@ fn forward_slab_fast<const SILU: bool>(
 }
 
 /// [`backward_slab`], on the widest vectors [`isa`] allows.
+#[allow(clippy::too_many_arguments)]
 fn backward_slab_fast<const SILU: bool>(
     x: &[f32],
     dout: &[f32],
