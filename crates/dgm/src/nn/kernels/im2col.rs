@@ -46,7 +46,7 @@ impl Geom {
         self.co * self.oh * self.ow
     }
     /// A 1×1, stride-1, unpadded convolution needs no im2col: col(x) is x itself.
-    pub(super) fn pointwise(&self) -> bool {
+    fn pointwise(&self) -> bool {
         self.k == 1 && self.s == 1 && self.p == 0
     }
     /// Output rows per tile so that the tile's im2col block stays around 512 KB.

@@ -1,23 +1,15 @@
-//! Convolutions (forward and weight gradient) as an implicit GEMM: no im2col matrix, no packing of the
-//! image.
+//! The stride-1 convolution forward as an implicit GEMM: no im2col matrix and no packing of the image.
 //!
 //! On a zero-padded copy of one image (`ci` planes of `hp × wp`, hp = h + 2p, wp = w + 2p), output position
-//! `q = oy·wp + ox` — the output laid out on the padded width — of a stride-1 convolution reads tap
-//! `(c, ky, kx)` at `xpad[c·hp·wp + ky·wp + kx + q]`. So for a run of consecutive `q` every tap is one
-//! contiguous load, and
+//! `q = oy·wp + ox` — the output laid out on the padded width — reads tap `(c, ky, kx)` at
+//! `xpad[c·hp·wp + ky·wp + kx + q]`. So for a run of consecutive `q` every tap is one contiguous load, and
 //!
 //! `y'[o, q] = b[o] + Σ_k W[o, k] · xpad[off_k + q]`,  k = (c, ky, kx), off_k = c·hp·wp + ky·wp + kx,
 //!
-//! is a matrix product whose right-hand matrix is read straight from the padded image. A stride s > 1 is the
-//! same product on the image split into its s² phases (plane (c, py, px) holds the padded pixels at rows
-//! ≡ py and columns ≡ px mod s, each hq × wq with hq = ⌈hp/s⌉, wq = ⌈wp/s⌉): tap (c, ky, kx) reads phase
-//! (ky mod s, kx mod s) at `(ky div s)·wq + kx div s + q`, q = oy·wq + ox. A register tile of MR output
-//! channels × NR positions accumulates over all k (weights broadcast from a copy packed once per call, MR at
-//! a time); the columns `ox ≥ ow` of `y'` (a few per row) are computed and dropped. Outputs at valid
-//! positions read only their own plane (`ox + kx div s < wq`, `oy + ky div s < hq`).
-//!
-//! The weight gradient is the same product the other way round: `dW[o, k] = Σ_q dy'[o, q] · xpad[off_k + q]`
-//! with dy laid out on the padded width (zeros in the dropped columns).
+//! is a matrix product whose right-hand matrix is read straight from the padded image. A register tile of
+//! MR output channels × NR positions accumulates over all k (weights broadcast from a copy packed once per
+//! call, MR at a time); the columns `ox ≥ ow` of `y'` (about 2p/w of the work) are computed and dropped.
+//! Outputs at valid positions read only their own plane (`ox + kx < wp`, `oy + ky < hp`).
 //!
 //! Builds: AVX-512 (MR 8 × NR 48: 24 accumulators in zmm registers, fused multiply-adds), AVX2 + FMA
 //! (MR 4 × NR 24 in ymm registers) and the baseline (plain multiply and add, MR 4 × NR 16). Each output sums
@@ -29,10 +21,9 @@ use super::im2col::{with_scratch, Geom};
 use super::isa::{isa, Isa};
 use super::par_chunks_from_planes;
 
-/// Whether [`conv_forward`] and [`weight_grad`] serve this convolution: padding below the kernel size, not
-/// a plain 1×1 (a GEMM on the image itself).
+/// Whether [`conv_forward`] serves this convolution: stride 1 with padding below the kernel size, not 1×1.
 pub(super) fn applies(g: &Geom) -> bool {
-    g.p < g.k && !g.pointwise()
+    g.s == 1 && g.p < g.k && !(g.k == 1 && g.p == 0)
 }
 
 /// The register tile of one build: MR output channels × NR positions.
@@ -64,57 +55,38 @@ fn pack_weights(w: &[f32], co: usize, kd: usize, mr: usize) -> Vec<f32> {
     out
 }
 
-/// (hq·wq, wq): the size of one (phase of a) zero-padded plane and its width, hq = ⌈(h + 2p)/s⌉,
-/// wq = ⌈(w + 2p)/s⌉.
+/// (hp·wp, wp): the size of one zero-padded plane and its width.
 fn padded(g: &Geom) -> (usize, usize) {
-    let wq = (g.w + 2 * g.p).div_ceil(g.s);
-    ((g.h + 2 * g.p).div_ceil(g.s) * wq, wq)
+    let wp = g.w + 2 * g.p;
+    ((g.h + 2 * g.p) * wp, wp)
 }
 
-/// Planes of the padded image: `ci · s²` phases.
-fn planes(g: &Geom) -> usize {
-    g.ci * g.s * g.s
-}
-
-/// `off_k` for k = (c, ky, kx) in weight order: phase plane (c, ky mod s, kx mod s), row ky div s, column
-/// kx div s.
+/// `off_k = c·hp·wp + ky·wp + kx` for k = (c, ky, kx) in weight order (increasing with k).
 fn offsets(g: &Geom) -> Vec<usize> {
-    let (plane, wq) = padded(g);
-    let (k, s) = (g.k, g.s);
-    (0..g.ci * k * k)
+    let (plane, wp) = padded(g);
+    (0..g.ci * g.k * g.k)
         .map(|r| {
-            let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-            ((c * s + ky % s) * s + kx % s) * plane + (ky / s) * wq + kx / s
+            let (c, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+            c * plane + ky * wp + kx
         })
         .collect()
 }
 
-/// Writes image `x: (ci, h, w)` zero-padded (and split into phases) into `xpad`, then zeros. For stride 1
-/// each row is its left padding, the image row and its right padding, and only the padding is zeroed.
+/// Writes image `x: (ci, h, w)` zero-padded into `xpad` (`ci` planes of hp × wp, then zeros): each row is
+/// its left padding, the image row and its right padding; only the padding is zeroed.
 fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32]) {
-    let (plane, wq) = padded(g);
-    let (body, tail) = xpad.split_at_mut(planes(g) * plane);
+    let (plane, wp) = padded(g);
+    let (planes, tail) = xpad.split_at_mut(g.ci * plane);
     tail.fill(0.0);
-    if g.s > 1 {
-        body.fill(0.0);
-        let s = g.s;
-        for (c, src) in x.chunks_exact(g.h * g.w).enumerate() {
-            for (y, row) in src.chunks_exact(g.w).enumerate() {
-                let a = y + g.p;
-                for (xx, &v) in row.iter().enumerate() {
-                    let b = xx + g.p;
-                    body[((c * s + a % s) * s + b % s) * plane + (a / s) * wq + b / s] = v;
-                }
-            }
-        }
-        return;
-    }
-    for (dst, src) in body.chunks_exact_mut(plane).zip(x.chunks_exact(g.h * g.w)) {
-        let (top, rest) = dst.split_at_mut(g.p * wq);
+    for (dst, src) in planes
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(g.h * g.w))
+    {
+        let (top, rest) = dst.split_at_mut(g.p * wp);
         top.fill(0.0);
-        let (rows, bottom) = rest.split_at_mut(g.h * wq);
+        let (body, bottom) = rest.split_at_mut(g.h * wp);
         bottom.fill(0.0);
-        for (row, src) in rows.chunks_exact_mut(wq).zip(src.chunks_exact(g.w)) {
+        for (row, src) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.w)) {
             row[..g.p].fill(0.0);
             row[g.p..g.p + g.w].copy_from_slice(src);
             row[g.p + g.w..].fill(0.0);
@@ -122,19 +94,19 @@ fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32]) {
     }
 }
 
-/// Forward of a convolution ([`applies`]): `y (n, co, oh, ow) = W ∗ x + b`, `b` per channel or
+/// Forward of a stride-1 convolution ([`applies`]): `y (n, co, oh, ow) = W ∗ x + b`, `b` per channel or
 /// per image and channel (as in `im2col::conv_forward`).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let isa = isa();
     let t = tile_of(isa);
     let kd = g.ci * g.k * g.k;
-    let (plane, wq) = padded(g);
+    let (plane, wp) = padded(g);
     let offs = offsets(g);
-    let q_len = g.oh * wq; // output positions on the padded width
+    let q_len = g.oh * wp; // output positions on the padded width
     let q_blocks = q_len.div_ceil(t.nr);
     // every tile reads xpad[off + q0 .. off + q0 + nr]: the last one ends here
-    let xlen = offs.iter().max().map_or(0, |&o| o) + q_blocks * t.nr;
-    let xlen = xlen.max(planes(g) * plane);
+    let xlen = offs.last().map_or(0, |&o| o) + q_blocks * t.nr;
+    let xlen = xlen.max(g.ci * plane);
     let packed = pack_weights(w, g.co, kd, t.mr);
     let (in_len, pp) = (g.ci * g.h * g.w, g.oh * g.ow);
     // y' of one image: (co rounded up to mr) × (q_len rounded up to nr), written tile by tile
@@ -155,7 +127,7 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
             }
             // add the valid positions (ox < ow) into y, which holds the bias
             for (yo, yrow) in yi.chunks_exact_mut(pp).zip(yp.chunks_exact(q_pad)) {
-                for (dst, src) in yo.chunks_exact_mut(g.ow).zip(yrow.chunks(wq)) {
+                for (dst, src) in yo.chunks_exact_mut(g.ow).zip(yrow.chunks(wp)) {
                     for (d, &v) in dst.iter_mut().zip(src) {
                         *d += v;
                     }
@@ -171,8 +143,9 @@ fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], out: &mut [f32], ld: 
     let t = tile_of(isa);
     let kd = offs.len();
     assert!(wblk.len() >= kd * t.mr && ld >= t.nr && out.len() >= (t.mr - 1) * ld + t.nr);
+    // the offsets increase with k, so the last one reaches furthest
     assert!(
-        offs.iter().max().is_none_or(|&o| o + t.nr <= x.len()),
+        offs.last().is_none_or(|&o| o + t.nr <= x.len()),
         "implicit conv: a tile would read past the padded image"
     );
     match isa {
@@ -227,7 +200,7 @@ fn wgrad_tile_of(isa: Isa) -> Tile {
 /// Positions are processed in vectors of this many (a multiple of every build's lane count).
 const QV: usize = 16;
 
-/// The weight gradient of a convolution ([`applies`]) over some images, `(co, ci·k·k)`:
+/// The weight gradient of a stride-1 convolution ([`applies`]) over some images, `(co, ci·k·k)`:
 ///
 /// `dW[o, k] = Σ_i Σ_q dy'_i[o, q] · xpad_i[off_k + q]`,
 ///
@@ -241,13 +214,13 @@ pub(super) fn weight_grad<'a>(
     let isa = isa();
     let t = wgrad_tile_of(isa);
     let (kd, pp) = (g.ci * g.k * g.k, g.oh * g.ow);
-    let (plane, wq) = padded(g);
-    let q_len = (g.oh * wq).div_ceil(QV) * QV;
+    let (plane, wp) = padded(g);
+    let q_len = (g.oh * wp).div_ceil(QV) * QV;
     let (co_pad, kd_pad) = (g.co.div_ceil(t.mr) * t.mr, kd.div_ceil(t.nr) * t.nr);
     // taps past K read tap 0 (valid memory); their sums are dropped
     let mut offs = offsets(g);
     offs.resize(kd_pad, 0);
-    let xlen = (offs.iter().max().copied().unwrap_or(0) + q_len).max(planes(g) * plane);
+    let xlen = (offs.iter().max().copied().unwrap_or(0) + q_len).max(g.ci * plane);
     let mut dw = vec![0f32; g.co * kd];
     let mut sums = vec![0f32; t.mr * t.nr];
     with_scratch(xlen + co_pad * q_len, |buf| {
@@ -257,7 +230,7 @@ pub(super) fn weight_grad<'a>(
             dypad.fill(0.0);
             for (o, src) in dyi.chunks_exact(pp.max(1)).enumerate() {
                 for (oy, row) in src.chunks_exact(g.ow).enumerate() {
-                    let at = o * q_len + oy * wq;
+                    let at = o * q_len + oy * wp;
                     dypad[at..at + g.ow].copy_from_slice(row);
                 }
             }
@@ -502,21 +475,14 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// `implicit::conv_forward` on the build `isa` against candle's stock conv2d (+ bias).
-    fn check(
-        isa: Isa,
-        xs: [usize; 4],
-        co: usize,
-        k: usize,
-        (s, p): (usize, usize),
-        seed: u64,
-    ) -> Result<()> {
+    fn check(isa: Isa, xs: [usize; 4], co: usize, k: usize, p: usize, seed: u64) -> Result<()> {
         let dev = Device::Cpu;
         let mut rng = Rng::new(seed);
         let x = rng.randn(xs.to_vec(), &dev)?;
         let w = rng.randn((co, xs[1], k, k), &dev)?;
         let b = rng.randn(co, &dev)?;
         let stock = x
-            .conv2d(&w, p, s, 1, 1)?
+            .conv2d(&w, p, 1, 1, 1)?
             .broadcast_add(&b.reshape((1, co, 1, 1))?)?;
         let (_, _, oh, ow) = stock.dims4()?;
         let g = Geom {
@@ -526,7 +492,7 @@ mod tests {
             w: xs[3],
             co,
             k,
-            s,
+            s: 1,
             p,
             oh,
             ow,
@@ -538,28 +504,21 @@ mod tests {
         })?;
         let ours = Tensor::from_vec(y, stock.shape(), &dev)?;
         let e = rel_err(&ours, &stock)?;
-        assert!(
-            e < 1e-5,
-            "{isa:?} {xs:?} co {co} k {k} s {s} p {p}: rel err {e}"
-        );
+        assert!(e < 1e-5, "{isa:?} {xs:?} co {co} k {k} p {p}: rel err {e}");
         Ok(())
     }
 
     #[test]
     fn every_build_matches_candle_conv2d() -> Result<()> {
         for isa in Isa::available() {
-            for (xs, co, k, sp, seed) in [
-                ([2, 3, 7, 5], 4, 3, (1, 1), 1),     // co below one tile
-                ([1, 16, 28, 28], 16, 3, (1, 1), 2), // the UNet's first level
-                ([3, 5, 9, 11], 13, 3, (1, 0), 3),   // no padding, co not a multiple of the tile
-                ([2, 2, 6, 6], 9, 5, (1, 2), 4),     // 5×5
-                ([1, 4, 4, 4], 3, 3, (1, 2), 5),     // padding k − 1 (a flipped conv's)
-                ([2, 3, 9, 7], 5, 3, (2, 1), 6),     // stride 2, odd sizes
-                ([1, 16, 28, 28], 16, 3, (2, 1), 7), // the UNet's downsampling
-                ([2, 2, 8, 8], 3, 4, (2, 1), 8),     // 4×4 stride 2 (a transposed conv's backward)
-                ([1, 3, 10, 9], 2, 3, (3, 0), 9),    // stride 3
+            for (xs, co, k, p, seed) in [
+                ([2, 3, 7, 5], 4, 3, 1, 1),     // co below one tile
+                ([1, 16, 28, 28], 16, 3, 1, 2), // the UNet's first level
+                ([3, 5, 9, 11], 13, 3, 0, 3),   // no padding, co not a multiple of the tile
+                ([2, 2, 6, 6], 9, 5, 2, 4),     // 5×5
+                ([1, 4, 4, 4], 3, 3, 2, 5),     // padding k − 1 (a flipped conv's)
             ] {
-                check(isa, xs, co, k, sp, seed)?;
+                check(isa, xs, co, k, p, seed)?;
             }
         }
         Ok(())
@@ -571,11 +530,11 @@ mod tests {
         xs: [usize; 4],
         co: usize,
         k: usize,
-        (s, p): (usize, usize),
+        p: usize,
         seed: u64,
     ) -> Result<()> {
         let [n, ci, h, w] = xs;
-        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let (oh, ow) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let g = Geom {
             n,
             ci,
@@ -583,7 +542,7 @@ mod tests {
             w,
             co,
             k,
-            s,
+            s: 1,
             p,
             oh,
             ow,
@@ -606,8 +565,8 @@ mod tests {
                             for oy in 0..oh {
                                 for ox in 0..ow {
                                     let (iy, ix) = (
-                                        (oy * s + ky) as isize - p as isize,
-                                        (ox * s + kx) as isize - p as isize,
+                                        (oy + ky) as isize - p as isize,
+                                        (ox + kx) as isize - p as isize,
                                     );
                                     if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
                                         continue;
@@ -627,7 +586,7 @@ mod tests {
         }
         assert!(
             max_err < 1e-5 * max_ref.max(1.0),
-            "{isa:?} {xs:?} co {co} k {k} s {s} p {p}: max err {max_err}"
+            "{isa:?} {xs:?} co {co} k {k} p {p}: max err {max_err}"
         );
         Ok(())
     }
@@ -635,17 +594,14 @@ mod tests {
     #[test]
     fn every_build_computes_the_weight_gradient() -> Result<()> {
         for isa in Isa::available() {
-            for (xs, co, k, sp, seed) in [
-                ([2, 3, 7, 5], 4, 3, (1, 1), 11), // K = 27: not a multiple of any tile
-                ([1, 16, 12, 12], 16, 3, (1, 1), 12),
-                ([3, 5, 9, 11], 7, 3, (1, 0), 13), // co not a multiple of any tile
-                ([2, 2, 6, 6], 3, 5, (1, 2), 14),  // 5×5
-                ([1, 4, 4, 4], 3, 3, (1, 2), 15),  // padding k − 1
-                ([2, 3, 9, 7], 5, 3, (2, 1), 16),  // stride 2, odd sizes
-                ([2, 2, 8, 8], 3, 4, (2, 1), 17),  // 4×4 stride 2
-                ([1, 3, 10, 9], 2, 3, (3, 0), 18), // stride 3
+            for (xs, co, k, p, seed) in [
+                ([2, 3, 7, 5], 4, 3, 1, 11), // K = 27: not a multiple of any tile
+                ([1, 16, 12, 12], 16, 3, 1, 12),
+                ([3, 5, 9, 11], 7, 3, 0, 13), // co not a multiple of any tile
+                ([2, 2, 6, 6], 3, 5, 2, 14),  // 5×5
+                ([1, 4, 4, 4], 3, 3, 2, 15),  // padding k − 1
             ] {
-                check_wgrad(isa, xs, co, k, sp, seed)?;
+                check_wgrad(isa, xs, co, k, p, seed)?;
             }
         }
         Ok(())
