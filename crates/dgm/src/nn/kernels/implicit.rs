@@ -61,27 +61,24 @@ fn padded(g: &Geom) -> (usize, usize) {
     ((g.h + 2 * g.p) * wp, wp)
 }
 
-/// `off_k = c·hp·wp + ky·wp + kx` for k = (c, ky, kx) in weight order (increasing with k).
-fn offsets(g: &Geom) -> Vec<usize> {
-    let (plane, wp) = padded(g);
+/// `off_k = c·cstride + ky·wp + kx` for k = (c, ky, kx) in weight order (increasing with k), with channel
+/// planes `cstride` apart.
+fn offsets(g: &Geom, cstride: usize) -> Vec<usize> {
+    let (_, wp) = padded(g);
     (0..g.ci * g.k * g.k)
         .map(|r| {
             let (c, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
-            c * plane + ky * wp + kx
+            c * cstride + ky * wp + kx
         })
         .collect()
 }
 
-/// Writes image `x: (ci, h, w)` zero-padded into `xpad` (`ci` planes of hp × wp, then zeros): each row is
-/// its left padding, the image row and its right padding; only the padding is zeroed.
-fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32]) {
+/// Writes image `x: (ci, h, w)` zero-padded into `xpad`, channel c's hp × wp plane at `c·cstride`: each row
+/// is its left padding, the image row and its right padding. Only the planes are written.
+fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32], cstride: usize) {
     let (plane, wp) = padded(g);
-    let (planes, tail) = xpad.split_at_mut(g.ci * plane);
-    tail.fill(0.0);
-    for (dst, src) in planes
-        .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(g.h * g.w))
-    {
+    for (c, src) in x.chunks_exact(g.h * g.w).enumerate() {
+        let dst = &mut xpad[c * cstride..c * cstride + plane];
         let (top, rest) = dst.split_at_mut(g.p * wp);
         top.fill(0.0);
         let (body, bottom) = rest.split_at_mut(g.h * wp);
@@ -101,7 +98,7 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
     let t = tile_of(isa);
     let kd = g.ci * g.k * g.k;
     let (plane, wp) = padded(g);
-    let offs = offsets(g);
+    let offs = offsets(g, plane);
     let q_len = g.oh * wp; // output positions on the padded width
     let q_blocks = q_len.div_ceil(t.nr);
     // every tile reads xpad[off + q0 .. off + q0 + nr]: the last one ends here
@@ -116,7 +113,8 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
         let xi = &x[i * in_len..(i + 1) * in_len];
         with_scratch(xlen + co_pad * q_pad, |buf| {
             let (xpad, yp) = buf.split_at_mut(xlen);
-            pad_image(g, xi, xpad);
+            pad_image(g, xi, xpad, plane);
+            xpad[g.ci * plane..].fill(0.0);
             for (wblk, yblk) in packed
                 .chunks_exact(kd * t.mr)
                 .zip(yp.chunks_exact_mut(t.mr * q_pad))
@@ -200,13 +198,19 @@ fn wgrad_tile_of(isa: Isa) -> Tile {
 /// Positions are processed in vectors of this many (a multiple of every build's lane count).
 const QV: usize = 16;
 
+/// Positions a weight-gradient pass covers at least: small images are stacked until they fill it, so that
+/// each tile's lanes are added up once per stack rather than once per image.
+const WGRAD_POSITIONS: usize = 2048;
+
 /// The weight gradient of a stride-1 convolution ([`applies`]) over some images, `(co, ci·k·k)`:
 ///
 /// `dW[o, k] = Σ_i Σ_q dy'_i[o, q] · xpad_i[off_k + q]`,
 ///
-/// with `dy'` the output gradient laid out on the padded width (zero in the columns `ox ≥ ow`, so they add
-/// nothing). A tile of MR channels × NK taps keeps one vector of partial sums per pair over the positions
-/// of an image, then adds the lanes (in a fixed order) into `dW`; the images are added in the given order.
+/// with `dy'` the output gradient laid out on the padded image (zero in the columns `ox ≥ ow` and the rows
+/// `oy ≥ oh`, so they add nothing). Images are stacked along q (image b of a stack at `b·hp·wp`, a fixed
+/// number per stack given by the geometry) so that one pass covers about [`WGRAD_POSITIONS`] positions. A
+/// tile of MR channels × NK taps keeps one vector of partial sums per pair over the stack's positions, then
+/// adds the lanes (in a fixed order) into `dW`; the stacks are added in the given order.
 pub(super) fn weight_grad<'a>(
     g: &Geom,
     images: impl Iterator<Item = (&'a [f32], &'a [f32])>,
@@ -215,23 +219,32 @@ pub(super) fn weight_grad<'a>(
     let t = wgrad_tile_of(isa);
     let (kd, pp) = (g.ci * g.k * g.k, g.oh * g.ow);
     let (plane, wp) = padded(g);
-    let q_len = (g.oh * wp).div_ceil(QV) * QV;
+    let images: Vec<(&[f32], &[f32])> = images.collect();
+    let stack = (WGRAD_POSITIONS / plane.max(1)).clamp(1, images.len().max(1));
+    let span = stack * plane; // one channel of a stack
+    let q_len = span.div_ceil(QV) * QV;
     let (co_pad, kd_pad) = (g.co.div_ceil(t.mr) * t.mr, kd.div_ceil(t.nr) * t.nr);
     // taps past K read tap 0 (valid memory); their sums are dropped
-    let mut offs = offsets(g);
+    let mut offs = offsets(g, span);
     offs.resize(kd_pad, 0);
-    let xlen = (offs.iter().max().copied().unwrap_or(0) + q_len).max(g.ci * plane);
+    let xlen = (offs.iter().max().copied().unwrap_or(0) + q_len).max(g.ci * span);
     let mut dw = vec![0f32; g.co * kd];
     let mut sums = vec![0f32; t.mr * t.nr];
     with_scratch(xlen + co_pad * q_len, |buf| {
         let (xpad, dypad) = buf.split_at_mut(xlen);
-        for (xi, dyi) in images {
-            pad_image(g, xi, xpad);
+        for group in images.chunks(stack) {
+            // every position a tile reads is written: the images, zeros in a short stack's empty slots
+            // and past the last channel (stale scratch could hold non-finite values, and 0 · ∞ is NaN)
+            let written = if group.len() == stack { g.ci * span } else { 0 };
+            xpad[written..].fill(0.0);
             dypad.fill(0.0);
-            for (o, src) in dyi.chunks_exact(pp.max(1)).enumerate() {
-                for (oy, row) in src.chunks_exact(g.ow).enumerate() {
-                    let at = o * q_len + oy * wp;
-                    dypad[at..at + g.ow].copy_from_slice(row);
+            for (b, (xi, dyi)) in group.iter().enumerate() {
+                pad_image(g, xi, &mut xpad[b * plane..], span);
+                for (o, src) in dyi.chunks_exact(pp.max(1)).enumerate() {
+                    for (oy, row) in src.chunks_exact(g.ow).enumerate() {
+                        let at = o * q_len + b * plane + oy * wp;
+                        dypad[at..at + g.ow].copy_from_slice(row);
+                    }
                 }
             }
             for o0 in (0..co_pad).step_by(t.mr) {
