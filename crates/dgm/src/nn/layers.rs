@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use candle_nn::init::Init;
 use candle_nn::VarBuilder;
 
-use super::kernels::conv::{conv2d, conv_transpose2d};
+use super::kernels::conv::{conv2d, conv2d_residual, conv_transpose2d};
 use super::kernels::group_norm::group_norm;
 use super::kernels::layer_norm::layer_norm;
 use super::kernels::linear::{dense, linear, Activation};
@@ -210,6 +210,12 @@ impl Conv2d {
     pub fn forward_shifted(&self, x: &Tensor, shift: &Tensor) -> Result<Tensor> {
         let bias = shift.broadcast_add(&self.bias)?; // (b, out)
         conv2d(x, &self.weight, Some(&bias), self.stride, self.padding)
+    }
+
+    /// `forward(x) + r` for `r` shaped like the output (a residual connection), added by the convolution
+    /// kernel while it writes its output where it can ([`super::kernels::conv::conv2d_residual`]).
+    pub fn forward_residual(&self, x: &Tensor, r: &Tensor) -> Result<Tensor> {
+        conv2d_residual(x, &self.weight, &self.bias, r, self.stride, self.padding)
     }
 }
 

@@ -285,12 +285,13 @@ impl ResBlock {
         let h = self
             .conv1
             .forward_shifted(&self.norm1.forward_silu(x)?, &e)?; // (b, c_out, s, s)
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?; // (b, c_out, s, s)
         let skip = match &self.skip {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        Ok((skip + h)?)
+        // skip + conv2(SiLU(GN(h))), the sum written by the convolution
+        self.conv2
+            .forward_residual(&self.norm2.forward_silu(&h)?, &skip) // (b, c_out, s, s)
     }
 }
 

@@ -90,23 +90,86 @@ impl CustomOp3 for ConvFwd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = conv_grads(self.0, x, w, b.rank() == 2, &grad.contiguous()?)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The gradients of `y = W ∗ x + b` for the upstream gradient `grad`: dx (when x is tracked), dW, db (per
+/// image and channel when `bias_per_image`).
+fn conv_grads(
+    g: Geom,
+    x: &Tensor,
+    w: &Tensor,
+    bias_per_image: bool,
+    grad: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
+    let zero = Tensor::zeros(g.ci, grad.dtype(), grad.device())?;
+    let dx = match (x.track_op(), flipped(&g)) {
+        (false, _) => None,
+        // stride 1: dx = dy ∗ flip(W)ᵀ, a forward convolution with inner dimension c_out·k·k
+        (true, Some(gf)) => {
+            let wf = flip_transpose(w, &g)?;
+            Some(grad.apply_op3_no_bwd(&wf, &zero, &ConvFwd(gf))?)
+        }
+        (true, _) => Some(grad.apply_op3_no_bwd(w, &zero, &ConvDx(g))?),
+    };
+    let dw = x.apply_op2_no_bwd(grad, &ConvDw(g))?;
+    let db = grad.apply_op1_no_bwd(&ChannelSum {
+        per_image: bias_per_image,
+    })?;
+    Ok((dx, dw, db))
+}
+
+/// `W ∗ x + b + r` (stride 1, the implicit-GEMM kernel) as an op on (x, [W; b] flattened, r): the residual
+/// `r` is added while the output is written. Its backward passes the upstream gradient to r unchanged.
+struct ConvFwdRes(Geom);
+
+impl CustomOp3 for ConvFwdRes {
+    fn name(&self) -> &'static str {
+        "dgm-conv2d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let x = cpu_f32(self.name(), s1, l1)?;
+        let wb = cpu_f32(self.name(), s2, l2)?;
+        let r = cpu_f32(self.name(), s3, l3)?;
+        let (w, b) = wb.split_at(g.co * g.ci * g.k * g.k);
+        if b.len() != g.co || r.len() != g.n * g.co * g.oh * g.ow {
+            candle_core::bail!(
+                "{}: weights, bias or residual do not fit {g:?}",
+                self.name()
+            );
+        }
+        let y = super::implicit::conv_forward(g, x, w, Some(b), Some(r));
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.0;
         let grad = grad.contiguous()?;
-        let zero = Tensor::zeros(g.ci, grad.dtype(), grad.device())?;
-        let dx = match (x.track_op(), flipped(&g)) {
-            (false, _) => None,
-            // stride 1: dx = dy ∗ flip(W)ᵀ, a forward convolution with inner dimension c_out·k·k
-            (true, Some(gf)) => {
-                let wf = flip_transpose(w, &g)?;
-                Some(grad.apply_op3_no_bwd(&wf, &zero, &ConvFwd(gf))?)
-            }
-            (true, _) => Some(grad.apply_op3_no_bwd(w, &zero, &ConvDx(g))?),
-        };
-        let dw = x.apply_op2_no_bwd(&grad, &ConvDw(g))?;
-        let db = grad.apply_op1_no_bwd(&ChannelSum {
-            per_image: b.rank() == 2,
-        })?;
-        Ok((dx, Some(dw), Some(db)))
+        let w = wb
+            .narrow(0, 0, g.co * g.ci * g.k * g.k)?
+            .reshape((g.co, g.ci, g.k, g.k))?;
+        let (dx, dw, db) = conv_grads(g, x, &w, false, &grad)?;
+        let dwb = Tensor::cat(&[&dw.flatten_all()?, &db], 0)?;
+        Ok((dx, Some(dwb), Some(grad)))
     }
 }
 
@@ -271,6 +334,30 @@ pub fn conv2d(
     } else {
         conv2d_stock(x, w, b, stride, padding)
     }
+}
+
+/// `conv2d(x, w, b) + r` with `r` shaped like the output (a residual connection): on the CPU, for the
+/// convolutions of the implicit-GEMM kernel (stride 1), `r` is added while the output is written — one op
+/// instead of a convolution and an add over its output, and one gradient node less in the backward.
+pub fn conv2d_residual(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if crate::nn::use_cpu_kernel(x) {
+        let g = conv_geom("conv2d", x, w, stride, padding)?;
+        if super::implicit::applies(&g) && b.dims() == [g.co] && r.dims() == [g.n, g.co, g.oh, g.ow]
+        {
+            let wb = Tensor::cat(&[&w.flatten_all()?, &b.contiguous()?], 0)?;
+            return Ok(x
+                .contiguous()?
+                .apply_op3(&wb, &r.contiguous()?, ConvFwdRes(g))?);
+        }
+    }
+    Ok((conv2d(x, w, Some(b), stride, padding)? + r)?)
 }
 
 /// dgm's CPU kernel path of [`conv2d`] (f32).
@@ -751,6 +838,35 @@ mod tests {
                 "per-image bias",
             )?;
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_fused_residual_matches_a_convolution_then_an_add() -> Result<()> {
+        let (x, w, b) = (
+            input(&[3, 4, 7, 6], 70)?,
+            input(&[5, 4, 3, 3], 71)?,
+            input(&[5], 72)?,
+        );
+        let r = input(&[3, 5, 7, 6], 73)?;
+        let up = input(&[3, 5, 7, 6], 74)?;
+        let ours = value_and_grads(
+            |t| conv2d_residual(&t[0], &t[1], &t[2], &t[3], 1, 1),
+            &[x.clone(), w.clone(), b.clone(), r.clone()],
+            &up,
+        )?;
+        let stock = value_and_grads(
+            |t| Ok((conv2d_stock(&t[0], &t[1], Some(&t[2]), 1, 1)? + &t[3])?),
+            &[x, w, b, r],
+            &up,
+        )?;
+        assert_close(
+            &ours,
+            &stock,
+            &["y", "dx", "dw", "db", "dr"],
+            1e-5,
+            "residual",
+        )?;
         Ok(())
     }
 

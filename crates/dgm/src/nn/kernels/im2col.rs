@@ -238,7 +238,7 @@ pub(super) fn plane_bias(
 /// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional: per channel, or per image and channel).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     if super::implicit::applies(g) {
-        return super::implicit::conv_forward(g, x, w, b);
+        return super::implicit::conv_forward(g, x, w, b, None);
     }
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
     let bias = plane_bias(b, g.co);

@@ -92,8 +92,14 @@ fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32], cstride: usize) {
 }
 
 /// Forward of a stride-1 convolution ([`applies`]): `y (n, co, oh, ow) = W ∗ x + b`, `b` per channel or
-/// per image and channel (as in `im2col::conv_forward`).
-pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+/// per image and channel (as in `im2col::conv_forward`); plus `residual` (shaped like y) when given.
+pub(super) fn conv_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
     let isa = isa();
     let t = tile_of(isa);
     let kd = g.ci * g.k * g.k;
@@ -123,12 +129,18 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
                     tile(isa, wblk, &xpad[q0..], &offs, &mut yblk[q0..], q_pad);
                 }
             }
-            // add the valid positions (ox < ow) into y, which holds the bias
+            // add the valid positions (ox < ow) into y, which holds the bias, and the residual
             for (yo, yrow) in yi.chunks_exact_mut(pp).zip(yp.chunks_exact(q_pad)) {
                 for (dst, src) in yo.chunks_exact_mut(g.ow).zip(yrow.chunks(wp)) {
                     for (d, &v) in dst.iter_mut().zip(src) {
                         *d += v;
                     }
+                }
+            }
+            if let Some(r) = residual {
+                let ri = &r[i * g.co * pp..(i + 1) * g.co * pp];
+                for (d, &v) in yi.iter_mut().zip(ri) {
+                    *d += v;
                 }
             }
         });
@@ -513,7 +525,13 @@ mod tests {
         assert!(applies(&g));
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let y = with_isa(isa, || -> Result<Vec<f32>> {
-            Ok(conv_forward(&g, &flat(&x)?, &flat(&w)?, Some(&flat(&b)?)))
+            Ok(conv_forward(
+                &g,
+                &flat(&x)?,
+                &flat(&w)?,
+                Some(&flat(&b)?),
+                None,
+            ))
         })?;
         let ours = Tensor::from_vec(y, stock.shape(), &dev)?;
         let e = rel_err(&ours, &stock)?;
