@@ -100,6 +100,9 @@ fn help_lists_every_registry_model() {
 fn bad_input_is_one_line_and_exit_2() {
     let d = tmp("bad");
     let out = d.join("r");
+    // an instruction set the kernels cannot be forced to is refused, naming the valid ones
+    let o = run(dgm().args(["data", "info"]).env("DGM_ISA", "avx9"));
+    assert_bad_input(&o, &["DGM_ISA", "avx9", "baseline"]);
     let o = run(dgm()
         .args(["train", "vea", "--data", "shapes", "--out"])
         .arg(&out));
