@@ -4,6 +4,8 @@
 //!
 //! The loops are written so that each build gives the same bits: they fix their summation order and
 //! nothing asks for fused multiply-adds, so the wider vectors only do the same arithmetic more at a time.
+//! The one exception is the convolution micro-kernels (`implicit.rs`), written with FMA intrinsics on
+//! AVX2 and AVX-512: their builds agree to rounding (tested against candle's stock convolution each).
 //! The matrix products are not dgm's loops: they run in the `gemm` crate, which picks its own AVX-512 /
 //! AVX2 + FMA / scalar micro-kernels by CPU detection (its FMA builds round differently from its scalar
 //! one) and which `DGM_ISA` does not reach.

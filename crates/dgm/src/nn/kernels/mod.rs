@@ -4,7 +4,8 @@
 //! after [`super::set_stock_ops`]); the `*_stock` functions are those references.
 //!
 //! * [`linear`]: `act(x Wᵀ + b)` (two kernels, see there) and the [`linear::Activation`]s it can fuse.
-//! * [`conv`]: 2-D convolution and transposed convolution, on the GEMM kernels of [`im2col`].
+//! * [`conv`]: 2-D convolution and transposed convolution: stride 1 on the implicit-GEMM kernels of
+//!   [`implicit`], the rest on the GEMM kernels of [`im2col`].
 //! * [`group_norm`], [`layer_norm`]: the normalisations (group norm optionally fused with SiLU).
 //! * [`gelu`], [`softmax`], [`attention`], [`token_nll`]: the pieces of a transformer.
 //! * [`gate`]: Gated PixelCNN's tanh(a) ⊙ σ(g).
@@ -14,8 +15,9 @@
 //! The helpers below are the `CustomOp` boilerplate: reading a storage as f32 ([`cpu_f32`], [`with_data`]),
 //! building outputs in parallel ([`par_filled`], [`par_rows`], [`par_chunks_from_planes`]); [`isa`] runs
 //! each loop compiled for AVX-512, AVX2 or the baseline (`simd_dispatch!`, forced slower with `DGM_ISA`).
-//! The results of dgm's own loops never depend on the thread count or on the instruction set: every kernel
-//! fixes its summation order and nothing asks for fused multiply-adds.
+//! Results never depend on the thread count: every kernel fixes its summation order. They do not depend on
+//! the instruction set either, except for the convolution micro-kernels of [`implicit`] (fused
+//! multiply-adds on AVX2 / AVX-512, so their builds agree to rounding) and the `gemm` crate's own choice.
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
