@@ -1,4 +1,5 @@
-//! The stride-1 convolution forward as an implicit GEMM: no im2col matrix and no packing of the image.
+//! The stride-1 convolution as an implicit GEMM — its forward (and so, through the flipped kernel, its input
+//! gradient) and its weight gradient: no im2col matrix and no packing of the image.
 //!
 //! On a zero-padded copy of one image (`ci` planes of `hp × wp`, hp = h + 2p, wp = w + 2p), output position
 //! `q = oy·wp + ox` — the output laid out on the padded width — reads tap `(c, ky, kx)` at
@@ -10,6 +11,10 @@
 //! MR output channels × NR positions accumulates over all k (weights broadcast from a copy packed once per
 //! call, MR at a time); the columns `ox ≥ ow` of `y'` (about 2p/w of the work) are computed and dropped.
 //! Outputs at valid positions read only their own plane (`ox + kx < wp`, `oy + ky < hp`).
+//!
+//! The weight gradient is the same product the other way round, `dW[o, k] = Σ_q dy'[o, q] · xpad[off_k + q]`
+//! with dy laid out on the padded image (zeros elsewhere); see [`weight_grad`]. Scratch per thread: the padded
+//! image and one image's (or stack's) output, reused from call to call.
 //!
 //! Builds: AVX-512 (MR 8 × NR 48: 24 accumulators in zmm registers, fused multiply-adds), AVX2 + FMA
 //! (MR 4 × NR 24 in ymm registers) and the baseline (plain multiply and add, MR 4 × NR 16). Each output sums
