@@ -143,13 +143,14 @@ impl CustomOp3 for ConvFwdRes {
         let x = cpu_f32(self.name(), s1, l1)?;
         let wb = cpu_f32(self.name(), s2, l2)?;
         let r = cpu_f32(self.name(), s3, l3)?;
-        let (w, b) = wb.split_at(g.co * g.ci * g.k * g.k);
-        if b.len() != g.co || r.len() != g.n * g.co * g.oh * g.ow {
+        let kd = g.ci * g.k * g.k;
+        if wb.len() != g.co * (kd + 1) || r.len() != g.n * g.co * g.oh * g.ow {
             candle_core::bail!(
                 "{}: weights, bias or residual do not fit {g:?}",
                 self.name()
             );
         }
+        let (w, b) = wb.split_at(g.co * kd);
         let y = super::implicit::conv_forward(g, x, w, Some(b), Some(r));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.oh, g.ow))))
     }
