@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_f32;
-use super::isa::{isa, Isa};
+use super::isa::simd_dispatch;
 use super::math::exp_approx;
 use crate::Result;
 
@@ -320,94 +320,58 @@ fn backward_slab<const SILU: bool>(
     sums
 }
 
-/// `forward_slab` and `backward_slab` compiled for one instruction set (`$feat`), as `$fwd` and `$bwd`.
-#[cfg(target_arch = "x86_64")]
-macro_rules! slab_builds {
-    ($feat:literal, $fwd:ident, $bwd:ident) => {
-        #[target_feature(enable = $feat)]
-        fn $fwd<const SILU: bool>(
-            x: &[f32],
-            out: &mut [f32],
-            gamma: &[f32],
-            beta: &[f32],
-            hw: usize,
-            eps: f64,
-        ) -> (f32, f32) {
-            forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
-        }
-
-        #[target_feature(enable = $feat)]
-        #[allow(clippy::too_many_arguments)]
-        fn $bwd<const SILU: bool>(
-            x: &[f32],
-            dout: &[f32],
-            dx: &mut [f32],
-            gamma: &[f32],
-            beta: &[f32],
-            hw: usize,
-            eps: f64,
-            stats: Option<(f32, f32)>,
-        ) -> Vec<[f64; 2]> {
-            backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps, stats)
-        }
-    };
-}
-#[cfg(target_arch = "x86_64")]
-slab_builds!("avx2,fma", forward_slab_avx2, backward_slab_avx2);
-#[cfg(target_arch = "x86_64")]
-slab_builds!(
-    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma",
-    forward_slab_avx512,
-    backward_slab_avx512
-);
-
-/// [`forward_slab`], on the widest vectors [`isa`] allows.
-fn forward_slab_fast<const SILU: bool>(
-    x: &[f32],
-    out: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    hw: usize,
-    eps: f64,
-) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    match isa() {
-        // SAFETY: `isa()` selects a build only when the CPU runs it.
-        Isa::Avx512 => return unsafe { forward_slab_avx512::<SILU>(x, out, gamma, beta, hw, eps) },
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { forward_slab_avx2::<SILU>(x, out, gamma, beta, hw, eps) },
-        Isa::Baseline => {}
-    }
-    forward_slab::<SILU>(x, out, gamma, beta, hw, eps)
+simd_dispatch! {
+    /// [`forward_slab`] with SiLU, on the widest vectors [`super::isa::isa`] allows.
+    fn forward_slab_silu(
+        x: &[f32],
+        out: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+        hw: usize,
+        eps: f64,
+    ) -> (f32, f32) = forward_slab::<true>;
 }
 
-/// [`backward_slab`], on the widest vectors [`isa`] allows.
-#[allow(clippy::too_many_arguments)]
-fn backward_slab_fast<const SILU: bool>(
-    x: &[f32],
-    dout: &[f32],
-    dx: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    hw: usize,
-    eps: f64,
-    stats: Option<(f32, f32)>,
-) -> Vec<[f64; 2]> {
-    #[cfg(target_arch = "x86_64")]
-    match isa() {
-        // SAFETY: `isa()` selects a build only when the CPU runs it.
-        Isa::Avx512 => {
-            return unsafe {
-                backward_slab_avx512::<SILU>(x, dout, dx, gamma, beta, hw, eps, stats)
-            }
-        }
-        // SAFETY: as above.
-        Isa::Avx2 => {
-            return unsafe { backward_slab_avx2::<SILU>(x, dout, dx, gamma, beta, hw, eps, stats) }
-        }
-        Isa::Baseline => {}
-    }
-    backward_slab::<SILU>(x, dout, dx, gamma, beta, hw, eps, stats)
+simd_dispatch! {
+    /// [`forward_slab`] without SiLU, on the widest vectors [`super::isa::isa`] allows.
+    fn forward_slab_plain(
+        x: &[f32],
+        out: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+        hw: usize,
+        eps: f64,
+    ) -> (f32, f32) = forward_slab::<false>;
+}
+
+simd_dispatch! {
+    /// [`backward_slab`] with SiLU, on the widest vectors [`super::isa::isa`] allows.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_slab_silu(
+        x: &[f32],
+        dout: &[f32],
+        dx: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+        hw: usize,
+        eps: f64,
+        stats: Option<(f32, f32)>,
+    ) -> Vec<[f64; 2]> = backward_slab::<true>;
+}
+
+simd_dispatch! {
+    /// [`backward_slab`] without SiLU, on the widest vectors [`super::isa::isa`] allows.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_slab_plain(
+        x: &[f32],
+        dout: &[f32],
+        dx: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+        hw: usize,
+        eps: f64,
+        stats: Option<(f32, f32)>,
+    ) -> Vec<[f64; 2]> = backward_slab::<false>;
 }
 
 impl CustomOp3 for GroupNormOp {
@@ -439,9 +403,9 @@ impl CustomOp3 for GroupNormOp {
                 let ch = sl.channels(i);
                 let (xs, g, b) = (&x[i * len..(i + 1) * len], &gamma[ch.clone()], &beta[ch]);
                 if silu {
-                    forward_slab_fast::<true>(xs, o, g, b, hw, eps)
+                    forward_slab_silu(xs, o, g, b, hw, eps)
                 } else {
-                    forward_slab_fast::<false>(xs, o, g, b, hw, eps)
+                    forward_slab_plain(xs, o, g, b, hw, eps)
                 }
             });
             if let Ok(mut cell) = self.stats.lock() {
@@ -530,9 +494,9 @@ impl CustomOp3 for GroupNormGrad {
                 let (xs, ds) = (&x[span.clone()], &dout[span]);
                 let (g, b) = (&gamma[ch.clone()], &beta[ch]);
                 if silu {
-                    backward_slab_fast::<true>(xs, ds, o, g, b, hw, eps, st)
+                    backward_slab_silu(xs, ds, o, g, b, hw, eps, st)
                 } else {
-                    backward_slab_fast::<false>(xs, ds, o, g, b, hw, eps, st)
+                    backward_slab_plain(xs, ds, o, g, b, hw, eps, st)
                 }
             });
             // dγ, dβ: each channel's slab shares summed over the batch, in batch order
@@ -556,7 +520,7 @@ impl CustomOp3 for GroupNormGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::kernels::isa::with_isa;
+    use crate::nn::kernels::isa::{with_isa, Isa};
     use crate::nn::rel_err;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
@@ -653,9 +617,9 @@ mod tests {
             let (mut o2, mut d2) = (vec![0f32; cg * hw], vec![0f32; cg * hw]);
             let s2 = with_isa(i, || {
                 // the statistics kept from the forward give the same bits as recomputing them
-                let kept = forward_slab_fast::<true>(&x, &mut o2, &g, &b, hw, 1e-5);
+                let kept = forward_slab_silu(&x, &mut o2, &g, &b, hw, 1e-5);
                 assert_eq!(kept, stats);
-                backward_slab_fast::<true>(&x, &dout, &mut d2, &g, &b, hw, 1e-5, Some(kept))
+                backward_slab_silu(&x, &dout, &mut d2, &g, &b, hw, 1e-5, Some(kept))
             });
             assert_eq!(bits(&o1), bits(&o2), "{i:?}");
             assert_eq!(bits(&d1), bits(&d2), "{i:?}");
