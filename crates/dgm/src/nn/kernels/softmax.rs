@@ -2,11 +2,10 @@
 //! none, so gradients would silently stop there).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
-use rayon::prelude::*;
 
-use super::cpu_f32;
 use super::isa::simd_dispatch;
 use super::math::{dot, exp_approx, max_lanes, sum_lanes};
+use super::{cpu_f32, par_filled};
 use crate::Result;
 
 /// Softmax over the last dimension with a backward: on the CPU in f32 one parallel pass each way
@@ -64,12 +63,9 @@ simd_dispatch! {
     pub(super) fn softmax_grad_rows_fast(p: &[f32], dp: &mut [f32], n: usize, scale: f32) = softmax_grad_rows;
 }
 
-/// `f(rows of a, rows of b)` over blocks of whole rows (of `m`), in parallel.
-fn par_row_blocks(a: &mut [f32], b: &[f32], m: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    let block = m * TASK_ELEMS.div_ceil(m).max(1);
-    a.par_chunks_mut(block)
-        .zip(b.par_chunks(block))
-        .for_each(|(a, b)| f(a, b));
+/// Elements per parallel task: whole rows of `m`, about [`TASK_ELEMS`].
+fn row_block(m: usize) -> usize {
+    m * TASK_ELEMS.div_ceil(m).max(1)
 }
 
 /// The CPU op behind [`softmax_last_dim`]; backward [`SoftmaxGrad`].
@@ -91,8 +87,10 @@ impl CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = cpu_f32(self.name(), s, l)?;
         let m = last_dim(l);
-        let mut dst = vec![0f32; src.len()];
-        par_row_blocks(&mut dst, src, m, |y, x| softmax_rows_fast(x, y, m));
+        let block = row_block(m);
+        let dst = par_filled(src.len(), block, |i, y| {
+            softmax_rows_fast(&src[i * block..i * block + y.len()], y, m)
+        });
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 
@@ -123,8 +121,12 @@ impl CustomOp2 for SoftmaxGrad {
             );
         }
         let m = last_dim(l1);
-        let mut dx = g.to_vec();
-        par_row_blocks(&mut dx, y, m, |d, y| softmax_grad_rows_fast(y, d, m, 1.0));
+        let block = row_block(m);
+        let dx = par_filled(g.len(), block, |i, d| {
+            let rows = i * block..i * block + d.len();
+            d.copy_from_slice(&g[rows.clone()]);
+            softmax_grad_rows_fast(&y[rows], d, m, 1.0);
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
