@@ -1,16 +1,18 @@
 //! The stride-1 convolution as an implicit GEMM — its forward (and so, through the flipped kernel, its input
 //! gradient) and its weight gradient: no im2col matrix and no packing of the image.
 //!
-//! On a zero-padded copy of one image (`ci` planes of `hp × wp`, hp = h + 2p, wp = w + 2p), output position
-//! `q = oy·wp + ox` — the output laid out on the padded width — reads tap `(c, ky, kx)` at
-//! `xpad[c·hp·wp + ky·wp + kx + q]`. So for a run of consecutive `q` every tap is one contiguous load, and
+//! On a zero-padded copy of one image (`ci` planes of h + 2p rows of width wp = w + p: a row's right padding
+//! is the next row's left padding), output position `q = oy·wp + ox` — the output laid out on the padded
+//! width — reads tap `(c, ky, kx)` at `xpad[c·plane + ky·wp + kx + q]`. So for a run of consecutive `q`
+//! every tap is one contiguous load, and
 //!
-//! `y'[o, q] = b[o] + Σ_k W[o, k] · xpad[off_k + q]`,  k = (c, ky, kx), off_k = c·hp·wp + ky·wp + kx,
+//! `y'[o, q] = b[o] + Σ_k W[o, k] · xpad[off_k + q]`,  k = (c, ky, kx), off_k = c·plane + ky·wp + kx,
 //!
 //! is a matrix product whose right-hand matrix is read straight from the padded image. A register tile of
 //! MR output channels × NR positions accumulates over all k (weights broadcast from a copy packed once per
-//! call, MR at a time); the columns `ox ≥ ow` of `y'` (about 2p/w of the work) are computed and dropped.
-//! Outputs at valid positions read only their own plane (`ox + kx < wp`, `oy + ky < hp`).
+//! call, MR at a time); the columns `ox ≥ ow` of `y'` (about p/w of the work) are computed and dropped.
+//! Outputs at valid positions read only their own plane (a tap past the row's end, `ox + kx ≥ wp`, lands
+//! in the next row's left padding, zero as it should be).
 //!
 //! The weight gradient is the same product the other way round, `dW[o, k] = Σ_q dy'[o, q] · xpad[off_k + q]`
 //! with dy laid out on the padded image (zeros elsewhere); see [`weight_grad`]. Scratch per thread: the padded
@@ -60,10 +62,12 @@ fn pack_weights(w: &[f32], co: usize, kd: usize, mr: usize) -> Vec<f32> {
     out
 }
 
-/// (hp·wp, wp): the size of one zero-padded plane and its width.
+/// (plane, wp): the length of one zero-padded plane and its row width `wp = w + p`. A row's right padding
+/// is the next row's left padding (both zero), so each row carries p zeros, not 2p: `x[r, c]` sits at
+/// `(p + r)·wp + p + c`, and the plane is `(h + 2p)·wp + p` long (the last row's right padding included).
 fn padded(g: &Geom) -> (usize, usize) {
-    let wp = g.w + 2 * g.p;
-    ((g.h + 2 * g.p) * wp, wp)
+    let wp = g.w + g.p;
+    ((g.h + 2 * g.p) * wp + g.p, wp)
 }
 
 /// `off_k = c·cstride + ky·wp + kx` for k = (c, ky, kx) in weight order (increasing with k), with channel
@@ -78,20 +82,21 @@ fn offsets(g: &Geom, cstride: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Writes image `x: (ci, h, w)` zero-padded into `xpad`, channel c's hp × wp plane at `c·cstride`: each row
-/// is its left padding, the image row and its right padding. Only the planes are written.
+/// Writes image `x: (ci, h, w)` zero-padded into `xpad` ([`padded`]'s layout), channel c's plane at
+/// `c·cstride`: the top rows and the first row's left padding, then each image row followed by p zeros (its
+/// right padding, the next row's left), then the bottom rows. Only the planes are written.
 fn pad_image(g: &Geom, x: &[f32], xpad: &mut [f32], cstride: usize) {
     let (plane, wp) = padded(g);
+    let first = g.p * wp + g.p;
     for (c, src) in x.chunks_exact(g.h * g.w).enumerate() {
         let dst = &mut xpad[c * cstride..c * cstride + plane];
-        let (top, rest) = dst.split_at_mut(g.p * wp);
+        let (top, rest) = dst.split_at_mut(first);
         top.fill(0.0);
         let (body, bottom) = rest.split_at_mut(g.h * wp);
         bottom.fill(0.0);
         for (row, src) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.w)) {
-            row[..g.p].fill(0.0);
-            row[g.p..g.p + g.w].copy_from_slice(src);
-            row[g.p + g.w..].fill(0.0);
+            row[..g.w].copy_from_slice(src);
+            row[g.w..].fill(0.0);
         }
     }
 }
@@ -224,8 +229,9 @@ const WGRAD_POSITIONS: usize = 2048;
 /// `dW[o, k] = Σ_i Σ_q dy'_i[o, q] · xpad_i[off_k + q]`,
 ///
 /// with `dy'` the output gradient laid out on the padded image (zero in the columns `ox ≥ ow` and the rows
-/// `oy ≥ oh`, so they add nothing). Images are stacked along q (image b of a stack at `b·hp·wp`, a fixed
-/// number per stack given by the geometry) so that one pass covers about [`WGRAD_POSITIONS`] positions. A
+/// `oy ≥ oh`, so they add nothing). Images are stacked along q (image b of a stack at `b·(h + p)·wp`: an
+/// image's bottom padding is the next one's top padding; a fixed number per stack given by the geometry)
+/// so that one pass covers about [`WGRAD_POSITIONS`] positions. A
 /// tile of MR channels × NK taps keeps one vector of partial sums per pair over the stack's positions, then
 /// adds the lanes (in a fixed order) into `dW`; the stacks are added in the given order.
 pub(super) fn weight_grad<'a>(
@@ -237,9 +243,10 @@ pub(super) fn weight_grad<'a>(
     let (kd, pp) = (g.ci * g.k * g.k, g.oh * g.ow);
     let (plane, wp) = padded(g);
     let images: Vec<(&[f32], &[f32])> = images.collect();
-    let stack = (WGRAD_POSITIONS / plane.max(1)).clamp(1, images.len().max(1));
-    let span = stack * plane; // one channel of a stack
-    let q_len = span.div_ceil(QV) * QV;
+    let pstride = (g.h + g.p) * wp; // from one image of a stack to the next
+    let stack = (WGRAD_POSITIONS / pstride.max(1)).clamp(1, images.len().max(1));
+    let span = (stack - 1) * pstride + plane; // one channel of a stack
+    let q_len = (stack * pstride).div_ceil(QV) * QV;
     let (co_pad, kd_pad) = (g.co.div_ceil(t.mr) * t.mr, kd.div_ceil(t.nr) * t.nr);
     // taps past K read tap 0 (valid memory); their sums are dropped
     let mut offs = offsets(g, span);
@@ -256,10 +263,10 @@ pub(super) fn weight_grad<'a>(
             xpad[written..].fill(0.0);
             dypad.fill(0.0);
             for (b, (xi, dyi)) in group.iter().enumerate() {
-                pad_image(g, xi, &mut xpad[b * plane..], span);
+                pad_image(g, xi, &mut xpad[b * pstride..], span);
                 for (o, src) in dyi.chunks_exact(pp.max(1)).enumerate() {
                     for (oy, row) in src.chunks_exact(g.ow).enumerate() {
-                        let at = o * q_len + b * plane + oy * wp;
+                        let at = o * q_len + b * pstride + oy * wp;
                         dypad[at..at + g.ow].copy_from_slice(row);
                     }
                 }
