@@ -56,3 +56,42 @@ pub(crate) fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> crate
     let scale = b.abs()?.max(0)?.to_scalar::<f32>()?.max(1e-6);
     Ok(diff / scale)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rng::Rng;
+    use crate::Result;
+    use candle_core::{Device, Var};
+
+    /// candle's backward with dgm's patched gradient store (vendor/README.md: the first gradient reaching a
+    /// tensor is stored instead of added to zeros): fan-in through one tensor used twice (`x·x`), sums and
+    /// differences, a broadcast gradient (from `sum_all`) reaching a matrix product, all against the
+    /// gradient worked out by hand: `L = Σ(x⊙x + x − 2x) + Σ_i (Σ_j x_ij)² + Σ xᵀx` gives
+    /// `∂L/∂x_ij = 2x_ij − 1 + 4·Σ_l x_il`.
+    #[test]
+    fn backward_accumulates_every_path_into_the_hand_gradient() -> Result<()> {
+        let (n, m) = (3, 4);
+        let mut rng = Rng::new(7);
+        let x = Var::from_tensor(&rng.randn((n, m), &Device::Cpu)?)?;
+        let c = ((x.mul(&x)? + x.as_tensor())? - (x.as_tensor() * 2.0)?)?;
+        let s = x.sum_keepdim(1)?;
+        let loss = ((c.sum_all()? + s.sqr()?.sum_all()?)? + x.t()?.matmul(&x)?.sum_all()?)?;
+        let grads = loss.backward()?;
+        let got = grads.get(&x).map(|g| g.to_vec2::<f32>());
+        let xs = x.to_vec2::<f32>()?;
+        let Some(got) = got.transpose()? else {
+            panic!("no gradient for x");
+        };
+        for (gi, xi) in got.iter().zip(&xs) {
+            let row: f32 = xi.iter().sum();
+            for (&g, &v) in gi.iter().zip(xi) {
+                let want = 2.0 * v - 1.0 + 4.0 * row;
+                assert!(
+                    (g - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "{g} vs {want}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
