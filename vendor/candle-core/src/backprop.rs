@@ -739,8 +739,15 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
-                // stored gradients are contiguous, as the sums with zeros were (the backward steps rely on it)
-                entry.insert(grad.contiguous()?);
+                // stored gradients are contiguous, as the sums with zeros were (the backward steps rely on
+                // it); a strided one (e.g. a sum's broadcast gradient) still goes through zeros + add,
+                // which candle runs faster than `contiguous` for broadcasts
+                let grad = if grad.is_contiguous() {
+                    grad.clone()
+                } else {
+                    grad.zeros_like()?.add(grad)?
+                };
+                entry.insert(grad);
             }
         }
         Ok(())

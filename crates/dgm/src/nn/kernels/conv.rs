@@ -16,36 +16,10 @@ use super::im2col::{
 };
 use crate::{Error, Result};
 
-/// For a stride-1 convolution with padding < k, the geometry of the forward convolution that computes its
-/// input gradient: `dx = dy ∗ flip(W)ᵀ` with padding k − 1 − p.
-fn flipped(g: &Geom) -> Option<Geom> {
-    (g.s == 1 && g.p < g.k).then_some(Geom {
-        n: g.n,
-        ci: g.co,
-        h: g.oh,
-        w: g.ow,
-        co: g.ci,
-        k: g.k,
-        s: 1,
-        p: g.k - 1 - g.p,
-        oh: g.h,
-        ow: g.w,
-    })
-}
-
-/// `W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx]`: the weight of [`flipped`]'s convolution.
+/// `W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx]`: the weight of `g.flipped()`'s convolution.
 fn flip_transpose(w: &Tensor, g: &Geom) -> candle_core::Result<Tensor> {
     let v = w.flatten_all()?.to_vec1::<f32>()?;
-    let (k, ci, co) = (g.k, g.ci, g.co);
-    let mut out = vec![0f32; v.len()];
-    for o in 0..co {
-        for c in 0..ci {
-            for t in 0..k * k {
-                out[(c * co + o) * k * k + (k * k - 1 - t)] = v[(o * ci + c) * k * k + t];
-            }
-        }
-    }
-    Tensor::from_vec(out, (ci, co, k, k), w.device())
+    Tensor::from_vec(g.flip_weights(&v), (g.ci, g.co, g.k, g.k), w.device())
 }
 
 /// Conv forward as an op on (x, w, b); its backward runs the two gradient kernels.
@@ -105,7 +79,7 @@ fn conv_grads(
     grad: &Tensor,
 ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
     let zero = Tensor::zeros(g.ci, grad.dtype(), grad.device())?;
-    let dx = match (x.track_op(), flipped(&g)) {
+    let dx = match (x.track_op(), g.flipped()) {
         (false, _) => None,
         // stride 1: dx = dy ∗ flip(W)ᵀ, a forward convolution with inner dimension c_out·k·k
         (true, Some(gf)) => {

@@ -9,7 +9,8 @@
 //! with K = c_in·k·k and P the output positions. Tiles of output rows keep the im2col buffer in the core's
 //! L2 (≈ 512 KB); scratch buffers are reused per thread. Stride-1 convolutions (forward, and so the
 //! input gradient too, and the weight gradient) skip all this: `super::implicit` runs them as an implicit
-//! GEMM on the zero-padded image. Each output element is computed by one gemm call and the weight gradient
+//! GEMM on the zero-padded image; strided ones whose kernel size is a multiple of the stride become
+//! stride-1 convolutions on the input's phases (`super::phases`). Each output element is computed by one gemm call and the weight gradient
 //! sums fixed chunks of the batch in a fixed order, so results do not depend on the thread count.
 
 use std::cell::RefCell;
@@ -48,6 +49,35 @@ impl Geom {
     /// A 1×1, stride-1, unpadded convolution needs no im2col: col(x) is x itself.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.s == 1 && self.p == 0
+    }
+    /// For a stride-1 convolution with padding < k, the geometry of the forward convolution that computes
+    /// its input gradient: `dx = dy ∗ flip(W)ᵀ` with padding k − 1 − p (weights from [`Geom::flip_weights`]).
+    pub(super) fn flipped(&self) -> Option<Geom> {
+        (self.s == 1 && self.p < self.k).then_some(Geom {
+            n: self.n,
+            ci: self.co,
+            h: self.oh,
+            w: self.ow,
+            co: self.ci,
+            k: self.k,
+            s: 1,
+            p: self.k - 1 - self.p,
+            oh: self.h,
+            ow: self.w,
+        })
+    }
+    /// `W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx]`: the weight of [`Geom::flipped`]'s convolution.
+    pub(super) fn flip_weights(&self, w: &[f32]) -> Vec<f32> {
+        let (kk, ci, co) = (self.k * self.k, self.ci, self.co);
+        let mut out = vec![0f32; w.len()];
+        for o in 0..co {
+            for c in 0..ci {
+                for t in 0..kk {
+                    out[(c * co + o) * kk + (kk - 1 - t)] = w[(o * ci + c) * kk + t];
+                }
+            }
+        }
+        out
     }
     /// Output rows per tile so that the tile's im2col block stays around 512 KB.
     fn tile_rows(&self) -> usize {
@@ -240,6 +270,9 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
     if super::implicit::applies(g) {
         return super::implicit::conv_forward(g, x, w, b, None);
     }
+    if super::phases::applies(g) {
+        return super::phases::conv_forward(g, x, w, b);
+    }
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
     let bias = plane_bias(b, g.co);
     let one_image = |i: usize, yi: &mut [f32]| {
@@ -284,6 +317,9 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
 /// Input gradient: `dx (n, ci, h, w) = col2im(Wᵀ · dy) [+ b]`; with `b` this is a transposed convolution's
 /// forward pass (b indexed by the `ci` channels).
 pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    if super::phases::applies(g) {
+        return super::phases::conv_input_grad(g, dy, w, b);
+    }
     let (kd, pp, hw) = (g.kdim(), g.oh * g.ow, g.h * g.w);
     let bias = plane_bias(b, g.ci);
     let one_image = |i: usize, dxi: &mut [f32]| {
@@ -328,6 +364,9 @@ pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>
 /// Weight gradient: `dW (co, ci·k·k) = Σ_i dy_i · col(x_i)ᵀ`, summed over fixed chunks of the batch in a
 /// fixed order (the same bits for any thread count).
 pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if super::phases::applies(g) {
+        return super::phases::conv_weight_grad(g, x, dy);
+    }
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
     let chunk = wgrad_chunk(g.n);
     let partial = |(xs, dys): (&[f32], &[f32])| -> Vec<f32> {

@@ -5,7 +5,8 @@
 //!
 //! * [`linear`]: `act(x Wᵀ + b)` (two kernels, see there) and the [`linear::Activation`]s it can fuse.
 //! * [`conv`]: 2-D convolution and transposed convolution: stride 1 on the implicit-GEMM kernels of
-//!   [`implicit`], the rest on the GEMM kernels of [`im2col`].
+//!   [`implicit`], strides that divide the kernel size on them too through the input's phases
+//!   ([`phases`]), the rest on the GEMM kernels of [`im2col`].
 //! * [`group_norm`], [`layer_norm`]: the normalisations (group norm optionally fused with SiLU).
 //! * [`gelu`], [`softmax`], [`attention`], [`token_nll`]: the pieces of a transformer.
 //! * [`gate`]: Gated PixelCNN's tanh(a) ⊙ σ(g).
@@ -37,6 +38,7 @@ pub mod layer_norm;
 pub mod linear;
 pub(crate) mod math;
 pub mod optim;
+mod phases;
 pub mod resample;
 pub mod softmax;
 pub mod token_nll;
@@ -133,26 +135,40 @@ pub(crate) fn par_chunks_from_planes(
     value: impl Fn(usize, usize) -> f32 + Sync,
     work: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let chunk = planes * plane;
-    let len = n * chunk;
+    par_stacks_from_planes(n, 1, planes, plane, value, work)
+}
+
+/// [`par_chunks_from_planes`] in chunks of `stack` images (the last may hold fewer): each chunk's planes are
+/// set to `value(image, p)`, then `work(first image, chunk)` runs.
+pub(crate) fn par_stacks_from_planes(
+    n: usize,
+    stack: usize,
+    planes: usize,
+    plane: usize,
+    value: impl Fn(usize, usize) -> f32 + Sync,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let image = planes * plane;
+    let len = n * image;
     let mut v: Vec<f32> = Vec::with_capacity(len);
-    if chunk > 0 {
+    if image > 0 {
+        let stack = stack.max(1);
         v.spare_capacity_mut()[..len]
-            .par_chunks_mut(chunk)
+            .par_chunks_mut(stack * image)
             .enumerate()
-            .for_each(|(i, c)| {
+            .for_each(|(s, c)| {
                 for (p, row) in c.chunks_mut(plane.max(1)).enumerate() {
-                    let val = value(i, p);
+                    let val = value(s * stack + p / planes, p % planes);
                     for e in row.iter_mut() {
                         e.write(val);
                     }
                 }
                 // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
                 let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-                work(i, c);
+                work(s * stack, c);
             });
     }
-    // SAFETY: the loop above wrote all `len` elements (none when `chunk` is 0, and then `len` is 0).
+    // SAFETY: the loop above wrote all `len` elements (none when `image` is 0, and then `len` is 0).
     unsafe { v.set_len(len) };
     v
 }

@@ -1,0 +1,262 @@
+//! Strided convolutions whose kernel size is a multiple of the stride (k = s·kk: DCGAN's and the EBM's 4×4
+//! stride-2 layers, and the transposed convolutions that mirror them) as stride-1 convolutions on the s²
+//! phases of the padded input (space-to-depth), so that the stride-1 kernels — the implicit GEMM of
+//! [`super::implicit`], or one GEMM when kk = 1 — do the forward, the input gradient (a transposed
+//! convolution's forward) and the weight gradient.
+//!
+//! With `xpad` the input zero-padded by p, output (oy, ox) reads `xpad[c, s·oy + ky, s·ox + kx]`. Writing
+//! ky = s·t + ry (t < kk, ry < s) and kx = s·u + rx, that is `P[(ry, rx, c), oy + t, ox + u]` on the phase
+//! planes `P[(ry, rx, c), j, i] = xpad[c, s·j + ry, s·i + rx]`, so
+//!
+//! `y[o, oy, ox] = b[o] + Σ_{(ry,rx,c), t, u} W'[o, (ry,rx,c), t, u] · P[(ry,rx,c), oy + t, ox + u]`,
+//! `W'[o, (ry,rx,c), t, u] = W[o, c, s·t + ry, s·u + rx]`:
+//!
+//! an unpadded stride-1 kk × kk convolution of s²·ci planes of (oh + kk − 1) × (ow + kk − 1) — the same
+//! multiply-adds as the strided one. Gathering x into P puts every input pixel in at most one place (the
+//! rest of P is padding: zeros), so the input gradient is the phase convolution's input gradient gathered
+//! back (the adjoint of the gather), and the weight gradient is the phase convolution's, permuted back.
+
+use super::im2col::{self, plane_bias, Geom};
+use super::{par_chunks_from_planes, par_filled};
+
+/// Whether this module serves the convolution: stride ≥ 2, a kernel size that is a multiple of it, and
+/// sizes where it measured faster than im2col + GEMM (all three passes, batch 128, 4×4 stride 2: 64 → 128
+/// channels at 14 × 14 outputs 20 / 23 / 23 ms against 25 / 26 / 25; at 7 × 7 outputs, or with 1 or 3 input
+/// channels, the weight gradient or the input gradient was slower, so those stay on im2col).
+pub(super) fn applies(g: &Geom) -> bool {
+    g.s >= 2 && g.k.is_multiple_of(g.s) && g.ci >= MIN_CHANNELS && g.oh * g.ow >= MIN_POSITIONS
+}
+
+/// Input channels below which [`applies`] leaves a convolution to im2col.
+const MIN_CHANNELS: usize = 16;
+/// Output positions per image below which [`applies`] leaves a convolution to im2col.
+const MIN_POSITIONS: usize = 100;
+
+/// The stride-1 convolution on the phase planes: s²·ci channels of (oh + kk − 1) × (ow + kk − 1), a kk × kk
+/// kernel, no padding, the same output.
+fn phase_geom(g: &Geom) -> Geom {
+    let kk = g.k / g.s;
+    Geom {
+        n: g.n,
+        ci: g.s * g.s * g.ci,
+        h: g.oh + kk - 1,
+        w: g.ow + kk - 1,
+        co: g.co,
+        k: kk,
+        s: 1,
+        p: 0,
+        oh: g.oh,
+        ow: g.ow,
+    }
+}
+
+/// The input row (or column) behind phase-plane row `j` of phase `r`: `s·j + r − p`, when inside `0..len`.
+fn source(g: &Geom, r: usize, j: usize, len: usize) -> Option<usize> {
+    (g.s * j + r).checked_sub(g.p).filter(|&v| v < len)
+}
+
+/// The phase-plane columns `ii < pw` of phase `r` that have an input column (`s·ii + r − p` in `0..w`), and
+/// the first one's input column.
+fn columns(g: &Geom, r: usize, pw: usize) -> (std::ops::Range<usize>, usize) {
+    let first = g.p.saturating_sub(r).div_ceil(g.s);
+    let end = ((g.w + g.p).saturating_sub(r).div_ceil(g.s)).min(pw);
+    let start = first.min(end);
+    (start..end, (g.s * start + r).saturating_sub(g.p))
+}
+
+/// x `(n, ci, h, w)` → P `(n, s²·ci, ph, pw)` (see the module comment), zero where P reads padding.
+fn gather(g: &Geom, pg: &Geom, x: &[f32]) -> Vec<f32> {
+    let (hw, plane) = (g.h * g.w, pg.h * pg.w);
+    par_filled(g.n * pg.ci * plane, pg.ci * plane, |i, pi| {
+        let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
+        for (pc, pplane) in pi.chunks_exact_mut(plane.max(1)).enumerate() {
+            let (ry, rx, c) = (pc / g.ci / g.s, pc / g.ci % g.s, pc % g.ci);
+            let (cols, ix0) = columns(g, rx, pg.w);
+            let xc = &xi[c * hw..(c + 1) * hw];
+            for (j, row) in pplane.chunks_exact_mut(pg.w.max(1)).enumerate() {
+                let Some(iy) = source(g, ry, j, g.h) else {
+                    continue;
+                };
+                let xrow = xc[iy * g.w + ix0..].iter().step_by(g.s);
+                for (v, &src) in row[cols.clone()].iter_mut().zip(xrow) {
+                    *v = src;
+                }
+            }
+        }
+    })
+}
+
+/// The adjoint of [`gather`] plus a bias: `dx (n, ci, h, w) = b + dP` read back at each input pixel's place
+/// (zero for pixels no output reads). `b` per channel or per image and channel, as in
+/// [`im2col::conv_input_grad`].
+fn scatter(g: &Geom, pg: &Geom, dp: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let (hw, plane) = (g.h * g.w, pg.h * pg.w);
+    par_chunks_from_planes(g.n, g.ci, hw, plane_bias(b, g.ci), |i, dxi| {
+        let dpi = &dp[i * pg.ci * plane..(i + 1) * pg.ci * plane];
+        for (c, dxc) in dxi.chunks_exact_mut(hw.max(1)).enumerate() {
+            for (iy, row) in dxc.chunks_exact_mut(g.w.max(1)).enumerate() {
+                let (j, ry) = ((iy + g.p) / g.s, (iy + g.p) % g.s);
+                if j >= pg.h {
+                    continue;
+                }
+                for rx in 0..g.s {
+                    let (cols, ix0) = columns(g, rx, pg.w);
+                    let at = ((ry * g.s + rx) * g.ci + c) * plane + j * pg.w;
+                    let src = &dpi[at + cols.start..at + cols.end];
+                    for (v, &d) in row[ix0..].iter_mut().step_by(g.s).zip(src) {
+                        *v += d;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `(index in W (co, ci, k, k), index in W' (co, s²·ci, kk, kk))` for every weight.
+fn weight_places(g: &Geom) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let (s, k, kk) = (g.s, g.k, g.k / g.s);
+    (0..g.co * g.ci * k * k).map(move |at| {
+        let (o, c, ky, kx) = (at / (g.ci * k * k), at / (k * k) % g.ci, at / k % k, at % k);
+        let pc = ((ky % s) * s + kx % s) * g.ci + c;
+        (at, ((o * s * s * g.ci + pc) * kk + ky / s) * kk + kx / s)
+    })
+}
+
+/// W → W' (see the module comment).
+fn phase_weights(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for (a, b) in weight_places(g) {
+        out[b] = w[a];
+    }
+    out
+}
+
+/// Forward: `y = W ∗ x + b` (b per channel, or per image and channel).
+pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let pg = phase_geom(g);
+    im2col::conv_forward(&pg, &gather(g, &pg, x), &phase_weights(g, w), b)
+}
+
+/// Input gradient `dx = Wᵀ ⋆ dy [+ b]` (with `b`, a transposed convolution's forward): the phase
+/// convolution's input gradient — a stride-1 convolution of dy with its flipped kernel — scattered back.
+pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let pg = phase_geom(g);
+    let wp = phase_weights(g, w);
+    let dp = match pg.flipped() {
+        Some(fg) => im2col::conv_forward(&fg, dy, &pg.flip_weights(&wp), None),
+        None => im2col::conv_input_grad(&pg, dy, &wp, None), // not reached: pg has p = 0 < kk
+    };
+    scatter(g, &pg, &dp, b)
+}
+
+/// Weight gradient `(co, ci·k·k)`: the phase convolution's, permuted back to W's layout.
+pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let pg = phase_geom(g);
+    let dwp = im2col::conv_weight_grad(&pg, &gather(g, &pg, x), dy);
+    let mut dw = vec![0f32; dwp.len()];
+    for (a, b) in weight_places(g) {
+        dw[a] = dwp[b];
+    }
+    dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Direct loops in f64 for one geometry: y = W ∗ x, dx = Wᵀ ⋆ dy, dW = dy ⋆ x.
+    fn direct(g: &Geom, x: &[f32], w: &[f32], dy: &[f32]) -> [Vec<f64>; 3] {
+        let mut y = vec![0f64; g.n * g.co * g.oh * g.ow];
+        let mut dx = vec![0f64; x.len()];
+        let mut dw = vec![0f64; w.len()];
+        for i in 0..g.n {
+            for o in 0..g.co {
+                for (oy, ox) in (0..g.oh).flat_map(|a| (0..g.ow).map(move |b| (a, b))) {
+                    let yi = ((i * g.co + o) * g.oh + oy) * g.ow + ox;
+                    for c in 0..g.ci {
+                        for (ky, kx) in (0..g.k).flat_map(|a| (0..g.k).map(move |b| (a, b))) {
+                            let (Some(iy), Some(ix)) = (
+                                (g.s * oy + ky).checked_sub(g.p).filter(|&v| v < g.h),
+                                (g.s * ox + kx).checked_sub(g.p).filter(|&v| v < g.w),
+                            ) else {
+                                continue;
+                            };
+                            let xi = ((i * g.ci + c) * g.h + iy) * g.w + ix;
+                            let wi = ((o * g.ci + c) * g.k + ky) * g.k + kx;
+                            y[yi] += f64::from(w[wi]) * f64::from(x[xi]);
+                            dx[xi] += f64::from(w[wi]) * f64::from(dy[yi]);
+                            dw[wi] += f64::from(x[xi]) * f64::from(dy[yi]);
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dw]
+    }
+
+    fn assert_close(what: &str, got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
+        for (k, (&a, &b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (f64::from(a) - b).abs() < 1e-5 * scale,
+                "{what}[{k}]: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_three_passes_match_direct_loops() {
+        // (n, ci, h, w, co, k, s, p): DCGAN's layer on odd sizes, pixels that no output reads (h 11, p 0),
+        // stride 3, and k = s (phases of 1×1: one GEMM)
+        for (seed, (n, ci, h, w, co, k, s, p)) in [
+            (2, 3, 9, 7, 5, 4, 2, 1),
+            (3, 2, 11, 10, 4, 4, 2, 0),
+            (1, 2, 10, 8, 3, 6, 3, 2),
+            (2, 3, 8, 6, 4, 2, 2, 0),
+            (1, 9, 14, 14, 10, 4, 2, 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let g = Geom {
+                n,
+                ci,
+                h,
+                w,
+                co,
+                k,
+                s,
+                p,
+                oh,
+                ow,
+            };
+            let mut rng = Rng::new(seed as u64);
+            let x = rng.normal_vec(n * ci * h * w);
+            let wt = rng.normal_vec(co * ci * k * k);
+            let dy = rng.normal_vec(n * co * oh * ow);
+            let [y, dx, dw] = direct(&g, &x, &wt, &dy);
+            assert_close("y", &conv_forward(&g, &x, &wt, None), &y);
+            assert_close("dx", &conv_input_grad(&g, &dy, &wt, None), &dx);
+            assert_close("dw", &conv_weight_grad(&g, &x, &dy), &dw);
+            // a bias per channel lands on every output (forward) or input (transposed) pixel
+            let b: Vec<f32> = (0..co.max(ci)).map(|v| v as f32 * 0.5).collect();
+            let yb = conv_forward(&g, &x, &wt, Some(&b[..co]));
+            let shifted: Vec<f64> = y
+                .iter()
+                .enumerate()
+                .map(|(at, v)| v + f64::from(b[at / (oh * ow) % co]))
+                .collect();
+            assert_close("y + b", &yb, &shifted);
+            let dxb = conv_input_grad(&g, &dy, &wt, Some(&b[..ci]));
+            let shifted: Vec<f64> = dx
+                .iter()
+                .enumerate()
+                .map(|(at, v)| v + f64::from(b[at / (h * w) % ci]))
+                .collect();
+            assert_close("dx + b", &dxb, &shifted);
+        }
+    }
+}
