@@ -64,8 +64,8 @@ impl ResBlock {
 
     fn forward(&self, h: &Tensor) -> Result<Tensor> {
         let y = self.conv1.forward(&self.gn1.forward_silu(h)?)?;
-        let y = self.conv2.forward(&self.gn2.forward_silu(&y)?)?;
-        Ok((h + y)?)
+        // h + conv2(…), the residual added by the convolution as it writes its output (as the UNet does)
+        self.conv2.forward_residual(&self.gn2.forward_silu(&y)?, h)
     }
 }
 
