@@ -125,7 +125,11 @@ impl CustomOp3 for ConvFwdRes {
             );
         }
         let (w, b) = wb.split_at(g.co * kd);
-        let y = super::implicit::conv_forward(g, x, w, Some(b), Some(r));
+        let y = if super::winograd::applies(g) {
+            super::winograd::conv_forward(g, x, w, Some(b), Some(r))
+        } else {
+            super::implicit::conv_forward(g, x, w, Some(b), Some(r))
+        };
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.oh, g.ow))))
     }
 
@@ -602,6 +606,14 @@ mod tests {
             input(&[2, 2, 10, 10], 8)?,
             [3, 2, 4, 4],
             17,
+        )?;
+        // 64 → 64 channels at 12×12: the Winograd forward, and its flipped twin for the input gradient
+        check(
+            c_s1p1,
+            c_s1p1_ref,
+            input(&[3, 64, 12, 12], 19)?,
+            [64, 64, 3, 3],
+            20,
         )?;
         // several output-row tiles (c_in·k·k = 576, 28 wide → 8 rows a tile) and 17 images (two per
         // weight-gradient chunk)

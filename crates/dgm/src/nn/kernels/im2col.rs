@@ -9,8 +9,9 @@
 //! with K = c_in·k·k and P the output positions. Tiles of output rows keep the im2col buffer in the core's
 //! L2 (≈ 512 KB); scratch buffers are reused per thread. Stride-1 convolutions (forward, and so the
 //! input gradient too, and the weight gradient) skip all this: `super::implicit` runs them as an implicit
-//! GEMM on the zero-padded image; strided ones whose kernel size is a multiple of the stride become
-//! stride-1 convolutions on the input's phases (`super::phases`). Each output element is computed by one gemm call and the weight gradient
+//! GEMM on the zero-padded image (3×3 ones with many channels by Winograd's algorithm, `super::winograd`);
+//! strided ones whose kernel size is a multiple of the stride become stride-1 convolutions on the input's
+//! phases (`super::phases`). Each output element is computed by one gemm call and the weight gradient
 //! sums fixed chunks of the batch in a fixed order, so results do not depend on the thread count.
 
 use std::cell::RefCell;
@@ -267,6 +268,9 @@ pub(super) fn plane_bias(
 
 /// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional: per channel, or per image and channel).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        return super::winograd::conv_forward(g, x, w, b, None);
+    }
     if super::implicit::applies(g) {
         return super::implicit::conv_forward(g, x, w, b, None);
     }

@@ -35,12 +35,13 @@ pub(super) fn applies(g: &Geom) -> bool {
 
 /// The register tile of one build: MR output channels × NR positions.
 #[derive(Clone, Copy)]
-struct Tile {
-    mr: usize,
-    nr: usize,
+pub(super) struct Tile {
+    pub(super) mr: usize,
+    pub(super) nr: usize,
 }
 
-fn tile_of(isa: Isa) -> Tile {
+/// The forward register tile of the build `isa`.
+pub(super) fn tile_of(isa: Isa) -> Tile {
     match isa {
         Isa::Avx512 => Tile { mr: 8, nr: 48 },
         Isa::Avx2 => Tile { mr: 4, nr: 24 },
@@ -49,7 +50,7 @@ fn tile_of(isa: Isa) -> Tile {
 }
 
 /// `W (co × K)` packed as blocks of `mr` channels, k-major: `[block][k][mr]`, the last block zero-padded.
-fn pack_weights(w: &[f32], co: usize, kd: usize, mr: usize) -> Vec<f32> {
+pub(super) fn pack_weights(w: &[f32], co: usize, kd: usize, mr: usize) -> Vec<f32> {
     let blocks = co.div_ceil(mr);
     let mut out = vec![0f32; blocks * kd * mr];
     for (o, row) in w.chunks_exact(kd).enumerate().take(co) {
@@ -183,7 +184,7 @@ pub(super) fn conv_forward(
 
 /// One register tile: `out[m·ld + j] = Σ_k wblk[k·mr + m] · x[offs[k] + j]` (j < nr, m < mr) for the build
 /// `isa`.
-fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], out: &mut [f32], ld: usize) {
+pub(super) fn tile(isa: Isa, wblk: &[f32], x: &[f32], offs: &[usize], out: &mut [f32], ld: usize) {
     let t = tile_of(isa);
     let kd = offs.len();
     assert!(wblk.len() >= kd * t.mr && ld >= t.nr && out.len() >= (t.mr - 1) * ld + t.nr);

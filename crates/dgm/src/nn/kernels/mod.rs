@@ -5,8 +5,9 @@
 //!
 //! * [`linear`]: `act(x Wᵀ + b)` (two kernels, see there) and the [`linear::Activation`]s it can fuse.
 //! * [`conv`]: 2-D convolution and transposed convolution: stride 1 on the implicit-GEMM kernels of
-//!   [`implicit`], strides that divide the kernel size on them too through the input's phases
-//!   ([`phases`]), the rest on the GEMM kernels of [`im2col`].
+//!   [`implicit`] (3×3 with many channels by Winograd's F(2×2, 3×3) on the same register tiles,
+//!   `winograd`), strides that divide the kernel size on them too through the input's phases
+//!   (`phases`), the rest on the GEMM kernels of [`im2col`].
 //! * [`group_norm`], [`layer_norm`]: the normalisations (group norm optionally fused with SiLU).
 //! * [`gelu`], [`softmax`], [`attention`], [`token_nll`]: the pieces of a transformer.
 //! * [`gate`]: Gated PixelCNN's tanh(a) ⊙ σ(g).
@@ -42,6 +43,7 @@ mod phases;
 pub mod resample;
 pub mod softmax;
 pub mod token_nll;
+mod winograd;
 
 pub use optim::{adamw_update_cpu, ema_update_cpu, AdamWUpdate};
 

@@ -1,0 +1,392 @@
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms
+//! for Convolutional Neural Networks", 2016): each 2×2 tile of outputs comes from the 4×4 tile of the padded
+//! input under it with 16 multiplies per (input, output) channel pair instead of 36,
+//!
+//! `Y = Aᵀ [ Σ_c U_oc ⊙ V_c ] A`,  `U_oc = G g_oc Gᵀ` (4×4, once per call),  `V_c = Bᵀ d_c B` (4×4 per tile),
+//!
+//! `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`, `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`,
+//! `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
+//!
+//! For each of the 16 positions ξ of the 4×4 tile the channel sum is a matrix product,
+//! `M_ξ (co × tiles) = U_ξ (co × ci) · V_ξ (ci × tiles)`, run on the register tiles of
+//! [`super::implicit`] (the rows of V_ξ are its "taps").
+//!
+//! Layout. A stack of images is one band of tiles: image b's tile (ty, tx) is position
+//! `t = b·(th + 1)·L + ty·L + tx`, L = tw + 1 (th × tw tiles per image; the column tx = tw and the row
+//! ty = th are computed and dropped). The padded input is split into its four phase planes
+//! `P_ab[R·L + J] = xpad[2R + a, 2J + b]`, so the tile element d[i, j] of every tile is one array read at a
+//! fixed offset, `P_{i mod 2, j mod 2}[t + ⌊i/2⌋·L + ⌊j/2⌋]`, and each transform is a handful of long,
+//! contiguous loops (the compiler's vectors). The transforms only add and subtract (and multiply by ±1), in
+//! a fixed order, so every instruction-set build computes them alike; the products agree to rounding as the
+//! implicit kernels do. Against the direct sum the result differs by the rounding of the transforms
+//! (relative error ~1e-6 in f32, tested against candle's convolution). Results do not depend on the thread
+//! count: each output's arithmetic is fixed by its tile.
+
+use super::im2col::{plane_bias, with_scratch, Geom};
+use super::implicit::{pack_weights, tile, tile_of};
+use super::isa::{isa, simd_dispatch};
+use super::par_stacks_from_planes;
+
+/// Whether this module serves the convolution: 3×3, stride 1, padding ≤ 2, and sizes where it measured
+/// faster than the implicit GEMM (forward, 2 threads, min of 7: 64 → 64 channels at 28×28 14.7 vs 16.6 ms
+/// for 128 images, 128 → 128 at 14×14 13.5 vs 17.5; but 0.64–0.95× with 16 or 32 channels on either side
+/// or at 7×7, where the transforms and the short products cost more than the multiplies saved).
+pub(super) fn applies(g: &Geom) -> bool {
+    g.k == 3
+        && g.s == 1
+        && g.p <= 2
+        && g.ci.min(g.co) >= MIN_CHANNELS
+        && g.oh * g.ow >= MIN_POSITIONS
+}
+
+/// Input and output channels below which [`applies`] leaves a convolution to the implicit GEMM.
+const MIN_CHANNELS: usize = 64;
+/// Output positions per image below which [`applies`] leaves a convolution to the implicit GEMM.
+const MIN_POSITIONS: usize = 100;
+
+/// Tile positions a stack covers at least (as far as the batch allows).
+const STACK_TILES: usize = 384;
+
+/// The non-zero entries of a row of Bᵀ: (column, sign).
+const BT: [[(usize, f32); 2]; 4] = [
+    [(0, 1.0), (2, -1.0)],
+    [(1, 1.0), (2, 1.0)],
+    [(1, -1.0), (2, 1.0)],
+    [(1, 1.0), (3, -1.0)],
+];
+
+/// Sizes of one stack's band: tiles per image row `tw`, per image column `th`, the row length `l = tw + 1`,
+/// the positions of one image `(th + 1)·l`.
+#[derive(Clone, Copy)]
+struct Band {
+    th: usize,
+    tw: usize,
+    l: usize,
+    per_image: usize,
+}
+
+/// `U_ξ[o, c]` for ξ = 4i + j: `[ξ][o][c]`.
+fn weight_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (co, ci) = (g.co, g.ci);
+    let mut u = vec![0f32; 16 * co * ci];
+    for (oc, k) in w.chunks_exact(9).enumerate().take(co * ci) {
+        // G k (4 × 3), then (G k) Gᵀ (4 × 4)
+        let mut gk = [[0f32; 3]; 4];
+        for j in 0..3 {
+            let (a, b, c) = (k[j], k[3 + j], k[6 + j]);
+            gk[0][j] = a;
+            gk[1][j] = 0.5 * (a + b + c);
+            gk[2][j] = 0.5 * (a - b + c);
+            gk[3][j] = c;
+        }
+        for (i, row) in gk.iter().enumerate() {
+            let (a, b, c) = (row[0], row[1], row[2]);
+            for (j, val) in [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+                .into_iter()
+                .enumerate()
+            {
+                u[(4 * i + j) * co * ci + oc] = val;
+            }
+        }
+    }
+    u
+}
+
+/// Channel c of the stack `x` (`m` images) → `V_ξ[c, t]` at `v[(ξ·ci + c)·tpad + t]` for t < m·per_image,
+/// zeros after it up to `tq`; `p` holds the four phase planes (scratch, `4·plen` floats).
+#[inline(always)]
+fn input_transform(
+    g: &Geom,
+    x: &[f32],
+    (c, m): (usize, usize),
+    bd: Band,
+    (p, plen): (&mut [f32], usize),
+    (v, tpad, tq): (&mut [f32], usize, usize),
+) {
+    let (hw, l) = (g.h * g.w, bd.l);
+    let n_t = m * bd.per_image;
+    p.fill(0.0);
+    for b in 0..m {
+        let xc = &x[(b * g.ci + c) * hw..(b * g.ci + c + 1) * hw];
+        for r in 0..2 * (bd.th + 1) {
+            let Some(iy) = r.checked_sub(g.p).filter(|&y| y < g.h) else {
+                continue;
+            };
+            let row = &xc[iy * g.w..(iy + 1) * g.w];
+            let at = b * bd.per_image + (r / 2) * l;
+            // input column ix sits at padded column ix + p: phase (ix + p) mod 2, index (ix + p) / 2
+            for ix0 in 0..2.min(g.w) {
+                let col = ix0 + g.p;
+                let dst = &mut p[((r % 2) * 2 + col % 2) * plen + at + col / 2..];
+                for (d, &val) in dst.iter_mut().zip(row[ix0..].iter().step_by(2)) {
+                    *d = val;
+                }
+            }
+        }
+    }
+    let p = &*p;
+    for (k, rk) in BT.iter().enumerate() {
+        for (j, cj) in BT.iter().enumerate() {
+            // v = Σ sign · d[i, jj] over the two non-zeros of row k (i) and of row j (jj)
+            let term = |(i, si): (usize, f32), (jj, sj): (usize, f32)| {
+                let off = (i / 2) * l + jj / 2;
+                let arr = (i % 2) * 2 + jj % 2;
+                (si * sj, &p[arr * plen + off..arr * plen + off + n_t])
+            };
+            let (s0, a0) = term(rk[0], cj[0]);
+            let (s1, a1) = term(rk[0], cj[1]);
+            let (s2, a2) = term(rk[1], cj[0]);
+            let (s3, a3) = term(rk[1], cj[1]);
+            let row = &mut v[((4 * k + j) * g.ci + c) * tpad..((4 * k + j) * g.ci + c) * tpad + tq];
+            let (dst, rest) = row.split_at_mut(n_t);
+            rest.fill(0.0);
+            for ((((d, &e0), &e1), &e2), &e3) in dst.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+                *d = s0 * e0 + s1 * e1 + s2 * e2 + s3 * e3;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// [`input_transform`], on the widest vectors [`super::isa::isa`] allows.
+    fn input_transform_fast(
+        g: &Geom,
+        x: &[f32],
+        which: (usize, usize),
+        bd: Band,
+        phases: (&mut [f32], usize),
+        out: (&mut [f32], usize, usize),
+    ) = input_transform;
+}
+
+/// Output channel o: `M_ξ[o, t]` (at `mm[(ξ·co_pad + o)·tpad + t]`) → `Aᵀ M A`, added into the stack's
+/// output `ys` (m images × co planes of oh × ow; outputs past oh or ow dropped). `s` is scratch for
+/// 12 rows of the band.
+#[inline(always)]
+fn output_transform(
+    g: &Geom,
+    (mm, co_pad, tpad): (&[f32], usize, usize),
+    (o, m): (usize, usize),
+    bd: Band,
+    s: &mut [f32],
+    ys: &mut [f32],
+) {
+    let n_t = m * bd.per_image;
+    let mrow = |xi: usize| &mm[(xi * co_pad + o) * tpad..(xi * co_pad + o) * tpad + n_t];
+    // (M A)[k, 0] = M[k,0] + M[k,1] + M[k,2], (M A)[k, 1] = M[k,1] − M[k,2] − M[k,3]: rows 2k, 2k + 1 of s
+    let (ma, ys_rows) = s.split_at_mut(8 * n_t);
+    for k in 0..4 {
+        let (m0, m1, m2, m3) = (
+            mrow(4 * k),
+            mrow(4 * k + 1),
+            mrow(4 * k + 2),
+            mrow(4 * k + 3),
+        );
+        let (r0, r1) = ma[2 * k * n_t..(2 * k + 2) * n_t].split_at_mut(n_t);
+        for ((((a, b), &e0), &e1), (&e2, &e3)) in r0
+            .iter_mut()
+            .zip(r1.iter_mut())
+            .zip(m0)
+            .zip(m1)
+            .zip(m2.iter().zip(m3))
+        {
+            *a = e0 + e1 + e2;
+            *b = e1 - e2 - e3;
+        }
+    }
+    // Y[0, j] = MA[0,j] + MA[1,j] + MA[2,j], Y[1, j] = MA[1,j] − MA[2,j] − MA[3,j]: rows 2a + j of ys_rows
+    let ma = &*ma;
+    for j in 0..2 {
+        let r = |k: usize| &ma[(2 * k + j) * n_t..(2 * k + j + 1) * n_t];
+        let (q0, q1, q2, q3) = (r(0), r(1), r(2), r(3));
+        let (y0, rest) = ys_rows[j * n_t..].split_at_mut(n_t);
+        let y1 = &mut rest[n_t..2 * n_t];
+        for ((((a, b), &e0), &e1), (&e2, &e3)) in y0
+            .iter_mut()
+            .zip(y1.iter_mut())
+            .zip(q0)
+            .zip(q1)
+            .zip(q2.iter().zip(q3))
+        {
+            *a = e0 + e1 + e2;
+            *b = e1 - e2 - e3;
+        }
+    }
+    let ys_rows = &*ys_rows;
+    let pp = g.oh * g.ow;
+    for b in 0..m {
+        let yo = &mut ys[(b * g.co + o) * pp..(b * g.co + o + 1) * pp];
+        for (oy, dst) in yo.chunks_exact_mut(g.ow.max(1)).enumerate() {
+            let (ty, a) = (oy / 2, oy % 2);
+            let at = b * bd.per_image + ty * bd.l;
+            let y0 = &ys_rows[(2 * a) * n_t + at..(2 * a) * n_t + at + bd.tw];
+            let y1 = &ys_rows[(2 * a + 1) * n_t + at..(2 * a + 1) * n_t + at + bd.tw];
+            for ((pair, &v0), &v1) in dst.chunks_mut(2).zip(y0).zip(y1) {
+                pair[0] += v0;
+                if let Some(p1) = pair.get_mut(1) {
+                    *p1 += v1;
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// [`output_transform`], on the widest vectors [`super::isa::isa`] allows.
+    fn output_transform_fast(
+        g: &Geom,
+        prods: (&[f32], usize, usize),
+        which: (usize, usize),
+        bd: Band,
+        s: &mut [f32],
+        ys: &mut [f32],
+    ) = output_transform;
+}
+
+/// Forward of a 3×3 stride-1 convolution ([`applies`]): `y (n, co, oh, ow) = W ∗ x + b` (b per channel, or
+/// per image and channel), plus `residual` (shaped like y) when given.
+pub(super) fn conv_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let isa = isa();
+    let t = tile_of(isa);
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let bd = Band {
+        th,
+        tw,
+        l: tw + 1,
+        per_image: (th + 1) * (tw + 1),
+    };
+    let most = g.n.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let stack = STACK_TILES.div_ceil(bd.per_image).clamp(1, most);
+    let tpad = (stack * bd.per_image).div_ceil(t.nr) * t.nr;
+    // the phase planes: one image's (th + 2) × L block each (a row of slack for the offsets), per image
+    let plen = stack * bd.per_image + bd.l + 1;
+    let co_pad = g.co.div_ceil(t.mr) * t.mr;
+    let u = weight_transform(g, w);
+    let packed: Vec<Vec<f32>> = u
+        .chunks_exact(g.co * g.ci)
+        .map(|ux| pack_weights(ux, g.co, g.ci, t.mr))
+        .collect();
+    let offs: Vec<usize> = (0..g.ci).map(|c| c * tpad).collect();
+    let (in_len, pp) = (g.ci * g.h * g.w, g.oh * g.ow);
+    let (vlen, mlen) = (16 * g.ci * tpad, 16 * co_pad * tpad);
+    let slen = (4 * plen).max(12 * stack * bd.per_image);
+    par_stacks_from_planes(g.n, stack, g.co, pp, plane_bias(b, g.co), |i0, ys| {
+        let m = ys.len() / (g.co * pp).max(1); // images in this stack
+        let xs = &x[i0 * in_len..(i0 + m) * in_len];
+        let tq = (m * bd.per_image).div_ceil(t.nr) * t.nr;
+        with_scratch(vlen + mlen + slen, |buf| {
+            let (v, rest) = buf.split_at_mut(vlen);
+            let (mm, s) = rest.split_at_mut(mlen);
+            for c in 0..g.ci {
+                input_transform_fast(
+                    g,
+                    xs,
+                    (c, m),
+                    bd,
+                    (&mut s[..4 * plen], plen),
+                    (&mut *v, tpad, tq),
+                );
+            }
+            for ((vx, mx), wx) in v
+                .chunks_exact(g.ci * tpad)
+                .zip(mm.chunks_exact_mut(co_pad * tpad))
+                .zip(&packed)
+            {
+                for (wblk, mblk) in wx
+                    .chunks_exact(g.ci * t.mr)
+                    .zip(mx.chunks_exact_mut(t.mr * tpad))
+                {
+                    for q0 in (0..tq).step_by(t.nr) {
+                        tile(isa, wblk, &vx[q0..], &offs, &mut mblk[q0..], tpad);
+                    }
+                }
+            }
+            for o in 0..g.co {
+                output_transform_fast(g, (&*mm, co_pad, tpad), (o, m), bd, &mut *s, &mut *ys);
+            }
+        });
+        if let Some(r) = residual {
+            let ri = &r[i0 * g.co * pp..(i0 + m) * g.co * pp];
+            for (d, &v) in ys.iter_mut().zip(ri) {
+                *d += v;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::kernels::isa::{with_isa, Isa};
+    use crate::nn::rel_err;
+    use crate::rng::Rng;
+    use crate::Result;
+    use candle_core::{Device, Tensor};
+
+    /// Winograd's forward on every build against candle's stock conv2d (+ bias + residual).
+    #[test]
+    fn every_build_matches_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for isa in Isa::available() {
+            // (n, ci, h, w, co, p): odd sizes (a last tile half outside), padding 0 and 2 (a flipped conv's),
+            // stacks of several images (the last one short), channels not a multiple of the register tile
+            for (seed, (n, ci, h, w, co, p)) in [
+                (2, 64, 11, 13, 64, 1),
+                (3, 65, 13, 12, 67, 0),
+                (2, 64, 10, 10, 72, 2),
+                (19, 64, 10, 11, 64, 1),
+                (1, 64, 28, 28, 64, 1),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut rng = Rng::new(seed as u64);
+                let x = rng.randn((n, ci, h, w), &dev)?;
+                let wt = rng.randn((co, ci, 3, 3), &dev)?;
+                let b = rng.randn(co, &dev)?;
+                let stock = x
+                    .conv2d(&wt, p, 1, 1, 1)?
+                    .broadcast_add(&b.reshape((1, co, 1, 1))?)?;
+                let (_, _, oh, ow) = stock.dims4()?;
+                let r = rng.randn(stock.shape(), &dev)?;
+                let want = (stock + &r)?;
+                let g = Geom {
+                    n,
+                    ci,
+                    h,
+                    w,
+                    co,
+                    k: 3,
+                    s: 1,
+                    p,
+                    oh,
+                    ow,
+                };
+                assert!(applies(&g));
+                let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                let y = with_isa(isa, || -> Result<Vec<f32>> {
+                    Ok(conv_forward(
+                        &g,
+                        &flat(&x)?,
+                        &flat(&wt)?,
+                        Some(&flat(&b)?),
+                        Some(&flat(&r)?),
+                    ))
+                })?;
+                let got = Tensor::from_vec(y, want.shape(), &dev)?;
+                let e = rel_err(&got, &want)?;
+                assert!(
+                    e < 1e-5,
+                    "{isa:?} n {n} ci {ci} {h}×{w} co {co} p {p}: rel err {e}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
