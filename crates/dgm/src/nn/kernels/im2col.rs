@@ -277,6 +277,11 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
     if super::phases::applies(g) {
         return super::phases::conv_forward(g, x, w, b);
     }
+    gemm_forward(g, x, w, b)
+}
+
+/// [`conv_forward`] on im2col + GEMM, whatever the geometry.
+pub(super) fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
     let bias = plane_bias(b, g.co);
     let one_image = |i: usize, yi: &mut [f32]| {
@@ -324,6 +329,11 @@ pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>
     if super::phases::applies(g) {
         return super::phases::conv_input_grad(g, dy, w, b);
     }
+    gemm_input_grad(g, dy, w, b)
+}
+
+/// [`conv_input_grad`] on GEMM + col2im, whatever the geometry.
+pub(super) fn gemm_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (kd, pp, hw) = (g.kdim(), g.oh * g.ow, g.h * g.w);
     let bias = plane_bias(b, g.ci);
     let one_image = |i: usize, dxi: &mut [f32]| {
@@ -371,6 +381,12 @@ pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if super::phases::applies(g) {
         return super::phases::conv_weight_grad(g, x, dy);
     }
+    weight_grad_by_chunks(g, x, dy)
+}
+
+/// [`conv_weight_grad`] without the phase decomposition: per chunk of the batch, the implicit GEMM where it
+/// applies, else im2col + GEMM.
+pub(super) fn weight_grad_by_chunks(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (kd, pp) = (g.kdim(), g.oh * g.ow);
     let chunk = wgrad_chunk(g.n);
     let partial = |(xs, dys): (&[f32], &[f32])| -> Vec<f32> {

@@ -21,8 +21,9 @@ use super::{par_chunks_from_planes, par_filled};
 
 /// Whether this module serves the convolution: stride ≥ 2, a kernel size that is a multiple of it, and
 /// sizes where it measured faster than im2col + GEMM (all three passes, batch 128, 4×4 stride 2: 64 → 128
-/// channels at 14 × 14 outputs 20 / 23 / 23 ms against 25 / 26 / 25; at 7 × 7 outputs, or with 1 or 3 input
-/// channels, the weight gradient or the input gradient was slower, so those stay on im2col).
+/// channels at 14 × 14 outputs 21 / 23 / 23 ms against 25 / 26 / 26; at 7 × 7 outputs, or with 1 or 3 input
+/// channels, the weight gradient or the input gradient was slower, so those stay on im2col; see
+/// `timing_against_im2col` below).
 pub(super) fn applies(g: &Geom) -> bool {
     g.s >= 2 && g.k.is_multiple_of(g.s) && g.ci >= MIN_CHANNELS && g.oh * g.ow >= MIN_POSITIONS
 }
@@ -257,6 +258,62 @@ mod tests {
                 .map(|(at, v)| v + f64::from(b[at / (h * w) % ci]))
                 .collect();
             assert_close("dx + b", &dxb, &shifted);
+        }
+    }
+
+    /// Not a test: prints the three passes of the phase path against im2col + GEMM on the sizes that chose
+    /// [`applies`]' limits (2 threads: `RAYON_NUM_THREADS=2 cargo test --release -p dgm --lib
+    /// timing_against_im2col -- --ignored --nocapture --test-threads=1`).
+    #[test]
+    #[ignore]
+    fn timing_against_im2col() {
+        let best = |f: &mut dyn FnMut() -> f32| {
+            (0..5)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    s.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        for (ci, h, co, oh) in [
+            (64, 28, 128, 14),
+            (64, 14, 128, 7),
+            (128, 14, 256, 7),
+            (1, 28, 64, 14),
+            (3, 32, 64, 16),
+        ] {
+            let n = 128;
+            let g = Geom {
+                n,
+                ci,
+                h,
+                w: h,
+                co,
+                k: 4,
+                s: 2,
+                p: 1,
+                oh,
+                ow: oh,
+            };
+            let mut rng = Rng::new(1);
+            let x = rng.normal_vec(n * ci * h * h);
+            let dy = rng.normal_vec(n * co * oh * oh);
+            let w = rng.normal_vec(co * ci * 16);
+            let old = [
+                best(&mut || im2col::gemm_forward(&g, &x, &w, None)[0]),
+                best(&mut || im2col::gemm_input_grad(&g, &dy, &w, None)[0]),
+                best(&mut || im2col::weight_grad_by_chunks(&g, &x, &dy)[0]),
+            ];
+            let new = [
+                best(&mut || conv_forward(&g, &x, &w, None)[0]),
+                best(&mut || conv_input_grad(&g, &dy, &w, None)[0]),
+                best(&mut || conv_weight_grad(&g, &x, &dy)[0]),
+            ];
+            eprintln!(
+                "4×4 s2, {ci} → {co} ch, {h} → {oh}: forward / input grad / weight grad ms: phases {:.1} / {:.1} / {:.1}, im2col {:.1} / {:.1} / {:.1}",
+                new[0], new[1], new[2], old[0], old[1], old[2]
+            );
         }
     }
 }

@@ -28,9 +28,10 @@ use super::isa::{isa, simd_dispatch};
 use super::par_stacks_from_planes;
 
 /// Whether this module serves the convolution: 3×3, stride 1, padding ≤ 2, and sizes where it measured
-/// faster than the implicit GEMM (forward, 2 threads, min of 7: 64 → 64 channels at 28×28 14.7 vs 16.6 ms
-/// for 128 images, 128 → 128 at 14×14 13.5 vs 17.5; but 0.64–0.95× with 16 or 32 channels on either side
-/// or at 7×7, where the transforms and the short products cost more than the multiplies saved).
+/// faster than the implicit GEMM (forward, 2 threads, min of 7: 64 → 64 channels at 28×28 14.5 vs 16.6 ms
+/// for 128 images, 128 → 128 at 14×14 13.1 vs 17.9; but 0.65–0.98× with 16 or 32 channels on either side
+/// or at 7×7, where the transforms and the short products cost more than the multiplies saved; see
+/// `timing_against_the_implicit_gemm` below).
 pub(super) fn applies(g: &Geom) -> bool {
     g.k == 3
         && g.s == 1
@@ -388,5 +389,54 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// Not a test: prints the forward against the implicit GEMM on the sizes that chose [`applies`]' limits
+    /// (2 threads: `RAYON_NUM_THREADS=2 cargo test --release -p dgm --lib timing_against_the_implicit_gemm --
+    /// --ignored --nocapture --test-threads=1`).
+    #[test]
+    #[ignore]
+    fn timing_against_the_implicit_gemm() {
+        let best = |f: &mut dyn FnMut() -> f32| {
+            (0..7)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    s.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        for (n, ci, co, h) in [
+            (128, 64, 64, 28),
+            (128, 128, 128, 14),
+            (64, 64, 64, 7),
+            (64, 16, 16, 28),
+            (64, 32, 32, 14),
+            (64, 64, 32, 14),
+            (64, 32, 64, 14),
+        ] {
+            let g = Geom {
+                n,
+                ci,
+                h,
+                w: h,
+                co,
+                k: 3,
+                s: 1,
+                p: 1,
+                oh: h,
+                ow: h,
+            };
+            let mut rng = Rng::new(1);
+            let x = rng.normal_vec(n * ci * h * h);
+            let w = rng.normal_vec(co * ci * 9);
+            let direct =
+                best(&mut || super::super::implicit::conv_forward(&g, &x, &w, None, None)[0]);
+            let wino = best(&mut || conv_forward(&g, &x, &w, None, None)[0]);
+            eprintln!(
+                "3×3, {n} images, {ci} → {co} ch, {h}×{h}: implicit {direct:.2} ms, Winograd {wino:.2} ms ({:.2}×)",
+                direct / wino
+            );
+        }
     }
 }
