@@ -528,7 +528,7 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::nn::kernels::isa::with_isa;
     use crate::nn::rel_err;
@@ -536,8 +536,22 @@ mod tests {
     use crate::Result;
     use candle_core::{Device, Tensor};
 
-    /// `implicit::conv_forward` on the build `isa` against candle's stock conv2d (+ bias).
-    fn check(isa: Isa, xs: [usize; 4], co: usize, k: usize, p: usize, seed: u64) -> Result<()> {
+    /// A stride-1 forward with its bias and residual: `(g, x, w, b, residual) → y`.
+    pub(in crate::nn::kernels) type Forward =
+        fn(&Geom, &[f32], &[f32], Option<&[f32]>, Option<&[f32]>) -> Vec<f32>;
+
+    /// `forward` (which must serve the geometry, by `applies`) on the build `isa` against candle's stock
+    /// conv2d + bias + a residual, for x of shape `xs`, `co` output channels, a k×k kernel and padding p.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::nn::kernels) fn check_forward(
+        (forward, applies): (Forward, fn(&Geom) -> bool),
+        isa: Isa,
+        xs: [usize; 4],
+        co: usize,
+        k: usize,
+        p: usize,
+        seed: u64,
+    ) -> Result<()> {
         let dev = Device::Cpu;
         let mut rng = Rng::new(seed);
         let x = rng.randn(xs.to_vec(), &dev)?;
@@ -559,13 +573,13 @@ mod tests {
             oh,
             ow,
         };
-        assert!(applies(&g));
+        assert!(applies(&g), "{g:?}");
         // with a residual added as the output is written
         let r = rng.randn(stock.shape(), &dev)?;
         let stock = (stock + &r)?;
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let y = with_isa(isa, || -> Result<Vec<f32>> {
-            Ok(conv_forward(
+            Ok(forward(
                 &g,
                 &flat(&x)?,
                 &flat(&w)?,
@@ -591,7 +605,7 @@ mod tests {
                 ([17, 6, 7, 7], 5, 3, 1, 6),    // small images stacked, the last stack short
                 ([9, 4, 5, 6], 3, 2, 0, 7),     // stacked without padding (a phase convolution's)
             ] {
-                check(isa, xs, co, k, p, seed)?;
+                check_forward((conv_forward, applies), isa, xs, co, k, p, seed)?;
             }
         }
         Ok(())

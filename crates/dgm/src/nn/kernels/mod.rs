@@ -183,6 +183,17 @@ pub(crate) mod testing {
     use crate::nn::rel_err;
     use crate::{Error, Result};
 
+    /// The fastest of `repeats` runs of `f`, in milliseconds (for the print-only timing tests).
+    pub(crate) fn min_ms(repeats: usize, mut f: impl FnMut() -> f32) -> f64 {
+        (0..repeats)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                std::hint::black_box(f());
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
     /// The output and the gradients of Σ r ⊙ f(inputs) with respect to every input.
     pub(crate) fn value_and_grads(
         f: impl Fn(&[Tensor]) -> Result<Tensor>,

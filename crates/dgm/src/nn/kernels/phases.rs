@@ -164,6 +164,7 @@ pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::kernels::testing::min_ms;
     use crate::rng::Rng;
 
     /// Direct loops in f64 for one geometry: y = W ∗ x, dx = Wᵀ ⋆ dy, dW = dy ⋆ x.
@@ -267,15 +268,6 @@ mod tests {
     #[test]
     #[ignore]
     fn timing_against_im2col() {
-        let best = |f: &mut dyn FnMut() -> f32| {
-            (0..5)
-                .map(|_| {
-                    let s = std::time::Instant::now();
-                    std::hint::black_box(f());
-                    s.elapsed().as_secs_f64() * 1e3
-                })
-                .fold(f64::MAX, f64::min)
-        };
         for (ci, h, co, oh) in [
             (64, 28, 128, 14),
             (64, 14, 128, 7),
@@ -301,14 +293,14 @@ mod tests {
             let dy = rng.normal_vec(n * co * oh * oh);
             let w = rng.normal_vec(co * ci * 16);
             let old = [
-                best(&mut || im2col::gemm_forward(&g, &x, &w, None)[0]),
-                best(&mut || im2col::gemm_input_grad(&g, &dy, &w, None)[0]),
-                best(&mut || im2col::weight_grad_by_chunks(&g, &x, &dy)[0]),
+                min_ms(5, || im2col::gemm_forward(&g, &x, &w, None)[0]),
+                min_ms(5, || im2col::gemm_input_grad(&g, &dy, &w, None)[0]),
+                min_ms(5, || im2col::weight_grad_by_chunks(&g, &x, &dy)[0]),
             ];
             let new = [
-                best(&mut || conv_forward(&g, &x, &w, None)[0]),
-                best(&mut || conv_input_grad(&g, &dy, &w, None)[0]),
-                best(&mut || conv_weight_grad(&g, &x, &dy)[0]),
+                min_ms(5, || conv_forward(&g, &x, &w, None)[0]),
+                min_ms(5, || conv_input_grad(&g, &dy, &w, None)[0]),
+                min_ms(5, || conv_weight_grad(&g, &x, &dy)[0]),
             ];
             eprintln!(
                 "4×4 s2, {ci} → {co} ch, {h} → {oh}: forward / input grad / weight grad ms: phases {:.1} / {:.1} / {:.1}, im2col {:.1} / {:.1} / {:.1}",

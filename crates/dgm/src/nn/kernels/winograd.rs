@@ -324,68 +324,29 @@ pub(super) fn conv_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::kernels::isa::{with_isa, Isa};
-    use crate::nn::rel_err;
+    use crate::nn::kernels::implicit::tests::check_forward;
+    use crate::nn::kernels::isa::Isa;
+    use crate::nn::kernels::testing::min_ms;
     use crate::rng::Rng;
     use crate::Result;
-    use candle_core::{Device, Tensor};
 
     /// Winograd's forward on every build against candle's stock conv2d (+ bias + residual).
     #[test]
     fn every_build_matches_candle_conv2d() -> Result<()> {
-        let dev = Device::Cpu;
         for isa in Isa::available() {
-            // (n, ci, h, w, co, p): odd sizes (a last tile half outside), padding 0 and 2 (a flipped conv's),
+            // (x shape, co, p): odd sizes (a last tile half outside), padding 0 and 2 (a flipped conv's),
             // stacks of several images (the last one short), channels not a multiple of the register tile
-            for (seed, (n, ci, h, w, co, p)) in [
-                (2, 64, 11, 13, 64, 1),
-                (3, 65, 13, 12, 67, 0),
-                (2, 64, 10, 10, 72, 2),
-                (19, 64, 10, 11, 64, 1),
-                (1, 64, 28, 28, 64, 1),
+            for (seed, (xs, co, p)) in [
+                ([2, 64, 11, 13], 64, 1),
+                ([3, 65, 13, 12], 67, 0),
+                ([2, 64, 10, 10], 72, 2),
+                ([19, 64, 10, 11], 64, 1),
+                ([1, 64, 28, 28], 64, 1),
             ]
             .into_iter()
             .enumerate()
             {
-                let mut rng = Rng::new(seed as u64);
-                let x = rng.randn((n, ci, h, w), &dev)?;
-                let wt = rng.randn((co, ci, 3, 3), &dev)?;
-                let b = rng.randn(co, &dev)?;
-                let stock = x
-                    .conv2d(&wt, p, 1, 1, 1)?
-                    .broadcast_add(&b.reshape((1, co, 1, 1))?)?;
-                let (_, _, oh, ow) = stock.dims4()?;
-                let r = rng.randn(stock.shape(), &dev)?;
-                let want = (stock + &r)?;
-                let g = Geom {
-                    n,
-                    ci,
-                    h,
-                    w,
-                    co,
-                    k: 3,
-                    s: 1,
-                    p,
-                    oh,
-                    ow,
-                };
-                assert!(applies(&g));
-                let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-                let y = with_isa(isa, || -> Result<Vec<f32>> {
-                    Ok(conv_forward(
-                        &g,
-                        &flat(&x)?,
-                        &flat(&wt)?,
-                        Some(&flat(&b)?),
-                        Some(&flat(&r)?),
-                    ))
-                })?;
-                let got = Tensor::from_vec(y, want.shape(), &dev)?;
-                let e = rel_err(&got, &want)?;
-                assert!(
-                    e < 1e-5,
-                    "{isa:?} n {n} ci {ci} {h}×{w} co {co} p {p}: rel err {e}"
-                );
+                check_forward((conv_forward, applies), isa, xs, co, 3, p, seed as u64)?;
             }
         }
         Ok(())
@@ -397,15 +358,6 @@ mod tests {
     #[test]
     #[ignore]
     fn timing_against_the_implicit_gemm() {
-        let best = |f: &mut dyn FnMut() -> f32| {
-            (0..7)
-                .map(|_| {
-                    let s = std::time::Instant::now();
-                    std::hint::black_box(f());
-                    s.elapsed().as_secs_f64() * 1e3
-                })
-                .fold(f64::MAX, f64::min)
-        };
         for (n, ci, co, h) in [
             (128, 64, 64, 28),
             (128, 128, 128, 14),
@@ -430,9 +382,10 @@ mod tests {
             let mut rng = Rng::new(1);
             let x = rng.normal_vec(n * ci * h * h);
             let w = rng.normal_vec(co * ci * 9);
-            let direct =
-                best(&mut || super::super::implicit::conv_forward(&g, &x, &w, None, None)[0]);
-            let wino = best(&mut || conv_forward(&g, &x, &w, None, None)[0]);
+            let direct = min_ms(7, || {
+                super::super::implicit::conv_forward(&g, &x, &w, None, None)[0]
+            });
+            let wino = min_ms(7, || conv_forward(&g, &x, &w, None, None)[0]);
             eprintln!(
                 "3×3, {n} images, {ci} → {co} ch, {h}×{h}: implicit {direct:.2} ms, Winograd {wino:.2} ms ({:.2}×)",
                 direct / wino
