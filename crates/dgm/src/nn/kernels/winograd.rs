@@ -16,7 +16,7 @@
 //! ty = th are computed and dropped). The padded input is split into its four phase planes
 //! `P_ab[R·L + J] = xpad[2R + a, 2J + b]`, so the tile element d[i, j] of every tile is one array read at a
 //! fixed offset, `P_{i mod 2, j mod 2}[t + ⌊i/2⌋·L + ⌊j/2⌋]`, and each transform is a handful of long,
-//! contiguous loops (the compiler's vectors). The transforms only add and subtract (and multiply by ±1), in
+//! contiguous loops (the compiler's vectors). The transforms only add and subtract, in
 //! a fixed order, so every instruction-set build computes them alike; the products agree to rounding as the
 //! implicit kernels do. Against the direct sum the result differs by the rounding of the transforms
 //! (relative error ~1e-6 in f32, tested against candle's convolution). Results do not depend on the thread
@@ -47,14 +47,6 @@ const MIN_POSITIONS: usize = 100;
 
 /// Tile positions a stack covers at least (as far as the batch allows).
 const STACK_TILES: usize = 384;
-
-/// The non-zero entries of a row of Bᵀ: (column, sign).
-const BT: [[(usize, f32); 2]; 4] = [
-    [(0, 1.0), (2, -1.0)],
-    [(1, 1.0), (2, 1.0)],
-    [(1, -1.0), (2, 1.0)],
-    [(1, 1.0), (3, -1.0)],
-];
 
 /// Sizes of one stack's band: tiles per image row `tw`, per image column `th`, the row length `l = tw + 1`,
 /// the positions of one image `(th + 1)·l`.
@@ -94,19 +86,24 @@ fn weight_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
 }
 
 /// Channel c of the stack `x` (`m` images) → `V_ξ[c, t]` at `v[(ξ·ci + c)·tpad + t]` for t < m·per_image,
-/// zeros after it up to `tq`; `p` holds the four phase planes (scratch, `4·plen` floats).
+/// zeros after it up to `tq`. `s` is scratch: the four phase planes (`4·plen` floats) and the eight rows of
+/// `Bᵀ d` (`8·plen`).
 #[inline(always)]
 fn input_transform(
     g: &Geom,
     x: &[f32],
     (c, m): (usize, usize),
     bd: Band,
-    (p, plen): (&mut [f32], usize),
+    (s, plen): (&mut [f32], usize),
     (v, tpad, tq): (&mut [f32], usize, usize),
 ) {
     let (hw, l) = (g.h * g.w, bd.l);
     let n_t = m * bd.per_image;
+    let (p, t) = s.split_at_mut(4 * plen);
+    // the phase planes P_ab (a: row parity, b: column parity) at p[(2a + b)·plen ..]
     p.fill(0.0);
+    let (p_even_rows, p_odd_rows) = p.split_at_mut(2 * plen);
+    let odd = g.p % 2; // the first input column whose padded column is even
     for b in 0..m {
         let xc = &x[(b * g.ci + c) * hw..(b * g.ci + c + 1) * hw];
         for r in 0..2 * (bd.th + 1) {
@@ -115,34 +112,92 @@ fn input_transform(
             };
             let row = &xc[iy * g.w..(iy + 1) * g.w];
             let at = b * bd.per_image + (r / 2) * l;
-            // input column ix sits at padded column ix + p: phase (ix + p) mod 2, index (ix + p) / 2
-            for ix0 in 0..2.min(g.w) {
-                let col = ix0 + g.p;
-                let dst = &mut p[((r % 2) * 2 + col % 2) * plen + at + col / 2..];
-                for (d, &val) in dst.iter_mut().zip(row[ix0..].iter().step_by(2)) {
-                    *d = val;
-                }
+            let (pe, po) = if r % 2 == 0 {
+                &mut *p_even_rows
+            } else {
+                &mut *p_odd_rows
+            }
+            .split_at_mut(plen);
+            // input column ix is padded column ix + p: parity (ix + p) mod 2, index (ix + p) / 2
+            if odd == 1 && !row.is_empty() {
+                po[at + (g.p - 1) / 2] = row[0];
+            }
+            let body = &row[odd.min(row.len())..];
+            let base = at + (odd + g.p) / 2;
+            let pairs = body.chunks_exact(2);
+            let last = pairs.remainder().first().copied();
+            let k = pairs.len();
+            for ((e, o), pr) in pe[base..base + k]
+                .iter_mut()
+                .zip(&mut po[base..base + k])
+                .zip(pairs)
+            {
+                *e = pr[0];
+                *o = pr[1];
+            }
+            if let Some(v) = last {
+                pe[base + k] = v;
             }
         }
     }
+    // Bᵀ d down the columns, for each column parity j: t_kj[t] from the rows 2ty .. 2ty + 3 (offsets 0, L)
     let p = &*p;
-    for (k, rk) in BT.iter().enumerate() {
-        for (j, cj) in BT.iter().enumerate() {
-            // v = Σ sign · d[i, jj] over the two non-zeros of row k (i) and of row j (jj)
-            let term = |(i, si): (usize, f32), (jj, sj): (usize, f32)| {
-                let off = (i / 2) * l + jj / 2;
-                let arr = (i % 2) * 2 + jj % 2;
-                (si * sj, &p[arr * plen + off..arr * plen + off + n_t])
-            };
-            let (s0, a0) = term(rk[0], cj[0]);
-            let (s1, a1) = term(rk[0], cj[1]);
-            let (s2, a2) = term(rk[1], cj[0]);
-            let (s3, a3) = term(rk[1], cj[1]);
-            let row = &mut v[((4 * k + j) * g.ci + c) * tpad..((4 * k + j) * g.ci + c) * tpad + tq];
+    let n1 = n_t + 1; // the second stage reads one past
+    let ph = |a: usize, b: usize, off: usize| {
+        &p[(2 * a + b) * plen + off..(2 * a + b) * plen + off + n1]
+    };
+    for j in 0..2 {
+        let (d0, d1, d2, d3) = (ph(0, j, 0), ph(1, j, 0), ph(0, j, l), ph(1, j, l));
+        // rows t_kj at (2k + j)·plen
+        let (ta, tb) = t[..8 * plen].split_at_mut(4 * plen);
+        let (r0, r1) = ta.split_at_mut(2 * plen);
+        let (r2, r3) = tb.split_at_mut(2 * plen);
+        let (t0, t1) = (
+            &mut r0[j * plen..j * plen + n1],
+            &mut r1[j * plen..j * plen + n1],
+        );
+        let (t2, t3) = (
+            &mut r2[j * plen..j * plen + n1],
+            &mut r3[j * plen..j * plen + n1],
+        );
+        for k in 0..n1 {
+            t0[k] = d0[k] - d2[k];
+            t1[k] = d1[k] + d2[k];
+            t2[k] = d2[k] - d1[k];
+            t3[k] = d1[k] - d3[k];
+        }
+    }
+    // (Bᵀ d) B along the rows: column 2 of a tile is column 0 of the next (t + 1), column 3 is column 1's
+    let t = &*t;
+    for k in 0..4 {
+        let (c0, c1) = (
+            &t[(2 * k) * plen..(2 * k) * plen + n1],
+            &t[(2 * k + 1) * plen..(2 * k + 1) * plen + n1],
+        );
+        let at = |j: usize| ((4 * k + j) * g.ci + c) * tpad;
+        for j in 0..4 {
+            let row = &mut v[at(j)..at(j) + tq];
             let (dst, rest) = row.split_at_mut(n_t);
             rest.fill(0.0);
-            for ((((d, &e0), &e1), &e2), &e3) in dst.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
-                *d = s0 * e0 + s1 * e1 + s2 * e2 + s3 * e3;
+            match j {
+                0 => dst
+                    .iter_mut()
+                    .zip(c0.windows(2))
+                    .for_each(|(d, w)| *d = w[0] - w[1]),
+                1 => dst
+                    .iter_mut()
+                    .zip(c1)
+                    .zip(&c0[1..])
+                    .for_each(|((d, &a), &b)| *d = a + b),
+                2 => dst
+                    .iter_mut()
+                    .zip(&c0[1..])
+                    .zip(c1)
+                    .for_each(|((d, &b), &a)| *d = b - a),
+                _ => dst
+                    .iter_mut()
+                    .zip(c1.windows(2))
+                    .for_each(|(d, w)| *d = w[0] - w[1]),
             }
         }
     }
@@ -276,7 +331,7 @@ pub(super) fn conv_forward(
     let offs: Vec<usize> = (0..g.ci).map(|c| c * tpad).collect();
     let (in_len, pp) = (g.ci * g.h * g.w, g.oh * g.ow);
     let (vlen, mlen) = (16 * g.ci * tpad, 16 * co_pad * tpad);
-    let slen = (4 * plen).max(12 * stack * bd.per_image);
+    let slen = 12 * plen;
     par_stacks_from_planes(g.n, stack, g.co, pp, plane_bias(b, g.co), |i0, ys| {
         let m = ys.len() / (g.co * pp).max(1); // images in this stack
         let xs = &x[i0 * in_len..(i0 + m) * in_len];
@@ -285,14 +340,7 @@ pub(super) fn conv_forward(
             let (v, rest) = buf.split_at_mut(vlen);
             let (mm, s) = rest.split_at_mut(mlen);
             for c in 0..g.ci {
-                input_transform_fast(
-                    g,
-                    xs,
-                    (c, m),
-                    bd,
-                    (&mut s[..4 * plen], plen),
-                    (&mut *v, tpad, tq),
-                );
+                input_transform_fast(g, xs, (c, m), bd, (&mut *s, plen), (&mut *v, tpad, tq));
             }
             for ((vx, mx), wx) in v
                 .chunks_exact(g.ci * tpad)
