@@ -28,9 +28,9 @@ use super::isa::{isa, simd_dispatch};
 use super::par_stacks_from_planes;
 
 /// Whether this module serves the convolution: 3×3, stride 1, padding ≤ 2, and sizes where it measured
-/// faster than the implicit GEMM (forward, 2 threads, min of 7: 64 → 64 channels at 28×28 14.5 vs 16.6 ms
-/// for 128 images, 128 → 128 at 14×14 13.1 vs 17.9; but 0.65–0.98× with 16 or 32 channels on either side
-/// or at 7×7, where the transforms and the short products cost more than the multiplies saved; see
+/// faster than the implicit GEMM (forward, 2 threads, min of 7: 64 → 64 channels at 28×28 14.4 vs 16.6 ms
+/// for 128 images, 128 → 128 at 14×14 13.3 vs 17.4; but 0.72–1.02× with 16 or 32 channels on either side
+/// or at 7×7, where the transforms and the short products cost about what the multiplies save; see
 /// `timing_against_the_implicit_gemm` below).
 pub(super) fn applies(g: &Geom) -> bool {
     g.k == 3
