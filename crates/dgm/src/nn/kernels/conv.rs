@@ -10,10 +10,11 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::cpu_f32;
 use super::im2col::{
-    channel_sums, conv_forward, conv_input_grad, conv_weight_grad, plane_sums, Geom,
+    channel_sums, conv_forward, conv_input_grad, conv_weight_grad, plane_sums, stride1_forward,
+    Geom,
 };
+use super::{cpu_f32, phases, to_candle, with_data};
 use crate::{Error, Result};
 
 /// `W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx]`: the weight of `g.flipped()`'s convolution.
@@ -95,7 +96,7 @@ fn conv_grads(
     Ok((dx, dw, db))
 }
 
-/// `W ∗ x + b + r` (stride 1, the implicit-GEMM kernel) as an op on (x, [W; b] flattened, r): the residual
+/// `W ∗ x + b + r` (stride 1: the implicit GEMM or Winograd's algorithm) as an op on (x, [W; b] flattened, r): the residual
 /// `r` is added while the output is written. Its backward passes the upstream gradient to r unchanged.
 struct ConvFwdRes(Geom);
 
@@ -125,11 +126,7 @@ impl CustomOp3 for ConvFwdRes {
             );
         }
         let (w, b) = wb.split_at(g.co * kd);
-        let y = if super::winograd::applies(g) {
-            super::winograd::conv_forward(g, x, w, Some(b), Some(r))
-        } else {
-            super::implicit::conv_forward(g, x, w, Some(b), Some(r))
-        };
+        let y = stride1_forward(g, x, w, Some(b), Some(r));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.oh, g.ow))))
     }
 
@@ -185,6 +182,24 @@ impl CustomOp3 for ConvDx {
         // As a transposed convolution: input dy, output grad (n, ci, h, w).
         let g = self.0;
         let grad = grad.contiguous()?;
+        let db = grad.apply_op1_no_bwd(&ChannelSum { per_image: false })?;
+        if dy.track_op() && phases::applies(&g) {
+            // both passes read grad's phases: gather them once
+            let name = self.name();
+            let (d_in, dw) = with_data(name, &grad, |gr| {
+                with_data(name, w, |wv| {
+                    with_data(name, dy, |dv| {
+                        phases::forward_and_weight_grad(&g, gr, wv, dv)
+                    })
+                })
+            })
+            .and_then(|r| r)
+            .and_then(|r| r)
+            .map_err(to_candle)?;
+            let d_in = Tensor::from_vec(d_in, (g.n, g.co, g.oh, g.ow), grad.device())?;
+            let dw = Tensor::from_vec(dw, (g.co, g.ci, g.k, g.k), grad.device())?;
+            return Ok((Some(d_in), Some(dw), Some(db)));
+        }
         let d_in = if dy.track_op() {
             let zero = Tensor::zeros(g.co, grad.dtype(), grad.device())?;
             Some(grad.apply_op3_no_bwd(w, &zero, &ConvFwd(g))?)
@@ -192,7 +207,6 @@ impl CustomOp3 for ConvDx {
             None
         };
         let dw = grad.apply_op2_no_bwd(dy, &ConvDw(g))?;
-        let db = grad.apply_op1_no_bwd(&ChannelSum { per_image: false })?;
         Ok((d_in, Some(dw), Some(db)))
     }
 }
@@ -754,6 +768,8 @@ mod tests {
             (vec![2, 2, 3, 3], [2, 5, 3, 3], (1, 0, 0), 32),
             (vec![3, 5, 7, 4], [5, 2, 3, 3], (1, 1, 0), 33),
             (vec![2, 3, 4, 4], [3, 4, 1, 1], (1, 0, 0), 34),
+            // on the phases of the output gradient (16 channels, 10×10 inputs)
+            (vec![2, 8, 10, 10], [8, 16, 4, 4], (2, 1, 0), 35),
         ] {
             T_ARGS.with(|c| c.set(args));
             T_CHECK.with(|c| c.set(true));

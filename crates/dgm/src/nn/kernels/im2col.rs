@@ -268,16 +268,29 @@ pub(super) fn plane_bias(
 
 /// Forward: `y (n, co, oh, ow) = W ∗ x + b` (b optional: per channel, or per image and channel).
 pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
-    if super::winograd::applies(g) {
-        return super::winograd::conv_forward(g, x, w, b, None);
-    }
     if super::implicit::applies(g) {
-        return super::implicit::conv_forward(g, x, w, b, None);
+        return stride1_forward(g, x, w, b, None);
     }
     if super::phases::applies(g) {
         return super::phases::conv_forward(g, x, w, b);
     }
     gemm_forward(g, x, w, b)
+}
+
+/// The forward of a convolution [`super::implicit::applies`] to (stride 1), plus `residual` (shaped like
+/// y) when given: Winograd's algorithm where it applies (a subset), else the implicit GEMM.
+pub(super) fn stride1_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        super::winograd::conv_forward(g, x, w, b, residual)
+    } else {
+        super::implicit::conv_forward(g, x, w, b, residual)
+    }
 }
 
 /// [`conv_forward`] on im2col + GEMM, whatever the geometry.

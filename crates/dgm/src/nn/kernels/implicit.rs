@@ -26,6 +26,7 @@
 
 use super::im2col::{with_scratch, Geom};
 use super::isa::{isa, Isa};
+use super::math::add;
 use super::par_stacks_from_planes;
 
 /// Whether [`conv_forward`] serves this convolution: stride 1 with padding below the kernel size, not 1×1.
@@ -173,10 +174,7 @@ pub(super) fn conv_forward(
                 }
             }
             if let Some(r) = residual {
-                let ri = &r[i0 * g.co * pp..(i0 + m) * g.co * pp];
-                for (d, &v) in ys.iter_mut().zip(ri) {
-                    *d += v;
-                }
+                add(ys, &r[i0 * g.co * pp..(i0 + m) * g.co * pp]);
             }
         });
     })

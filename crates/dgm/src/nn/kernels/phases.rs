@@ -153,12 +153,30 @@ pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>
 /// Weight gradient `(co, ci·k·k)`: the phase convolution's, permuted back to W's layout.
 pub(super) fn conv_weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let pg = phase_geom(g);
-    let dwp = im2col::conv_weight_grad(&pg, &gather(g, &pg, x), dy);
-    let mut dw = vec![0f32; dwp.len()];
+    weights_back(g, &im2col::conv_weight_grad(&pg, &gather(g, &pg, x), dy))
+}
+
+/// [`conv_forward`] (no bias) and [`conv_weight_grad`] of the same input, its phases gathered once (a
+/// transposed convolution's backward needs both).
+pub(super) fn forward_and_weight_grad(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let pg = phase_geom(g);
+    let xp = gather(g, &pg, x);
+    let y = im2col::conv_forward(&pg, &xp, &phase_weights(g, w), None);
+    (y, weights_back(g, &im2col::conv_weight_grad(&pg, &xp, dy)))
+}
+
+/// W' → W: the inverse of [`phase_weights`].
+fn weights_back(g: &Geom, wp: &[f32]) -> Vec<f32> {
+    let mut w = vec![0f32; wp.len()];
     for (a, b) in weight_places(g) {
-        dw[a] = dwp[b];
+        w[a] = wp[b];
     }
-    dw
+    w
 }
 
 #[cfg(test)]
@@ -243,6 +261,10 @@ mod tests {
             assert_close("y", &conv_forward(&g, &x, &wt, None), &y);
             assert_close("dx", &conv_input_grad(&g, &dy, &wt, None), &dx);
             assert_close("dw", &conv_weight_grad(&g, &x, &dy), &dw);
+            // the two passes of a transposed convolution's backward, sharing one gather: the same bits
+            let (y2, dw2) = forward_and_weight_grad(&g, &x, &wt, &dy);
+            assert_eq!(y2, conv_forward(&g, &x, &wt, None));
+            assert_eq!(dw2, conv_weight_grad(&g, &x, &dy));
             // a bias per channel lands on every output (forward) or input (transposed) pixel
             let b: Vec<f32> = (0..co.max(ci)).map(|v| v as f32 * 0.5).collect();
             let yb = conv_forward(&g, &x, &wt, Some(&b[..co]));

@@ -25,6 +25,7 @@
 use super::im2col::{plane_bias, with_scratch, Geom};
 use super::implicit::{pack_weights, tile, tile_of};
 use super::isa::{isa, simd_dispatch};
+use super::math::add;
 use super::par_stacks_from_planes;
 
 /// Whether this module serves the convolution: 3×3, stride 1, padding ≤ 2, and sizes where it measured
@@ -361,10 +362,7 @@ pub(super) fn conv_forward(
             }
         });
         if let Some(r) = residual {
-            let ri = &r[i0 * g.co * pp..(i0 + m) * g.co * pp];
-            for (d, &v) in ys.iter_mut().zip(ri) {
-                *d += v;
-            }
+            add(ys, &r[i0 * g.co * pp..(i0 + m) * g.co * pp]);
         }
     })
 }
