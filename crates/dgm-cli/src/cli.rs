@@ -71,6 +71,8 @@ pub enum Command {
     Metrics(MetricsCommand),
     /// One page (HTML or Markdown) comparing every run under a directory: metrics, loss curves, samples.
     Report(ReportArgs),
+    /// A local web page over the runs in a folder: watch training, sample, generate text.
+    Studio(StudioArgs),
 }
 
 /// The help after `dgm eval` and `dgm metrics compare`: models, data sets, metrics and OOD sets.
@@ -163,6 +165,26 @@ pub struct ReportArgs {
     /// Output file: .html (one self-contained page) or .md.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `dgm studio`
+#[derive(Args, Debug)]
+pub struct StudioArgs {
+    /// The runs folder: its runs are listed and new runs are written into it (created when missing).
+    #[arg(long, default_value = "runs")]
+    pub runs: PathBuf,
+    /// The port to listen on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 7860)]
+    pub port: u16,
+    /// The address to listen on. Anything but a loopback address lets other machines use the studio,
+    /// which has no login: prefer SSH port forwarding (ssh -L 7860:127.0.0.1:7860 HOST).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Generation jobs that may wait behind the running one; more requests get 503.
+    #[arg(long, default_value_t = 4)]
+    pub queue: usize,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
 }
 
 /// `dgm data …`

@@ -10,13 +10,18 @@ use crate::data::Preprocessing;
 use crate::{Error, Result};
 
 fn encode_png(img: &RgbImage, path: &Path) -> Result<()> {
+    write_atomic(path, &png_bytes(img)?)
+}
+
+/// An image as the bytes of a PNG file.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )
     .map_err(|e| Error::invalid("png", e.to_string()))?;
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// The largest picture dgm writes, in pixels: 100 megapixels (300 MB of RGB while it is drawn), e.g. a grid of
@@ -212,8 +217,13 @@ impl SampleCanvas {
 
     /// Writes the picture as a PNG, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.png()?)
+    }
+
+    /// The picture as the bytes of a PNG file.
+    pub fn png(&self) -> Result<Vec<u8>> {
         match &self.kind {
-            Kind::Grid { img, .. } | Kind::Scatter { img, .. } => encode_png(img, path),
+            Kind::Grid { img, .. } | Kind::Scatter { img, .. } => png_bytes(img),
         }
     }
 }

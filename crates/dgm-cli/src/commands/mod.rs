@@ -21,6 +21,7 @@ mod report;
 mod restore;
 mod sample;
 mod score;
+mod studio;
 mod train;
 
 use self::complete::complete_cmd;
@@ -32,6 +33,7 @@ use self::report::report_cmd;
 use self::restore::restore_cmd;
 use self::sample::sample_cmd;
 use self::score::score_cmd;
+use self::studio::studio_cmd;
 use self::train::train_cmd;
 
 /// Runs the parsed command.
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Metrics(MetricsCommand::TrainFeatures(a)) => train_features_cmd(a),
         Command::Metrics(MetricsCommand::Compare(a)) => compare_cmd(a),
         Command::Report(a) => report_cmd(a),
+        Command::Studio(a) => studio_cmd(a),
     }
 }
 

@@ -1,0 +1,265 @@
+// dgm studio: the page's script. Plain DOM, no library; every text from the server goes through textContent.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+let RUNS = [];
+let SELECTED = null;
+let EVENTS = null;
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, opts);
+  const type = r.headers.get("content-type") || "";
+  const body = type.includes("json") ? await r.json() : null;
+  if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+function post(path, obj) {
+  return api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(obj) });
+}
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function num(x, digits = 3) {
+  return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
+}
+
+// ---- tabs
+for (const b of $$(".tab")) {
+  b.addEventListener("click", () => {
+    for (const t of $$(".tab")) t.classList.toggle("active", t === b);
+    for (const p of $$(".page")) p.hidden = p.id !== `page-${b.dataset.page}`;
+  });
+}
+
+// ---- runs
+async function loadRuns() {
+  const d = await api("/api/runs");
+  RUNS = d.runs;
+  $("#root").textContent = d.root;
+  const models = $("#train-form select[name=model]");
+  if (!models.options.length) {
+    for (const m of d.models) {
+      const o = el("option", m.name);
+      o.value = m.name;
+      o.title = `${m.family}: ${m.about} (default data ${m.default_data})`;
+      models.append(o);
+    }
+  }
+  const tb = $("#runs-table tbody");
+  tb.replaceChildren();
+  for (const r of RUNS) {
+    const tr = el("tr");
+    tr.dataset.run = r.name;
+    if (r.name === SELECTED) tr.classList.add("selected");
+    const lik = r.likelihood;
+    const step = r.training && r.training.state !== "finished"
+      ? `${r.training.step} / ${r.training.total_steps} (${r.training.state})`
+      : `${r.step ?? "–"}${r.total_steps ? " / " + r.total_steps : ""}`;
+    const fid = r.quality && r.quality.fid !== undefined ? num(r.quality.fid, 2) : "–";
+    for (const c of [r.name, r.model ?? "–", r.data ?? "–", step,
+      lik ? `${num(lik.nll_nats, 2)} nats, ${num(lik.bits_per_dim, 3)} bits/dim` : "–",
+      lik ? lik.kind : "–", fid]) tr.append(el("td", c));
+    tr.addEventListener("click", () => selectRun(r.name));
+    tb.append(tr);
+  }
+  $("#runs-empty").hidden = RUNS.length > 0;
+  fillRunSelects();
+}
+
+function fillRunSelects() {
+  const fill = (sel, wants, reasonEl) => {
+    const keep = sel.value;
+    sel.replaceChildren();
+    for (const r of RUNS) {
+      if (!r.abilities) continue;
+      const o = el("option", r.name);
+      o.value = r.name;
+      const why = wants(r);
+      if (why) { o.disabled = true; o.textContent = `${r.name} — ${why}`; }
+      sel.append(o);
+    }
+    if ([...sel.options].some(o => o.value === keep && !o.disabled)) sel.value = keep;
+    else { const first = [...sel.options].find(o => !o.disabled); if (first) sel.value = first.value; }
+    reasonEl.textContent = [...sel.options].some(o => !o.disabled) ? "" : "no run can do this yet";
+  };
+  fill($("#sample-form select[name=run]"),
+    r => r.abilities.text ? "a language model: use Text" : "", $("#sample-reason"));
+  fill($("#text-form select[name=run]"),
+    r => r.abilities.text ? "" : `not a language model (${r.model})`, $("#text-reason"));
+  updateSampleFields();
+}
+
+function updateSampleFields() {
+  const name = $("#sample-form select[name=run]").value;
+  const r = RUNS.find(x => x.name === name);
+  for (const l of $$("#sample-form label[data-needs]")) {
+    const ok = !!(r && r.abilities && r.abilities[l.dataset.needs]);
+    l.classList.toggle("off", !ok);
+    for (const i of $$("input, select", l)) i.disabled = !ok;
+    l.title = ok ? "" : `model '${r ? r.model : "?"}' does not take this`;
+  }
+}
+$("#sample-form select[name=run]").addEventListener("change", updateSampleFields);
+
+async function selectRun(name) {
+  SELECTED = name;
+  for (const tr of $$("#runs-table tbody tr")) tr.classList.toggle("selected", tr.dataset.run === name);
+  const box = $("#run-detail");
+  box.hidden = false;
+  $("#detail-name").textContent = name;
+  const q = `run=${encodeURIComponent(name)}`;
+  let d = null;
+  try { d = await api(`/api/run?${q}`); } catch (e) { $("#detail-meta").textContent = e.message; }
+  if (d) {
+    $("#detail-meta").textContent =
+      `${d.model} on ${d.data} · ${d.preprocessing ?? ""} · step ${d.step ?? "–"}${d.finished ? " (finished)" : ""}`;
+    $("#detail-config").textContent = d.config ?? "";
+    const tb = $("#detail-nll tbody");
+    tb.replaceChildren();
+    for (const n of d.likelihoods) {
+      const tr = el("tr");
+      for (const c of [n.split, n.estimator, n.kind, `${num(n.nll_nats, 2)} ± ${num(n.stderr_nats, 2)}`, num(n.bits_per_dim, 4)])
+        tr.append(el("td", c));
+      tr.title = n.kind_text;
+      tb.append(tr);
+    }
+    showLive(d.training);
+  }
+  refreshImages();
+  if (EVENTS) EVENTS.close();
+  EVENTS = new EventSource(`/api/run/events?${q}`);
+  let lastLoss = 0;
+  EVENTS.addEventListener("metrics", () => {
+    const now = Date.now();
+    if (now - lastLoss > 2000) { lastLoss = now; refreshImages(true); }
+  });
+  EVENTS.addEventListener("checkpoint", () => { refreshImages(); loadRuns(); });
+  EVENTS.addEventListener("progress", ev => showLive(JSON.parse(ev.data)));
+}
+
+function showLive(t) {
+  const p = $("#detail-live");
+  const stop = $("#detail-stop");
+  if (!t) { p.textContent = ""; stop.hidden = true; return; }
+  p.textContent = `${t.state}: step ${t.step} / ${t.total_steps}` +
+    (t.it_s ? `, ${t.it_s.toFixed(1)} steps/s` : "") + (t.loss !== null ? `, loss ${num(t.loss, 4)}` : "") +
+    (t.error ? ` — ${t.error}` : "");
+  p.className = t.error ? "error" : "";
+  stop.hidden = !(t.state === "training" || t.state === "starting");
+}
+
+function refreshImages(lossOnly = false) {
+  const q = `run=${encodeURIComponent(SELECTED)}&t=${Date.now()}`;
+  const loss = $("#detail-loss");
+  loss.onerror = () => { loss.hidden = true; };
+  loss.onload = () => { loss.hidden = false; };
+  loss.src = `/api/run/loss.svg?${q}`;
+  if (lossOnly) return;
+  const s = $("#detail-samples");
+  s.onerror = () => { s.hidden = true; };
+  s.onload = () => { s.hidden = false; };
+  s.src = `/api/run/samples.png?${q}`;
+}
+
+$("#detail-stop").addEventListener("click", async () => {
+  try { await post(`/api/run/stop?run=${encodeURIComponent(SELECTED)}`, {}); }
+  catch (e) { $("#detail-live").textContent = e.message; }
+});
+
+$("#train-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const req = { name: f.get("name"), model: f.get("model"),
+    set: String(f.get("set") || "").split("\n").map(s => s.trim()).filter(Boolean) };
+  if (f.get("data")) req.data = f.get("data");
+  if (f.get("steps")) req.steps = Number(f.get("steps"));
+  if (f.get("seed")) req.seed = Number(f.get("seed"));
+  $("#train-error").textContent = "";
+  try {
+    await post("/api/train", req);
+    await loadRuns();
+    selectRun(req.name);
+  } catch (e) { $("#train-error").textContent = e.message; }
+});
+
+// ---- jobs
+async function follow(id, status, onUpdate) {
+  for (;;) {
+    const j = await api(`/api/jobs/${id}`);
+    onUpdate && onUpdate(j);
+    if (j.state === "queued") status.textContent = `queued: ${j.jobs_ahead} job(s) ahead`;
+    else if (j.state === "running") status.textContent = `running… ${j.ran_s.toFixed(1)} s`;
+    else if (j.state === "done") { status.textContent = `done in ${j.ran_s.toFixed(1)} s`; return j; }
+    else { status.textContent = j.error; status.className = "error"; return j; }
+    await new Promise(r => setTimeout(r, 250));
+  }
+}
+
+async function submitJob(path, req, status, button) {
+  status.className = "";
+  status.textContent = "sending…";
+  button.disabled = true;
+  try {
+    const { job } = await post(path, req);
+    return job;
+  } catch (e) {
+    status.textContent = e.message;
+    status.className = "error";
+    return null;
+  } finally { button.disabled = false; }
+}
+
+$("#sample-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const req = { run: f.get("run"), n: Number(f.get("n")), seed: Number(f.get("seed")) };
+  for (const k of ["sampler", "caption"]) if (f.get(k)) req[k] = f.get(k);
+  for (const k of ["steps", "class"]) if (f.get(k)) req[k] = Number(f.get(k));
+  if (f.get("guidance")) req.guidance = Number(f.get("guidance"));
+  const status = $("#sample-status");
+  const id = await submitJob("/api/sample", req, status, $("#sample-form button"));
+  if (id === null) return;
+  const j = await follow(id, status);
+  const grid = $("#sample-grid");
+  const each = $("#sample-each");
+  each.replaceChildren();
+  if (j.state !== "done") { grid.hidden = true; return; }
+  grid.src = `/api/jobs/${id}/image.png`;
+  grid.hidden = false;
+  for (let i = 0; i < j.images; i++) {
+    const a = el("a");
+    a.href = `/api/jobs/${id}/image.png?index=${i}`;
+    a.download = `${req.run.replaceAll("/", "_")}-seed${req.seed}-${i}.png`;
+    a.title = `download sample ${i}`;
+    const img = el("img");
+    img.src = a.href;
+    img.alt = `sample ${i}`;
+    a.append(img);
+    each.append(a);
+  }
+});
+
+$("#text-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const req = { run: f.get("run"), prompt: f.get("prompt"), max_tokens: Number(f.get("max_tokens")),
+    temperature: Number(f.get("temperature")), seed: Number(f.get("seed")) };
+  if (f.get("top_k")) req.top_k = Number(f.get("top_k"));
+  if (f.get("top_p")) req.top_p = Number(f.get("top_p"));
+  const status = $("#text-status");
+  const out = $("#text-out");
+  out.textContent = "";
+  const id = await submitJob("/api/generate", req, status, $("#text-form button"));
+  if (id === null) return;
+  await follow(id, status, j => { if (j.text !== null) out.textContent = j.text; });
+});
+
+loadRuns().catch(e => { $("#root").textContent = e.message; });
+setInterval(() => loadRuns().catch(() => {}), 15000);

@@ -1,0 +1,631 @@
+//! The studio's HTTP API, end to end: a server on an ephemeral loopback port, real requests, real (tiny) runs
+//! trained through the API itself.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A temporary folder, removed when the test passes.
+struct Tmp(PathBuf);
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
+    let d = std::env::temp_dir().join(format!("dgm-studio-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Tmp(d)
+}
+
+/// A studio serving `runs` on a free loopback port, in a thread of this process.
+struct Server {
+    base: String,
+    agent: ureq::Agent,
+}
+
+fn start(runs: &Path, queue: usize, max_body: usize) -> Server {
+    let mut opts = dgm_studio::StudioOptions::new(runs);
+    opts.queue = queue;
+    opts.max_body = max_body;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        dgm_studio::serve_blocking(addr, opts, move |a| tx.send(a).unwrap()).unwrap();
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    Server {
+        base: format!("http://{addr}"),
+        agent,
+    }
+}
+
+/// A response: status, content type, headers of interest and body.
+struct Resp {
+    status: u16,
+    ctype: String,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+fn read(r: ureq::http::Response<ureq::Body>) -> Resp {
+    let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+    let (status, ctype, retry_after) = (
+        r.status().as_u16(),
+        h("content-type").unwrap_or_default(),
+        h("retry-after"),
+    );
+    let mut r = r;
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    Resp {
+        status,
+        ctype,
+        retry_after,
+        body,
+    }
+}
+
+impl Server {
+    fn get(&self, path: &str) -> Resp {
+        read(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .call()
+                .unwrap(),
+        )
+    }
+    fn post(&self, path: &str, body: &str) -> Resp {
+        read(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .send(body)
+                .unwrap(),
+        )
+    }
+    fn post_json(&self, path: &str, v: Value) -> Resp {
+        self.post(path, &v.to_string())
+    }
+
+    /// Waits for job `id` to end; its final status.
+    fn wait_job(&self, id: u64) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let j = self.get(&format!("/api/jobs/{id}")).json();
+            if j["state"] == "done" || j["state"] == "failed" {
+                return j;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(300), "job {id}: {j}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Queues a sample or text job (202) and waits for it.
+    fn job(&self, path: &str, v: Value) -> (u64, Value) {
+        let r = self.post_json(path, v);
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.json()["job"].as_u64().unwrap();
+        (id, self.wait_job(id))
+    }
+
+    /// The progress of run `name` as listed by /api/runs.
+    fn training(&self, name: &str) -> Value {
+        let runs = self.get("/api/runs").json();
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["training"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until run `name` (started here) is no longer training; its last state.
+    fn wait_training(&self, name: &str) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let t = self.training(name);
+            if !(t["state"] == "starting" || t["state"] == "training") {
+                return t;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(300), "{name}: {t}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A tiny VAE on shapes (as in the CLI tests), logging, checkpointing and sampling often.
+fn tiny_vae(name: &str, steps: u64) -> Value {
+    json!({
+        "name": name, "model": "vae", "data": "shapes", "steps": steps, "seed": 7,
+        "set": ["model.hidden=[32]", "model.latent_dim=2", "train.batch_size=32", "data.sizes.train=256",
+                "data.sizes.validation=64", "data.sizes.test=64", "train.eval_batches=2",
+                "train.log_every=5", "train.checkpoint_every=20", "train.sample_every=20"]
+    })
+}
+
+fn is_png(b: &[u8]) -> bool {
+    b.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+/// Width and height of a PNG, from its IHDR chunk.
+fn png_size(b: &[u8]) -> (u32, u32) {
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
+}
+
+/// The page and its assets; a run trained, watched (server-sent events) and stopped through the API; its
+/// summary, samples and loss curve; a sample job whose grid and single images are PNGs, the same for the same
+/// seed, and the same as the library's own samples for that seed.
+#[test]
+fn trains_watches_stops_and_samples_through_the_api() {
+    let d = tmp("train");
+    let s = start(&d.0.join("runs"), 4, 1 << 20);
+
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.ctype.starts_with("text/html"));
+    assert!(page.text().contains("dgm studio") && page.text().contains("/app.js"));
+    for (p, t) in [("/app.js", "javascript"), ("/style.css", "text/css")] {
+        let r = s.get(p);
+        assert_eq!(r.status, 200, "{p}");
+        assert!(r.ctype.contains(t), "{p}: {}", r.ctype);
+        assert!(r.body.len() > 500, "{p}");
+    }
+    let runs = s.get("/api/runs").json();
+    assert_eq!(runs["runs"], json!([]));
+    assert!(runs["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "ddpm"));
+
+    // a run that would take long: watched while it trains, then stopped
+    let r = s.post_json("/api/train", tiny_vae("vae", 1_000_000));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let busy = s.post_json("/api/train", tiny_vae("other", 10));
+    assert_eq!(busy.status, 409, "{}", busy.text());
+    assert!(busy.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("'vae' is training"));
+
+    let (tx, rx) = mpsc::channel();
+    let url = format!("{}/api/run/events?run=vae", s.base);
+    let agent = s.agent.clone();
+    std::thread::spawn(move || {
+        let resp = agent.get(&url).call().unwrap();
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        for line in BufReader::new(resp.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut saw_metrics, mut saw_checkpoint, mut saw_progress) = (false, false, false);
+    let t0 = Instant::now();
+    while !(saw_metrics && saw_checkpoint && saw_progress) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("an event within two minutes");
+        saw_metrics |= line == "event: metrics";
+        saw_checkpoint |= line == "event: checkpoint";
+        saw_progress |= line == "event: progress";
+        if let Some(data) = line.strip_prefix("data: ") {
+            // every event carries one JSON object
+            let v: Value = serde_json::from_str(data).unwrap();
+            assert!(v.is_object(), "{data}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300));
+    }
+
+    let stop = s.post("/api/run/stop?run=vae", "{}");
+    assert_eq!(stop.status, 202, "{}", stop.text());
+    let t = s.wait_training("vae");
+    assert_eq!(t["state"], "stopped", "{t}");
+    let again = s.post("/api/run/stop?run=vae", "{}");
+    assert_eq!(again.status, 409, "{}", again.text());
+
+    let detail = s.get("/api/run?run=vae").json();
+    assert_eq!(detail["model"], "vae");
+    assert_eq!(detail["data"], "shapes");
+    assert_eq!(detail["finished"], false);
+    assert_eq!(
+        detail["step"], t["step"],
+        "the checkpoint is of the step training stopped at"
+    );
+    assert!(detail["config"]
+        .as_str()
+        .unwrap()
+        .contains("latent_dim = 2"));
+    let grid = s.get("/api/run/samples.png?run=vae");
+    assert_eq!(grid.status, 200);
+    assert!(is_png(&grid.body));
+    let loss = s.get("/api/run/loss.svg?run=vae");
+    assert_eq!(loss.status, 200);
+    assert!(loss.text().starts_with("<svg"));
+
+    // sampling: a grid of 6 and each image alone
+    let req = json!({ "run": "vae", "n": 6, "seed": 5 });
+    let (id, j) = s.job("/api/sample", req.clone());
+    assert_eq!(j["state"], "done", "{j}");
+    assert_eq!(j["images"], 6);
+    let grid = s.get(&format!("/api/jobs/{id}/image.png"));
+    assert_eq!(grid.status, 200);
+    assert!(is_png(&grid.body));
+    for i in 0..6 {
+        let one = s.get(&format!("/api/jobs/{id}/image.png?index={i}"));
+        assert_eq!(one.status, 200);
+        // one 32×32 shapes image with the grid's 2-pixel border
+        assert_eq!(png_size(&one.body), (36, 36));
+    }
+    let past = s.get(&format!("/api/jobs/{id}/image.png?index=6"));
+    assert_eq!(past.status, 400);
+    assert!(past.json()["error"].as_str().unwrap().contains("0 to 5"));
+    // the same seed gives the same bits, and the library's own samples for that seed
+    let (id2, _) = s.job("/api/sample", req);
+    assert_eq!(s.get(&format!("/api/jobs/{id2}/image.png")).body, grid.body);
+    let run = dgm::train::run::load(
+        &d.0.join("runs/vae"),
+        dgm::train::Weights::Ema,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let x = run
+        .model
+        .sample(6, &dgm::model::SampleOptions::seeded(5))
+        .unwrap();
+    let shape =
+        dgm::models::example_shape(&run.config.model.name, &run.config.model.config).unwrap();
+    let mut canvas =
+        dgm::image_io::SampleCanvas::new(6, &shape, &run.config.data.preprocessing).unwrap();
+    canvas.add(&x).unwrap();
+    assert_eq!(canvas.png().unwrap(), grid.body);
+}
+
+/// A tiny GPT trained through the API: a prompt's continuation (the prompt, then exactly the tokens asked
+/// for, the same for the same seed); then a queue of one fills, the requests beyond it get 503 with
+/// Retry-After at once, and every accepted job finishes.
+#[test]
+fn text_continues_a_prompt_and_a_full_queue_answers_503() {
+    let d = tmp("text");
+    let corpus = d.0.join("corpus.txt");
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push_str(if i % 3 == 0 {
+            "ROMEO: hi\n"
+        } else {
+            "MEME: ho\n"
+        });
+    }
+    std::fs::write(&corpus, text).unwrap();
+    let s = start(&d.0.join("runs"), 1, 1 << 20);
+    let r = s.post_json(
+        "/api/train",
+        json!({
+            "name": "gpt", "model": "gpt", "data": format!("text:{}", corpus.display()), "steps": 60,
+            "set": ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "data.text.context=16",
+                    "train.batch_size=8", "train.lr=1e-2", "train.eval_every=0", "train.eval_batches=2"]
+        }),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let t = s.wait_training("gpt");
+    assert_eq!(t["state"], "finished", "{t}");
+
+    let req = json!({ "run": "gpt", "prompt": "ROMEO:", "max_tokens": 40, "seed": 2, "temperature": 0.8 });
+    let (_, j) = s.job("/api/generate", req.clone());
+    assert_eq!(j["state"], "done", "{j}");
+    let out = j["text"].as_str().unwrap().to_string();
+    assert!(out.starts_with("ROMEO:"), "{out}");
+    // one character a token (an ASCII corpus)
+    assert_eq!(out.len(), "ROMEO:".len() + 40, "{out:?}");
+    let (_, j2) = s.job("/api/generate", req);
+    assert_eq!(j2["text"], json!(out));
+
+    // a language model has no image samples: the job fails with a one-line reason
+    let (_, j) = s.job("/api/sample", json!({ "run": "gpt" }));
+    assert_eq!(j["state"], "failed");
+    assert!(j["error"].as_str().unwrap().contains("Text page"), "{j}");
+    let bad = s.post_json("/api/generate", json!({ "run": "gpt", "top_p": 1.5 }));
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("top"));
+
+    // a queue of one: long jobs sent back to back
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for seed in 0..12 {
+        let r = s.post_json(
+            "/api/generate",
+            json!({ "run": "gpt", "max_tokens": 4000, "seed": seed }),
+        );
+        match r.status {
+            202 => accepted.push(r.json()["job"].as_u64().unwrap()),
+            503 => {
+                refused += 1;
+                assert_eq!(r.retry_after.as_deref(), Some("5"));
+                assert!(r.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("queue is full"));
+            }
+            other => panic!("status {other}: {}", r.text()),
+        }
+    }
+    assert!(
+        refused > 0,
+        "12 long jobs were all queued behind a queue of one"
+    );
+    assert!(
+        accepted.len() >= 2,
+        "the running job and one waiting: {accepted:?}"
+    );
+    for id in accepted {
+        let j = s.wait_job(id);
+        assert_eq!(j["state"], "done", "{j}");
+        assert_eq!(j["text"].as_str().unwrap().len(), 4000);
+    }
+}
+
+/// Every bad request gets a 4xx and a JSON message naming what was wrong, names that would leave the runs
+/// folder are refused, failing jobs say why, and the server keeps serving — also under a burst of
+/// concurrent requests (no 5xx but the full queue's 503).
+#[test]
+fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
+    let d = tmp("bad");
+    let runs = d.0.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    // a run outside the runs folder, reachable by a link and by `..`
+    let outside = d.0.join("secret");
+    {
+        let s = start(&d.0, 4, 64 << 10);
+        assert_eq!(
+            s.post_json("/api/train", tiny_vae("secret", 20)).status,
+            202
+        );
+        assert_eq!(s.wait_training("secret")["state"], "finished");
+    }
+    std::os::unix::fs::symlink(&outside, runs.join("link")).unwrap();
+    let s = start(&runs, 4, 64 << 10);
+    assert_eq!(s.post_json("/api/train", tiny_vae("vae", 20)).status, 202);
+    assert_eq!(s.wait_training("vae")["state"], "finished");
+    let listed = s.get("/api/runs").json();
+    let names: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vae"], "the linked run outside is not listed");
+
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        ("GET", "/api/run?run=nope", None, 404, "no run 'nope'"),
+        ("GET", "/api/run?run=link", None, 404, "no run 'link'"),
+        ("GET", "/api/run?run=../secret", None, 400, "'..'"),
+        ("GET", "/api/run?run=..%2Fsecret", None, 400, "'..'"),
+        (
+            "GET",
+            "/api/run?run=%2Fetc%2Fpasswd",
+            None,
+            400,
+            "part is empty",
+        ),
+        (
+            "GET",
+            "/api/run/samples.png?run=vae%2F..%2F..%2Fsecret",
+            None,
+            400,
+            "'..'",
+        ),
+        (
+            "GET",
+            "/api/run/loss.svg?run=a%5Cb",
+            None,
+            400,
+            "letters, digits",
+        ),
+        ("GET", "/api/run/events?run=..", None, 400, "'..'"),
+        ("GET", "/api/jobs/abc", None, 400, "not a number"),
+        ("GET", "/api/jobs/999", None, 404, "no job 999"),
+        ("GET", "/api/jobs/999/image.png", None, 404, "no job 999"),
+        ("GET", "/nope", None, 404, "no such page"),
+        ("POST", "/api/sample", Some("not json"), 400, "request body"),
+        (
+            "POST",
+            "/api/sample",
+            Some(r#"{"run":"vae","n":65}"#),
+            400,
+            "1 to 64",
+        ),
+        (
+            "POST",
+            "/api/sample",
+            Some(r#"{"run":"vae","steps":0}"#),
+            400,
+            "steps = 0",
+        ),
+        (
+            "POST",
+            "/api/sample",
+            Some(r#"{"run":"vae","temperature":-1}"#),
+            400,
+            "temperature",
+        ),
+        (
+            "POST",
+            "/api/sample",
+            Some(r#"{"run":"vae","colour":1}"#),
+            400,
+            "unknown field `colour`",
+        ),
+        (
+            "POST",
+            "/api/sample",
+            Some(r#"{"run":"../secret"}"#),
+            400,
+            "'..'",
+        ),
+        (
+            "POST",
+            "/api/sample",
+            Some(r#"{"n":4}"#),
+            400,
+            "missing field `run`",
+        ),
+        (
+            "POST",
+            "/api/generate",
+            Some(r#"{"run":"vae","max_tokens":0}"#),
+            400,
+            "max_tokens = 0",
+        ),
+        (
+            "POST",
+            "/api/train",
+            Some(r#"{"name":"../evil","model":"vae"}"#),
+            400,
+            "at most 1",
+        ),
+        (
+            "POST",
+            "/api/train",
+            Some(r#"{"name":"a/b","model":"vae"}"#),
+            400,
+            "at most 1",
+        ),
+        (
+            "POST",
+            "/api/train",
+            Some(r#"{"name":"x","model":"nosuch"}"#),
+            400,
+            "vae",
+        ),
+        (
+            "POST",
+            "/api/train",
+            Some(r#"{"name":"vae","model":"vae"}"#),
+            409,
+            "already exists",
+        ),
+        (
+            "POST",
+            "/api/train",
+            Some(r#"{"name":"y","model":"vae","set":["nokey=1"]}"#),
+            400,
+            "nokey",
+        ),
+        (
+            "POST",
+            "/api/train",
+            Some(r#"{"name":"z","model":"vae","steps":0}"#),
+            400,
+            "steps = 0",
+        ),
+        (
+            "POST",
+            "/api/run/stop?run=vae",
+            Some("{}"),
+            409,
+            "not training",
+        ),
+        (
+            "POST",
+            "/api/run/stop?run=elsewhere",
+            Some("{}"),
+            404,
+            "Ctrl-C",
+        ),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let r = match body {
+            None => s.get(path),
+            Some(b) => s.post(path, b),
+        };
+        let what = format!("{method} {path} {body:?}: {} {}", r.status, r.text());
+        assert_eq!(r.status, *status, "{what}");
+        let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(needle), "{what}: no {needle:?}");
+        assert!(!msg.contains('\n'), "{what}: one line");
+    }
+    assert!(!runs.join("evil").exists() && !d.0.join("evil").exists());
+    // a missing query parameter and an oversized body are refused by the framework, with a 4xx
+    assert_eq!(s.get("/api/run").status, 400);
+    let big = format!(r#"{{"run":"vae","caption":"{}"}}"#, "a".repeat(100 << 10));
+    assert_eq!(s.post("/api/sample", &big).status, 413);
+
+    // a job that cannot run fails with a one-line reason; the server goes on
+    let (_, j) = s.job("/api/sample", json!({ "run": "vae", "sampler": "ddim" }));
+    assert_eq!(j["state"], "failed");
+    assert!(j["error"].as_str().unwrap().contains("sampler"), "{j}");
+    let (_, j) = s.job("/api/generate", json!({ "run": "vae" }));
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a language model"),
+        "{j}"
+    );
+    let (_, j) = s.job("/api/sample", json!({ "run": "vae", "n": 2 }));
+    assert_eq!(j["state"], "done");
+
+    // a burst: 16 threads × 12 requests of pages, listings and sample jobs
+    let statuses: Vec<u16> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..16)
+            .map(|t| {
+                let s = &s;
+                sc.spawn(move || {
+                    (0..12)
+                        .map(|i| match (t + i) % 3 {
+                            0 => s.get("/").status,
+                            1 => s.get("/api/runs").status,
+                            _ => {
+                                s.post_json(
+                                    "/api/sample",
+                                    json!({ "run": "vae", "n": 4, "seed": i }),
+                                )
+                                .status
+                            }
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.len(), 192);
+    for st in &statuses {
+        assert!(matches!(st, 200 | 202 | 503), "status {st} in the burst");
+    }
+    assert_eq!(s.get("/api/runs").status, 200);
+}
