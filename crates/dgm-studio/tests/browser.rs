@@ -1,0 +1,336 @@
+//! The page in a real browser: Debian's Chromium driven through chromedriver (WebDriver) from Rust. Each page
+//! is loaded and used as a person would — a run picked from the table, a sample grid asked for, a prompt
+//! continued — and its result checked (an image that is not blank, the text asked for); a screenshot of each
+//! page is written to `$DGM_STUDIO_SCREENSHOTS` (else `target/tmp/studio-screenshots/`).
+//!
+//! Without chromium and chromedriver the test says so and passes, unless `DGM_REQUIRE_BROWSER` is set (CI
+//! sets it, after installing them with apt): then their absence fails it.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// The first of `names` found as a file, or on `PATH`.
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for n in names {
+        let p = Path::new(n);
+        if p.is_absolute() && p.is_file() {
+            return Some(p.to_path_buf());
+        }
+        for dir in std::env::split_paths(&path) {
+            let c = dir.join(n);
+            if c.is_file() {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+/// chromedriver, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the script expression `cond` is truthy in the page; its value.
+async fn wait_js(c: &Client, cond: &str, what: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = c
+            .execute(&format!("return ({cond});"), vec![])
+            .await
+            .unwrap();
+        let truthy = match &v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return v;
+        }
+        if t0.elapsed() > Duration::from_secs(180) {
+            let status = c
+                .execute(
+                    "return [...document.querySelectorAll('[id$=status], .error')].map(e => e.id + ': ' + e.textContent).join(' | ');",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            panic!("waited 180 s for {what} ({cond}); page says: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The standard deviation of the grey values of the image `sel` (0 for a blank image), drawn on a canvas.
+const IMAGE_SPREAD: &str = "(() => { const i = document.querySelector(SEL);
+  if (!i || !i.complete || !i.naturalWidth) return -1;
+  const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data; let s = 0, s2 = 0, n = 0;
+  for (let k = 0; k < d.length; k += 4) { const v = (d[k] + d[k + 1] + d[k + 2]) / 3; s += v; s2 += v * v; n++; }
+  const m = s / n; return Math.sqrt(Math.max(0, s2 / n - m * m)); })()";
+
+fn spread_of(sel: &str) -> String {
+    IMAGE_SPREAD.replace("SEL", &format!("'{sel}'"))
+}
+
+fn screenshot_dir() -> PathBuf {
+    match std::env::var_os("DGM_STUDIO_SCREENSHOTS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("studio-screenshots"),
+    }
+}
+
+async fn shot(c: &Client, name: &str) {
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    let p = dir.join(format!("{name}.png"));
+    std::fs::write(&p, png).unwrap();
+    eprintln!("screenshot: {}", p.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_works_in_chromium() {
+    let (Some(chrome), Some(driver)) = (
+        find_program(&[
+            "/usr/bin/chromium",
+            "chromium",
+            "chromium-browser",
+            "google-chrome",
+        ]),
+        find_program(&["/usr/bin/chromedriver", "chromedriver"]),
+    ) else {
+        assert!(
+            std::env::var_os("DGM_REQUIRE_BROWSER").is_none(),
+            "DGM_REQUIRE_BROWSER is set but chromium or chromedriver is missing (apt install chromium chromium-driver)"
+        );
+        eprintln!(
+            "skipped: chromium and chromedriver not found (apt install chromium chromium-driver)"
+        );
+        return;
+    };
+
+    // the runs: a tiny VAE and a tiny GPT, trained through the API
+    let d = tmp("browser");
+    let corpus = corpus(&d.0);
+    let runs = d.0.join("runs");
+    let s = tokio::task::spawn_blocking(move || {
+        let s = start(&runs, 4, 1 << 20);
+        let mut vae = tiny_vae("vae", 40);
+        vae["set"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("model.latent_dim=8"));
+        for req in [vae, tiny_gpt("gpt", &corpus)] {
+            let name = req["name"].as_str().unwrap().to_string();
+            let r = s.post_json("/api/train", req);
+            assert_eq!(r.status, 202, "{}", r.text());
+            assert_eq!(s.wait_training(&name)["state"], "finished");
+        }
+        s
+    })
+    .await
+    .unwrap();
+
+    let port = free_port();
+    let _driver = Driver(
+        Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let profile = d.0.join("chrome-profile");
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": chrome,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     format!("--user-data-dir={}", profile.display())]
+        }
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let t0 = Instant::now();
+    let c = loop {
+        match ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if t0.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver on port {port}: {e}"),
+        }
+    };
+
+    // Runs: the table lists both runs; picking one shows its samples and loss curve
+    c.goto(&s.base).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr[data-run='vae']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(c.find(Locator::Css("tr[data-run='gpt']")).await.is_ok());
+    let spread = wait_js(
+        &c,
+        &format!(
+            "{} > 0 && {}",
+            spread_of("#detail-samples"),
+            spread_of("#detail-samples")
+        ),
+        "the run's sample grid",
+    )
+    .await;
+    assert!(
+        spread.as_f64().unwrap() > 2.0,
+        "blank sample grid: {spread}"
+    );
+    wait_js(
+        &c,
+        "document.querySelector('#detail-loss').naturalWidth > 0",
+        "the loss curve",
+    )
+    .await;
+    let meta = wait_js(
+        &c,
+        "document.querySelector('#detail-meta').textContent",
+        "the run's line",
+    )
+    .await;
+    assert!(meta.as_str().unwrap().contains("vae on shapes"), "{meta}");
+    shot(&c, "runs").await;
+
+    // Sample: the language model is greyed out with its reason; 16 samples from the VAE
+    c.find(Locator::Css("button[data-page='sample']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let gpt = c
+        .find(Locator::Css(
+            "#sample-form select[name=run] option[value='gpt']",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(gpt.attr("disabled").await.unwrap().as_deref(), Some("true"));
+    assert!(gpt.text().await.unwrap().contains("use Text"));
+    let sampler_off = c
+        .execute(
+            "return document.querySelector('#sample-form select[name=sampler]').disabled;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sampler_off, json!(true), "a VAE takes no sampler");
+    let n = c
+        .find(Locator::Css("#sample-form input[name=n]"))
+        .await
+        .unwrap();
+    n.clear().await.unwrap();
+    n.send_keys("16").await.unwrap();
+    c.find(Locator::Css("#sample-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.querySelectorAll('#sample-each a img').length === 16 && [...document.querySelectorAll('#sample-each a img')].every(i => i.complete && i.naturalWidth > 0)",
+        "16 single samples",
+    )
+    .await;
+    let spread = wait_js(&c, &spread_of("#sample-grid"), "the sample grid").await;
+    assert!(
+        spread.as_f64().unwrap() > 2.0,
+        "blank sample grid: {spread}"
+    );
+    let status = wait_js(
+        &c,
+        "document.querySelector('#sample-status').textContent",
+        "status",
+    )
+    .await;
+    assert!(status.as_str().unwrap().starts_with("done"), "{status}");
+    shot(&c, "sample").await;
+
+    // Text: a continuation of the prompt, 200 characters long
+    c.find(Locator::Css("button[data-page='text']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let tokens = c
+        .find(Locator::Css("#text-form input[name=max_tokens]"))
+        .await
+        .unwrap();
+    tokens.clear().await.unwrap();
+    tokens.send_keys("200").await.unwrap();
+    c.find(Locator::Css("#text-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.querySelector('#text-status').textContent.startsWith('done')",
+        "the text job",
+    )
+    .await;
+    let out = c
+        .find(Locator::Css("#text-out"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(out.starts_with("ROMEO:"), "{out:?}");
+    let raw = c
+        .execute(
+            "return document.querySelector('#text-out').textContent.length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw, json!("ROMEO:".len() + 200));
+    shot(&c, "text").await;
+    c.close().await.unwrap();
+}
