@@ -91,9 +91,13 @@ function fillRunSelects() {
   };
   fill($("#sample-form select[name=run]"),
     r => r.abilities.text ? "a language model: use Text" : "", $("#sample-reason"));
+  fill($("#edit-form select[name=run]"),
+    r => r.abilities.denoiser && r.shape && r.shape.length === 3 ? "" : `not a diffusion image model (${r.model})`,
+    $("#edit-reason"));
   fill($("#text-form select[name=run]"),
     r => r.abilities.text ? "" : `not a language model (${r.model})`, $("#text-reason"));
   updateSampleFields();
+  setupEditCanvas();
 }
 
 function updateSampleFields() {
@@ -260,6 +264,175 @@ $("#text-form").addEventListener("submit", async ev => {
   if (id === null) return;
   await follow(id, status, j => { if (j.text !== null) out.textContent = j.text; });
 });
+
+// ---- edit: draw → image, mask → fill, restorations
+const SOLVERS = { // the first is the task's default (pipelines::edit)
+  sdedit: ["sdedit"], inpaint: ["repaint", "project", "dps", "sdedit"],
+  "super-resolve": ["project", "dps", "sdedit"], colorize: ["project", "dps", "sdedit"],
+  deblur: ["dps", "project", "sdedit"],
+};
+const imgCanvas = $("#edit-image");
+const maskCanvas = $("#edit-mask");
+let EDIT_SHAPE = null;
+
+function editRun() {
+  return RUNS.find(r => r.name === $("#edit-form select[name=run]").value);
+}
+
+function setupEditCanvas(force = false) {
+  const r = editRun();
+  const shape = r && r.shape && r.shape.length === 3 ? r.shape : [3, 32, 32];
+  if (!force && EDIT_SHAPE && EDIT_SHAPE.join() === shape.join()) return;
+  EDIT_SHAPE = shape;
+  for (const c of [imgCanvas, maskCanvas]) { c.width = shape[2]; c.height = shape[1]; }
+  clearEdit(true);
+  $("#brush-colour").value = shape[0] === 1 ? "#ffffff" : "#ff3030";
+}
+
+function clearEdit(both) {
+  const task = $("#edit-form select[name=task]").value;
+  if (both || task !== "inpaint") {
+    const g = imgCanvas.getContext("2d");
+    g.fillStyle = "#000";
+    g.fillRect(0, 0, imgCanvas.width, imgCanvas.height);
+  }
+  if (both || task === "inpaint") maskCanvas.getContext("2d").clearRect(0, 0, maskCanvas.width, maskCanvas.height);
+}
+
+function updateEditFields(newTask = false) {
+  const task = $("#edit-form select[name=task]").value;
+  const sel = $("#edit-form select[name=solver]");
+  const keep = sel.value;
+  if (newTask || !sel.options.length) {
+    // each task starts from its default solver
+    sel.replaceChildren(...SOLVERS[task].map((s, i) => { const o = el("option", i ? s : `${s} (default)`); o.value = s; return o; }));
+  } else if (SOLVERS[task].includes(keep)) sel.value = keep;
+  for (const l of $$("#edit-form label[data-task]")) {
+    const show = l.dataset.task === task || (l.dataset.task === "sdedit" && sel.value === "sdedit");
+    l.hidden = !show;
+  }
+  maskCanvas.hidden = task !== "inpaint";
+  $("#brush-colour-label").hidden = task === "inpaint";
+  $("#edit-hint").textContent = {
+    sdedit: "draw a rough picture:",
+    inpaint: "load or upload an image, then paint what to fill:",
+  }[task] || "load or upload an image:";
+}
+$("#edit-form select[name=task]").addEventListener("change", () => updateEditFields(true));
+$("#edit-form select[name=solver]").addEventListener("change", () => updateEditFields(false));
+$("#edit-form select[name=run]").addEventListener("change", () => setupEditCanvas());
+$("#edit-form input[name=strength]").addEventListener("input", ev => { $("#strength-out").textContent = ev.target.value; });
+$("#edit-clear").addEventListener("click", () => clearEdit(false));
+
+// strokes: on the mask when inpainting, on the image otherwise
+let stroke = null;
+function canvasPoint(ev) {
+  const c = ev.currentTarget;
+  const b = c.getBoundingClientRect();
+  return [(ev.clientX - b.left) * c.width / b.width, (ev.clientY - b.top) * c.height / b.height];
+}
+function drawTo(p) {
+  const inpaint = $("#edit-form select[name=task]").value === "inpaint";
+  const g = (inpaint ? maskCanvas : imgCanvas).getContext("2d");
+  g.strokeStyle = inpaint ? "#fff" : $("#brush-colour").value;
+  g.fillStyle = g.strokeStyle;
+  g.lineWidth = Number($("#brush-size").value) || 1;
+  g.lineCap = "round";
+  g.beginPath();
+  g.moveTo(...stroke);
+  g.lineTo(...p);
+  g.stroke();
+  stroke = p;
+}
+for (const c of [imgCanvas, maskCanvas]) {
+  c.addEventListener("pointerdown", ev => { stroke = canvasPoint(ev); drawTo(stroke); c.setPointerCapture(ev.pointerId); });
+  c.addEventListener("pointermove", ev => { if (stroke) drawTo(canvasPoint(ev)); });
+  c.addEventListener("pointerup", () => { stroke = null; });
+}
+
+function drawImageFrom(src) {
+  return new Promise((ok, fail) => {
+    const img = new Image();
+    img.onload = () => {
+      const g = imgCanvas.getContext("2d");
+      g.drawImage(img, 0, 0, imgCanvas.width, imgCanvas.height);
+      ok();
+    };
+    img.onerror = () => fail(new Error("the image could not be read"));
+    img.src = src;
+  });
+}
+$("#example-load").addEventListener("click", async () => {
+  const r = editRun();
+  if (!r) return;
+  const url = `/api/run/example.png?run=${encodeURIComponent(r.name)}&index=${Number($("#example-index").value) || 0}`;
+  const resp = await fetch(url);
+  if (!resp.ok) { $("#edit-status").textContent = (await resp.json()).error; return; }
+  await drawImageFrom(URL.createObjectURL(await resp.blob()));
+  $("#edit-status").textContent = "";
+});
+$("#edit-upload").addEventListener("change", ev => {
+  const f = ev.target.files[0];
+  if (f) drawImageFrom(URL.createObjectURL(f)).catch(e => { $("#edit-status").textContent = e.message; });
+});
+
+/// The painted mask as a black (kept) and white (to fill) PNG.
+function maskPng() {
+  const { width: w, height: h } = maskCanvas;
+  const src = maskCanvas.getContext("2d").getImageData(0, 0, w, h);
+  const out = document.createElement("canvas");
+  out.width = w; out.height = h;
+  const g = out.getContext("2d");
+  const dst = g.createImageData(w, h);
+  let painted = 0;
+  for (let i = 0; i < w * h; i++) {
+    const v = src.data[4 * i + 3] >= 128 ? 255 : 0;
+    painted += v ? 1 : 0;
+    dst.data.set([v, v, v, 255], 4 * i);
+  }
+  g.putImageData(dst, 0, 0);
+  return painted ? out.toDataURL("image/png") : null;
+}
+
+$("#edit-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const task = f.get("task");
+  const status = $("#edit-status");
+  const req = { run: f.get("run"), task, solver: f.get("solver"), n: Number(f.get("n")), seed: Number(f.get("seed")),
+    image: imgCanvas.toDataURL("image/png") };
+  if (f.get("steps")) req.steps = Number(f.get("steps"));
+  if (req.solver === "sdedit") req.strength = Number(f.get("strength"));
+  if (task === "super-resolve") req.factor = Number(f.get("factor"));
+  if (task === "deblur") req.blur_sigma = Number(f.get("blur_sigma"));
+  if (task === "inpaint") {
+    req.mask = maskPng();
+    if (!req.mask) { status.textContent = "paint the part to fill first"; status.className = "error"; return; }
+  }
+  const id = await submitJob("/api/edit", req, status, $("#edit-form button[type=submit]"));
+  if (id === null) return;
+  const j = await follow(id, status);
+  const grid = $("#edit-grid");
+  const each = $("#edit-each");
+  each.replaceChildren();
+  if (j.state !== "done") { grid.hidden = true; return; }
+  grid.src = `/api/jobs/${id}/image.png`;
+  grid.hidden = false;
+  $("#edit-legend").textContent = task === "sdedit"
+    ? `the guide, then ${j.images} samples`
+    : `the input, the measurement, then ${j.images} samples`;
+  for (let i = 0; i < j.images; i++) {
+    const a = el("a");
+    a.href = `/api/jobs/${id}/image.png?index=${i}`;
+    a.download = `${req.run.replaceAll("/", "_")}-${task}-seed${req.seed}-${i}.png`;
+    const img = el("img");
+    img.src = a.href;
+    img.alt = `result ${i}`;
+    a.append(img);
+    each.append(a);
+  }
+});
+updateEditFields();
 
 loadRuns().catch(e => { $("#root").textContent = e.message; });
 setInterval(() => loadRuns().catch(() => {}), 15000);

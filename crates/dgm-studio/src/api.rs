@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::jobs::{GenerateRequest, SampleRequest, Work};
+use crate::jobs::{EditRequest, GenerateRequest, SampleRequest, Work};
 use crate::training::TrainRequest;
 use crate::{page, runs, Studio};
 
@@ -96,10 +96,12 @@ pub fn router(studio: Arc<Studio>) -> Router {
         .route("/api/run/samples.png", get(run_samples))
         .route("/api/run/loss.svg", get(run_loss))
         .route("/api/run/events", get(run_events))
+        .route("/api/run/example.png", get(run_example))
         .route("/api/run/stop", post(run_stop))
         .route("/api/train", post(train))
         .route("/api/sample", post(sample))
         .route("/api/generate", post(generate))
+        .route("/api/edit", post(edit))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/image.png", get(job_image))
         .fallback(|| async {
@@ -136,6 +138,7 @@ async fn list_runs(State(s): Shared) -> ApiResult<Json<Value>> {
             .iter()
             .map(|r| {
                 let mut v = runs::summary_json(r);
+                v["shape"] = runs::example_shape(&r.dir);
                 v["training"] = s.training.status(&r.name).unwrap_or(Value::Null);
                 v
             })
@@ -165,6 +168,7 @@ async fn run_detail(State(s): Shared, Query(q): Query<RunQuery>) -> ApiResult<Js
         let dir = runs::resolve(s.root(), &q.run)?;
         let summary = runs::summary(&dir, &q.run)?;
         let mut v = runs::summary_json(&summary);
+        v["shape"] = runs::example_shape(&dir);
         v["config"] = std::fs::read_to_string(dir.join("config.toml"))
             .map(Value::String)
             .unwrap_or(Value::Null);
@@ -251,6 +255,33 @@ async fn sample(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {
     let dir = runs::resolve(s.root(), &r.run)?;
     let run = r.run.clone();
     queued(&s, &run, Work::Sample(r, dir))
+}
+
+async fn edit(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {
+    let r: EditRequest = body(&bytes)?;
+    let dir = runs::resolve(s.root(), &r.run)?;
+    let run = r.run.clone();
+    let w = r.check().map_err(ApiError::bad_request)?;
+    queued(&s, &run, Work::Edit(Box::new(w), dir))
+}
+
+/// `?run=NAME&index=I`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExampleQuery {
+    run: String,
+    index: usize,
+}
+
+/// Test example `index` of a run's data set, as a PNG of its own size (no border): a picture to edit.
+async fn run_example(State(s): Shared, Query(q): Query<ExampleQuery>) -> ApiResult<Response> {
+    blocking(move || {
+        let dir = runs::resolve(s.root(), &q.run)?;
+        let cfg = dgm::train::run::RunDir::open(&dir)?.load_config()?;
+        let ds = dgm::train::run::load_data(&cfg, dgm::data::Split::Test, &s.opts.data_dir)?;
+        runs::example_png(&ds, q.index).map(png)
+    })
+    .await
 }
 
 async fn generate(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {

@@ -128,10 +128,116 @@ impl GenerateRequest {
     }
 }
 
+/// The tasks `POST /api/edit` takes (`dgm edit …` without `reconstruct`, whose sinograms the page cannot draw).
+pub(crate) const EDIT_TASKS: &[&str] =
+    &["inpaint", "super-resolve", "colorize", "deblur", "sdedit"];
+/// The most samples one edit job draws.
+pub(crate) const MAX_EDITS: usize = 16;
+
+/// `POST /api/edit`: a diffusion model edits an image (the library's `pipelines::edit`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditRequest {
+    pub run: String,
+    /// One of [`EDIT_TASKS`].
+    pub task: String,
+    /// The image: a PNG of exactly the model's size, base64 (a `data:image/png;base64,` URL too).
+    pub image: String,
+    /// `inpaint` only: a PNG of the model's size, white = missing (to fill), black = kept.
+    pub mask: Option<String>,
+    /// `super-resolve` only: the down-sampling factor (default 2).
+    pub factor: Option<usize>,
+    /// `deblur` only: the blur's standard deviation in pixels (default 1).
+    pub blur_sigma: Option<f64>,
+    pub solver: Option<String>,
+    /// The `sdedit` solver only, in (0, 1].
+    pub strength: Option<f64>,
+    pub sampler: Option<String>,
+    pub steps: Option<usize>,
+    #[serde(default = "default_edits")]
+    pub n: usize,
+    #[serde(default)]
+    pub seed: u64,
+    pub class: Option<u32>,
+    pub guidance: Option<f64>,
+}
+
+fn default_edits() -> usize {
+    4
+}
+
+/// The bytes of a base64 file, with or without a `data:…;base64,` prefix.
+fn decode_b64(what: &str, s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let body = match s.split_once(";base64,") {
+        Some((head, b)) if head.starts_with("data:") => b,
+        _ => s,
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| format!("{what}: not base64 ({e}); send a PNG file as base64 or a data: URL"))
+}
+
+/// An [`EditRequest`] whose files are decoded.
+pub(crate) struct EditWork {
+    req: EditRequest,
+    image: Vec<u8>,
+    mask: Option<Vec<u8>>,
+}
+
+impl EditRequest {
+    /// The checks that need no model (task, sizes, which settings apply to the task), and the files decoded.
+    pub(crate) fn check(self) -> Result<EditWork, String> {
+        if !EDIT_TASKS.contains(&self.task.as_str()) {
+            return Err(format!(
+                "task '{}': choose one of {}",
+                self.task,
+                EDIT_TASKS.join(", ")
+            ));
+        }
+        if !(1..=MAX_EDITS).contains(&self.n) {
+            return Err(format!("n = {}: give 1 to {MAX_EDITS} samples", self.n));
+        }
+        if self.steps.is_some_and(|s| !(1..=MAX_STEPS).contains(&s)) {
+            return Err(format!(
+                "steps = {}: give 1 to {MAX_STEPS}",
+                self.steps.unwrap_or(0)
+            ));
+        }
+        let only = |given: bool, key: &str, task: &str| {
+            if given && self.task != task {
+                Err(format!(
+                    "{key} does not apply to {}; it is for {task}",
+                    self.task
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        only(self.mask.is_some(), "mask", "inpaint")?;
+        only(self.factor.is_some(), "factor", "super-resolve")?;
+        only(self.blur_sigma.is_some(), "blur_sigma", "deblur")?;
+        if self.task == "inpaint" && self.mask.is_none() {
+            return Err("inpaint needs a mask: a PNG of the model's size, white where pixels are to be filled".into());
+        }
+        let image = decode_b64("image", &self.image)?;
+        let mask = match &self.mask {
+            Some(m) => Some(decode_b64("mask", m)?),
+            None => None,
+        };
+        Ok(EditWork {
+            req: self,
+            image,
+            mask,
+        })
+    }
+}
+
 /// What a job does, with its run's folder resolved.
 pub(crate) enum Work {
     Sample(SampleRequest, PathBuf),
     Generate(GenerateRequest, PathBuf),
+    Edit(Box<EditWork>, PathBuf),
 }
 
 /// Where a job is.
@@ -221,6 +327,7 @@ impl Jobs {
         let kind = match &work {
             Work::Sample(..) => "sample",
             Work::Generate(..) => "text",
+            Work::Edit(..) => "edit",
         };
         let id = {
             let mut t = lock(&self.table);
@@ -292,7 +399,7 @@ impl Jobs {
     pub(crate) fn image(&self, id: u64, index: Option<usize>) -> Result<Vec<u8>, String> {
         let t = lock(&self.table);
         let j = t.jobs.get(&id).ok_or_else(|| format!("no job {id}"))?;
-        if j.kind != "sample" {
+        if j.kind == "text" {
             return Err(format!("job {id} is a {} job; it has no image", j.kind));
         }
         if j.state != State::Done {
@@ -392,7 +499,82 @@ fn execute(
             Ok(())
         }
         Work::Generate(r, dir) => generate(id, r, load(cache, dir)?, table),
+        Work::Edit(w, dir) => {
+            let images = edit(w, load(cache, dir)?)?;
+            if let Some(j) = lock(table).jobs.get_mut(&id) {
+                j.images = images;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Runs an edit: the grid shows the input, the measurement as an image (for `sdedit` the guide alone) and the
+/// samples; each sample is also kept alone.
+fn edit(w: &EditWork, run: &run::LoadedRun) -> dgm::Result<Images> {
+    use dgm::pipelines::{edit, EditOptions, Input, Task};
+    let r = &w.req;
+    let Some(model) = run.model.as_denoiser() else {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' ({}) cannot edit images; edits take a diffusion run: {}",
+            r.run,
+            run.model.name(),
+            dgm::models::names_with(|a| a.denoiser).join(", ")
+        )));
+    };
+    let shape = model.info().example_shape.to_vec();
+    let prep = &run.config.data.preprocessing;
+    let dev = candle_core::Device::Cpu;
+    let x = dgm::image_io::image_tensor_from_bytes("image", &w.image, &shape, prep, &dev)?;
+    let task = match (r.task.as_str(), &w.mask) {
+        ("inpaint", Some(m)) => {
+            Task::Inpaint(dgm::ops::Mask::from_image_bytes("mask", m, &shape, &dev)?)
+        }
+        ("super-resolve", _) => Task::SuperResolve {
+            factor: r.factor.unwrap_or(2),
+        },
+        ("colorize", _) => Task::Colorize,
+        ("deblur", _) => Task::Deblur {
+            sigma: r.blur_sigma.unwrap_or(1.0),
+        },
+        ("sdedit", _) => Task::Sdedit,
+        (t, _) => return Err(dgm::Error::unknown("task", t, EDIT_TASKS)),
+    };
+    let opts = EditOptions {
+        solver: r.solver.clone().filter(|s| !s.is_empty()),
+        sampler: r.sampler.clone().filter(|s| !s.is_empty()),
+        steps: r.steps,
+        n: r.n,
+        seed: r.seed,
+        strength: r.strength,
+        condition: r
+            .class
+            .map_or(Condition::None, |k| Condition::Class(vec![k])),
+        guidance: r.guidance,
+        ..EditOptions::default()
+    };
+    let out = edit(model, &task, Input::Image(x.clone()), &opts)?;
+    let f32 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32);
+    let mut tiles = Vec::new();
+    if !matches!(task, Task::Sdedit) {
+        tiles.push(x);
+    }
+    tiles.push(f32(&out.view)?);
+    tiles.push(f32(&out.samples)?);
+    let grid = candle_core::Tensor::cat(&tiles, 0)?;
+    let mut images = Images {
+        grid: dgm::image_io::png_bytes(&dgm::image_io::grid(&grid, prep, grid.dim(0)?)?)?,
+        each: Vec::new(),
+    };
+    for i in 0..r.n {
+        let one = f32(&out.samples.narrow(0, i, 1)?)?;
+        images
+            .each
+            .push(dgm::image_io::png_bytes(&dgm::image_io::grid(
+                &one, prep, 1,
+            )?)?);
+    }
+    Ok(images)
 }
 
 fn sample(r: &SampleRequest, run: &run::LoadedRun) -> dgm::Result<Images> {

@@ -10,6 +10,9 @@
 //!   page.
 //! - **Sample**: a run, sampler, steps, guidance, class or caption and seed → a grid, and each image as its
 //!   own PNG.
+//! - **Edit** (a diffusion run): draw → image (SDEdit), paint a mask → fill (inpainting), super-resolution,
+//!   colorization and deblurring of a test example or an uploaded picture, with the solver of
+//!   [`dgm::pipelines::edit()`].
 //! - **Text**: a prompt → a continuation from a language-model run, streamed while it is generated.
 //!
 //! ## Safety and load
@@ -32,9 +35,11 @@
 //! | `POST /api/train` | start training a new run: `{"name", "model", "data"?, "steps"?, "seed"?, "set"?: ["key=value"]}` |
 //! | `POST /api/run/stop?run=NAME` | stop a run this studio is training, with a checkpoint |
 //! | `POST /api/sample` | queue a sample grid: `{"run", "n"?, "seed"?, "sampler"?, "steps"?, "guidance"?, "class"?, "caption"?, "draw"?, "temperature"?}` |
+//! | `GET /api/run/example.png?run=NAME&index=I` | test example I of the run's data set, at its own size (a picture to edit) |
+//! | `POST /api/edit` | queue an edit: `{"run", "task": "inpaint" \| "super-resolve" \| "colorize" \| "deblur" \| "sdedit", "image": PNG as base64 or data URL, "mask"?: PNG (white = fill; inpaint), "factor"?, "blur_sigma"?, "solver"?, "strength"?, "sampler"?, "steps"?, "n"?, "seed"?, "class"?, "guidance"?}` |
 //! | `POST /api/generate` | queue a text continuation: `{"run", "prompt"?, "max_tokens"?, "temperature"?, "top_k"?, "top_p"?, "seed"?}` |
 //! | `GET /api/jobs/ID` | a job's state (`queued` with its place, `running`, `done`, `failed` with the error), and its text so far |
-//! | `GET /api/jobs/ID/image.png[?index=I]` | a finished sample job's grid, or its I-th image |
+//! | `GET /api/jobs/ID/image.png[?index=I]` | a finished sample or edit job's grid, or its I-th sample |
 //!
 //! Errors are JSON, `{"error": "one line naming the bad value and the valid options"}`, with a 4xx status
 //! for a bad request and 5xx for the server's own failures.

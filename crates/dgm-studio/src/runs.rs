@@ -138,6 +138,39 @@ pub(crate) fn summary_json(s: &RunSummary) -> Value {
     })
 }
 
+/// The shape of one of the run's examples (`[c, h, w]` for images), `null` when its config cannot say.
+pub(crate) fn example_shape(dir: &Path) -> Value {
+    dgm::train::run::RunDir::open(dir)
+        .and_then(|d| d.load_config())
+        .and_then(|c| dgm::models::example_shape(&c.model.name, &c.model.config))
+        .map(|s| json!(s))
+        .unwrap_or(Value::Null)
+}
+
+/// Example `index` of an image data set as a PNG of its own size: its 8-bit pixels as they are.
+pub(crate) fn example_png(ds: &dgm::data::Dataset, index: usize) -> Result<Vec<u8>, ApiError> {
+    let (dgm::data::Storage::U8(px), &[c, h, w]) = (&ds.storage, &ds.example_shape[..]) else {
+        return Err(ApiError::bad_request(format!(
+            "data set '{}' is not made of images",
+            ds.name
+        )));
+    };
+    if index >= ds.len() {
+        return Err(ApiError::bad_request(format!(
+            "index {index}: the test split of '{}' has {} examples (0 to {})",
+            ds.name,
+            ds.len(),
+            ds.len().saturating_sub(1)
+        )));
+    }
+    let one = &px[index * c * h * w..(index + 1) * c * h * w];
+    let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let at = |ch: usize| one[(ch.min(c - 1) * h + y as usize) * w + x as usize];
+        image::Rgb([at(0), at(1), at(2)])
+    });
+    dgm::image_io::png_bytes(&img).map_err(ApiError::from)
+}
+
 /// `x` as JSON, `null` when it is not finite.
 fn finite(x: f64) -> Value {
     if x.is_finite() {

@@ -441,3 +441,156 @@ fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
     }
     assert_eq!(s.get("/api/runs").status, 200);
 }
+
+/// Edits with a tiny DDPM trained through the API: a test example as a PNG of the model's size; inpainting a
+/// painted centre box keeps every pixel outside it and gives the same bits for the same seed; SDEdit of a
+/// drawing and super-resolution run; settings that do not apply, a missing mask and bad files are refused
+/// before queueing (400) or fail the job with their reason.
+#[test]
+fn edits_an_image_with_a_diffusion_run() {
+    let d = tmp("edit");
+    let s = start(&d.0.join("runs"), 4, 1 << 20);
+    for req in [tiny_ddpm("ddpm", 20), tiny_vae("vae", 10)] {
+        let name = req["name"].as_str().unwrap().to_string();
+        assert_eq!(s.post_json("/api/train", req).status, 202);
+        assert_eq!(s.wait_training(&name)["state"], "finished");
+    }
+    let listed = s.get("/api/runs").json();
+    let ddpm = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "ddpm")
+        .unwrap()
+        .clone();
+    assert_eq!(ddpm["shape"], json!([3, 32, 32]));
+    assert_eq!(ddpm["abilities"]["denoiser"], true);
+
+    let ex = s.get("/api/run/example.png?run=ddpm&index=3");
+    assert_eq!(ex.status, 200);
+    assert_eq!(png_size(&ex.body), (32, 32));
+    let past = s.get("/api/run/example.png?run=ddpm&index=16");
+    assert_eq!(past.status, 400);
+    assert!(past.json()["error"].as_str().unwrap().contains("0 to 15"));
+
+    // inpainting a centre box: the pixels outside it are the input's
+    let image = format!("data:image/png;base64,{}", b64(&ex.body));
+    let inside = |x: u32, y: u32| (8..24).contains(&x) && (8..24).contains(&y);
+    let mask = b64(&grey_png(32, 32, |x, y| if inside(x, y) { 255 } else { 0 }));
+    let req = json!({ "run": "ddpm", "task": "inpaint", "image": image, "mask": mask, "n": 2, "steps": 10, "seed": 4 });
+    let (id, j) = s.job("/api/edit", req.clone());
+    assert_eq!(j["state"], "done", "{j}");
+    assert_eq!(j["images"], 2);
+    // the input, the masked image and two samples, each 32×32 with a 2-pixel border
+    assert_eq!(
+        png_size(&s.get(&format!("/api/jobs/{id}/image.png")).body),
+        (4 * 34 + 2, 36)
+    );
+    let truth = rgb_of(&ex.body);
+    let mut changed = 0;
+    for i in 0..2 {
+        let one = rgb_of(&s.get(&format!("/api/jobs/{id}/image.png?index={i}")).body);
+        for y in 0..32 {
+            for x in 0..32 {
+                let (a, b) = (one.get_pixel(x + 2, y + 2), truth.get_pixel(x, y));
+                if inside(x, y) {
+                    changed += usize::from(a != b);
+                } else {
+                    assert_eq!(a, b, "sample {i}: observed pixel ({x}, {y}) changed");
+                }
+            }
+        }
+    }
+    assert!(changed > 0, "nothing was filled in");
+    let (id2, _) = s.job("/api/edit", req);
+    assert_eq!(
+        s.get(&format!("/api/jobs/{id2}/image.png")).body,
+        s.get(&format!("/api/jobs/{id}/image.png")).body
+    );
+
+    // SDEdit of a drawing (the guide and the samples) and super-resolution (input, measurement, samples)
+    let drawing = b64(&grey_png(32, 32, |x, y| if x + y == 32 { 255 } else { 0 }));
+    let (id, j) = s.job(
+        "/api/edit",
+        json!({ "run": "ddpm", "task": "sdedit", "image": drawing, "strength": 0.5, "n": 3, "steps": 10 }),
+    );
+    assert_eq!(j["state"], "done", "{j}");
+    assert_eq!(
+        png_size(&s.get(&format!("/api/jobs/{id}/image.png")).body),
+        (4 * 34 + 2, 36)
+    );
+    let (_, j) = s.job(
+        "/api/edit",
+        json!({ "run": "ddpm", "task": "super-resolve", "factor": 4, "image": image, "n": 1, "steps": 10 }),
+    );
+    assert_eq!(j["state"], "done", "{j}");
+
+    // refused before queueing
+    let grey_mask = b64(&grey_png(32, 32, |_, _| 128));
+    for (req, needle) in [
+        (
+            json!({ "run": "ddpm", "task": "paint", "image": image }),
+            "choose one of inpaint",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "inpaint", "image": image }),
+            "needs a mask",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "colorize", "image": image, "mask": mask }),
+            "mask does not apply to colorize",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "deblur", "image": image, "factor": 2 }),
+            "factor does not apply",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "sdedit", "image": image, "n": 17 }),
+            "1 to 16",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "sdedit", "image": "***" }),
+            "not base64",
+        ),
+        (
+            json!({ "run": "nope", "task": "sdedit", "image": image }),
+            "no run 'nope'",
+        ),
+    ] {
+        let r = s.post_json("/api/edit", req.clone());
+        assert!(r.status == 400 || r.status == 404, "{req}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(needle),
+            "{req}: {}",
+            r.text()
+        );
+    }
+    // failing in the job, with the reason
+    let small = b64(&grey_png(16, 16, |_, _| 0));
+    for (req, needle) in [
+        (
+            json!({ "run": "ddpm", "task": "sdedit", "image": small }),
+            "takes 32×32",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "inpaint", "image": image, "mask": grey_mask }),
+            "grey",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "sdedit", "image": image, "strength": 1.5 }),
+            "strength",
+        ),
+        (
+            json!({ "run": "ddpm", "task": "colorize", "image": image, "solver": "repaint" }),
+            "does not apply",
+        ),
+        (
+            json!({ "run": "vae", "task": "sdedit", "image": image }),
+            "diffusion run",
+        ),
+    ] {
+        let (_, j) = s.job("/api/edit", req.clone());
+        assert_eq!(j["state"], "failed", "{req}");
+        assert!(j["error"].as_str().unwrap().contains(needle), "{req}: {j}");
+    }
+}

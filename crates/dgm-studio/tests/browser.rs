@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -114,6 +115,52 @@ async fn shot(c: &Client, name: &str) {
     eprintln!("screenshot: {}", p.display());
 }
 
+/// A stroke across the middle of the canvas `sel`, with the mouse.
+async fn stroke(c: &Client, sel: &str) {
+    let canvas = c.find(Locator::Css(sel)).await.unwrap();
+    let mut m = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+        element: canvas,
+        duration: None,
+        x: -80.0,
+        y: -40.0,
+    });
+    m = m.then(PointerAction::Down {
+        button: MOUSE_BUTTON_LEFT,
+    });
+    for _ in 0..8 {
+        m = m.then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(10)),
+            x: 20.0,
+            y: 10.0,
+        });
+    }
+    m = m.then(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    });
+    c.perform_actions(m).await.unwrap();
+}
+
+/// Submits the edit form and waits for its result grid and samples; the grid must not be blank.
+async fn run_edit(c: &Client) {
+    c.find(Locator::Css("#edit-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "document.querySelector('#edit-status').textContent.startsWith('done') && document.querySelectorAll('#edit-each a img').length === 4 && [...document.querySelectorAll('#edit-each a img')].every(i => i.complete && i.naturalWidth > 0)",
+        "the edit's samples",
+    )
+    .await;
+    let spread = wait_js(c, &spread_of("#edit-grid"), "the edit's grid").await;
+    assert!(
+        spread.as_f64().unwrap() > 2.0,
+        "blank edit result: {spread}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_page_works_in_chromium() {
     let (Some(chrome), Some(driver)) = (
@@ -146,7 +193,7 @@ async fn each_page_works_in_chromium() {
             .as_array_mut()
             .unwrap()
             .push(json!("model.latent_dim=8"));
-        for req in [vae, tiny_gpt("gpt", &corpus)] {
+        for req in [vae, tiny_gpt("gpt", &corpus), tiny_ddpm("ddpm", 20)] {
             let name = req["name"].as_str().unwrap().to_string();
             let r = s.post_json("/api/train", req);
             assert_eq!(r.status, 202, "{}", r.text());
@@ -250,6 +297,12 @@ async fn each_page_works_in_chromium() {
         .unwrap();
     assert_eq!(gpt.attr("disabled").await.unwrap().as_deref(), Some("true"));
     assert!(gpt.text().await.unwrap().contains("use Text"));
+    c.find(Locator::Css("#sample-form select[name=run]"))
+        .await
+        .unwrap()
+        .select_by_value("vae")
+        .await
+        .unwrap();
     let sampler_off = c
         .execute(
             "return document.querySelector('#sample-form select[name=sampler]').disabled;",
@@ -289,6 +342,88 @@ async fn each_page_works_in_chromium() {
     .await;
     assert!(status.as_str().unwrap().starts_with("done"), "{status}");
     shot(&c, "sample").await;
+
+    // Edit, draw → image: a stroke on the canvas, SDEdit, a result that is not blank
+    c.find(Locator::Css("button[data-page='edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let run = c
+        .execute(
+            "return document.querySelector('#edit-form select[name=run]').value;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(run, json!("ddpm"), "the only diffusion run is picked");
+    let steps = c
+        .find(Locator::Css("#edit-form input[name=steps]"))
+        .await
+        .unwrap();
+    steps.send_keys("10").await.unwrap();
+    stroke(&c, "#edit-image").await;
+    let drawn = c
+        .execute(
+            "const g = document.querySelector('#edit-image').getContext('2d').getImageData(0, 0, 32, 32).data; \
+             let k = 0; for (let i = 0; i < g.length; i += 4) k += g[i] > 0 ? 1 : 0; return k;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        drawn.as_u64().unwrap() > 10,
+        "the stroke left {drawn} pixels"
+    );
+    run_edit(&c).await;
+    shot(&c, "edit-draw").await;
+
+    // Edit, mask → fill: a test example loaded, a mask painted over it, inpainted
+    c.find(Locator::Css("#edit-form select[name=task]"))
+        .await
+        .unwrap()
+        .select_by_value("inpaint")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#example-load"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "(() => { const g = document.querySelector('#edit-image').getContext('2d').getImageData(0, 0, 32, 32).data; \
+          let k = 0; for (let i = 0; i < g.length; i += 4) k += g[i] + g[i + 1] + g[i + 2] > 0 ? 1 : 0; return k > 20; })()",
+        "the test example on the canvas",
+    )
+    .await;
+    let solver = c
+        .execute(
+            "return document.querySelector('#edit-form select[name=solver]').value;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        solver,
+        json!("repaint"),
+        "a new task starts from its default solver"
+    );
+    stroke(&c, "#edit-mask").await;
+    run_edit(&c).await;
+    let legend = wait_js(
+        &c,
+        "document.querySelector('#edit-legend').textContent",
+        "legend",
+    )
+    .await;
+    assert!(
+        legend.as_str().unwrap().contains("the measurement"),
+        "{legend}"
+    );
+    shot(&c, "edit-mask").await;
 
     // Text: a continuation of the prompt, 200 characters long
     c.find(Locator::Css("button[data-page='text']"))

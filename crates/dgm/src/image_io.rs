@@ -272,8 +272,46 @@ pub fn load_image_tensor(
             ),
         ));
     };
-    let (lo, hi) = range.bounds();
     let pixels = load_image(path, c, h, w)?;
+    pixels_to_tensor(&pixels, [c, h, w], range, *dequantize, device)
+}
+
+/// [`load_image_tensor`] for an image file held in memory; errors name it `name`.
+pub fn image_tensor_from_bytes(
+    name: &str,
+    bytes: &[u8],
+    shape: &[usize],
+    prep: &Preprocessing,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let &[c, h, w] = shape else {
+        return Err(Error::invalid(
+            name.to_string(),
+            format!("images have shape (c, h, w), the model's examples {shape:?}"),
+        ));
+    };
+    let Preprocessing::Scale { range, dequantize } = prep else {
+        return Err(Error::invalid(
+            name.to_string(),
+            format!(
+                "an image for a model trained on {} data cannot be read as continuous values",
+                prep.describe()
+            ),
+        ));
+    };
+    let pixels = image_from_bytes(name, bytes, c, h, w)?;
+    pixels_to_tensor(&pixels, [c, h, w], range, *dequantize, device)
+}
+
+/// 8-bit pixels `(c, h, w)` as a batch of one in the value space of `Scale { range, dequantize }`.
+fn pixels_to_tensor(
+    pixels: &[u8],
+    [c, h, w]: [usize; 3],
+    range: &crate::data::transforms::Range,
+    dequantize: bool,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let (lo, hi) = range.bounds();
     let v: Vec<f32> = pixels
         .iter()
         .map(|&p| match dequantize {
@@ -301,24 +339,53 @@ pub fn load_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> 
         ));
     }
     let name = path.display().to_string();
-    let bad = |e: String| Error::invalid(name.clone(), e);
-    // the decoded image in its widest form (16-bit RGBA) and a copy for the colour conversion
-    let max_alloc = (w as u64 * h as u64).saturating_mul(16).max(1 << 20);
-    // an encoded image is never much larger than its raw pixels plus metadata
-    let max_file = max_alloc.saturating_add(16 << 20);
+    let max_file = max_image_bytes(h, w);
     let len = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
         .len();
     if len > max_file {
-        return Err(bad(format!(
-            "the file has {len} bytes, more than any {w}×{h} image needs ({max_file} at most)"
-        )));
+        return Err(Error::invalid(
+            name,
+            format!(
+                "the file has {len} bytes, more than any {w}×{h} image needs ({max_file} at most)"
+            ),
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    image_from_bytes(&name, &bytes, c, h, w)
+}
+
+/// The most bytes an encoded `h × w` image is accepted with: its raw pixels in their widest form plus 16 MiB
+/// of metadata.
+pub fn max_image_bytes(h: usize, w: usize) -> u64 {
+    max_decoded(h, w).saturating_add(16 << 20)
+}
+
+/// The decoded image in its widest form (16-bit RGBA) and a copy for the colour conversion.
+fn max_decoded(h: usize, w: usize) -> u64 {
+    (w as u64 * h as u64).saturating_mul(16).max(1 << 20)
+}
+
+/// [`load_image`] for an image file held in memory; errors name it `name`.
+pub fn image_from_bytes(name: &str, bytes: &[u8], c: usize, h: usize, w: usize) -> Result<Vec<u8>> {
+    if c != 1 && c != 3 {
+        return Err(Error::invalid(
+            "image channels",
+            format!("{c}: only 1 (grey) or 3 (RGB) channel images can be read"),
+        ));
+    }
+    let bad = |e: String| Error::invalid(name.to_string(), e);
+    let max_alloc = max_decoded(h, w);
+    if bytes.len() as u64 > max_image_bytes(h, w) {
+        return Err(bad(format!(
+            "{} bytes, more than any {w}×{h} image needs",
+            bytes.len()
+        )));
+    }
     let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+        image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
-            .map_err(|e| Error::io(path, e))
+            .map_err(|e| bad(one_line(&e.to_string())))
     };
     let (iw, ih) = reader()?
         .into_dimensions()
@@ -329,7 +396,7 @@ pub fn load_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<u8>> 
         )));
     }
     let img = if reader()?.format() == Some(image::ImageFormat::Png) {
-        decode_png(&bytes, iw.max(ih), max_alloc).map_err(bad)?
+        decode_png(bytes, iw.max(ih), max_alloc).map_err(bad)?
     } else {
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(iw);

@@ -204,3 +204,33 @@ pub fn tiny_gpt(name: &str, corpus: &Path) -> Value {
                 "train.batch_size=8", "train.lr=1e-2", "train.eval_every=0", "train.eval_batches=2"]
     })
 }
+
+/// A tiny DDPM on shapes (a 2-level UNet of 8 base channels), `steps` steps.
+pub fn tiny_ddpm(name: &str, steps: u64) -> Value {
+    json!({
+        "name": name, "model": "ddpm", "data": "shapes", "steps": steps, "seed": 3,
+        "set": ["model.net.unet.base_channels=8", "model.net.unet.channel_mult=[1,2]",
+                "model.net.unet.attention_resolutions=[16]", "model.net.unet.num_heads=2",
+                "model.net.unet.groups=4", "train.batch_size=8", "train.eval_batches=1",
+                "data.sizes.train=32", "data.sizes.validation=16", "data.sizes.test=16"]
+    })
+}
+
+/// Base64 (RFC 4648, with padding).
+pub fn b64(bytes: &[u8]) -> String {
+    dgm::report::base64(bytes)
+}
+
+/// A grey PNG of `w × h` pixels whose value at (x, y) is `f(x, y)`.
+pub fn grey_png(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// The RGB pixels of a PNG.
+pub fn rgb_of(png: &[u8]) -> image::RgbImage {
+    image::load_from_memory(png).unwrap().to_rgb8()
+}

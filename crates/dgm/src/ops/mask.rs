@@ -139,10 +139,29 @@ impl Mask {
     pub fn from_image(path: &Path, shape: &[usize], device: &Device) -> Result<Self> {
         let [_, h, w] = image_shape("mask", shape)?;
         let pixels = crate::image_io::load_image(path, 1, h, w)?;
+        Self::from_pixels(&path.display().to_string(), &pixels, shape, device)
+    }
+
+    /// [`Mask::from_image`] for an image file held in memory (a mask painted in the studio); errors name it
+    /// `name`.
+    pub fn from_image_bytes(
+        name: &str,
+        bytes: &[u8],
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Self> {
+        let [_, h, w] = image_shape("mask", shape)?;
+        let pixels = crate::image_io::image_from_bytes(name, bytes, 1, h, w)?;
+        Self::from_pixels(name, &pixels, shape, device)
+    }
+
+    /// A mask from `h × w` grey levels: 255 = missing, 0 = observed, anything else refused.
+    fn from_pixels(name: &str, pixels: &[u8], shape: &[usize], device: &Device) -> Result<Self> {
+        let [_, h, w] = image_shape("mask", shape)?;
         let grey = pixels.iter().filter(|&&p| p != 0 && p != 255).count();
         if grey > 0 {
             return Err(Error::invalid(
-                path.display().to_string(),
+                name.to_string(),
                 format!(
                     "a mask must be black (observed) and white (missing) only; {grey} of its {} pixels are \
                      grey",
