@@ -94,6 +94,17 @@ function fillRunSelects() {
   fill($("#edit-form select[name=run]"),
     r => r.abilities.denoiser && r.shape && r.shape.length === 3 ? "" : `not a diffusion image model (${r.model})`,
     $("#edit-reason"));
+  fill($("#score-form select[name=run]"),
+    r => r.abilities.text ? "" : `not a language model (${r.model})`, $("#text-reason"));
+  fill($("#likelihood-form select[name=run]"),
+    r => !r.abilities.density ? `no likelihood (${r.model})`
+      : !(r.shape && r.shape.length === 3) ? "not an image model" : "",
+    $("#likelihood-reason"));
+  fill($("#latent-form select[name=run]"),
+    r => !r.abilities.latent ? `no latent space (${r.model})`
+      : !(r.shape && r.shape.length === 3) ? "not an image model" : "",
+    $("#latent-reason"));
+  for (const p of PICKERS) p.resize();
   fill($("#text-form select[name=run]"),
     r => r.abilities.text ? "" : `not a language model (${r.model})`, $("#text-reason"));
   updateSampleFields();
@@ -433,6 +444,174 @@ $("#edit-form").addEventListener("submit", async ev => {
   }
 });
 updateEditFields();
+
+// ---- image pickers (a test example or an upload, shown at the model's size)
+const PICKERS = [];
+function makePicker(box, runSelect, title) {
+  box.append(el("h3", title));
+  const canvas = el("canvas");
+  const tools = el("div", null, "tools");
+  const idx = el("input");
+  idx.type = "number"; idx.min = "0"; idx.value = String(PICKERS.length * 5);
+  const load = el("button", "Load test example");
+  load.type = "button";
+  const up = el("input");
+  up.type = "file"; up.accept = "image/*";
+  const status = el("span", "", "muted");
+  tools.append(idx, load, up);
+  box.append(canvas, tools, status);
+  const picker = { source: null, shape: null };
+  const run = () => RUNS.find(r => r.name === runSelect.value);
+  const draw = src => new Promise((ok, fail) => {
+    const img = new Image();
+    img.onload = () => { const g = canvas.getContext("2d"); g.drawImage(img, 0, 0, canvas.width, canvas.height); ok(); };
+    img.onerror = () => fail(new Error("the image could not be read"));
+    img.src = src;
+  });
+  picker.resize = () => {
+    const r = run();
+    const shape = r && r.shape && r.shape.length === 3 ? r.shape : [1, 28, 28];
+    if (picker.shape && picker.shape.join() === shape.join()) return;
+    picker.shape = shape;
+    canvas.width = shape[2]; canvas.height = shape[1];
+    const g = canvas.getContext("2d"); g.fillStyle = "#000"; g.fillRect(0, 0, canvas.width, canvas.height);
+    picker.source = null;
+  };
+  picker.loadExample = async () => {
+    const r = run();
+    if (!r) return;
+    const i = Number(idx.value) || 0;
+    const resp = await fetch(`/api/run/example.png?run=${encodeURIComponent(r.name)}&index=${i}`);
+    if (!resp.ok) { status.textContent = (await resp.json()).error; return; }
+    await draw(URL.createObjectURL(await resp.blob()));
+    picker.source = { example: i };
+    status.textContent = `test example ${i}`;
+  };
+  load.addEventListener("click", picker.loadExample);
+  up.addEventListener("change", async () => {
+    const f = up.files[0];
+    if (!f) return;
+    try {
+      await draw(URL.createObjectURL(f));
+      // uploads are resized to the model's size here and sent as that PNG
+      picker.source = { image: canvas.toDataURL("image/png") };
+      status.textContent = `${f.name}, resized to ${canvas.width}×${canvas.height}`;
+    } catch (e) { status.textContent = e.message; }
+  });
+  runSelect.addEventListener("change", () => picker.resize());
+  PICKERS.push(picker);
+  return picker;
+}
+const likelihoodPicker = makePicker($("#likelihood-picker"), $("#likelihood-form select[name=run]"), "image");
+const fromPicker = makePicker($("#latent-from"), $("#latent-form select[name=run]"), "from");
+const toPicker = makePicker($("#latent-to"), $("#latent-form select[name=run]"), "to");
+
+// ---- text scoring: each token coloured by its log-probability
+$("#score-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const status = $("#score-status");
+  const id = await submitJob("/api/score", { run: f.get("run"), text: f.get("text") }, status, $("#score-form button"));
+  if (id === null) return;
+  const j = await follow(id, status);
+  const out = $("#score-out");
+  out.replaceChildren();
+  if (j.state !== "done") return;
+  const r = j.result;
+  $("#score-summary").textContent = `${r.tokens.length} ${r.unit}s · NLL ${num(r.nll_nats, 2)} nats · ` +
+    `${num(r.bits_per_token, 3)} bits/${r.unit} (${r.kind}` + (r.skipped_bytes ? `; ${r.skipped_bytes} bytes outside the vocabulary skipped` : "") +
+    `; context ${r.context}) · red = unlikely`;
+  for (const [t, lp] of r.tokens) {
+    const span = el("span", t);
+    const bad = Math.min(1, -lp / 6);
+    span.style.background = `rgba(220, 40, 40, ${bad.toFixed(2)})`;
+    span.title = `log p = ${lp.toFixed(3)} nats`;
+    out.append(span);
+  }
+});
+
+// ---- likelihood: the value and the histograms of the reference sets
+const SET_COLOURS = ["#2f6fde", "#d9480f", "#2b8a3e", "#ae3ec9", "#e67700", "#0b7285", "#5c677d"];
+function histogram(sets, value) {
+  const all = sets.flatMap(s => s.bits_per_dim).concat([value]).filter(Number.isFinite);
+  if (!all.length) return null;
+  let lo = Math.min(...all), hi = Math.max(...all);
+  if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+  const bins = 30, W = 640, H = 220, pad = 30;
+  const x = v => pad + (v - lo) / (hi - lo) * (W - 2 * pad);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H + 20 * sets.length); svg.classList.add("hist");
+  const mk = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    // a style through the CSSOM: the page's Content-Security-Policy refuses style attributes
+    for (const k in attrs) { if (k === "style") e.style.cssText = attrs[k]; else e.setAttribute(k, attrs[k]); }
+    if (text) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  const counts = sets.map(s => { const c = new Array(bins).fill(0); for (const v of s.bits_per_dim) c[Math.min(bins - 1, Math.floor((v - lo) / (hi - lo) * bins))]++; return c.map(k => k / Math.max(1, s.bits_per_dim.length)); });
+  const top = Math.max(...counts.flat(), 1e-9);
+  counts.forEach((c, k) => {
+    let d = `M ${x(lo)} ${H - pad}`;
+    c.forEach((v, i) => { const y = H - pad - v / top * (H - 2 * pad); d += ` L ${x(lo + i * (hi - lo) / bins)} ${y} L ${x(lo + (i + 1) * (hi - lo) / bins)} ${y}`; });
+    d += ` L ${x(hi)} ${H - pad}`;
+    mk("path", { d, fill: "none", stroke: SET_COLOURS[k % SET_COLOURS.length], "stroke-width": 2 });
+    mk("text", { x: pad, y: H + 14 + 20 * k, style: `fill: ${SET_COLOURS[k % SET_COLOURS.length]}` }, `${sets[k].name} (${sets[k].bits_per_dim.length} examples)`);
+  });
+  mk("line", { x1: x(value), x2: x(value), y1: pad / 2, y2: H - pad, stroke: "#000", "stroke-width": 2, "stroke-dasharray": "4 3" });
+  mk("text", { x: x(value) + 4, y: pad / 2 + 10 }, "this image");
+  mk("line", { x1: pad, x2: W - pad, y1: H - pad, y2: H - pad, stroke: "#999" });
+  for (let i = 0; i <= 4; i++) { const v = lo + i * (hi - lo) / 4; mk("text", { x: x(v) - 12, y: H - pad + 14 }, v.toFixed(2)); }
+  mk("text", { x: W - pad - 60, y: H - 4 }, "bits / dim");
+  return svg;
+}
+
+$("#likelihood-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const status = $("#likelihood-status");
+  if (!likelihoodPicker.source) { status.textContent = "load a test example or upload an image first"; status.className = "error"; return; }
+  const req = { run: f.get("run"), image: likelihoodPicker.source, reference: Number(f.get("reference")) };
+  if (f.get("steps")) req.steps = Number(f.get("steps"));
+  const id = await submitJob("/api/likelihood", req, status, $("#likelihood-form button"));
+  if (id === null) return;
+  const j = await follow(id, status);
+  const box = $("#likelihood-hist");
+  box.replaceChildren();
+  if (j.state !== "done") return;
+  const r = j.result;
+  $("#likelihood-value").textContent = `${num(r.bits_per_dim, 3)} bits/dim (${r.kind}; ${r.preprocessing})` +
+    (r.test_share_worse === null ? "" : ` · ${(100 * r.test_share_worse).toFixed(0)} % of ${r.reference} test examples score worse`);
+  const svg = histogram(r.sets, r.bits_per_dim);
+  if (svg) box.append(svg);
+  $("#likelihood-notes").textContent = r.notes.join(" · ");
+});
+
+// ---- latent: the strip, and a slider along the path
+$("#latent-form").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const status = $("#latent-status");
+  if (!fromPicker.source || !toPicker.source) { status.textContent = "pick both images first"; status.className = "error"; return; }
+  const steps = Number(f.get("steps"));
+  const id = await submitJob("/api/interpolate", { run: f.get("run"), from: fromPicker.source, to: toPicker.source, steps },
+    status, $("#latent-form button"));
+  if (id === null) return;
+  const j = await follow(id, status);
+  const strip = $("#latent-strip");
+  if (j.state !== "done") { strip.hidden = true; return; }
+  strip.src = `/api/jobs/${id}/image.png`;
+  strip.hidden = false;
+  const slider = $("#latent-slider");
+  slider.max = String(j.images - 1);
+  slider.value = "0";
+  $("#latent-slider-label").hidden = false;
+  const frame = $("#latent-frame");
+  const show = () => { frame.src = `/api/jobs/${id}/image.png?index=${slider.value}`; frame.hidden = false; };
+  slider.oninput = show;
+  show();
+});
 
 loadRuns().catch(e => { $("#root").textContent = e.message; });
 setInterval(() => loadRuns().catch(() => {}), 15000);

@@ -19,8 +19,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::jobs::{EditRequest, GenerateRequest, SampleRequest, Work};
 use crate::training::TrainRequest;
+use crate::work::{
+    EditRequest, GenerateRequest, InterpolateRequest, LikelihoodRequest, SampleRequest,
+    ScoreRequest, Work,
+};
 use crate::{page, runs, Studio};
 
 /// An error answered as `{"error": "..."}` with its status (and `Retry-After` when retrying helps).
@@ -102,6 +105,9 @@ pub fn router(studio: Arc<Studio>) -> Router {
         .route("/api/sample", post(sample))
         .route("/api/generate", post(generate))
         .route("/api/edit", post(edit))
+        .route("/api/score", post(score))
+        .route("/api/interpolate", post(interpolate))
+        .route("/api/likelihood", post(likelihood))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/image.png", get(job_image))
         .fallback(|| async {
@@ -263,6 +269,30 @@ async fn edit(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {
     let run = r.run.clone();
     let w = r.check().map_err(ApiError::bad_request)?;
     queued(&s, &run, Work::Edit(Box::new(w), dir))
+}
+
+async fn score(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {
+    let r: ScoreRequest = body(&bytes)?;
+    r.check().map_err(ApiError::bad_request)?;
+    let dir = runs::resolve(s.root(), &r.run)?;
+    let run = r.run.clone();
+    queued(&s, &run, Work::Score(r, dir))
+}
+
+async fn interpolate(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {
+    let r: InterpolateRequest = body(&bytes)?;
+    let dir = runs::resolve(s.root(), &r.run)?;
+    let run = r.run.clone();
+    let w = r.check().map_err(ApiError::bad_request)?;
+    queued(&s, &run, Work::Interpolate(Box::new(w), dir))
+}
+
+async fn likelihood(State(s): Shared, bytes: Bytes) -> ApiResult<Response> {
+    let r: LikelihoodRequest = body(&bytes)?;
+    let dir = runs::resolve(s.root(), &r.run)?;
+    let run = r.run.clone();
+    let w = r.check().map_err(ApiError::bad_request)?;
+    queued(&s, &run, Work::Likelihood(Box::new(w), dir))
 }
 
 /// `?run=NAME&index=I`.

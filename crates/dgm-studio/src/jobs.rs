@@ -10,235 +10,13 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use dgm::model::{Condition, GenerateOptions, SampleOptions};
 use dgm::train::{run, Weights};
-use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::work::{Context, Work};
 
 /// Finished jobs kept for the page (older ones are forgotten).
 pub(crate) const KEEP_FINISHED: usize = 64;
-/// The most images one sample job draws.
-pub(crate) const MAX_SAMPLES: usize = 64;
-/// The most tokens one text job generates.
-pub(crate) const MAX_TOKENS: usize = 4000;
-/// The most sampler steps a job may ask for.
-pub(crate) const MAX_STEPS: usize = 2000;
-
-/// `POST /api/sample`: a grid of samples from an image (or 2-D point) model.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SampleRequest {
-    /// The run's name.
-    pub run: String,
-    /// Samples (1 to [`MAX_SAMPLES`]).
-    #[serde(default = "default_n")]
-    pub n: usize,
-    #[serde(default)]
-    pub seed: u64,
-    pub sampler: Option<String>,
-    pub steps: Option<usize>,
-    pub guidance: Option<f64>,
-    /// One class for every sample.
-    pub class: Option<u32>,
-    pub caption: Option<String>,
-    /// A draw from the observation model instead of its mean (VAE family).
-    #[serde(default)]
-    pub draw: bool,
-    #[serde(default = "one")]
-    pub temperature: f64,
-}
-
-fn default_n() -> usize {
-    16
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-/// `POST /api/generate`: a text continuation from a language model.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GenerateRequest {
-    pub run: String,
-    #[serde(default)]
-    pub prompt: String,
-    #[serde(default = "default_tokens")]
-    pub max_tokens: usize,
-    #[serde(default = "one")]
-    pub temperature: f64,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f64>,
-    #[serde(default)]
-    pub seed: u64,
-}
-
-fn default_tokens() -> usize {
-    300
-}
-
-impl SampleRequest {
-    /// The checks that need no model: the sizes.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        if !(1..=MAX_SAMPLES).contains(&self.n) {
-            return Err(format!("n = {}: give 1 to {MAX_SAMPLES} samples", self.n));
-        }
-        if self.steps.is_some_and(|s| !(1..=MAX_STEPS).contains(&s)) {
-            return Err(format!(
-                "steps = {}: give 1 to {MAX_STEPS}",
-                self.steps.unwrap_or(0)
-            ));
-        }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(format!(
-                "temperature = {}: must be a positive number",
-                self.temperature
-            ));
-        }
-        if self.guidance.is_some_and(|g| !g.is_finite()) {
-            return Err("guidance must be a finite number".into());
-        }
-        Ok(())
-    }
-}
-
-impl GenerateRequest {
-    fn options(&self) -> dgm::Result<GenerateOptions> {
-        let o = GenerateOptions {
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
-            kv_cache: true,
-        };
-        o.validate()?;
-        Ok(o)
-    }
-
-    /// The checks that need no model.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        if !(1..=MAX_TOKENS).contains(&self.max_tokens) {
-            return Err(format!(
-                "max_tokens = {}: give 1 to {MAX_TOKENS}",
-                self.max_tokens
-            ));
-        }
-        self.options().map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-/// The tasks `POST /api/edit` takes (`dgm edit …` without `reconstruct`, whose sinograms the page cannot draw).
-pub(crate) const EDIT_TASKS: &[&str] =
-    &["inpaint", "super-resolve", "colorize", "deblur", "sdedit"];
-/// The most samples one edit job draws.
-pub(crate) const MAX_EDITS: usize = 16;
-
-/// `POST /api/edit`: a diffusion model edits an image (the library's `pipelines::edit`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EditRequest {
-    pub run: String,
-    /// One of [`EDIT_TASKS`].
-    pub task: String,
-    /// The image: a PNG of exactly the model's size, base64 (a `data:image/png;base64,` URL too).
-    pub image: String,
-    /// `inpaint` only: a PNG of the model's size, white = missing (to fill), black = kept.
-    pub mask: Option<String>,
-    /// `super-resolve` only: the down-sampling factor (default 2).
-    pub factor: Option<usize>,
-    /// `deblur` only: the blur's standard deviation in pixels (default 1).
-    pub blur_sigma: Option<f64>,
-    pub solver: Option<String>,
-    /// The `sdedit` solver only, in (0, 1].
-    pub strength: Option<f64>,
-    pub sampler: Option<String>,
-    pub steps: Option<usize>,
-    #[serde(default = "default_edits")]
-    pub n: usize,
-    #[serde(default)]
-    pub seed: u64,
-    pub class: Option<u32>,
-    pub guidance: Option<f64>,
-}
-
-fn default_edits() -> usize {
-    4
-}
-
-/// The bytes of a base64 file, with or without a `data:…;base64,` prefix.
-fn decode_b64(what: &str, s: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    let body = match s.split_once(";base64,") {
-        Some((head, b)) if head.starts_with("data:") => b,
-        _ => s,
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|e| format!("{what}: not base64 ({e}); send a PNG file as base64 or a data: URL"))
-}
-
-/// An [`EditRequest`] whose files are decoded.
-pub(crate) struct EditWork {
-    req: EditRequest,
-    image: Vec<u8>,
-    mask: Option<Vec<u8>>,
-}
-
-impl EditRequest {
-    /// The checks that need no model (task, sizes, which settings apply to the task), and the files decoded.
-    pub(crate) fn check(self) -> Result<EditWork, String> {
-        if !EDIT_TASKS.contains(&self.task.as_str()) {
-            return Err(format!(
-                "task '{}': choose one of {}",
-                self.task,
-                EDIT_TASKS.join(", ")
-            ));
-        }
-        if !(1..=MAX_EDITS).contains(&self.n) {
-            return Err(format!("n = {}: give 1 to {MAX_EDITS} samples", self.n));
-        }
-        if self.steps.is_some_and(|s| !(1..=MAX_STEPS).contains(&s)) {
-            return Err(format!(
-                "steps = {}: give 1 to {MAX_STEPS}",
-                self.steps.unwrap_or(0)
-            ));
-        }
-        let only = |given: bool, key: &str, task: &str| {
-            if given && self.task != task {
-                Err(format!(
-                    "{key} does not apply to {}; it is for {task}",
-                    self.task
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        only(self.mask.is_some(), "mask", "inpaint")?;
-        only(self.factor.is_some(), "factor", "super-resolve")?;
-        only(self.blur_sigma.is_some(), "blur_sigma", "deblur")?;
-        if self.task == "inpaint" && self.mask.is_none() {
-            return Err("inpaint needs a mask: a PNG of the model's size, white where pixels are to be filled".into());
-        }
-        let image = decode_b64("image", &self.image)?;
-        let mask = match &self.mask {
-            Some(m) => Some(decode_b64("mask", m)?),
-            None => None,
-        };
-        Ok(EditWork {
-            req: self,
-            image,
-            mask,
-        })
-    }
-}
-
-/// What a job does, with its run's folder resolved.
-pub(crate) enum Work {
-    Sample(SampleRequest, PathBuf),
-    Generate(GenerateRequest, PathBuf),
-    Edit(Box<EditWork>, PathBuf),
-}
 
 /// Where a job is.
 #[derive(Clone, Debug, PartialEq)]
@@ -249,11 +27,11 @@ enum State {
     Failed(String),
 }
 
-/// The result of a sample job: the grid and, for images, each image alone, as PNG files.
+/// The pictures of a sample or edit job: the grid and each sample alone, as PNG files.
 #[derive(Default)]
-struct Images {
-    grid: Vec<u8>,
-    each: Vec<Vec<u8>>,
+pub(crate) struct Images {
+    pub(crate) grid: Vec<u8>,
+    pub(crate) each: Vec<Vec<u8>>,
 }
 
 struct Job {
@@ -266,6 +44,8 @@ struct Job {
     /// The text generated so far (text jobs).
     text: String,
     images: Images,
+    /// A result as JSON (score and likelihood jobs).
+    result: Option<Value>,
 }
 
 #[derive(Default)]
@@ -302,13 +82,14 @@ fn lock(t: &Mutex<Table>) -> MutexGuard<'_, Table> {
 
 impl Jobs {
     /// Starts the worker behind a queue of `capacity` waiting jobs.
-    pub(crate) fn start(capacity: usize) -> dgm::Result<Self> {
+    pub(crate) fn start(capacity: usize, data_dir: &std::path::Path) -> dgm::Result<Self> {
+        let data_dir = data_dir.to_path_buf();
         let (tx, rx) = sync_channel(capacity);
         let table = Arc::new(Mutex::new(Table::default()));
         let t = table.clone();
         std::thread::Builder::new()
             .name("dgm-studio-worker".into())
-            .spawn(move || worker(rx, t))
+            .spawn(move || worker(rx, t, data_dir))
             .map_err(|e| dgm::Error::Unsupported(format!("cannot start the worker thread: {e}")))?;
         Ok(Self {
             tx: Mutex::new(tx),
@@ -324,11 +105,7 @@ impl Jobs {
 
     /// Queues `work` for run `run`: its id, or `None` when the queue is full.
     pub(crate) fn submit(&self, run: &str, work: Work) -> Option<u64> {
-        let kind = match &work {
-            Work::Sample(..) => "sample",
-            Work::Generate(..) => "text",
-            Work::Edit(..) => "edit",
-        };
+        let kind = work.kind();
         let id = {
             let mut t = lock(&self.table);
             let id = t.next;
@@ -344,6 +121,7 @@ impl Jobs {
                     finished: None,
                     text: String::new(),
                     images: Images::default(),
+                    result: None,
                 },
             );
             id
@@ -392,6 +170,7 @@ impl Jobs {
             "ran_s": j.started.map(|s| secs(s, j.finished)),
             "text": if j.kind == "text" { Some(j.text.clone()) } else { None },
             "images": j.images.each.len(),
+            "result": j.result,
         }))
     }
 
@@ -399,7 +178,7 @@ impl Jobs {
     pub(crate) fn image(&self, id: u64, index: Option<usize>) -> Result<Vec<u8>, String> {
         let t = lock(&self.table);
         let j = t.jobs.get(&id).ok_or_else(|| format!("no job {id}"))?;
-        if j.kind == "text" {
+        if !matches!(j.kind, "sample" | "edit" | "interpolate") {
             return Err(format!("job {id} is a {} job; it has no image", j.kind));
         }
         if j.state != State::Done {
@@ -425,8 +204,12 @@ struct Cached {
     run: run::LoadedRun,
 }
 
-fn worker(rx: Receiver<(u64, Work)>, table: Arc<Mutex<Table>>) {
+fn worker(rx: Receiver<(u64, Work)>, table: Arc<Mutex<Table>>, data_dir: PathBuf) {
     let mut cache: Option<Cached> = None;
+    let mut ctx = Context {
+        data_dir,
+        references: Default::default(),
+    };
     while let Ok((id, work)) = rx.recv() {
         {
             let mut t = lock(&table);
@@ -436,7 +219,8 @@ fn worker(rx: Receiver<(u64, Work)>, table: Arc<Mutex<Table>>) {
             }
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            execute(id, &work, &table, &mut cache)
+            let out = Output { id, table: &table };
+            load(&mut cache, work.dir()).and_then(|run| work.run(run, &mut ctx, &out))
         }));
         let state = match outcome {
             Ok(Ok(())) => State::Done,
@@ -484,178 +268,31 @@ fn load<'a>(cache: &'a mut Option<Cached>, dir: &PathBuf) -> dgm::Result<&'a run
     }
 }
 
-fn execute(
+/// Where a running job writes what it makes.
+pub(crate) struct Output<'a> {
     id: u64,
-    work: &Work,
-    table: &Mutex<Table>,
-    cache: &mut Option<Cached>,
-) -> dgm::Result<()> {
-    match work {
-        Work::Sample(r, dir) => {
-            let images = sample(r, load(cache, dir)?)?;
-            if let Some(j) = lock(table).jobs.get_mut(&id) {
-                j.images = images;
-            }
-            Ok(())
-        }
-        Work::Generate(r, dir) => generate(id, r, load(cache, dir)?, table),
-        Work::Edit(w, dir) => {
-            let images = edit(w, load(cache, dir)?)?;
-            if let Some(j) = lock(table).jobs.get_mut(&id) {
-                j.images = images;
-            }
-            Ok(())
-        }
-    }
+    table: &'a Mutex<Table>,
 }
 
-/// Runs an edit: the grid shows the input, the measurement as an image (for `sdedit` the guide alone) and the
-/// samples; each sample is also kept alone.
-fn edit(w: &EditWork, run: &run::LoadedRun) -> dgm::Result<Images> {
-    use dgm::pipelines::{edit, EditOptions, Input, Task};
-    let r = &w.req;
-    let Some(model) = run.model.as_denoiser() else {
-        return Err(dgm::Error::Unsupported(format!(
-            "run '{}' ({}) cannot edit images; edits take a diffusion run: {}",
-            r.run,
-            run.model.name(),
-            dgm::models::names_with(|a| a.denoiser).join(", ")
-        )));
-    };
-    let shape = model.info().example_shape.to_vec();
-    let prep = &run.config.data.preprocessing;
-    let dev = candle_core::Device::Cpu;
-    let x = dgm::image_io::image_tensor_from_bytes("image", &w.image, &shape, prep, &dev)?;
-    let task = match (r.task.as_str(), &w.mask) {
-        ("inpaint", Some(m)) => {
-            Task::Inpaint(dgm::ops::Mask::from_image_bytes("mask", m, &shape, &dev)?)
+impl Output<'_> {
+    fn with(&self, f: impl FnOnce(&mut Job)) {
+        if let Some(j) = lock(self.table).jobs.get_mut(&self.id) {
+            f(j);
         }
-        ("super-resolve", _) => Task::SuperResolve {
-            factor: r.factor.unwrap_or(2),
-        },
-        ("colorize", _) => Task::Colorize,
-        ("deblur", _) => Task::Deblur {
-            sigma: r.blur_sigma.unwrap_or(1.0),
-        },
-        ("sdedit", _) => Task::Sdedit,
-        (t, _) => return Err(dgm::Error::unknown("task", t, EDIT_TASKS)),
-    };
-    let opts = EditOptions {
-        solver: r.solver.clone().filter(|s| !s.is_empty()),
-        sampler: r.sampler.clone().filter(|s| !s.is_empty()),
-        steps: r.steps,
-        n: r.n,
-        seed: r.seed,
-        strength: r.strength,
-        condition: r
-            .class
-            .map_or(Condition::None, |k| Condition::Class(vec![k])),
-        guidance: r.guidance,
-        ..EditOptions::default()
-    };
-    let out = edit(model, &task, Input::Image(x.clone()), &opts)?;
-    let f32 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32);
-    let mut tiles = Vec::new();
-    if !matches!(task, Task::Sdedit) {
-        tiles.push(x);
     }
-    tiles.push(f32(&out.view)?);
-    tiles.push(f32(&out.samples)?);
-    let grid = candle_core::Tensor::cat(&tiles, 0)?;
-    let mut images = Images {
-        grid: dgm::image_io::png_bytes(&dgm::image_io::grid(&grid, prep, grid.dim(0)?)?)?,
-        each: Vec::new(),
-    };
-    for i in 0..r.n {
-        let one = f32(&out.samples.narrow(0, i, 1)?)?;
-        images
-            .each
-            .push(dgm::image_io::png_bytes(&dgm::image_io::grid(
-                &one, prep, 1,
-            )?)?);
-    }
-    Ok(images)
-}
 
-fn sample(r: &SampleRequest, run: &run::LoadedRun) -> dgm::Result<Images> {
-    let model = run.model.as_ref();
-    if model.as_sequence().is_some() {
-        return Err(dgm::Error::Unsupported(format!(
-            "run '{}' is a language model ({}): use the Text page",
-            r.run,
-            model.name()
-        )));
+    /// Appends to the job's text (shown while the job runs).
+    pub(crate) fn push_text(&self, text: &str) {
+        self.with(|j| j.text.push_str(text));
     }
-    let mut opts = SampleOptions::seeded(r.seed);
-    opts.temperature = r.temperature;
-    opts.mean = !r.draw;
-    opts.sampler = r.sampler.clone().filter(|s| !s.is_empty());
-    opts.steps = r.steps;
-    opts.guidance = r.guidance;
-    opts.condition = match (&r.caption, r.class) {
-        (Some(_), Some(_)) => {
-            return Err(dgm::Error::invalid(
-                "class",
-                "give a class or a caption, not both",
-            ))
-        }
-        (Some(c), None) => Condition::Caption(vec![c.clone()]),
-        (None, Some(k)) => Condition::Class(vec![k]),
-        (None, None) => Condition::None,
-    };
-    dgm::model::check_sample_options(model, &opts)?;
-    let prep = &run.config.data.preprocessing;
-    let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
-    let mut canvas = dgm::image_io::SampleCanvas::new(r.n, &shape, prep)?;
-    // the same samples as `dgm sample --run RUN -n N --seed S` with the same options (one batch)
-    let x = model.sample(r.n, &opts)?;
-    canvas.add(&x)?;
-    let mut images = Images {
-        grid: canvas.png()?,
-        each: Vec::new(),
-    };
-    if shape.len() == 3 {
-        for i in 0..r.n {
-            let mut one = dgm::image_io::SampleCanvas::new(1, &shape, prep)?;
-            one.add(&x.narrow(0, i, 1)?)?;
-            images.each.push(one.png()?);
-        }
-    }
-    Ok(images)
-}
 
-fn generate(
-    id: u64,
-    r: &GenerateRequest,
-    run: &run::LoadedRun,
-    table: &Mutex<Table>,
-) -> dgm::Result<()> {
-    let Some(lm) = run.model.as_sequence() else {
-        return Err(dgm::Error::Unsupported(format!(
-            "run '{}' is not a language model ({}): text needs one of {}",
-            r.run,
-            run.model.name(),
-            dgm::models::names_with(|a| a.sequence).join(", ")
-        )));
-    };
-    let opts = r.options()?;
-    let tok = lm.tokenizer();
-    let ids = tok
-        .encode(r.prompt.as_bytes())
-        .map_err(|e| dgm::Error::invalid("prompt", e.to_string()))?;
-    let mut stream = dgm::data::tokenizer::Utf8Stream::default();
-    let push = |text: &str| {
-        if let Some(j) = lock(table).jobs.get_mut(&id) {
-            j.text.push_str(text);
-        }
-    };
-    push(&stream.push(r.prompt.as_bytes()));
-    lm.generate(&ids, &opts, &mut |t| {
-        if let Some(b) = tok.token_byte(t) {
-            push(&stream.push(&[b]));
-        }
-        Ok(true)
-    })?;
-    push(&stream.finish());
-    Ok(())
+    /// The job's pictures.
+    pub(crate) fn set_images(&self, images: Images) {
+        self.with(|j| j.images = images);
+    }
+
+    /// The job's result as JSON (scores, likelihoods).
+    pub(crate) fn set_result(&self, result: Value) {
+        self.with(|j| j.result = Some(result));
+    }
 }

@@ -13,7 +13,12 @@
 //! - **Edit** (a diffusion run): draw → image (SDEdit), paint a mask → fill (inpainting), super-resolution,
 //!   colorization and deblurring of a test example or an uploaded picture, with the solver of
 //!   [`dgm::pipelines::edit()`].
-//! - **Text**: a prompt → a continuation from a language-model run, streamed while it is generated.
+//! - **Text**: a prompt → a continuation from a language-model run, streamed while it is generated; a pasted
+//!   text scored token by token (`dgm score`), each token coloured by its log-probability.
+//! - **Likelihood**: an image's bits/dim (with its kind) and where it falls among the scores of test examples
+//!   and of the data set's out-of-distribution sets (`dgm eval ood`'s), drawn as histograms.
+//! - **Latent**: two images (test examples or uploads) and the decoded points on the path between their codes,
+//!   with a slider along it.
 //!
 //! ## Safety and load
 //! The server binds to loopback unless told otherwise. Runs are addressed by their path relative to the runs
@@ -38,8 +43,14 @@
 //! | `GET /api/run/example.png?run=NAME&index=I` | test example I of the run's data set, at its own size (a picture to edit) |
 //! | `POST /api/edit` | queue an edit: `{"run", "task": "inpaint" \| "super-resolve" \| "colorize" \| "deblur" \| "sdedit", "image": PNG as base64 or data URL, "mask"?: PNG (white = fill; inpaint), "factor"?, "blur_sigma"?, "solver"?, "strength"?, "sampler"?, "steps"?, "n"?, "seed"?, "class"?, "guidance"?}` |
 //! | `POST /api/generate` | queue a text continuation: `{"run", "prompt"?, "max_tokens"?, "temperature"?, "top_k"?, "top_p"?, "seed"?}` |
+//! | `POST /api/score` | queue the per-token log-likelihood of a text: `{"run", "text"}` |
+//! | `POST /api/likelihood` | queue an image's likelihood and the reference sets': `{"run", "image": SOURCE, "reference"?: examples per set, "ood"?: [sets], "steps"?}` |
+//! | `POST /api/interpolate` | queue a latent path: `{"run", "from": SOURCE, "to": SOURCE, "steps"?}` |
 //! | `GET /api/jobs/ID` | a job's state (`queued` with its place, `running`, `done`, `failed` with the error), and its text so far |
-//! | `GET /api/jobs/ID/image.png[?index=I]` | a finished sample or edit job's grid, or its I-th sample |
+//! | `GET /api/jobs/ID/image.png[?index=I]` | a finished sample, edit or interpolate job's grid, or its I-th picture |
+//!
+//! A SOURCE is `{"example": I}` (test example I, preprocessed as for evaluation) or `{"image": PNG}` (base64 or a
+//! data URL, exactly the model's size). Score and likelihood jobs put their numbers in the job's `result`.
 //!
 //! Errors are JSON, `{"error": "one line naming the bad value and the valid options"}`, with a 4xx status
 //! for a bad request and 5xx for the server's own failures.
@@ -49,6 +60,7 @@ mod jobs;
 mod page;
 mod runs;
 mod training;
+mod work;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -103,7 +115,7 @@ impl Studio {
             .map_err(|e| dgm::Error::io(&opts.runs, e))?;
         Ok(Arc::new(Self {
             root,
-            jobs: jobs::Jobs::start(opts.queue)?,
+            jobs: jobs::Jobs::start(opts.queue, &opts.data_dir)?,
             training: training::Training::default(),
             opts,
         }))

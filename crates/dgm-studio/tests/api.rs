@@ -125,6 +125,98 @@ fn trains_watches_stops_and_samples_through_the_api() {
     // the same seed gives the same bits, and the library's own samples for that seed
     let (id2, _) = s.job("/api/sample", req);
     assert_eq!(s.get(&format!("/api/jobs/{id2}/image.png")).body, grid.body);
+
+    // latent space: 6 decoded points between the codes of test examples 0 and 5, in a strip with both ends
+    let (id, j) = s.job(
+        "/api/interpolate",
+        json!({ "run": "vae", "from": { "example": 0 }, "to": { "example": 5 }, "steps": 6 }),
+    );
+    assert_eq!(j["state"], "done", "{j}");
+    assert_eq!(j["images"], 6);
+    assert_eq!(
+        png_size(&s.get(&format!("/api/jobs/{id}/image.png")).body),
+        (8 * 34 + 2, 36)
+    );
+    let ends = [0, 5].map(|i| s.get(&format!("/api/jobs/{id}/image.png?index={i}")).body);
+    assert_ne!(ends[0], ends[1], "the path does not move");
+
+    // likelihood: an example scored by index and the same example uploaded as a PNG give the same bits
+    let ex = s.get("/api/run/example.png?run=vae&index=2").body;
+    let mut scored = Vec::new();
+    for image in [json!({ "example": 2 }), json!({ "image": b64(&ex) })] {
+        let (_, j) = s.job(
+            "/api/likelihood",
+            json!({ "run": "vae", "image": image, "reference": 16, "ood": ["noise", "constant"] }),
+        );
+        assert_eq!(j["state"], "done", "{j}");
+        let r = j["result"].clone();
+        assert_eq!(r["kind"], "estimate of a bound");
+        let names: Vec<&str> = r["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["test", "noise", "constant"]);
+        for set in r["sets"].as_array().unwrap() {
+            let b = set["bits_per_dim"].as_array().unwrap();
+            assert_eq!(b.len(), 16, "{set}");
+            assert!(b.iter().all(|v| v.as_f64().unwrap().is_finite()));
+        }
+        let share = r["test_share_worse"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share));
+        scored.push(r["bits_per_dim"].as_f64().unwrap());
+    }
+    assert!(scored[0].is_finite());
+    assert_eq!(
+        scored[0], scored[1],
+        "index and upload score the same pixels"
+    );
+    for (path, req, needle) in [
+        (
+            "/api/likelihood",
+            json!({ "run": "vae", "image": { "example": 1, "image": "x" } }),
+            "either",
+        ),
+        (
+            "/api/likelihood",
+            json!({ "run": "vae", "image": {} }),
+            "either",
+        ),
+        (
+            "/api/likelihood",
+            json!({ "run": "vae", "image": { "example": 1 }, "ood": ["moon"] }),
+            "OOD set 'moon'",
+        ),
+        (
+            "/api/likelihood",
+            json!({ "run": "vae", "image": { "example": 1 }, "reference": 1001 }),
+            "0 to 1000",
+        ),
+        (
+            "/api/likelihood",
+            json!({ "run": "vae", "image": { "example": 1 }, "steps": 0 }),
+            "steps = 0",
+        ),
+        (
+            "/api/interpolate",
+            json!({ "run": "vae", "from": { "example": 1 }, "to": { "example": 2 }, "steps": 1 }),
+            "2 to 32",
+        ),
+    ] {
+        let r = s.post_json(path, req.clone());
+        assert_eq!(r.status, 400, "{req}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(needle),
+            "{req}: {}",
+            r.text()
+        );
+    }
+    let (_, j) = s.job(
+        "/api/interpolate",
+        json!({ "run": "vae", "from": { "example": 64 }, "to": { "example": 2 } }),
+    );
+    assert!(j["error"].as_str().unwrap().contains("0 to 63"), "{j}");
     let run = dgm::train::run::load(
         &d.0.join("runs/vae"),
         dgm::train::Weights::Ema,
@@ -165,6 +257,53 @@ fn text_continues_a_prompt_and_a_full_queue_answers_503() {
     assert_eq!(out.len(), "ROMEO:".len() + 40, "{out:?}");
     let (_, j2) = s.job("/api/generate", req);
     assert_eq!(j2["text"], json!(out));
+
+    // scoring a text: one log-probability per character, the same as the library's, summing to the NLL
+    let text = "ROMEO: hi\nMEME: ho\n";
+    let (_, j) = s.job("/api/score", json!({ "run": "gpt", "text": text }));
+    assert_eq!(j["state"], "done", "{j}");
+    let r = &j["result"];
+    let tokens = r["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), text.len());
+    let shown: String = tokens.iter().map(|t| t[0].as_str().unwrap()).collect();
+    assert_eq!(shown, text);
+    let lp: Vec<f64> = tokens.iter().map(|t| t[1].as_f64().unwrap()).collect();
+    assert!(lp.iter().all(|&l| l <= 0.0));
+    let nll = r["nll_nats"].as_f64().unwrap();
+    assert!((nll + lp.iter().sum::<f64>()).abs() < 1e-9);
+    assert!(
+        (r["bits_per_token"].as_f64().unwrap() - nll / text.len() as f64 / std::f64::consts::LN_2)
+            .abs()
+            < 1e-12
+    );
+    assert_eq!(r["kind"], "exact");
+    let run = dgm::train::run::load(
+        &d.0.join("runs/gpt"),
+        dgm::train::Weights::Ema,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let lm = run.model.as_sequence().unwrap();
+    let ids = lm.tokenizer().encode(text.as_bytes()).unwrap();
+    // the same numbers (to the last digits JSON keeps)
+    for (a, b) in lm.token_log_probs(&ids).unwrap().iter().zip(&lp) {
+        assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    for (req, needle) in [
+        (json!({ "run": "gpt", "text": "" }), "empty"),
+        (
+            json!({ "run": "gpt", "text": "a".repeat(100_001) }),
+            "at most 100000",
+        ),
+    ] {
+        let r = s.post_json("/api/score", req);
+        assert_eq!(r.status, 400);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(needle),
+            "{}",
+            r.text()
+        );
+    }
 
     // a language model has no image samples: the job fails with a one-line reason
     let (_, j) = s.job("/api/sample", json!({ "run": "gpt" }));

@@ -466,6 +466,121 @@ async fn each_page_works_in_chromium() {
         .await
         .unwrap();
     assert_eq!(raw, json!("ROMEO:".len() + 200));
+    // Text, scoring: every character of the pasted text coloured by its log-probability
+    c.find(Locator::Css("#score-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.querySelectorAll('#score-out span').length === document.querySelector('#score-form textarea').value.length",
+        "one coloured span per character",
+    )
+    .await;
+    let summary = wait_js(
+        &c,
+        "document.querySelector('#score-summary').textContent",
+        "summary",
+    )
+    .await;
+    assert!(
+        summary.as_str().unwrap().contains("bits/char (exact"),
+        "{summary}"
+    );
     shot(&c, "text").await;
+
+    // Likelihood: a test example against the test split and the OOD sets
+    c.find(Locator::Css("button[data-page='likelihood']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#likelihood-form select[name=run]"))
+        .await
+        .unwrap()
+        .select_by_value("vae")
+        .await
+        .unwrap();
+    let reference = c
+        .find(Locator::Css("#likelihood-form input[name=reference]"))
+        .await
+        .unwrap();
+    reference.clear().await.unwrap();
+    reference.send_keys("16").await.unwrap();
+    c.find(Locator::Css("#likelihood-picker button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(&c, "document.querySelector('#likelihood-picker .muted').textContent.startsWith('test example')", "the example").await;
+    c.find(Locator::Css("#likelihood-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.querySelector('#likelihood-value').textContent.includes('bits/dim') && document.querySelectorAll('#likelihood-hist svg path').length >= 3",
+        "the likelihood and the histograms",
+    )
+    .await;
+    shot(&c, "likelihood").await;
+
+    // Latent: the path between two test examples, and a point on it
+    c.find(Locator::Css("button[data-page='latent']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#latent-form select[name=run]"))
+        .await
+        .unwrap()
+        .select_by_value("vae")
+        .await
+        .unwrap();
+    for sel in ["#latent-from button", "#latent-to button"] {
+        c.find(Locator::Css(sel))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    wait_js(
+        &c,
+        "[...document.querySelectorAll('#page-latent .picker .muted')].every(e => e.textContent.startsWith('test example'))",
+        "both examples",
+    )
+    .await;
+    c.find(Locator::Css("#latent-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "!document.querySelector('#latent-slider-label').hidden && document.querySelector('#latent-strip').naturalWidth > 0",
+        "the interpolation strip",
+    )
+    .await;
+    let spread = wait_js(
+        &c,
+        &format!(
+            "{} > 0 && {}",
+            spread_of("#latent-frame"),
+            spread_of("#latent-frame")
+        ),
+        "a point on the path",
+    )
+    .await;
+    assert!(spread.as_f64().unwrap() > 0.5, "blank frame: {spread}");
+    shot(&c, "latent").await;
     c.close().await.unwrap();
 }

@@ -1,0 +1,887 @@
+//! What each job does: the requests the API takes (checked before they are queued, as far as that needs no
+//! model), and the work itself, run on the worker thread with the run's model loaded.
+
+use std::path::PathBuf;
+
+use dgm::model::{Condition, GenerateOptions, SampleOptions};
+use dgm::train::run;
+use serde::Deserialize;
+
+use crate::jobs::{Images, Output};
+
+/// The most images one sample job draws.
+pub(crate) const MAX_SAMPLES: usize = 64;
+/// The most tokens one text job generates.
+pub(crate) const MAX_TOKENS: usize = 4000;
+/// The most sampler steps a job may ask for.
+pub(crate) const MAX_STEPS: usize = 2000;
+
+/// `POST /api/sample`: a grid of samples from an image (or 2-D point) model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SampleRequest {
+    /// The run's name.
+    pub run: String,
+    /// Samples (1 to [`MAX_SAMPLES`]).
+    #[serde(default = "default_n")]
+    pub n: usize,
+    #[serde(default)]
+    pub seed: u64,
+    pub sampler: Option<String>,
+    pub steps: Option<usize>,
+    pub guidance: Option<f64>,
+    /// One class for every sample.
+    pub class: Option<u32>,
+    pub caption: Option<String>,
+    /// A draw from the observation model instead of its mean (VAE family).
+    #[serde(default)]
+    pub draw: bool,
+    #[serde(default = "one")]
+    pub temperature: f64,
+}
+
+fn default_n() -> usize {
+    16
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `POST /api/generate`: a text continuation from a language model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GenerateRequest {
+    pub run: String,
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default = "default_tokens")]
+    pub max_tokens: usize,
+    #[serde(default = "one")]
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_tokens() -> usize {
+    300
+}
+
+impl SampleRequest {
+    /// The checks that need no model: the sizes.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_SAMPLES).contains(&self.n) {
+            return Err(format!("n = {}: give 1 to {MAX_SAMPLES} samples", self.n));
+        }
+        if self.steps.is_some_and(|s| !(1..=MAX_STEPS).contains(&s)) {
+            return Err(format!(
+                "steps = {}: give 1 to {MAX_STEPS}",
+                self.steps.unwrap_or(0)
+            ));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(format!(
+                "temperature = {}: must be a positive number",
+                self.temperature
+            ));
+        }
+        if self.guidance.is_some_and(|g| !g.is_finite()) {
+            return Err("guidance must be a finite number".into());
+        }
+        Ok(())
+    }
+}
+
+impl GenerateRequest {
+    fn options(&self) -> dgm::Result<GenerateOptions> {
+        let o = GenerateOptions {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            kv_cache: true,
+        };
+        o.validate()?;
+        Ok(o)
+    }
+
+    /// The checks that need no model.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_TOKENS).contains(&self.max_tokens) {
+            return Err(format!(
+                "max_tokens = {}: give 1 to {MAX_TOKENS}",
+                self.max_tokens
+            ));
+        }
+        self.options().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// The tasks `POST /api/edit` takes (`dgm edit …` without `reconstruct`, whose sinograms the page cannot draw).
+pub(crate) const EDIT_TASKS: &[&str] =
+    &["inpaint", "super-resolve", "colorize", "deblur", "sdedit"];
+/// The most samples one edit job draws.
+pub(crate) const MAX_EDITS: usize = 16;
+
+/// `POST /api/edit`: a diffusion model edits an image (the library's `pipelines::edit`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditRequest {
+    pub run: String,
+    /// One of [`EDIT_TASKS`].
+    pub task: String,
+    /// The image: a PNG of exactly the model's size, base64 (a `data:image/png;base64,` URL too).
+    pub image: String,
+    /// `inpaint` only: a PNG of the model's size, white = missing (to fill), black = kept.
+    pub mask: Option<String>,
+    /// `super-resolve` only: the down-sampling factor (default 2).
+    pub factor: Option<usize>,
+    /// `deblur` only: the blur's standard deviation in pixels (default 1).
+    pub blur_sigma: Option<f64>,
+    pub solver: Option<String>,
+    /// The `sdedit` solver only, in (0, 1].
+    pub strength: Option<f64>,
+    pub sampler: Option<String>,
+    pub steps: Option<usize>,
+    #[serde(default = "default_edits")]
+    pub n: usize,
+    #[serde(default)]
+    pub seed: u64,
+    pub class: Option<u32>,
+    pub guidance: Option<f64>,
+}
+
+fn default_edits() -> usize {
+    4
+}
+
+/// The bytes of a base64 file, with or without a `data:…;base64,` prefix.
+fn decode_b64(what: &str, s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let body = match s.split_once(";base64,") {
+        Some((head, b)) if head.starts_with("data:") => b,
+        _ => s,
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| format!("{what}: not base64 ({e}); send a PNG file as base64 or a data: URL"))
+}
+
+/// An [`EditRequest`] whose files are decoded.
+pub(crate) struct EditWork {
+    req: EditRequest,
+    image: Vec<u8>,
+    mask: Option<Vec<u8>>,
+}
+
+impl EditRequest {
+    /// The checks that need no model (task, sizes, which settings apply to the task), and the files decoded.
+    pub(crate) fn check(self) -> Result<EditWork, String> {
+        if !EDIT_TASKS.contains(&self.task.as_str()) {
+            return Err(format!(
+                "task '{}': choose one of {}",
+                self.task,
+                EDIT_TASKS.join(", ")
+            ));
+        }
+        if !(1..=MAX_EDITS).contains(&self.n) {
+            return Err(format!("n = {}: give 1 to {MAX_EDITS} samples", self.n));
+        }
+        if self.steps.is_some_and(|s| !(1..=MAX_STEPS).contains(&s)) {
+            return Err(format!(
+                "steps = {}: give 1 to {MAX_STEPS}",
+                self.steps.unwrap_or(0)
+            ));
+        }
+        let only = |given: bool, key: &str, task: &str| {
+            if given && self.task != task {
+                Err(format!(
+                    "{key} does not apply to {}; it is for {task}",
+                    self.task
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        only(self.mask.is_some(), "mask", "inpaint")?;
+        only(self.factor.is_some(), "factor", "super-resolve")?;
+        only(self.blur_sigma.is_some(), "blur_sigma", "deblur")?;
+        if self.task == "inpaint" && self.mask.is_none() {
+            return Err("inpaint needs a mask: a PNG of the model's size, white where pixels are to be filled".into());
+        }
+        let image = decode_b64("image", &self.image)?;
+        let mask = match &self.mask {
+            Some(m) => Some(decode_b64("mask", m)?),
+            None => None,
+        };
+        Ok(EditWork {
+            req: self,
+            image,
+            mask,
+        })
+    }
+}
+
+/// `POST /api/score`: the per-token log-likelihood of a text under a language model (`dgm score`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScoreRequest {
+    pub run: String,
+    pub text: String,
+}
+
+/// The most text one score job reads, in bytes.
+pub(crate) const MAX_SCORE_BYTES: usize = 100_000;
+
+impl ScoreRequest {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.text.is_empty() {
+            return Err("text is empty: paste some text to score".into());
+        }
+        if self.text.len() > MAX_SCORE_BYTES {
+            return Err(format!(
+                "text has {} bytes; at most {MAX_SCORE_BYTES} are scored here (`dgm score` takes any length)",
+                self.text.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An image for a job: test example `example` of the run's data set, or a PNG (`image`, base64 or a data
+/// URL) of exactly the model's size.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Source {
+    pub example: Option<usize>,
+    pub image: Option<String>,
+}
+
+/// A [`Source`] with its file decoded.
+pub(crate) enum Picked {
+    Example(usize),
+    Png(Vec<u8>),
+}
+
+impl Source {
+    fn check(&self, what: &str) -> Result<Picked, String> {
+        match (self.example, &self.image) {
+            (Some(i), None) => Ok(Picked::Example(i)),
+            (None, Some(b)) => decode_b64(what, b).map(Picked::Png),
+            _ => Err(format!(
+                "{what}: give either {{\"example\": INDEX}} (a test example) or {{\"image\": PNG as base64}}"
+            )),
+        }
+    }
+}
+
+/// `POST /api/interpolate`: decoded points on the path between two images' latent codes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InterpolateRequest {
+    pub run: String,
+    pub from: Source,
+    pub to: Source,
+    /// Points on the path, both codes included (2 to [`MAX_PATH`]).
+    #[serde(default = "default_path")]
+    pub steps: usize,
+}
+
+/// The most points an interpolation decodes.
+pub(crate) const MAX_PATH: usize = 32;
+
+fn default_path() -> usize {
+    8
+}
+
+/// `POST /api/likelihood`: an image's log-likelihood, and where it falls among test examples' and OOD
+/// examples' scores.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LikelihoodRequest {
+    pub run: String,
+    pub image: Source,
+    /// Examples scored per reference set (the test split and each OOD set; 0 for none).
+    #[serde(default = "default_reference")]
+    pub reference: usize,
+    /// The OOD sets (default: the data set's, as `dgm eval ood`).
+    pub ood: Option<Vec<String>>,
+    /// Time steps of the estimator (diffusion: KL terms of the bound, or ODE steps; default the model's, for
+    /// the DDPM bound all 999 terms: slow on a CPU).
+    pub steps: Option<usize>,
+}
+
+/// The most examples a likelihood job scores per reference set.
+pub(crate) const MAX_REFERENCE: usize = 1000;
+
+fn default_reference() -> usize {
+    64
+}
+
+/// What a job does, with its run's folder resolved.
+pub(crate) enum Work {
+    Sample(SampleRequest, PathBuf),
+    Generate(GenerateRequest, PathBuf),
+    Edit(Box<EditWork>, PathBuf),
+    Score(ScoreRequest, PathBuf),
+    Interpolate(Box<(InterpolateRequest, Picked, Picked)>, PathBuf),
+    Likelihood(Box<(LikelihoodRequest, Picked)>, PathBuf),
+}
+
+impl InterpolateRequest {
+    pub(crate) fn check(self) -> Result<(Self, Picked, Picked), String> {
+        if !(2..=MAX_PATH).contains(&self.steps) {
+            return Err(format!("steps = {}: give 2 to {MAX_PATH}", self.steps));
+        }
+        let a = self.from.check("from")?;
+        let b = self.to.check("to")?;
+        Ok((self, a, b))
+    }
+}
+
+impl LikelihoodRequest {
+    pub(crate) fn check(self) -> Result<(Self, Picked), String> {
+        if self.reference > MAX_REFERENCE {
+            return Err(format!(
+                "reference = {}: give 0 to {MAX_REFERENCE} examples per set",
+                self.reference
+            ));
+        }
+        if let Some(bad) = self
+            .ood
+            .iter()
+            .flatten()
+            .find(|o| !dgm::data::ood::OOD_SETS.contains(&o.as_str()))
+        {
+            return Err(format!(
+                "OOD set '{bad}': choose from {}",
+                dgm::data::ood::OOD_SETS.join(", ")
+            ));
+        }
+        if self.steps.is_some_and(|s| !(1..=MAX_STEPS).contains(&s)) {
+            return Err(format!(
+                "steps = {}: give 1 to {MAX_STEPS}",
+                self.steps.unwrap_or(0)
+            ));
+        }
+        let p = self.image.check("image")?;
+        Ok((self, p))
+    }
+}
+
+/// What the worker keeps between jobs for the work: where data sets are, and the reference scores of the
+/// likelihood page per run checkpoint (the test split's and the OOD sets' do not change with the image).
+pub(crate) struct Context {
+    pub data_dir: PathBuf,
+    pub references: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl Work {
+    /// The job's kind, as `GET /api/jobs/ID` shows it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Work::Sample(..) => "sample",
+            Work::Generate(..) => "text",
+            Work::Edit(..) => "edit",
+            Work::Score(..) => "score",
+            Work::Interpolate(..) => "interpolate",
+            Work::Likelihood(..) => "likelihood",
+        }
+    }
+
+    /// The run's folder.
+    pub(crate) fn dir(&self) -> &PathBuf {
+        match self {
+            Work::Sample(_, d)
+            | Work::Generate(_, d)
+            | Work::Edit(_, d)
+            | Work::Score(_, d)
+            | Work::Interpolate(_, d)
+            | Work::Likelihood(_, d) => d,
+        }
+    }
+
+    /// Does the work with the run's model, writing what it makes to `out`.
+    pub(crate) fn run(
+        &self,
+        run: &run::LoadedRun,
+        ctx: &mut Context,
+        out: &Output,
+    ) -> dgm::Result<()> {
+        match self {
+            Work::Sample(r, _) => out.set_images(sample(r, run)?),
+            Work::Generate(r, _) => generate(r, run, out)?,
+            Work::Edit(w, _) => out.set_images(edit(w, run)?),
+            Work::Score(r, _) => out.set_result(score(r, run)?),
+            Work::Interpolate(w, _) => out.set_images(interpolate(&w.0, &w.1, &w.2, run, ctx)?),
+            Work::Likelihood(w, d) => out.set_result(likelihood(&w.0, &w.1, run, d, ctx)?),
+        }
+        Ok(())
+    }
+}
+
+/// A token shown on the page: its byte as a character (printable ASCII, space, newline, tab), else `\xNN`.
+fn token_text(b: u8) -> String {
+    match b {
+        b'\n' | b'\t' | b' ' => (b as char).to_string(),
+        b if b.is_ascii_graphic() => (b as char).to_string(),
+        b => format!("\\x{b:02x}"),
+    }
+}
+
+/// `dgm score` for the page: each token with its log p in nats, and the totals.
+fn score(r: &ScoreRequest, run: &run::LoadedRun) -> dgm::Result<serde_json::Value> {
+    let Some(lm) = run.model.as_sequence() else {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' is not a language model ({}): scoring text needs one of {}",
+            r.run,
+            run.model.name(),
+            dgm::models::names_with(|a| a.sequence).join(", ")
+        )));
+    };
+    let tok = lm.tokenizer();
+    let (ids, oov) = tok.encode_lossy(r.text.as_bytes());
+    if ids.is_empty() {
+        return Err(dgm::Error::invalid(
+            "text",
+            format!(
+                "none of its {} bytes is in the model's vocabulary ({})",
+                r.text.len(),
+                tok.describe_vocab()
+            ),
+        ));
+    }
+    let lp = lm.token_log_probs(&ids)?;
+    let tokens: Vec<serde_json::Value> = ids
+        .iter()
+        .zip(&lp)
+        .map(|(&id, &l)| serde_json::json!([token_text(tok.token_byte(id).unwrap_or(b'?')), l]))
+        .collect();
+    let nll: f64 = -lp.iter().sum::<f64>();
+    let per = nll / ids.len() as f64;
+    Ok(serde_json::json!({
+        "tokens": tokens,
+        "unit": tok.unit(),
+        "nll_nats": nll,
+        "nats_per_token": per,
+        "bits_per_token": per / std::f64::consts::LN_2,
+        "kind": "exact",
+        "skipped_bytes": oov.len(),
+        "context": lm.context_len(),
+    }))
+}
+
+/// The run's test split.
+fn test_split(run: &run::LoadedRun, ctx: &Context) -> dgm::Result<dgm::data::Dataset> {
+    run::load_data(&run.config, dgm::data::Split::Test, &ctx.data_dir)
+}
+
+/// `idx` of `ds` preprocessed as for evaluation.
+fn eval_batch(
+    run: &run::LoadedRun,
+    ds: &dgm::data::Dataset,
+    idx: &[usize],
+) -> dgm::Result<dgm::data::Batch> {
+    if let Some(&bad) = idx.iter().find(|&&i| i >= ds.len()) {
+        return Err(dgm::Error::invalid(
+            "example",
+            format!(
+                "{bad}: the test split of '{}' has {} examples (0 to {})",
+                ds.name,
+                ds.len(),
+                ds.len().saturating_sub(1)
+            ),
+        ));
+    }
+    let prep = run.config.data.preprocessing.for_eval();
+    ds.batch(
+        idx,
+        &prep,
+        &mut dgm::rng::Rng::new(0),
+        &candle_core::Device::Cpu,
+    )
+}
+
+/// A picked image as a batch of one (with its class when it is a test example of a labelled data set).
+fn picked_batch(
+    what: &str,
+    p: &Picked,
+    run: &run::LoadedRun,
+    ctx: &Context,
+    test: &mut Option<dgm::data::Dataset>,
+) -> dgm::Result<dgm::data::Batch> {
+    match p {
+        Picked::Example(i) => {
+            let ds = match test {
+                Some(ds) => ds,
+                None => test.insert(test_split(run, ctx)?),
+            };
+            eval_batch(run, ds, &[*i])
+        }
+        Picked::Png(bytes) => {
+            let shape =
+                dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
+            let x = dgm::image_io::image_tensor_from_bytes(
+                what,
+                bytes,
+                &shape,
+                &run.config.data.preprocessing,
+                &candle_core::Device::Cpu,
+            )?;
+            Ok(dgm::data::Batch::new(x))
+        }
+    }
+}
+
+/// Runs an edit: the grid shows the input, the measurement as an image (for `sdedit` the guide alone) and the
+/// samples; each sample is also kept alone.
+fn edit(w: &EditWork, run: &run::LoadedRun) -> dgm::Result<Images> {
+    use dgm::pipelines::{edit, EditOptions, Input, Task};
+    let r = &w.req;
+    let Some(model) = run.model.as_denoiser() else {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' ({}) cannot edit images; edits take a diffusion run: {}",
+            r.run,
+            run.model.name(),
+            dgm::models::names_with(|a| a.denoiser).join(", ")
+        )));
+    };
+    let shape = model.info().example_shape.to_vec();
+    let prep = &run.config.data.preprocessing;
+    let dev = candle_core::Device::Cpu;
+    let x = dgm::image_io::image_tensor_from_bytes("image", &w.image, &shape, prep, &dev)?;
+    let task = match (r.task.as_str(), &w.mask) {
+        ("inpaint", Some(m)) => {
+            Task::Inpaint(dgm::ops::Mask::from_image_bytes("mask", m, &shape, &dev)?)
+        }
+        ("super-resolve", _) => Task::SuperResolve {
+            factor: r.factor.unwrap_or(2),
+        },
+        ("colorize", _) => Task::Colorize,
+        ("deblur", _) => Task::Deblur {
+            sigma: r.blur_sigma.unwrap_or(1.0),
+        },
+        ("sdedit", _) => Task::Sdedit,
+        (t, _) => return Err(dgm::Error::unknown("task", t, EDIT_TASKS)),
+    };
+    let opts = EditOptions {
+        solver: r.solver.clone().filter(|s| !s.is_empty()),
+        sampler: r.sampler.clone().filter(|s| !s.is_empty()),
+        steps: r.steps,
+        n: r.n,
+        seed: r.seed,
+        strength: r.strength,
+        condition: r
+            .class
+            .map_or(Condition::None, |k| Condition::Class(vec![k])),
+        guidance: r.guidance,
+        ..EditOptions::default()
+    };
+    let out = edit(model, &task, Input::Image(x.clone()), &opts)?;
+    let f32 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32);
+    let mut tiles = Vec::new();
+    if !matches!(task, Task::Sdedit) {
+        tiles.push(x);
+    }
+    tiles.push(f32(&out.view)?);
+    tiles.push(f32(&out.samples)?);
+    let grid = candle_core::Tensor::cat(&tiles, 0)?;
+    let mut images = Images {
+        grid: dgm::image_io::png_bytes(&dgm::image_io::grid(&grid, prep, grid.dim(0)?)?)?,
+        each: Vec::new(),
+    };
+    for i in 0..r.n {
+        let one = f32(&out.samples.narrow(0, i, 1)?)?;
+        images
+            .each
+            .push(dgm::image_io::png_bytes(&dgm::image_io::grid(
+                &one, prep, 1,
+            )?)?);
+    }
+    Ok(images)
+}
+
+fn sample(r: &SampleRequest, run: &run::LoadedRun) -> dgm::Result<Images> {
+    let model = run.model.as_ref();
+    if model.as_sequence().is_some() {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' is a language model ({}): use the Text page",
+            r.run,
+            model.name()
+        )));
+    }
+    let mut opts = SampleOptions::seeded(r.seed);
+    opts.temperature = r.temperature;
+    opts.mean = !r.draw;
+    opts.sampler = r.sampler.clone().filter(|s| !s.is_empty());
+    opts.steps = r.steps;
+    opts.guidance = r.guidance;
+    opts.condition = match (&r.caption, r.class) {
+        (Some(_), Some(_)) => {
+            return Err(dgm::Error::invalid(
+                "class",
+                "give a class or a caption, not both",
+            ))
+        }
+        (Some(c), None) => Condition::Caption(vec![c.clone()]),
+        (None, Some(k)) => Condition::Class(vec![k]),
+        (None, None) => Condition::None,
+    };
+    dgm::model::check_sample_options(model, &opts)?;
+    let prep = &run.config.data.preprocessing;
+    let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;
+    let mut canvas = dgm::image_io::SampleCanvas::new(r.n, &shape, prep)?;
+    // the same samples as `dgm sample --run RUN -n N --seed S` with the same options (one batch)
+    let x = model.sample(r.n, &opts)?;
+    canvas.add(&x)?;
+    let mut images = Images {
+        grid: canvas.png()?,
+        each: Vec::new(),
+    };
+    if shape.len() == 3 {
+        for i in 0..r.n {
+            let mut one = dgm::image_io::SampleCanvas::new(1, &shape, prep)?;
+            one.add(&x.narrow(0, i, 1)?)?;
+            images.each.push(one.png()?);
+        }
+    }
+    Ok(images)
+}
+
+fn generate(r: &GenerateRequest, run: &run::LoadedRun, out: &Output) -> dgm::Result<()> {
+    let Some(lm) = run.model.as_sequence() else {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' is not a language model ({}): text needs one of {}",
+            r.run,
+            run.model.name(),
+            dgm::models::names_with(|a| a.sequence).join(", ")
+        )));
+    };
+    let opts = r.options()?;
+    let tok = lm.tokenizer();
+    let ids = tok
+        .encode(r.prompt.as_bytes())
+        .map_err(|e| dgm::Error::invalid("prompt", e.to_string()))?;
+    let mut stream = dgm::data::tokenizer::Utf8Stream::default();
+    let push = |text: &str| out.push_text(text);
+    push(&stream.push(r.prompt.as_bytes()));
+    lm.generate(&ids, &opts, &mut |t| {
+        if let Some(b) = tok.token_byte(t) {
+            push(&stream.push(&[b]));
+        }
+        Ok(true)
+    })?;
+    push(&stream.finish());
+    Ok(())
+}
+
+/// Decoded points on the path between two images' codes: the strip shows the first image, the points and the
+/// second image; each point is also kept alone.
+fn interpolate(
+    r: &InterpolateRequest,
+    a: &Picked,
+    b: &Picked,
+    run: &run::LoadedRun,
+    ctx: &Context,
+) -> dgm::Result<Images> {
+    use candle_core::Tensor;
+    let Some(latent) = run.model.as_latent() else {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' ({}) has no latent space; interpolation takes {}",
+            r.run,
+            run.model.name(),
+            dgm::models::names_with(|a| a.latent).join(", ")
+        )));
+    };
+    let mut test = None;
+    let ba = picked_batch("from", a, run, ctx, &mut test)?;
+    let bb = picked_batch("to", b, run, ctx, &mut test)?;
+    if ba.x.rank() != 4 {
+        return Err(dgm::Error::Unsupported(
+            "interpolation strips are for image data".into(),
+        ));
+    }
+    let labels = match (&ba.labels, &bb.labels) {
+        (Some(x), Some(y)) => Some(Tensor::cat(&[x, y], 0)?),
+        _ => None,
+    };
+    let cond = match (&labels, run.model.num_classes()) {
+        // a conditional model keeps the first image's class along the path
+        (Some(l), Some(_)) => Condition::Class(vec![l.to_vec1::<u32>()?[0]]),
+        (None, Some(k)) => {
+            return Err(dgm::Error::Unsupported(format!(
+                "run '{}' is conditioned on {k} classes: pick two test examples (their classes are known), not uploads",
+                r.run
+            )))
+        }
+        _ => Condition::None,
+    };
+    let batch = dgm::data::Batch {
+        x: Tensor::cat(&[&ba.x, &bb.x], 0)?,
+        labels,
+        captions: None,
+    };
+    let z = latent.encode(&batch)?;
+    let (z0, z1) = (z.get(0)?, z.get(1)?);
+    let mut zs = Vec::with_capacity(r.steps);
+    for i in 0..r.steps {
+        let t = i as f64 / (r.steps - 1) as f64;
+        // the model's path: a line, or slerp for Gaussian codes
+        zs.push(latent.interpolate(&z0, &z1, t)?);
+    }
+    let x = latent
+        .decode(&Tensor::stack(&zs, 0)?, &cond)?
+        .to_dtype(candle_core::DType::F32)?;
+    let prep = &run.config.data.preprocessing;
+    let strip = Tensor::cat(&[&ba.x, &x, &bb.x], 0)?;
+    let mut images = Images {
+        grid: dgm::image_io::png_bytes(&dgm::image_io::grid(&strip, prep, r.steps + 2)?)?,
+        each: Vec::new(),
+    };
+    for i in 0..r.steps {
+        images
+            .each
+            .push(dgm::image_io::png_bytes(&dgm::image_io::grid(
+                &x.narrow(0, i, 1)?,
+                prep,
+                1,
+            )?)?);
+    }
+    Ok(images)
+}
+
+/// Bits per dimension of each example of `batch` (the model's default estimator), with the result's kind.
+fn bits(
+    density: &dyn dgm::model::Density,
+    batch: &dgm::data::Batch,
+    prep: &dgm::data::Preprocessing,
+    steps: Option<usize>,
+) -> dgm::Result<(Vec<f64>, dgm::model::LikelihoodKind)> {
+    let opts = dgm::model::LikelihoodOptions {
+        steps,
+        ..Default::default()
+    };
+    let ll = density.log_likelihood(batch, &opts)?;
+    let dims = batch.x.elem_count() / batch.x.dim(0)?.max(1);
+    let b = ll
+        .nats
+        .iter()
+        .map(|&lp| dgm::model::bits_per_dim(-lp, dims, ll.space, prep))
+        .collect();
+    Ok((b, ll.kind))
+}
+
+/// Examples scored per call of the estimator while the reference sets are scored.
+const REFERENCE_CHUNK: usize = 64;
+
+/// The bits per dimension of the first `n` examples of `ds`, chunk by chunk.
+fn set_bits(
+    density: &dyn dgm::model::Density,
+    run: &run::LoadedRun,
+    ds: &dgm::data::Dataset,
+    n: usize,
+    steps: Option<usize>,
+) -> dgm::Result<Vec<f64>> {
+    let n = n.min(ds.len());
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(REFERENCE_CHUNK) {
+        let idx: Vec<usize> = (start..(start + REFERENCE_CHUNK).min(n)).collect();
+        let batch = eval_batch(run, ds, &idx)?;
+        out.extend(bits(density, &batch, &run.config.data.preprocessing, steps)?.0);
+    }
+    Ok(out)
+}
+
+/// An image's bits per dimension and the same number for the first `reference` examples of the test split
+/// and of each OOD set (computed once per run checkpoint and kept), with the share of test examples that
+/// score worse (more bits) than the image.
+fn likelihood(
+    r: &LikelihoodRequest,
+    p: &Picked,
+    run: &run::LoadedRun,
+    dir: &std::path::Path,
+    ctx: &mut Context,
+) -> dgm::Result<serde_json::Value> {
+    use serde_json::json;
+    let model = run.model.as_ref();
+    let Some(density) = model.as_density() else {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' ({}) has no likelihood; the page takes {}",
+            r.run,
+            model.name(),
+            dgm::models::names_with(|a| a.density).join(", ")
+        )));
+    };
+    if model.num_classes().is_some() && !density.scores_unlabelled() {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' is class-conditional: its likelihood needs the class (`dgm eval` scores log p(x | y) with the true classes)",
+            r.run
+        )));
+    }
+    let prep = &run.config.data.preprocessing;
+    let mut test = None;
+    let batch = picked_batch("image", p, run, ctx, &mut test)?;
+    let (b, kind) = bits(density, &batch, prep, r.steps)?;
+    let value = b[0];
+    let sets: Vec<String> = match &r.ood {
+        Some(v) => v.clone(),
+        None => dgm::data::ood::default_ood_sets(&run.config.data.name)
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let key = format!(
+        "{}|{}|{}|{}|{:?}",
+        dir.display(),
+        run.state.step,
+        r.reference,
+        sets.join(","),
+        r.steps
+    );
+    let reference = match ctx.references.get(&key) {
+        Some(v) => v.clone(),
+        None => {
+            let mut out = Vec::new();
+            let mut notes = Vec::new();
+            if r.reference > 0 {
+                let ds = match test.take() {
+                    Some(ds) => ds,
+                    None => test_split(run, ctx)?,
+                };
+                out.push(json!({ "name": "test", "bits_per_dim": set_bits(density, run, &ds, r.reference, r.steps)? }));
+                for name in &sets {
+                    match dgm::data::ood::load_ood(name, &ds, &ctx.data_dir, r.reference, 0) {
+                        Ok(o) => out.push(json!({ "name": name, "bits_per_dim": set_bits(density, run, &o, r.reference, r.steps)? })),
+                        // a set whose files are missing is left out, and the page says why
+                        Err(e) => notes.push(format!("{name} left out: {e}")),
+                    }
+                }
+            }
+            let v = json!({ "sets": out, "notes": notes });
+            if ctx.references.len() >= 8 {
+                ctx.references.clear();
+            }
+            ctx.references.insert(key, v.clone());
+            v
+        }
+    };
+    let test_bits: Vec<f64> = reference["sets"]
+        .as_array()
+        .and_then(|s| s.first())
+        .and_then(|t| t["bits_per_dim"].as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    let worse = test_bits.iter().filter(|&&t| t >= value).count();
+    Ok(json!({
+        "bits_per_dim": value,
+        "kind": dgm::report::KindClass::of(&kind).label(),
+        "preprocessing": prep.describe(),
+        "reference": r.reference,
+        "sets": reference["sets"],
+        "notes": reference["notes"],
+        "test_share_worse": if test_bits.is_empty() { None } else { Some(worse as f64 / test_bits.len() as f64) },
+    }))
+}
