@@ -117,6 +117,16 @@ impl TrainProgress {
                         samples.display(),
                         loss_curve.display()
                     );
+                    // samples are RUN/samples/samples.png; the studio lists the runs of RUN's folder
+                    let folder = samples
+                        .ancestors()
+                        .nth(3)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    println!(
+                        "to sample, edit and score it in your browser: dgm studio --runs {} (then open http://127.0.0.1:7860/)",
+                        folder.display()
+                    );
                 }
             }
             Event::EvalProgress { .. } => eval_line(e),
