@@ -210,7 +210,8 @@ async function follow(id, status, onUpdate) {
     const j = await api(`/api/jobs/${id}`);
     onUpdate && onUpdate(j);
     if (j.state === "queued") status.textContent = `queued: ${j.jobs_ahead} job(s) ahead`;
-    else if (j.state === "running") status.textContent = `running… ${j.ran_s.toFixed(1)} s`;
+    else if (j.state === "running") status.textContent = `running… ${j.ran_s.toFixed(1)} s` +
+      (j.progress ? `, step ${j.progress[0]} of ${j.progress[1]}` : "");
     else if (j.state === "done") { status.textContent = `done in ${j.ran_s.toFixed(1)} s`; return j; }
     else { status.textContent = j.error; status.className = "error"; return j; }
     await new Promise(r => setTimeout(r, 250));

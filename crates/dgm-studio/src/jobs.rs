@@ -46,6 +46,8 @@ struct Job {
     images: Images,
     /// A result as JSON (score and likelihood jobs).
     result: Option<Value>,
+    /// Steps done of the sampling loop, and its length (diffusion sampling and edits).
+    progress: Option<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -122,6 +124,7 @@ impl Jobs {
                     text: String::new(),
                     images: Images::default(),
                     result: None,
+                    progress: None,
                 },
             );
             id
@@ -171,6 +174,7 @@ impl Jobs {
             "text": if j.kind == "text" { Some(j.text.clone()) } else { None },
             "images": j.images.each.len(),
             "result": j.result,
+            "progress": j.progress.map(|(d, t)| [d, t]),
         }))
     }
 
@@ -219,7 +223,10 @@ fn worker(rx: Receiver<(u64, Work)>, table: Arc<Mutex<Table>>, data_dir: PathBuf
             }
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let out = Output { id, table: &table };
+            let out = Output {
+                id,
+                table: table.clone(),
+            };
             load(&mut cache, work.dir()).and_then(|run| work.run(run, &mut ctx, &out))
         }));
         let state = match outcome {
@@ -269,14 +276,24 @@ fn load<'a>(cache: &'a mut Option<Cached>, dir: &PathBuf) -> dgm::Result<&'a run
 }
 
 /// Where a running job writes what it makes.
-pub(crate) struct Output<'a> {
+pub(crate) struct Output {
     id: u64,
-    table: &'a Mutex<Table>,
+    table: Arc<Mutex<Table>>,
 }
 
-impl Output<'_> {
+impl Output {
+    /// A progress callback that shows `(done, total)` steps in the job's status.
+    pub(crate) fn progress(&self) -> dgm::model::Progress {
+        let (id, table) = (self.id, self.table.clone());
+        dgm::model::Progress::new(move |done, total| {
+            if let Some(j) = lock(&table).jobs.get_mut(&id) {
+                j.progress = Some((done, total));
+            }
+        })
+    }
+
     fn with(&self, f: impl FnOnce(&mut Job)) {
-        if let Some(j) = lock(self.table).jobs.get_mut(&self.id) {
+        if let Some(j) = lock(&self.table).jobs.get_mut(&self.id) {
             f(j);
         }
     }

@@ -412,9 +412,9 @@ impl Work {
         out: &Output,
     ) -> dgm::Result<()> {
         match self {
-            Work::Sample(r, _) => out.set_images(sample(r, run)?),
+            Work::Sample(r, _) => out.set_images(sample(r, run, out)?),
             Work::Generate(r, _) => generate(r, run, out)?,
-            Work::Edit(w, _) => out.set_images(edit(w, run)?),
+            Work::Edit(w, _) => out.set_images(edit(w, run, out)?),
             Work::Score(r, _) => out.set_result(score(r, run)?),
             Work::Interpolate(w, _) => out.set_images(interpolate(&w.0, &w.1, &w.2, run, ctx)?),
             Work::Likelihood(w, d) => out.set_result(likelihood(&w.0, &w.1, run, d, ctx)?),
@@ -538,7 +538,7 @@ fn picked_batch(
 
 /// Runs an edit: the grid shows the input, the measurement as an image (for `sdedit` the guide alone) and the
 /// samples; each sample is also kept alone.
-fn edit(w: &EditWork, run: &run::LoadedRun) -> dgm::Result<Images> {
+fn edit(w: &EditWork, run: &run::LoadedRun, out: &Output) -> dgm::Result<Images> {
     use dgm::pipelines::{edit, EditOptions, Input, Task};
     let r = &w.req;
     let Some(model) = run.model.as_denoiser() else {
@@ -578,6 +578,7 @@ fn edit(w: &EditWork, run: &run::LoadedRun) -> dgm::Result<Images> {
             .class
             .map_or(Condition::None, |k| Condition::Class(vec![k])),
         guidance: r.guidance,
+        progress: out.progress(),
         ..EditOptions::default()
     };
     let out = edit(model, &task, Input::Image(x.clone()), &opts)?;
@@ -604,7 +605,7 @@ fn edit(w: &EditWork, run: &run::LoadedRun) -> dgm::Result<Images> {
     Ok(images)
 }
 
-fn sample(r: &SampleRequest, run: &run::LoadedRun) -> dgm::Result<Images> {
+fn sample(r: &SampleRequest, run: &run::LoadedRun, out: &Output) -> dgm::Result<Images> {
     let model = run.model.as_ref();
     if model.as_sequence().is_some() {
         return Err(dgm::Error::Unsupported(format!(
@@ -619,6 +620,7 @@ fn sample(r: &SampleRequest, run: &run::LoadedRun) -> dgm::Result<Images> {
     opts.sampler = r.sampler.clone().filter(|s| !s.is_empty());
     opts.steps = r.steps;
     opts.guidance = r.guidance;
+    opts.progress = out.progress();
     opts.condition = match (&r.caption, r.class) {
         (Some(_), Some(_)) => {
             return Err(dgm::Error::invalid(

@@ -612,6 +612,14 @@ fn edits_an_image_with_a_diffusion_run() {
     assert_eq!(past.status, 400);
     assert!(past.json()["error"].as_str().unwrap().contains("0 to 15"));
 
+    // a diffusion sample job reports its sampler's steps
+    let (_, j) = s.job(
+        "/api/sample",
+        json!({ "run": "ddpm", "n": 2, "steps": 10, "sampler": "ddim" }),
+    );
+    assert_eq!(j["state"], "done", "{j}");
+    assert_eq!(j["progress"], json!([10, 10]));
+
     // inpainting a centre box: the pixels outside it are the input's
     let image = format!("data:image/png;base64,{}", b64(&ex.body));
     let inside = |x: u32, y: u32| (8..24).contains(&x) && (8..24).contains(&y);
@@ -641,6 +649,8 @@ fn edits_an_image_with_a_diffusion_run() {
         }
     }
     assert!(changed > 0, "nothing was filled in");
+    let p = j["progress"].as_array().unwrap();
+    assert!(p[1].as_u64().unwrap() >= 10 && p[0] == p[1], "{j}");
     let (id2, _) = s.job("/api/edit", req);
     assert_eq!(
         s.get(&format!("/api/jobs/{id2}/image.png")).body,

@@ -77,6 +77,35 @@ pub enum Condition {
     Caption(Vec<String>),
 }
 
+/// A callback told how far a long computation is, as `(done, total)` steps: a progress bar, or a server's job
+/// status. The default reports to nobody. Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Progress(Option<std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>>);
+
+impl Progress {
+    /// Calls `f(done, total)` at each step.
+    pub fn new(f: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Reports `done` of `total` steps.
+    pub fn report(&self, done: usize, total: usize) {
+        if let Some(f) = &self.0 {
+            f(done, total);
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(callback)"
+        } else {
+            "Progress(none)"
+        })
+    }
+}
+
 /// Options for [`Model::sample`].
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
@@ -97,6 +126,9 @@ pub struct SampleOptions {
     /// Return the mean of the observation model instead of a draw from it (e.g. Bernoulli probabilities),
     /// which is what people usually look at for VAEs.
     pub mean: bool,
+    /// Told of each step of the sampling loop, where the family has one (diffusion: each model evaluation or
+    /// re-noising of the sampler's plan).
+    pub progress: Progress,
 }
 
 impl Default for SampleOptions {
@@ -109,6 +141,7 @@ impl Default for SampleOptions {
             steps: None,
             guidance: None,
             mean: true,
+            progress: Progress::default(),
         }
     }
 }

@@ -92,6 +92,7 @@ pub(super) fn restore_cmd(cmd: EditCommand) -> Result<ExitCode> {
             .class
             .map_or(Condition::None, |k| Condition::Class(vec![k])),
         guidance: a.guidance,
+        progress: Default::default(),
     };
     let out = edit(model, &task, input, &opts)?;
     if let Some(path) = &a.save_measurement {

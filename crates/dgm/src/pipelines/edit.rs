@@ -173,6 +173,8 @@ pub struct EditOptions {
     pub condition: Condition,
     /// Classifier-free guidance scale.
     pub guidance: Option<f64>,
+    /// Told of each step of the sampling loop.
+    pub progress: crate::model::Progress,
 }
 
 impl Default for EditOptions {
@@ -191,6 +193,7 @@ impl Default for EditOptions {
             cg_iters: None,
             condition: Condition::None,
             guidance: None,
+            progress: Default::default(),
         }
     }
 }
@@ -329,7 +332,7 @@ pub fn edit(model: &dyn Denoiser, task: &Task, input: Input, opts: &EditOptions)
         }
     };
     let cond = Cond::from_condition(&opts.condition, info.cond, opts.n, info.name, device)?;
-    let pipe = Pipeline::new(model, cond, opts.guidance)?;
+    let pipe = Pipeline::new(model, cond, opts.guidance)?.with_progress(opts.progress.clone());
     let (sampler, steps) = (opts.sampler.as_deref(), opts.steps);
     let n = opts.n;
     let ys = y.repeat(rep(&y, n))?;

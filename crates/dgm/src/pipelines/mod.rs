@@ -175,6 +175,8 @@ pub struct Pipeline<'a> {
     cond: Cond,
     /// The null condition and the scale, under classifier-free guidance.
     guidance: Option<(Cond, f64)>,
+    /// Told of each action of the loop's plan.
+    progress: crate::model::Progress,
 }
 
 impl<'a> Pipeline<'a> {
@@ -209,7 +211,14 @@ impl<'a> Pipeline<'a> {
             model,
             cond,
             guidance,
+            progress: Default::default(),
         })
+    }
+
+    /// The pipeline, reporting each action of [`Pipeline::run`]'s plan (done, total) to `progress`.
+    pub fn with_progress(mut self, progress: crate::model::Progress) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// The model.
@@ -290,7 +299,10 @@ impl<'a> Pipeline<'a> {
         guide: &mut dyn Guide,
         rng: &mut Rng,
     ) -> Result<Tensor> {
-        for action in guide.plan(sampler.num_evals()) {
+        let plan = guide.plan(sampler.num_evals());
+        let total = plan.len();
+        for (done, action) in plan.into_iter().enumerate() {
+            self.progress.report(done, total);
             match action {
                 Action::Step(i) => {
                     let level = sampler.level(i);
@@ -303,6 +315,7 @@ impl<'a> Pipeline<'a> {
                 }
             }
         }
+        self.progress.report(total, total);
         match self.model.info().clamp_samples {
             true => Ok(x.clamp(-1f32, 1f32)?),
             false => Ok(x),
@@ -318,7 +331,7 @@ pub fn sample(model: &dyn Denoiser, n: usize, opts: &SampleOptions) -> Result<Te
     }
     let info = model.info();
     let cond = Cond::from_condition(&opts.condition, info.cond, n, info.name, info.device)?;
-    let pipe = Pipeline::new(model, cond, opts.guidance)?;
+    let pipe = Pipeline::new(model, cond, opts.guidance)?.with_progress(opts.progress.clone());
     let mut sampler = pipe.sampler(opts.sampler.as_deref(), opts.steps, 1.0)?;
     let mut rng = Rng::new(opts.seed);
     let mut x = pipe.init_noise(sampler.as_ref(), n, &mut rng)?;

@@ -279,6 +279,28 @@ fn the_loop_samples_the_prior_of_an_exact_denoiser() -> Result<()> {
     Ok(())
 }
 
+/// The loop reports its progress: 0, 1, …, steps of `steps`, in order, for plain sampling.
+#[test]
+fn the_loop_reports_each_step() -> Result<()> {
+    let g = vp("ddim", 7)?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let opts = crate::model::SampleOptions {
+        progress: crate::model::Progress::new(move |d, t| s2.lock().unwrap().push((d, t))),
+        ..crate::model::SampleOptions::seeded(1)
+    };
+    let x = sample(&g, 3, &opts)?;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, (0..=7).map(|d| (d, 7)).collect::<Vec<_>>());
+    // reporting changes nothing
+    let y = sample(&g, 3, &crate::model::SampleOptions::seeded(1))?;
+    assert_eq!(
+        x.flatten_all()?.to_vec1::<f32>()?,
+        y.flatten_all()?.to_vec1::<f32>()?
+    );
+    Ok(())
+}
+
 /// RePaint and projection with resampling (10 levels back, 10 passes: RePaint's setting) sample the exact
 /// posterior of a noise-free mask; without resampling both are biased towards the prior, and plain sampling
 /// (the check's failure case) is far off. Measured (4000 samples, DDPM sampler, 100 steps, cosine schedule), in
