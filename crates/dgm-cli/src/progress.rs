@@ -110,6 +110,7 @@ impl TrainProgress {
                 step,
                 samples,
                 loss_curve,
+                row_captions,
             } => {
                 if !self.quiet {
                     println!(
@@ -117,6 +118,18 @@ impl TrainProgress {
                         samples.display(),
                         loss_curve.display()
                     );
+                    if let Some(rows) = row_captions {
+                        println!("each row of the grid is drawn from one caption:");
+                        for (i, c) in rows.iter().enumerate() {
+                            println!("  {}. {c}", i + 1);
+                        }
+                        if let Some(run) = samples.parent().and_then(|p| p.parent()) {
+                            println!(
+                                "your own caption: dgm sample --run {} --caption \"a large yellow star in the centre\" --guidance 3 -n 16 --out star.png",
+                                run.display()
+                            );
+                        }
+                    }
                     // samples are RUN/samples/samples.png; the studio lists the runs of RUN's folder
                     let folder = samples
                         .ancestors()

@@ -92,6 +92,8 @@ pub enum Event {
         samples: PathBuf,
         /// The loss curve (`loss.svg`).
         loss_curve: PathBuf,
+        /// A caption model's grid: the caption of each row (8 images each).
+        row_captions: Option<Vec<String>>,
     },
     /// Progress of a long evaluation.
     EvalProgress {

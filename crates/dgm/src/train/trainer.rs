@@ -172,6 +172,17 @@ impl Session {
     }
 
     /// Writes samples as `samples/<stem>.png` (images, points) or `samples/<stem>.txt` (language models).
+    /// The captions of the sample grid's 8 rows (the first training captions), for a caption model.
+    fn grid_captions(&self) -> Option<Vec<String>> {
+        match (
+            self.ema_model.sample_abilities().captions,
+            &self.train.captions,
+        ) {
+            (true, Some(c)) if !c.is_empty() => Some(c.iter().take(8).cloned().collect()),
+            _ => None,
+        }
+    }
+
     fn write_samples(&self, stem: &str) -> Result<PathBuf> {
         let dir = self.dir.samples_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -194,12 +205,9 @@ impl Session {
             opts.condition =
                 crate::model::Condition::Class((0..n).map(|i| ((i / 8) % k) as u32).collect());
         }
-        if let (true, Some(c)) = (
-            self.ema_model.sample_abilities().captions,
-            &self.train.captions,
-        ) {
+        if let Some(rows) = self.grid_captions() {
             // 8 rows, each of one training caption
-            let c: Vec<String> = (0..n).map(|i| c[(i / 8) % c.len()].clone()).collect();
+            let c: Vec<String> = (0..n).map(|i| rows[(i / 8) % rows.len()].clone()).collect();
             opts.condition = crate::model::Condition::Caption(c);
         }
         let x = self.ema_model.sample(n, &opts)?;
@@ -563,6 +571,7 @@ pub fn train(
         step: s.step,
         samples: grid,
         loss_curve: s.dir.path.join("loss.svg"),
+        row_captions: s.grid_captions(),
     });
     Ok(TrainOutcome::Finished {
         step: s.step,
