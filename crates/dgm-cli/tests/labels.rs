@@ -553,12 +553,15 @@ fn docs_name_their_sources_and_the_crate_its_families() {
     let results = read("docs/results.md");
     for (doc, text, needle) in [
         ("README.md", &readme, "characters/s"),
-        ("README.md", &readme, "2 min 55 s"),
+        ("README.md", &readme, "4500 steps in 90 s"),
+        ("README.md", &readme, "a caption of your own"),
+        ("README.md", &readme, "--out star.png` (0.7 s"),
         ("docs/results.md", &results, "tokens/s with the KV cache"),
         ("docs/results.md", &results, "`dgm score --summary` under"),
         ("docs/results.md", &results, "VAE samples (`--draw`"),
         ("docs/results.md", &results, "Same suite on the quickstart"),
-        ("docs/results.md", &results, "- Quickstart ("),
+        ("docs/results.md", &results, "- Quickstart since"),
+        ("docs/results.md", &results, "- Quickstart until"),
     ] {
         let para = paragraph(text, needle);
         assert!(
