@@ -381,6 +381,9 @@ $("#example-load").addEventListener("click", async () => {
   const resp = await fetch(url);
   if (!resp.ok) { $("#edit-status").textContent = (await resp.json()).error; return; }
   await drawImageFrom(URL.createObjectURL(await resp.blob()));
+  // a caption model's example comes with its caption: the edit is guided by it
+  const caption = resp.headers.get("x-dgm-caption");
+  if (caption !== null) $("#edit-form input[name=caption]").value = caption;
   $("#edit-status").textContent = "";
 });
 $("#edit-upload").addEventListener("change", ev => {
@@ -414,6 +417,8 @@ $("#edit-form").addEventListener("submit", async ev => {
   const req = { run: f.get("run"), task, solver: f.get("solver"), n: Number(f.get("n")), seed: Number(f.get("seed")),
     image: imgCanvas.toDataURL("image/png") };
   if (f.get("steps")) req.steps = Number(f.get("steps"));
+  if (f.get("caption")) req.caption = f.get("caption");
+  if (f.get("guidance")) req.guidance = Number(f.get("guidance"));
   if (req.solver === "sdedit") req.strength = Number(f.get("strength"));
   if (task === "super-resolve") req.factor = Number(f.get("factor"));
   if (task === "deblur") req.blur_sigma = Number(f.get("blur_sigma"));

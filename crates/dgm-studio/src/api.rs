@@ -309,7 +309,23 @@ async fn run_example(State(s): Shared, Query(q): Query<ExampleQuery>) -> ApiResu
         let dir = runs::resolve(s.root(), &q.run)?;
         let cfg = dgm::train::run::RunDir::open(&dir)?.load_config()?;
         let ds = dgm::train::run::load_data(&cfg, dgm::data::Split::Test, &s.opts.data_dir)?;
-        runs::example_png(&ds, q.index).map(png)
+        let mut r = png(runs::example_png(&ds, q.index)?);
+        // a caption model's edits are guided by the example's caption: sent along as a header (the body is the
+        // picture); `[model.net] captions = true` marks the diffusion models that take captions
+        let caption_model = cfg
+            .model
+            .config
+            .get("net")
+            .and_then(|n| n.get("captions"))
+            .and_then(|c| c.as_bool())
+            .unwrap_or(false);
+        let caption = ds.captions.as_ref().and_then(|c| c.get(q.index));
+        if let (true, Some(c)) = (caption_model, caption) {
+            if let Ok(v) = HeaderValue::from_str(c) {
+                r.headers_mut().insert("x-dgm-caption", v);
+            }
+        }
+        Ok(r)
     })
     .await
 }

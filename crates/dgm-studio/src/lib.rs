@@ -40,8 +40,8 @@
 //! | `POST /api/train` | start training a new run: `{"name", "model", "data"?, "steps"?, "seed"?, "set"?: ["key=value"]}` |
 //! | `POST /api/run/stop?run=NAME` | stop a run this studio is training, with a checkpoint |
 //! | `POST /api/sample` | queue a sample grid: `{"run", "n"?, "seed"?, "sampler"?, "steps"?, "guidance"?, "class"?, "caption"?, "draw"?, "temperature"?}` |
-//! | `GET /api/run/example.png?run=NAME&index=I` | test example I of the run's data set, at its own size (a picture to edit) |
-//! | `POST /api/edit` | queue an edit: `{"run", "task": "inpaint" \| "super-resolve" \| "colorize" \| "deblur" \| "sdedit", "image": PNG as base64 or data URL, "mask"?: PNG (white = fill; inpaint), "factor"?, "blur_sigma"?, "solver"?, "strength"?, "sampler"?, "steps"?, "n"?, "seed"?, "class"?, "guidance"?}` |
+//! | `GET /api/run/example.png?run=NAME&index=I` | test example I of the run's data set, at its own size (a picture to edit); for a caption model its caption in the `x-dgm-caption` header |
+//! | `POST /api/edit` | queue an edit: `{"run", "task": "inpaint" \| "super-resolve" \| "colorize" \| "deblur" \| "sdedit", "image": PNG as base64 or data URL, "mask"?: PNG (white = fill; inpaint), "factor"?, "blur_sigma"?, "solver"?, "strength"?, "sampler"?, "steps"?, "n"?, "seed"?, "class"?, "caption"?, "guidance"?}` |
 //! | `POST /api/generate` | queue a text continuation: `{"run", "prompt"?, "max_tokens"?, "temperature"?, "top_k"?, "top_p"?, "seed"?}` |
 //! | `POST /api/score` | queue the per-token log-likelihood of a text: `{"run", "text"}` |
 //! | `POST /api/likelihood` | queue an image's likelihood and the reference sets': `{"run", "image": SOURCE, "reference"?: examples per set, "ood"?: [sets], "steps"?}` |

@@ -151,6 +151,8 @@ pub(crate) struct EditRequest {
     #[serde(default)]
     pub seed: u64,
     pub class: Option<u32>,
+    /// The condition of a caption-conditional model.
+    pub caption: Option<String>,
     pub guidance: Option<f64>,
 }
 
@@ -574,9 +576,17 @@ fn edit(w: &EditWork, run: &run::LoadedRun, out: &Output) -> dgm::Result<Images>
         n: r.n,
         seed: r.seed,
         strength: r.strength,
-        condition: r
-            .class
-            .map_or(Condition::None, |k| Condition::Class(vec![k])),
+        condition: match (r.class, &r.caption) {
+            (Some(_), Some(_)) => {
+                return Err(dgm::Error::invalid(
+                    "class",
+                    "give a class or a caption, not both",
+                ))
+            }
+            (Some(k), None) => Condition::Class(vec![k]),
+            (None, Some(c)) => Condition::Caption(vec![c.clone()]),
+            (None, None) => Condition::None,
+        },
         guidance: r.guidance,
         progress: out.progress(),
         ..EditOptions::default()
@@ -817,6 +827,12 @@ fn likelihood(
             dgm::models::names_with(|a| a.density).join(", ")
         )));
     };
+    if model.sample_abilities().captions {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' is caption-conditional: its likelihood is log p(x | caption), and the OOD sets and uploads have no captions (`dgm eval` scores the test split with its captions)",
+            r.run
+        )));
+    }
     if model.num_classes().is_some() && !density.scores_unlabelled() {
         return Err(dgm::Error::Unsupported(format!(
             "run '{}' is class-conditional: its likelihood needs the class (`dgm eval` scores log p(x | y) with the true classes)",

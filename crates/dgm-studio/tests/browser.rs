@@ -1,7 +1,11 @@
 //! The page in a real browser: Debian's Chromium driven through chromedriver (WebDriver) from Rust. Each page
 //! is loaded and used as a person would — a run picked from the table, a sample grid asked for, a prompt
 //! continued — and its result checked (an image that is not blank, the text asked for); a screenshot of each
-//! page is written to `$DGM_STUDIO_SCREENSHOTS` (else `target/tmp/studio-screenshots/`).
+//! page is written to `$DGM_STUDIO_SCREENSHOTS` (else `target/tmp/studio-screenshots/`). With
+//! `DGM_STUDIO_DEMO_RUN` naming a caption-conditioned shapes run (the README's `runs/quickstart`), the Runs,
+//! Sample and Edit pages are used once more on it: the README's screenshots come from that pass
+//! (`DGM_STUDIO_SCREENSHOTS=docs/images/studio DGM_STUDIO_DEMO_RUN=runs/quickstart cargo test --release -p
+//! dgm-studio --test browser`).
 //!
 //! Without chromium and chromedriver the test says so and passes, unless `DGM_REQUIRE_BROWSER` is set (CI
 //! sets it, after installing them with apt): then their absence fails it.
@@ -101,7 +105,8 @@ fn spread_of(sel: &str) -> String {
 
 fn screenshot_dir() -> PathBuf {
     match std::env::var_os("DGM_STUDIO_SCREENSHOTS") {
-        Some(d) => PathBuf::from(d),
+        // a relative path is taken from the workspace root
+        Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(d),
         None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("studio-screenshots"),
     }
 }
@@ -113,6 +118,132 @@ async fn shot(c: &Client, name: &str) {
     let p = dir.join(format!("{name}.png"));
     std::fs::write(&p, png).unwrap();
     eprintln!("screenshot: {}", p.display());
+}
+
+/// Copies the folder `from` to `to` (files and sub-folders).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Clicks the element `sel`.
+async fn click(c: &Client, sel: &str) {
+    c.find(Locator::Css(sel))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Replaces the value of the input `sel` with `text`.
+async fn type_into(c: &Client, sel: &str, text: &str) {
+    let e = c.find(Locator::Css(sel)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// The Runs, Sample and Edit pages on the demo run `quickstart`, each checked and photographed.
+async fn demo_pass(c: &Client, base: &str) {
+    c.goto(base).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr[data-run='quickstart']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let spread = wait_js(
+        c,
+        &format!(
+            "{} > 0 && {}",
+            spread_of("#detail-samples"),
+            spread_of("#detail-samples")
+        ),
+        "the demo grid",
+    )
+    .await;
+    assert!(spread.as_f64().unwrap() > 2.0);
+    shot(c, "demo-runs").await;
+
+    click(c, "button[data-page='sample']").await;
+    c.find(Locator::Css("#sample-form select[name=run]"))
+        .await
+        .unwrap()
+        .select_by_value("quickstart")
+        .await
+        .unwrap();
+    type_into(
+        c,
+        "#sample-form input[name=caption]",
+        "a large yellow star in the centre",
+    )
+    .await;
+    type_into(c, "#sample-form input[name=guidance]", "3").await;
+    click(c, "#sample-form button[type=submit]").await;
+    wait_js(
+        c,
+        "document.querySelector('#sample-status').textContent.startsWith('done') && document.querySelectorAll('#sample-each a img').length === 16",
+        "the demo samples",
+    )
+    .await;
+    let spread = wait_js(c, &spread_of("#sample-grid"), "the demo sample grid").await;
+    assert!(spread.as_f64().unwrap() > 2.0);
+    shot(c, "demo-sample").await;
+
+    click(c, "button[data-page='edit']").await;
+    c.find(Locator::Css("#edit-form select[name=run]"))
+        .await
+        .unwrap()
+        .select_by_value("quickstart")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#edit-form select[name=task]"))
+        .await
+        .unwrap()
+        .select_by_value("sdedit")
+        .await
+        .unwrap();
+    click(c, "#edit-clear").await;
+    type_into(c, "#brush-size", "6").await;
+    stroke(c, "#edit-image").await;
+    type_into(
+        c,
+        "#edit-form input[name=caption]",
+        "a large red square in the centre",
+    )
+    .await;
+    type_into(c, "#edit-form input[name=guidance]", "3").await;
+    type_into(c, "#edit-form input[name=steps]", "18").await;
+    run_edit(c).await;
+    shot(c, "demo-edit-draw").await;
+
+    c.find(Locator::Css("#edit-form select[name=task]"))
+        .await
+        .unwrap()
+        .select_by_value("inpaint")
+        .await
+        .unwrap();
+    type_into(c, "#edit-form input[name=caption]", "").await;
+    click(c, "#example-load").await;
+    // the example's caption fills the caption field
+    wait_js(
+        c,
+        "document.querySelector('#edit-form input[name=caption]').value.startsWith('a ')",
+        "the example's caption",
+    )
+    .await;
+    stroke(c, "#edit-mask").await;
+    run_edit(c).await;
+    shot(c, "demo-edit-mask").await;
 }
 
 /// A stroke across the middle of the canvas `sel`, with the mouse.
@@ -582,5 +713,16 @@ async fn each_page_works_in_chromium() {
     .await;
     assert!(spread.as_f64().unwrap() > 0.5, "blank frame: {spread}");
     shot(&c, "latent").await;
+
+    // With DGM_STUDIO_DEMO_RUN (a caption-conditioned shapes run, e.g. the README's runs/quickstart), the same
+    // pages once more on it, for the README's screenshots
+    if let Some(demo) = std::env::var_os("DGM_STUDIO_DEMO_RUN") {
+        // a relative path is taken from the workspace root
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(demo);
+        copy_dir(&demo, &d.0.join("runs/quickstart"));
+        demo_pass(&c, &s.base).await;
+    }
     c.close().await.unwrap();
 }
