@@ -144,6 +144,16 @@ async fn click(c: &Client, sel: &str) {
         .unwrap();
 }
 
+/// Picks the option `value` of the select `sel`.
+async fn select(c: &Client, sel: &str, value: &str) {
+    c.find(Locator::Css(sel))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
 /// Replaces the value of the input `sel` with `text`.
 async fn type_into(c: &Client, sel: &str, text: &str) {
     let e = c.find(Locator::Css(sel)).await.unwrap();
@@ -175,12 +185,7 @@ async fn demo_pass(c: &Client, base: &str) {
     shot(c, "demo-runs").await;
 
     click(c, "button[data-page='sample']").await;
-    c.find(Locator::Css("#sample-form select[name=run]"))
-        .await
-        .unwrap()
-        .select_by_value("quickstart")
-        .await
-        .unwrap();
+    select(c, "#sample-form select[name=run]", "quickstart").await;
     type_into(
         c,
         "#sample-form input[name=caption]",
@@ -200,18 +205,8 @@ async fn demo_pass(c: &Client, base: &str) {
     shot(c, "demo-sample").await;
 
     click(c, "button[data-page='edit']").await;
-    c.find(Locator::Css("#edit-form select[name=run]"))
-        .await
-        .unwrap()
-        .select_by_value("quickstart")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#edit-form select[name=task]"))
-        .await
-        .unwrap()
-        .select_by_value("sdedit")
-        .await
-        .unwrap();
+    select(c, "#edit-form select[name=run]", "quickstart").await;
+    select(c, "#edit-form select[name=task]", "sdedit").await;
     click(c, "#edit-clear").await;
     type_into(c, "#brush-size", "6").await;
     stroke(c, "#edit-image").await;
@@ -226,12 +221,7 @@ async fn demo_pass(c: &Client, base: &str) {
     run_edit(c).await;
     shot(c, "demo-edit-draw").await;
 
-    c.find(Locator::Css("#edit-form select[name=task]"))
-        .await
-        .unwrap()
-        .select_by_value("inpaint")
-        .await
-        .unwrap();
+    select(c, "#edit-form select[name=task]", "inpaint").await;
     type_into(c, "#edit-form input[name=caption]", "").await;
     click(c, "#example-load").await;
     // the example's caption fills the caption field
@@ -273,12 +263,7 @@ async fn stroke(c: &Client, sel: &str) {
 
 /// Submits the edit form and waits for its result grid and samples; the grid must not be blank.
 async fn run_edit(c: &Client) {
-    c.find(Locator::Css("#edit-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#edit-form button[type=submit]").await;
     wait_js(
         c,
         "document.querySelector('#edit-status').textContent.startsWith('done') && document.querySelectorAll('#edit-each a img').length === 4 && [...document.querySelectorAll('#edit-each a img')].every(i => i.complete && i.naturalWidth > 0)",
@@ -414,12 +399,7 @@ async fn each_page_works_in_chromium() {
     shot(&c, "runs").await;
 
     // Sample: the language model is greyed out with its reason; 16 samples from the VAE
-    c.find(Locator::Css("button[data-page='sample']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button[data-page='sample']").await;
     let gpt = c
         .find(Locator::Css(
             "#sample-form select[name=run] option[value='gpt']",
@@ -428,12 +408,7 @@ async fn each_page_works_in_chromium() {
         .unwrap();
     assert_eq!(gpt.attr("disabled").await.unwrap().as_deref(), Some("true"));
     assert!(gpt.text().await.unwrap().contains("use Text"));
-    c.find(Locator::Css("#sample-form select[name=run]"))
-        .await
-        .unwrap()
-        .select_by_value("vae")
-        .await
-        .unwrap();
+    select(&c, "#sample-form select[name=run]", "vae").await;
     let sampler_off = c
         .execute(
             "return document.querySelector('#sample-form select[name=sampler]').disabled;",
@@ -442,18 +417,8 @@ async fn each_page_works_in_chromium() {
         .await
         .unwrap();
     assert_eq!(sampler_off, json!(true), "a VAE takes no sampler");
-    let n = c
-        .find(Locator::Css("#sample-form input[name=n]"))
-        .await
-        .unwrap();
-    n.clear().await.unwrap();
-    n.send_keys("16").await.unwrap();
-    c.find(Locator::Css("#sample-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "#sample-form input[name=n]", "16").await;
+    click(&c, "#sample-form button[type=submit]").await;
     wait_js(
         &c,
         "document.querySelectorAll('#sample-each a img').length === 16 && [...document.querySelectorAll('#sample-each a img')].every(i => i.complete && i.naturalWidth > 0)",
@@ -475,12 +440,7 @@ async fn each_page_works_in_chromium() {
     shot(&c, "sample").await;
 
     // Edit, draw → image: a stroke on the canvas, SDEdit, a result that is not blank
-    c.find(Locator::Css("button[data-page='edit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button[data-page='edit']").await;
     let run = c
         .execute(
             "return document.querySelector('#edit-form select[name=run]').value;",
@@ -489,11 +449,7 @@ async fn each_page_works_in_chromium() {
         .await
         .unwrap();
     assert_eq!(run, json!("ddpm"), "the only diffusion run is picked");
-    let steps = c
-        .find(Locator::Css("#edit-form input[name=steps]"))
-        .await
-        .unwrap();
-    steps.send_keys("10").await.unwrap();
+    type_into(&c, "#edit-form input[name=steps]", "10").await;
     stroke(&c, "#edit-image").await;
     let drawn = c
         .execute(
@@ -511,18 +467,8 @@ async fn each_page_works_in_chromium() {
     shot(&c, "edit-draw").await;
 
     // Edit, mask → fill: a test example loaded, a mask painted over it, inpainted
-    c.find(Locator::Css("#edit-form select[name=task]"))
-        .await
-        .unwrap()
-        .select_by_value("inpaint")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#example-load"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    select(&c, "#edit-form select[name=task]", "inpaint").await;
+    click(&c, "#example-load").await;
     wait_js(
         &c,
         "(() => { const g = document.querySelector('#edit-image').getContext('2d').getImageData(0, 0, 32, 32).data; \
@@ -557,24 +503,9 @@ async fn each_page_works_in_chromium() {
     shot(&c, "edit-mask").await;
 
     // Text: a continuation of the prompt, 200 characters long
-    c.find(Locator::Css("button[data-page='text']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let tokens = c
-        .find(Locator::Css("#text-form input[name=max_tokens]"))
-        .await
-        .unwrap();
-    tokens.clear().await.unwrap();
-    tokens.send_keys("200").await.unwrap();
-    c.find(Locator::Css("#text-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button[data-page='text']").await;
+    type_into(&c, "#text-form input[name=max_tokens]", "200").await;
+    click(&c, "#text-form button[type=submit]").await;
     wait_js(
         &c,
         "document.querySelector('#text-status').textContent.startsWith('done')",
@@ -598,12 +529,7 @@ async fn each_page_works_in_chromium() {
         .unwrap();
     assert_eq!(raw, json!("ROMEO:".len() + 200));
     // Text, scoring: every character of the pasted text coloured by its log-probability
-    c.find(Locator::Css("#score-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#score-form button[type=submit]").await;
     wait_js(
         &c,
         "document.querySelectorAll('#score-out span').length === document.querySelector('#score-form textarea').value.length",
@@ -623,37 +549,12 @@ async fn each_page_works_in_chromium() {
     shot(&c, "text").await;
 
     // Likelihood: a test example against the test split and the OOD sets
-    c.find(Locator::Css("button[data-page='likelihood']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#likelihood-form select[name=run]"))
-        .await
-        .unwrap()
-        .select_by_value("vae")
-        .await
-        .unwrap();
-    let reference = c
-        .find(Locator::Css("#likelihood-form input[name=reference]"))
-        .await
-        .unwrap();
-    reference.clear().await.unwrap();
-    reference.send_keys("16").await.unwrap();
-    c.find(Locator::Css("#likelihood-picker button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button[data-page='likelihood']").await;
+    select(&c, "#likelihood-form select[name=run]", "vae").await;
+    type_into(&c, "#likelihood-form input[name=reference]", "16").await;
+    click(&c, "#likelihood-picker button").await;
     wait_js(&c, "document.querySelector('#likelihood-picker .muted').textContent.startsWith('test example')", "the example").await;
-    c.find(Locator::Css("#likelihood-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#likelihood-form button[type=submit]").await;
     wait_js(
         &c,
         "document.querySelector('#likelihood-value').textContent.includes('bits/dim') && document.querySelectorAll('#likelihood-hist svg path').length >= 3",
@@ -663,18 +564,8 @@ async fn each_page_works_in_chromium() {
     shot(&c, "likelihood").await;
 
     // Latent: the path between two test examples, and a point on it
-    c.find(Locator::Css("button[data-page='latent']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#latent-form select[name=run]"))
-        .await
-        .unwrap()
-        .select_by_value("vae")
-        .await
-        .unwrap();
+    click(&c, "button[data-page='latent']").await;
+    select(&c, "#latent-form select[name=run]", "vae").await;
     for sel in ["#latent-from button", "#latent-to button"] {
         c.find(Locator::Css(sel))
             .await
@@ -689,12 +580,7 @@ async fn each_page_works_in_chromium() {
         "both examples",
     )
     .await;
-    c.find(Locator::Css("#latent-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#latent-form button[type=submit]").await;
     wait_js(
         &c,
         "!document.querySelector('#latent-slider-label').hidden && document.querySelector('#latent-strip').naturalWidth > 0",

@@ -257,23 +257,34 @@ pub fn load_image_tensor(
     prep: &Preprocessing,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
+    let ([c, h, w], range, dequantize) = continuous_image("image", shape, prep)?;
+    let pixels = load_image(path, c, h, w)?;
+    pixels_to_tensor(&pixels, [c, h, w], range, dequantize, device)
+}
+
+/// The `(c, h, w)` of `shape` and the scaling of `prep`, for reading an image as a model's continuous values;
+/// errors (named `name`) for a shape that is not an image's and for binarized or raw preprocessing.
+fn continuous_image(
+    name: &str,
+    shape: &[usize],
+    prep: &Preprocessing,
+) -> Result<([usize; 3], crate::data::transforms::Range, bool)> {
     let &[c, h, w] = shape else {
         return Err(Error::invalid(
-            "image",
+            name.to_string(),
             format!("images have shape (c, h, w), the model's examples {shape:?}"),
         ));
     };
     let Preprocessing::Scale { range, dequantize } = prep else {
         return Err(Error::invalid(
-            "image",
+            name.to_string(),
             format!(
                 "an image for a model trained on {} data cannot be read as continuous values",
                 prep.describe()
             ),
         ));
     };
-    let pixels = load_image(path, c, h, w)?;
-    pixels_to_tensor(&pixels, [c, h, w], range, *dequantize, device)
+    Ok(([c, h, w], *range, *dequantize))
 }
 
 /// [`load_image_tensor`] for an image file held in memory; errors name it `name`.
@@ -284,30 +295,16 @@ pub fn image_tensor_from_bytes(
     prep: &Preprocessing,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
-    let &[c, h, w] = shape else {
-        return Err(Error::invalid(
-            name.to_string(),
-            format!("images have shape (c, h, w), the model's examples {shape:?}"),
-        ));
-    };
-    let Preprocessing::Scale { range, dequantize } = prep else {
-        return Err(Error::invalid(
-            name.to_string(),
-            format!(
-                "an image for a model trained on {} data cannot be read as continuous values",
-                prep.describe()
-            ),
-        ));
-    };
+    let ([c, h, w], range, dequantize) = continuous_image(name, shape, prep)?;
     let pixels = image_from_bytes(name, bytes, c, h, w)?;
-    pixels_to_tensor(&pixels, [c, h, w], range, *dequantize, device)
+    pixels_to_tensor(&pixels, [c, h, w], range, dequantize, device)
 }
 
 /// 8-bit pixels `(c, h, w)` as a batch of one in the value space of `Scale { range, dequantize }`.
 fn pixels_to_tensor(
     pixels: &[u8],
     [c, h, w]: [usize; 3],
-    range: &crate::data::transforms::Range,
+    range: crate::data::transforms::Range,
     dequantize: bool,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
