@@ -114,7 +114,52 @@ pub fn router(studio: Arc<Studio>) -> Router {
             ApiError::not_found("no such page or endpoint (GET / is the studio)")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(guard))
         .with_state(studio)
+}
+
+/// Whether `host` (a `Host` header: name or address, optional port) names this machine by address or as
+/// `localhost`; a DNS name pointing here (DNS rebinding) does not.
+fn host_allowed(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Refuses what a web page elsewhere could make the browser send here: a `Host` that is a DNS name (DNS
+/// rebinding; 403) and a POST whose body is not declared JSON (a cross-site form; browsers cannot send
+/// `application/json` across origins without a preflight, which the studio does not answer; 415).
+async fn guard(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(host) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Host '{host}' refused: open the studio by address (http://127.0.0.1:PORT/) or as localhost"),
+        )
+        .into_response();
+    }
+    if req.method() == axum::http::Method::POST {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|t| t.trim_start().starts_with("application/json"));
+        if !json {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST bodies are JSON: send Content-Type: application/json",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// `?run=NAME`.

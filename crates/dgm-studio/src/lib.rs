@@ -24,6 +24,9 @@
 //! The server binds to loopback unless told otherwise. Runs are addressed by their path relative to the runs
 //! folder, and only a folder that is a run (config and checkpoint) inside the runs folder — after resolving
 //! links — can be named: `..`, absolute paths and anything outside are refused. Request bodies are capped.
+//! What another web page could make the browser send here is refused: a `Host` header that is a DNS name
+//! other than `localhost` (DNS rebinding, 403) and a POST not declared `application/json` (a cross-site
+//! form, 415).
 //! Generation runs on one worker thread (one job uses every core) behind a bounded queue: a full queue
 //! answers 503 with a `Retry-After` header at once. A failed job keeps its one-line error for the page; a
 //! panicking job is caught and reported the same way, and the server keeps serving.

@@ -530,6 +530,38 @@ fn bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
         assert!(!msg.contains('\n'), "{what}: one line");
     }
     assert!(!runs.join("evil").exists() && !d.0.join("evil").exists());
+    // what a page elsewhere could make a browser send: a form post, a rebound DNS name
+    let form = read(
+        s.agent
+            .post(format!("{}/api/train", s.base))
+            .header("content-type", "text/plain")
+            .send(r#"{"name":"csrf","model":"vae"}"#)
+            .unwrap(),
+    );
+    assert_eq!(form.status, 415, "{}", form.text());
+    assert!(!runs.join("csrf").exists());
+    let rebound = read(
+        s.agent
+            .get(format!("{}/api/runs", s.base))
+            .header("host", "attacker.example:7860")
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(rebound.status, 403, "{}", rebound.text());
+    assert!(rebound.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("attacker.example"));
+    for ok in ["localhost:7860", "127.0.0.1:1", "[::1]:7860", "LOCALHOST"] {
+        let r = read(
+            s.agent
+                .get(format!("{}/api/runs", s.base))
+                .header("host", ok)
+                .call()
+                .unwrap(),
+        );
+        assert_eq!(r.status, 200, "{ok}: {}", r.text());
+    }
     // a missing query parameter and an oversized body are refused by the framework, with a 4xx
     assert_eq!(s.get("/api/run").status, 400);
     let big = format!(r#"{{"run":"vae","caption":"{}"}}"#, "a".repeat(100 << 10));
