@@ -19,11 +19,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::training::TrainRequest;
-use crate::work::{
+use crate::requests::{
     EditRequest, GenerateRequest, InterpolateRequest, LikelihoodRequest, SampleRequest,
     ScoreRequest, Work,
 };
+use crate::training::TrainRequest;
 use crate::{page, runs, Studio};
 
 /// An error answered as `{"error": "..."}` with its status (and `Retry-After` when retrying helps).

@@ -13,7 +13,7 @@ use std::time::Instant;
 use dgm::train::{run, Weights};
 use serde_json::{json, Value};
 
-use crate::work::{Context, Work};
+use crate::requests::{Context, Work};
 
 /// Finished jobs kept for the page (older ones are forgotten).
 pub(crate) const KEEP_FINISHED: usize = 64;

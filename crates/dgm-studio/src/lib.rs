@@ -61,6 +61,7 @@
 mod api;
 mod jobs;
 mod page;
+mod requests;
 mod runs;
 mod training;
 mod work;
