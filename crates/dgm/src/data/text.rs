@@ -4,6 +4,13 @@
 //! validation split, as in nanoGPT's `shakespeare_char`; a corpus has no third part, so the test split is the
 //! validation split (said wherever a report names it). Splits are contiguous, so no window straddles two.
 //!
+//! A directory whose top-level folders are separate works (e.g. one folder per Rust crate) can instead be split
+//! **by folder** (`data.text.split = "folders"`, [`load_split`]): every folder lies wholly in one split, so
+//! test text was never seen in training, not even as a neighbouring file. Folders are taken in the order of a
+//! hash of their names (fixed, independent of their sizes): the first ones make the test split until it holds
+//! ≥ 10 % of the bytes, the next ones the validation split until it does, the rest the training split. The
+//! corpus is laid out train | validation | test, so splits stay contiguous.
+//!
 //! Models see a split as a [`Dataset`] of token windows ([`Storage::Tokens`]): every offset is a training
 //! window (stride 1, drawn in a seeded random order by the loader), while evaluation windows tile the
 //! split without overlap, so one pass over them scores every token once.
@@ -25,7 +32,17 @@ pub struct TextCorpus {
     pub name: String,
     /// The whole corpus.
     pub bytes: Vec<u8>,
+    /// For a corpus split by folder: where the validation and the test splits start (else 90 % / 10 %).
+    pub bounds: Option<(usize, usize)>,
+    /// For a corpus split by folder: the folders of each split (train, validation, test).
+    pub folders: Option<[Vec<String>; 3]>,
 }
+
+/// How a corpus is split: `tail` (the last 10 % of the bytes) or `folders` (whole top-level folders).
+pub const SPLITS: &[&str] = &["tail", "folders"];
+
+/// The share of the bytes the test and the validation splits each reach at least under the folder split.
+pub const FOLDER_SPLIT_PERCENT: usize = 10;
 
 /// The files a corpus name or path is looked for at, in order.
 fn candidates(name_or_path: &str, dir: &Path) -> Vec<PathBuf> {
@@ -67,9 +84,106 @@ pub fn load(name_or_path: &str, dir: &Path) -> Result<TextCorpus> {
             msg: "the text file is empty; a corpus needs at least one byte".into(),
         });
     }
+    Ok(TextCorpus::from_bytes(name_or_path, bytes))
+}
+
+/// [`load`] with the split `split` (one of [`SPLITS`]): `folders` needs a directory with at least 3
+/// top-level folders holding text.
+pub fn load_split(name_or_path: &str, dir: &Path, split: &str) -> Result<TextCorpus> {
+    match split {
+        "tail" => load(name_or_path, dir),
+        "folders" => {
+            let tried = candidates(name_or_path, dir);
+            let Some(root) = tried.iter().find(|p| p.is_dir()) else {
+                return Err(Error::invalid(
+                    "data.text.split",
+                    format!(
+                        "'folders' splits a directory by its top-level folders, and text:{name_or_path} is not a directory"
+                    ),
+                ));
+            };
+            load_by_folders(name_or_path, root)
+        }
+        other => Err(Error::unknown("data.text.split", other, SPLITS)),
+    }
+}
+
+/// FNV-1a of a folder name: the fixed order in which folders are drawn for the test and validation splits.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A directory split by its top-level folders (see the module docs).
+fn load_by_folders(name: &str, root: &Path) -> Result<TextCorpus> {
+    let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
+    for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let p = e.map_err(|e| Error::io(root, e))?.path();
+        if p.is_dir() {
+            let folder = p
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if let Ok(c) = load_dir(&folder, &p) {
+                parts.push((folder, c.bytes));
+            }
+        }
+    }
+    if parts.len() < 3 {
+        return Err(Error::invalid(
+            "data.text.split",
+            format!(
+                "'folders' needs at least 3 top-level folders with .{} files in {}; it has {}",
+                DIR_EXTENSIONS.join(" or ."),
+                root.display(),
+                parts.len()
+            ),
+        ));
+    }
+    parts.sort_by_key(|(f, _)| (name_hash(f), f.clone()));
+    let total: usize = parts.iter().map(|(_, b)| b.len()).sum();
+    let want = total * FOLDER_SPLIT_PERCENT / 100;
+    // test first, then validation, each until it reaches its share; a split always gets one folder and
+    // training keeps at least one
+    let mut which = vec![0usize; parts.len()];
+    let (mut test, mut val) = (0, 0);
+    for (i, (_, b)) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            break;
+        }
+        if test < want || i == 0 {
+            which[i] = 2;
+            test += b.len();
+        } else if val < want || i == 1 {
+            which[i] = 1;
+            val += b.len();
+        } else {
+            break;
+        }
+    }
+    let mut bytes = Vec::with_capacity(total);
+    let mut folders: [Vec<String>; 3] = Default::default();
+    let mut starts = [0usize; 3];
+    for s in 0..3 {
+        starts[s] = bytes.len();
+        let mut here: Vec<&(String, Vec<u8>)> = parts
+            .iter()
+            .zip(&which)
+            .filter(|(_, &w)| w == s)
+            .map(|(p, _)| p)
+            .collect();
+        here.sort_by(|a, b| a.0.cmp(&b.0));
+        for (f, b) in here {
+            folders[s].push(f.clone());
+            bytes.extend_from_slice(b);
+        }
+    }
     Ok(TextCorpus {
-        name: name_or_path.to_string(),
+        name: name.to_string(),
         bytes,
+        bounds: Some((starts[1], starts[2])),
+        folders: Some(folders),
     })
 }
 
@@ -110,24 +224,31 @@ fn load_dir(name: &str, dir: &Path) -> Result<TextCorpus> {
             ),
         });
     }
-    Ok(TextCorpus {
-        name: name.to_string(),
-        bytes,
-    })
+    Ok(TextCorpus::from_bytes(name, bytes))
 }
 
 impl TextCorpus {
-    /// A corpus from bytes in memory.
+    /// A corpus from bytes in memory (split 90 % / 10 %).
     pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> TextCorpus {
         TextCorpus {
             name: name.into(),
             bytes,
+            bounds: None,
+            folders: None,
         }
     }
 
-    /// Byte offsets `(start, end)` of `split`: train is the first 90 %, validation and test the last 10 %.
+    /// Byte offsets `(start, end)` of `split`: train is the first 90 %, validation and test the last 10 %;
+    /// for a corpus split by folder, its three parts.
     pub fn split_range(&self, split: Split) -> (usize, usize) {
         let n = self.bytes.len();
+        if let Some((v, t)) = self.bounds {
+            return match split {
+                Split::Train => (0, v),
+                Split::Validation => (v, t),
+                Split::Test => (t, n),
+            };
+        }
         let a = n * TRAIN_PERCENT / 100;
         match split {
             Split::Train => (0, a),
@@ -195,6 +316,67 @@ mod tests {
 
     const TEXT: &str = "hello world, hello rust! the quick brown fox jumps over the lazy dog. \
                         abcdefghijklmnopqrstuvwxyz 0123456789 ...";
+
+    /// The folder split: each folder's text lies wholly in one split (no file in two), test and validation
+    /// each hold at least 10 % of the bytes and neither is empty, the same folders every time, and fewer than
+    /// 3 folders or a plain file are refused.
+    #[test]
+    fn folder_split_keeps_each_folder_in_one_split() -> TestResult {
+        let d = std::env::temp_dir().join(format!("dgm-text-folders-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut files = Vec::new();
+        for k in 0..12 {
+            let f = d.join(format!("crate{k}")).join("src");
+            std::fs::create_dir_all(&f)?;
+            for j in 0..3 {
+                let text = format!("// crate {k} file {j}\n{}\n", "x".repeat(50 * (k + 1) + j));
+                std::fs::write(f.join(format!("m{j}.rs")), &text)?;
+                files.push((format!("crate{k}"), text));
+            }
+        }
+        let c = load_split(&d.display().to_string(), &d, "folders")?;
+        let split_of = |s: Split| c.split(s).to_vec();
+        let parts = [
+            split_of(Split::Train),
+            split_of(Split::Validation),
+            split_of(Split::Test),
+        ];
+        let n = c.bytes.len();
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), n);
+        for p in &parts[1..] {
+            assert!(p.len() * 10 >= n, "{} of {n} bytes", p.len());
+        }
+        let folders = c.folders.clone().ok_or("no folders")?;
+        for (folder, text) in &files {
+            let inside: Vec<usize> = (0..3)
+                .filter(|&s| String::from_utf8_lossy(&parts[s]).contains(text.as_str()))
+                .collect();
+            assert_eq!(inside.len(), 1, "{folder}: {text:?} in splits {inside:?}");
+            assert!(
+                folders[inside[0]].contains(folder),
+                "{folder} listed elsewhere"
+            );
+        }
+        assert_eq!(load_split(&d.display().to_string(), &d, "folders")?, c);
+        // the tail split of the same folder is the old 90/10 one
+        let tail = load_split(&d.display().to_string(), &d, "tail")?;
+        assert!(tail.bounds.is_none() && tail.split(Split::Test) == tail.split(Split::Validation));
+        let two = d.join("two");
+        for k in 0..2 {
+            std::fs::create_dir_all(two.join(format!("c{k}")))?;
+            std::fs::write(two.join(format!("c{k}/a.rs")), "fn a() {}")?;
+        }
+        let e = load_split(&two.display().to_string(), &d, "folders").unwrap_err();
+        assert!(e.to_string().contains("at least 3"), "{e}");
+        let file = d.join("crate0/src/m0.rs");
+        assert!(load_split(&file.display().to_string(), &d, "folders").is_err());
+        assert!(load_split("x", &d, "random")
+            .unwrap_err()
+            .to_string()
+            .contains("folders"));
+        std::fs::remove_dir_all(&d)?;
+        Ok(())
+    }
 
     #[test]
     fn splits_are_contiguous_90_10() {

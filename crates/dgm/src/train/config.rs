@@ -63,6 +63,9 @@ pub struct TextOptions {
     /// The tokenizer built from the corpus when training starts (`chars` or `bytes`); afterwards the run
     /// keeps the one it was trained with in `[model.tokenizer]`.
     pub tokenizer: String,
+    /// How the corpus is split (see [`crate::data::text`]): `tail` (the last 10 % of the bytes is validation
+    /// and test) or `folders` (whole top-level folders, e.g. crates, in each split).
+    pub split: String,
 }
 
 impl Default for TextOptions {
@@ -70,6 +73,7 @@ impl Default for TextOptions {
         Self {
             context: 256,
             tokenizer: "chars".into(),
+            split: "tail".into(),
         }
     }
 }

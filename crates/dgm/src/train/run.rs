@@ -305,7 +305,7 @@ pub fn load_data(cfg: &RunConfig, split: Split, data_dir: &Path) -> Result<Datas
         return data::load_holding_out(&spec, split, data_dir, &cfg.data.sizes, &holdout);
     };
     let opts = cfg.data.text.clone().unwrap_or_default();
-    let corpus = data::text::load(name, data_dir)?;
+    let corpus = data::text::load_split(name, data_dir, &opts.split)?;
     let tokenizer = match run_tokenizer(cfg)? {
         Some(t) => t,
         None => Tokenizer::from_corpus(&opts.tokenizer, &corpus.bytes)?,
