@@ -5,6 +5,7 @@
 //! model inputs each time a batch is drawn (so dynamic binarisation and dequantisation noise are fresh every
 //! time, and drawn from dgm's seeded [`Rng`]).
 
+pub mod audio;
 pub mod batch;
 pub mod captions;
 pub mod mnist;
