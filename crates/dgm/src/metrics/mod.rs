@@ -14,5 +14,6 @@ pub mod ood;
 pub mod quality;
 pub mod restoration;
 pub mod suite;
+pub mod translation;
 
 pub use likelihood::{evaluate_nll, nll_report, per_example_nll, NllReport, PerExampleNll};
