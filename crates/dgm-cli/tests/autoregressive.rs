@@ -155,6 +155,13 @@ fn gpt_bad_inputs_exit_2_with_one_line() {
     };
     bad(&["--prompt", ""], &["prompt", "empty"]);
     bad(&["--prompt", "ROMEO: xyz"], &["'x'", "offset 7"]);
+    // a prompt file that is not UTF-8 text for a character model: named by its flag
+    let binary = d.join("binary.rs");
+    std::fs::write(&binary, b"\xff\xfe\x00ROMEO").unwrap();
+    bad(
+        &["--prompt-file", binary.to_str().unwrap()],
+        &["--prompt-file", "0xff", "offset 0"],
+    );
     bad(&["--max-tokens", "0"], &["max-tokens"]);
     bad(&["--temperature", "0"], &["temperature"]);
     bad(&["--temperature=-1"], &["temperature"]);

@@ -88,10 +88,15 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         ));
     }
     let prompt = prompt.unwrap_or_default();
+    let flag = if a.prompt.is_some() {
+        "--prompt"
+    } else {
+        "--prompt-file"
+    };
     let ids = lm
         .tokenizer()
         .encode(&prompt)
-        .map_err(|e| dgm::Error::invalid("--prompt", e.to_string()))?;
+        .map_err(|e| dgm::Error::invalid(flag, e.to_string()))?;
     let n = a.n.unwrap_or(1);
     let mut all = Vec::new();
     let stdout = std::io::stdout();
