@@ -62,7 +62,7 @@ async function loadRuns() {
     const step = r.training && r.training.state !== "finished"
       ? `${r.training.step} / ${r.training.total_steps} (${r.training.state})`
       : `${r.step ?? "–"}${r.total_steps ? " / " + r.total_steps : ""}`;
-    const fid = r.quality && r.quality.fid !== undefined ? num(r.quality.fid, 2) : "–";
+    const fid = num(r.fid, 2);
     for (const c of [r.name, r.model ?? "–", r.data ?? "–", step,
       lik ? `${num(lik.nll_nats, 2)} nats, ${num(lik.bits_per_dim, 3)} bits/dim` : "–",
       lik ? lik.kind : "–", fid]) tr.append(el("td", c));

@@ -131,6 +131,7 @@ pub(crate) fn summary_json(s: &RunSummary) -> Value {
         "likelihood": s.best_nll().map(nll),
         "likelihoods": s.nll.iter().map(nll).collect::<Vec<_>>(),
         "quality": s.quality.as_ref().map(|q| serde_json::to_value(q).unwrap_or(Value::Null)),
+        "fid": s.quality.as_ref().and_then(|q| q.sets.fid).map(finite),
         "has_samples": s.sample.is_some(),
         "has_loss": s.loss_svg.is_some(),
         "abilities": abilities,

@@ -98,6 +98,13 @@ fn trains_watches_stops_and_samples_through_the_api() {
         .as_str()
         .unwrap()
         .contains("latent_dim = 2"));
+    // a sample-quality result written by `dgm eval` shows as the run's FID
+    std::fs::write(
+        d.0.join("runs/vae/eval-quality.json"),
+        r#"{"step": 1, "weights": "ema", "num_samples": 10, "reference": {"split": "test", "n": 10}, "fid": 12.5}"#,
+    )
+    .unwrap();
+    assert_eq!(s.get("/api/run?run=vae").json()["fid"], json!(12.5));
     let grid = s.get("/api/run/samples.png?run=vae");
     assert_eq!(grid.status, 200);
     assert!(is_png(&grid.body));
