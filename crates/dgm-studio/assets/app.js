@@ -243,16 +243,19 @@ $("#sample-form").addEventListener("submit", async ev => {
   const id = await submitJob("/api/sample", req, status, $("#sample-form button"));
   if (id === null) return;
   const j = await follow(id, status);
-  const grid = $("#sample-grid");
-  const each = $("#sample-each");
+  showPictures(id, j, $("#sample-grid"), $("#sample-each"), `${req.run.replaceAll("/", "_")}-seed${req.seed}`);
+});
+
+/// A finished job's grid in `grid` and each of its pictures in `each` as a link that downloads it.
+function showPictures(id, j, grid, each, stem) {
   each.replaceChildren();
-  if (j.state !== "done") { grid.hidden = true; return; }
+  if (j.state !== "done") { grid.hidden = true; return false; }
   grid.src = `/api/jobs/${id}/image.png`;
   grid.hidden = false;
   for (let i = 0; i < j.images; i++) {
     const a = el("a");
     a.href = `/api/jobs/${id}/image.png?index=${i}`;
-    a.download = `${req.run.replaceAll("/", "_")}-seed${req.seed}-${i}.png`;
+    a.download = `${stem}-${i}.png`;
     a.title = `download sample ${i}`;
     const img = el("img");
     img.src = a.href;
@@ -260,7 +263,8 @@ $("#sample-form").addEventListener("submit", async ev => {
     a.append(img);
     each.append(a);
   }
-});
+  return true;
+}
 
 $("#text-form").addEventListener("submit", async ev => {
   ev.preventDefault();
@@ -429,25 +433,10 @@ $("#edit-form").addEventListener("submit", async ev => {
   const id = await submitJob("/api/edit", req, status, $("#edit-form button[type=submit]"));
   if (id === null) return;
   const j = await follow(id, status);
-  const grid = $("#edit-grid");
-  const each = $("#edit-each");
-  each.replaceChildren();
-  if (j.state !== "done") { grid.hidden = true; return; }
-  grid.src = `/api/jobs/${id}/image.png`;
-  grid.hidden = false;
+  if (!showPictures(id, j, $("#edit-grid"), $("#edit-each"), `${req.run.replaceAll("/", "_")}-${task}-seed${req.seed}`)) return;
   $("#edit-legend").textContent = task === "sdedit"
     ? `the guide, then ${j.images} samples`
     : `the input, the measurement, then ${j.images} samples`;
-  for (let i = 0; i < j.images; i++) {
-    const a = el("a");
-    a.href = `/api/jobs/${id}/image.png?index=${i}`;
-    a.download = `${req.run.replaceAll("/", "_")}-${task}-seed${req.seed}-${i}.png`;
-    const img = el("img");
-    img.src = a.href;
-    img.alt = `result ${i}`;
-    a.append(img);
-    each.append(a);
-  }
 });
 updateEditFields();
 
