@@ -27,7 +27,7 @@ enum State {
     Failed(String),
 }
 
-/// The pictures of a sample or edit job: the grid and each sample alone, as PNG files.
+/// The pictures of a sample, edit or interpolate job: the grid and each picture alone, as PNG files.
 #[derive(Default)]
 pub(crate) struct Images {
     pub(crate) grid: Vec<u8>,
