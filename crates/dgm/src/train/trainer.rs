@@ -171,7 +171,6 @@ impl Session {
         })
     }
 
-    /// Writes samples as `samples/<stem>.png` (images, points) or `samples/<stem>.txt` (language models).
     /// The captions of the sample grid's 8 rows (the first training captions), for a caption model.
     fn grid_captions(&self) -> Option<Vec<String>> {
         match (
@@ -183,6 +182,7 @@ impl Session {
         }
     }
 
+    /// Writes samples as `samples/<stem>.png` (images, points) or `samples/<stem>.txt` (language models).
     fn write_samples(&self, stem: &str) -> Result<PathBuf> {
         let dir = self.dir.samples_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
