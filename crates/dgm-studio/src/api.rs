@@ -232,8 +232,7 @@ async fn run_detail(State(s): Shared, Query(q): Query<RunQuery>) -> ApiResult<Js
 async fn run_samples(State(s): Shared, Query(q): Query<RunQuery>) -> ApiResult<Response> {
     blocking(move || {
         let dir = runs::resolve(s.root(), &q.run)?;
-        let summary = runs::summary(&dir, &q.run)?;
-        let path = summary.sample.ok_or_else(|| {
+        let path = dgm::report::latest_sample(&dir).ok_or_else(|| {
             ApiError::not_found(format!("run '{}' has written no samples yet", q.run))
         })?;
         let bytes = std::fs::read(&path)
@@ -409,13 +408,7 @@ async fn job_image(
     Query(q): Query<ImageQuery>,
 ) -> ApiResult<Response> {
     let id = job_id(&id)?;
-    s.jobs.image(id, q.index).map(png).map_err(|e| {
-        if e.starts_with("no job") {
-            ApiError::not_found(e)
-        } else {
-            ApiError::bad_request(e)
-        }
-    })
+    s.jobs.image(id, q.index).map(png)
 }
 
 /// How often a run's files are looked at for the event stream.

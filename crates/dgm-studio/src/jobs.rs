@@ -13,6 +13,7 @@ use std::time::Instant;
 use dgm::train::{run, Weights};
 use serde_json::{json, Value};
 
+use crate::api::ApiError;
 use crate::requests::{Context, Work};
 
 /// Finished jobs kept for the page (older ones are forgotten).
@@ -178,24 +179,31 @@ impl Jobs {
         }))
     }
 
-    /// A finished sample job's grid (`index: None`) or one image, as PNG bytes; `Err` says why not.
-    pub(crate) fn image(&self, id: u64, index: Option<usize>) -> Result<Vec<u8>, String> {
+    /// A finished picture job's grid (`index: None`) or one picture, as PNG bytes; a 404 for an unknown job,
+    /// a 400 for one without pictures (yet) or an index past them.
+    pub(crate) fn image(&self, id: u64, index: Option<usize>) -> Result<Vec<u8>, ApiError> {
         let t = lock(&self.table);
-        let j = t.jobs.get(&id).ok_or_else(|| format!("no job {id}"))?;
+        let j = t
+            .jobs
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
         if !matches!(j.kind, "sample" | "edit" | "interpolate") {
-            return Err(format!("job {id} is a {} job; it has no image", j.kind));
+            return Err(ApiError::bad_request(format!(
+                "job {id} is a {} job; it has no image",
+                j.kind
+            )));
         }
         if j.state != State::Done {
-            return Err(format!("job {id} has not finished"));
+            return Err(ApiError::bad_request(format!("job {id} has not finished")));
         }
         match index {
             None => Ok(j.images.grid.clone()),
             Some(i) => j.images.each.get(i).cloned().ok_or_else(|| {
-                format!(
+                ApiError::bad_request(format!(
                     "index {i}: job {id} has {} separate images (0 to {}); 2-D point samples have none",
                     j.images.each.len(),
                     j.images.each.len().saturating_sub(1)
-                )
+                ))
             }),
         }
     }

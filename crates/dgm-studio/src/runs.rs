@@ -49,12 +49,6 @@ pub(crate) fn check_name(name: &str, parts: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Whether `dir` holds a run: a config and a checkpoint.
-pub(crate) fn is_run(dir: &Path) -> bool {
-    dir.join("config.toml").is_file()
-        && (dir.join(dgm::checkpoint::MANIFEST_FILE).is_file() || dir.join("state.json").is_file())
-}
-
 /// The folder of run `name` under `root` (already canonical): a 400 for a malformed name, a 404 when it is
 /// not a run inside `root` once links are resolved.
 pub(crate) fn resolve(root: &Path, name: &str) -> Result<PathBuf, ApiError> {
@@ -65,7 +59,7 @@ pub(crate) fn resolve(root: &Path, name: &str) -> Result<PathBuf, ApiError> {
         ))
     };
     let dir = root.join(name).canonicalize().map_err(|_| not_found())?;
-    if !dir.starts_with(root) || !is_run(&dir) {
+    if !dir.starts_with(root) || !dgm::report::is_run(&dir) {
         return Err(not_found());
     }
     Ok(dir)

@@ -115,9 +115,8 @@ impl Training {
             cfg.set(kv)?;
         }
         cfg.validate()?;
-        let mut opts = TrainOptions::new(data_dir);
+        let opts = TrainOptions::new(data_dir);
         let stop = opts.stop.clone();
-        opts.stop_after = None;
         let live = Live {
             stop,
             state: "starting",

@@ -53,6 +53,21 @@ impl Work {
     }
 }
 
+/// The condition a job asks for: one class or one caption for every sample, or none (not both).
+fn condition(class: Option<u32>, caption: &Option<String>) -> dgm::Result<Condition> {
+    Ok(match (class, caption) {
+        (Some(_), Some(_)) => {
+            return Err(dgm::Error::invalid(
+                "class",
+                "give a class or a caption, not both",
+            ))
+        }
+        (Some(k), None) => Condition::Class(vec![k]),
+        (None, Some(c)) => Condition::Caption(vec![c.clone()]),
+        (None, None) => Condition::None,
+    })
+}
+
 /// A token shown on the page: its byte as a character (printable ASCII, space, newline, tab), else `\xNN`.
 fn token_text(b: u8) -> String {
     match b {
@@ -204,17 +219,7 @@ fn edit(w: &EditWork, run: &run::LoadedRun, out: &Output) -> dgm::Result<Images>
         n: r.n,
         seed: r.seed,
         strength: r.strength,
-        condition: match (r.class, &r.caption) {
-            (Some(_), Some(_)) => {
-                return Err(dgm::Error::invalid(
-                    "class",
-                    "give a class or a caption, not both",
-                ))
-            }
-            (Some(k), None) => Condition::Class(vec![k]),
-            (None, Some(c)) => Condition::Caption(vec![c.clone()]),
-            (None, None) => Condition::None,
-        },
+        condition: condition(r.class, &r.caption)?,
         guidance: r.guidance,
         progress: out.progress(),
         ..EditOptions::default()
@@ -259,17 +264,7 @@ fn sample(r: &SampleRequest, run: &run::LoadedRun, out: &Output) -> dgm::Result<
     opts.steps = r.steps;
     opts.guidance = r.guidance;
     opts.progress = out.progress();
-    opts.condition = match (&r.caption, r.class) {
-        (Some(_), Some(_)) => {
-            return Err(dgm::Error::invalid(
-                "class",
-                "give a class or a caption, not both",
-            ))
-        }
-        (Some(c), None) => Condition::Caption(vec![c.clone()]),
-        (None, Some(k)) => Condition::Class(vec![k]),
-        (None, None) => Condition::None,
-    };
+    opts.condition = condition(r.class, &r.caption)?;
     dgm::model::check_sample_options(model, &opts)?;
     let prep = &run.config.data.preprocessing;
     let shape = dgm::models::example_shape(&run.config.model.name, &run.config.model.config)?;

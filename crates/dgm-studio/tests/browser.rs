@@ -90,17 +90,20 @@ async fn wait_js(c: &Client, cond: &str, what: &str) -> Value {
     }
 }
 
-/// The standard deviation of the grey values of the image `sel` (0 for a blank image), drawn on a canvas.
+/// The standard deviation of the grey values of the image `sel` (0 for a blank image), drawn on a canvas, as
+/// text (so that a blank image's 0 is not mistaken for "not loaded yet", which is null).
 const IMAGE_SPREAD: &str = "(() => { const i = document.querySelector(SEL);
-  if (!i || !i.complete || !i.naturalWidth) return -1;
+  if (!i || !i.complete || !i.naturalWidth) return null;
   const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
   const g = c.getContext('2d'); g.drawImage(i, 0, 0);
   const d = g.getImageData(0, 0, c.width, c.height).data; let s = 0, s2 = 0, n = 0;
   for (let k = 0; k < d.length; k += 4) { const v = (d[k] + d[k + 1] + d[k + 2]) / 3; s += v; s2 += v * v; n++; }
-  const m = s / n; return Math.sqrt(Math.max(0, s2 / n - m * m)); })()";
+  const m = s / n; return String(Math.sqrt(Math.max(0, s2 / n - m * m))); })()";
 
-fn spread_of(sel: &str) -> String {
-    IMAGE_SPREAD.replace("SEL", &format!("'{sel}'"))
+/// Waits until the image `sel` has loaded; the spread of its grey values.
+async fn wait_spread(c: &Client, sel: &str, what: &str) -> f64 {
+    let v = wait_js(c, &IMAGE_SPREAD.replace("SEL", &format!("'{sel}'")), what).await;
+    v.as_str().and_then(|t| t.parse().ok()).unwrap_or(f64::NAN)
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -171,17 +174,8 @@ async fn demo_pass(c: &Client, base: &str) {
         .click()
         .await
         .unwrap();
-    let spread = wait_js(
-        c,
-        &format!(
-            "{} > 0 && {}",
-            spread_of("#detail-samples"),
-            spread_of("#detail-samples")
-        ),
-        "the demo grid",
-    )
-    .await;
-    assert!(spread.as_f64().unwrap() > 2.0);
+    let spread = wait_spread(c, "#detail-samples", "the demo grid").await;
+    assert!(spread > 2.0);
     shot(c, "demo-runs").await;
 
     click(c, "button[data-page='sample']").await;
@@ -200,8 +194,8 @@ async fn demo_pass(c: &Client, base: &str) {
         "the demo samples",
     )
     .await;
-    let spread = wait_js(c, &spread_of("#sample-grid"), "the demo sample grid").await;
-    assert!(spread.as_f64().unwrap() > 2.0);
+    let spread = wait_spread(c, "#sample-grid", "the demo sample grid").await;
+    assert!(spread > 2.0);
     shot(c, "demo-sample").await;
 
     click(c, "button[data-page='edit']").await;
@@ -270,11 +264,8 @@ async fn run_edit(c: &Client) {
         "the edit's samples",
     )
     .await;
-    let spread = wait_js(c, &spread_of("#edit-grid"), "the edit's grid").await;
-    assert!(
-        spread.as_f64().unwrap() > 2.0,
-        "blank edit result: {spread}"
-    );
+    let spread = wait_spread(c, "#edit-grid", "the edit's grid").await;
+    assert!(spread > 2.0, "blank edit result: {spread}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,20 +360,8 @@ async fn each_page_works_in_chromium() {
         .await
         .unwrap();
     assert!(c.find(Locator::Css("tr[data-run='gpt']")).await.is_ok());
-    let spread = wait_js(
-        &c,
-        &format!(
-            "{} > 0 && {}",
-            spread_of("#detail-samples"),
-            spread_of("#detail-samples")
-        ),
-        "the run's sample grid",
-    )
-    .await;
-    assert!(
-        spread.as_f64().unwrap() > 2.0,
-        "blank sample grid: {spread}"
-    );
+    let spread = wait_spread(&c, "#detail-samples", "the run's sample grid").await;
+    assert!(spread > 2.0, "blank sample grid: {spread}");
     wait_js(
         &c,
         "document.querySelector('#detail-loss').naturalWidth > 0",
@@ -425,11 +404,8 @@ async fn each_page_works_in_chromium() {
         "16 single samples",
     )
     .await;
-    let spread = wait_js(&c, &spread_of("#sample-grid"), "the sample grid").await;
-    assert!(
-        spread.as_f64().unwrap() > 2.0,
-        "blank sample grid: {spread}"
-    );
+    let spread = wait_spread(&c, "#sample-grid", "the sample grid").await;
+    assert!(spread > 2.0, "blank sample grid: {spread}");
     let status = wait_js(
         &c,
         "document.querySelector('#sample-status').textContent",
@@ -587,17 +563,8 @@ async fn each_page_works_in_chromium() {
         "the interpolation strip",
     )
     .await;
-    let spread = wait_js(
-        &c,
-        &format!(
-            "{} > 0 && {}",
-            spread_of("#latent-frame"),
-            spread_of("#latent-frame")
-        ),
-        "a point on the path",
-    )
-    .await;
-    assert!(spread.as_f64().unwrap() > 0.5, "blank frame: {spread}");
+    let spread = wait_spread(&c, "#latent-frame", "a point on the path").await;
+    assert!(spread > 0.5, "blank frame: {spread}");
     shot(&c, "latent").await;
 
     // With DGM_STUDIO_DEMO_RUN (a caption-conditioned shapes run, e.g. the README's runs/quickstart), the same

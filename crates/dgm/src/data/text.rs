@@ -125,8 +125,11 @@ fn load_by_folders(name: &str, root: &Path) -> Result<TextCorpus> {
                 .file_name()
                 .map(|f| f.to_string_lossy().to_string())
                 .unwrap_or_default();
-            if let Ok(c) = load_dir(&folder, &p) {
-                parts.push((folder, c.bytes));
+            match load_dir(&folder, &p) {
+                Ok(c) => parts.push((folder, c.bytes)),
+                // a folder without text (docs, assets) is not a part; a folder that cannot be read is an error
+                Err(Error::CorruptData { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -36,7 +36,9 @@ pub fn collect_runs(root: &Path) -> Result<Vec<RunSummary>> {
     Ok(dirs.iter().map(|d| read_run(root, d)).collect())
 }
 
-fn is_run(dir: &Path) -> bool {
+/// Whether `dir` holds a run: `config.toml` and a checkpoint (`checkpoint.json`, or an older run's
+/// `state.json`).
+pub fn is_run(dir: &Path) -> bool {
     dir.join("config.toml").is_file()
         && (dir.join(crate::checkpoint::MANIFEST_FILE).is_file()
             || dir.join("state.json").is_file())
@@ -314,8 +316,9 @@ fn read_metrics(dir: &Path, r: &mut RunSummary) {
     }
 }
 
-/// `samples/samples.png` if present, else the `samples/step-N.png` with the largest N.
-fn latest_sample(dir: &Path) -> Option<PathBuf> {
+/// The latest sample grid of the run in `dir`: `samples/samples.png` if present, else the
+/// `samples/step-N.png` with the largest N.
+pub fn latest_sample(dir: &Path) -> Option<PathBuf> {
     let samples = dir.join("samples");
     let main = samples.join("samples.png");
     if main.is_file() {

@@ -52,7 +52,7 @@ use crate::{Error, Result};
 
 pub use format::{base64, html_escape};
 pub use html::render_html;
-pub use load::collect_runs;
+pub use load::{collect_runs, is_run, latest_sample};
 pub use markdown::render_markdown;
 
 /// How deep below the root run directories are looked for (the root itself is depth 0).
