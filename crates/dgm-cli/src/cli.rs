@@ -43,13 +43,17 @@ pub enum Command {
     #[command(after_help = models_and_data())]
     Train(TrainArgs),
     /// Draw samples from a trained run: a PNG grid for image models, streamed text for language models
-    /// (--prompt, --max-tokens, --temperature, --top-k, --top-p).
+    /// (--prompt, --max-tokens, --temperature, --top-k, --top-p), a WAV and its spectrogram for audio models.
     #[command(after_help = models_and_data())]
     Sample(SampleArgs),
-    /// Score a text file under a language model: per-token log-probabilities, total nats, nats and bits per
-    /// character.
+    /// Score a text file under a language model (per-token log-probabilities, total nats, nats and bits per
+    /// character) or a WAV file under an audio model (bits per sample, per class).
     #[command(after_help = models_and_data())]
     Score(ScoreArgs),
+    /// Translate with a language model trained on lines `source = target` (e.g. --data text:numbers-en-fr):
+    /// beam search (--beam 1 = greedy); --eval scores the held-out pairs (exact match, BLEU, chrF).
+    #[command(after_help = models_and_data())]
+    Translate(TranslateArgs),
     /// Edit data with a trained model.
     #[command(subcommand, after_help = models_and_data())]
     Edit(EditCommand),
@@ -266,10 +270,11 @@ pub struct RunArg {
 pub struct SampleArgs {
     #[command(flatten)]
     pub run: RunArg,
-    /// Number of samples (default: 64 images, 1 text).
+    /// Number of samples (default: 64 images, 1 text, 1 audio clip).
     #[arg(short = 'n', long = "num")]
     pub n: Option<usize>,
-    /// Output file: a PNG for image models (required); for language models the text is also written here.
+    /// Output file: a PNG for image models, a WAV for audio models (with its spectrogram as a PNG of the same
+    /// name; several clips are joined with 0.25 s of silence); for language models the text is also written here.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed.
@@ -318,7 +323,7 @@ pub struct SampleArgs {
     /// Language models: recompute the whole context for every token instead of using the KV cache.
     #[arg(long)]
     pub no_kv_cache: bool,
-    /// Language models: print tokens/s to stderr when done.
+    /// Language models: print tokens/s to stderr when done; audio models: samples/s.
     #[arg(long)]
     pub timing: bool,
 }
@@ -328,12 +333,44 @@ pub struct SampleArgs {
 pub struct ScoreArgs {
     #[command(flatten)]
     pub run: RunArg,
-    /// The text file to score (any bytes; those outside the model's vocabulary are reported and skipped).
+    /// The text file to score, for a language model (any bytes; those outside the model's vocabulary are
+    /// reported and skipped).
+    #[arg(long, conflicts_with = "audio", required_unless_present = "audio")]
+    pub text: Option<PathBuf>,
+    /// The WAV file to score, for an audio model (mono 16-bit at the model's rate, at most its clip length;
+    /// padded with silence to that length).
     #[arg(long)]
-    pub text: PathBuf,
+    pub audio: Option<PathBuf>,
+    /// Audio models conditioned on a class: score under this class (default: under every class, with the
+    /// most likely one).
+    #[arg(long)]
+    pub class: Option<u32>,
     /// Print only the summary, not one line per token.
     #[arg(long)]
     pub summary: bool,
+}
+
+/// `dgm translate`
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    #[command(flatten)]
+    pub run: RunArg,
+    /// The sentence to translate (e.g. "twenty-three").
+    #[arg(required_unless_present = "eval")]
+    pub text: Option<String>,
+    /// Hypotheses kept by beam search (1 = greedy decoding).
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
+    /// Tokens generated at most.
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// Score the test pairs of the run's parallel corpus (text:numbers-en-de or text:numbers-en-fr) instead:
+    /// exact match, BLEU and chrF, greedy and with the beam.
+    #[arg(long, conflicts_with = "text")]
+    pub eval: bool,
+    /// With --eval: only the first N test pairs.
+    #[arg(long, requires = "eval")]
+    pub limit: Option<usize>,
 }
 
 /// `dgm edit …`

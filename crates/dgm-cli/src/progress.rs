@@ -113,11 +113,25 @@ impl TrainProgress {
                 row_captions,
             } => {
                 if !self.quiet {
+                    let wav = samples.extension().is_some_and(|e| e == "wav");
                     println!(
-                        "done: {step} steps. Open {} to see samples; the loss curve is {}",
+                        "done: {step} steps. Open {} to {} samples; the loss curve is {}",
                         samples.display(),
+                        if wav {
+                            "hear (a clip per class; the spectrogram is beside it)"
+                        } else {
+                            "see"
+                        },
                         loss_curve.display()
                     );
+                    if wav {
+                        if let Some(run) = samples.parent().and_then(|p| p.parent()) {
+                            println!(
+                                "one clip of your own: dgm sample --run {} --class 7 --out seven.wav",
+                                run.display()
+                            );
+                        }
+                    }
                     if let Some(rows) = row_captions {
                         println!("each row of the grid is drawn from one caption:");
                         for (i, c) in rows.iter().enumerate() {

@@ -564,6 +564,10 @@ pub trait Sequence: Model {
     /// of the text only); a text longer than the context is scored with a sliding window.
     fn token_log_probs(&self, ids: &[u32]) -> Result<Vec<f64>>;
 
+    /// log p(next token | prefix) in nats for every token of the vocabulary, one row per prefix (each
+    /// conditioned on its last `context_len() − 1` tokens after the start of text): what beam search expands.
+    fn next_log_probs(&self, prefixes: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
+
     /// Continues `prompt` (may be empty: then generation starts from the start of text) by
     /// `opts.max_tokens` tokens, calling `on_token` with each as soon as it is drawn (return `false` to
     /// stop early). Returns the generated tokens.

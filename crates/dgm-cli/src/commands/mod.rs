@@ -23,6 +23,7 @@ mod sample;
 mod score;
 mod studio;
 mod train;
+mod translate;
 
 use self::complete::complete_cmd;
 use self::data::data_info;
@@ -35,6 +36,7 @@ use self::sample::sample_cmd;
 use self::score::score_cmd;
 use self::studio::studio_cmd;
 use self::train::train_cmd;
+use self::translate::translate_cmd;
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -42,6 +44,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => train_cmd(a),
         Command::Sample(a) => sample_cmd(a),
         Command::Score(a) => score_cmd(a),
+        Command::Translate(a) => translate_cmd(a),
         Command::Edit(EditCommand::Complete(a)) => complete_cmd(a),
         Command::Edit(other) => restore_cmd(other),
         Command::Eval(a) => eval_cmd(a),

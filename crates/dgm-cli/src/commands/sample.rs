@@ -20,9 +20,13 @@ pub(super) fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
         ));
     }
     let run = load(&a.run)?;
-    refuse_sample_flags(&a, run.model.as_ref())?;
+    let audio = is_audio(&run.config.data.name)?;
+    refuse_sample_flags(&a, run.model.as_ref(), audio)?;
     if let Some(lm) = run.model.as_sequence() {
         return sample_text(&a, lm);
+    }
+    if audio {
+        return sample_audio(&a, run.model.as_ref());
     }
     let Some(out) = &a.out else {
         bail!(dgm::Error::invalid(
@@ -67,6 +71,64 @@ pub(super) fn sample_cmd(a: SampleArgs) -> Result<ExitCode> {
     println!("wrote {n} samples to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
+
+/// True when the run's data are audio clips (the samples are written as a WAV).
+fn is_audio(data: &str) -> Result<bool> {
+    Ok(dgm::data::DataSpec::parse(data)?.kind() == dgm::data::DataKind::Audio)
+}
+
+/// `dgm sample` for an audio model: `-n` clips (default 1) as one WAV, a short silence between them, and its
+/// spectrogram as a PNG of the same name.
+fn sample_audio(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<ExitCode> {
+    let out = match &a.out {
+        Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) => p,
+        Some(p) => bail!(dgm::Error::invalid(
+            "--out",
+            format!(
+                "{} is not a .wav file; audio models write WAV, e.g. --out seven.wav",
+                p.display()
+            )
+        )),
+        None => bail!(dgm::Error::invalid(
+            "--out",
+            "give the WAV file to write, e.g. --out seven.wav"
+        )),
+    };
+    let n = a.n.unwrap_or(1);
+    if n > MAX_CLIPS {
+        bail!(dgm::Error::invalid(
+            "-n",
+            format!(
+                "{n} clips: at most {MAX_CLIPS} per call (each is generated one sample at a time)"
+            )
+        ));
+    }
+    let mut opts = SampleOptions::seeded(a.seed);
+    opts.temperature = a.temperature;
+    opts.condition = per_sample(condition(a), n)?;
+    let started = std::time::Instant::now();
+    let x = model.sample(n, &opts)?;
+    let secs = started.elapsed().as_secs_f64();
+    let png = dgm::data::audio::write_clips(out, &x, dgm::data::audio::DIGITS_RATE)?;
+    let len = x.dim(1)?;
+    println!(
+        "wrote {n} clip(s) of {:.2} s to {} (spectrogram: {})",
+        len as f64 / dgm::data::audio::DIGITS_RATE as f64,
+        out.display(),
+        png.display()
+    );
+    if a.timing {
+        eprintln!(
+            "{} samples in {secs:.2} s: {:.0} samples/s (fast generation, {n} clip(s) at once)",
+            n * len,
+            (n * len) as f64 / secs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Clips `dgm sample` generates per call for an audio model.
+const MAX_CLIPS: usize = 1000;
 
 /// Images `dgm sample` draws per model call (the default -n of 64 is one batch).
 const SAMPLE_BATCH_IMAGES: usize = 256;
@@ -184,8 +246,8 @@ fn per_sample(cond: Condition, n: usize) -> Result<Condition> {
 
 /// Refuses the `dgm sample` flags `model` would ignore, naming the flag and why: what the model's
 /// [`dgm::model::SampleAbilities`] do not cover (a draw, a sampler, steps, guidance, a class), and the
-/// language-model flags for every other model.
-fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<()> {
+/// language-model flags for every other model (`--timing` also applies to audio models, `audio`).
+fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model, audio: bool) -> Result<()> {
     let opts = SampleOptions {
         condition: condition(a),
         sampler: a.sampler.clone(),
@@ -204,7 +266,7 @@ fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model) -> Result<
                 ("--top-k", a.top_k.is_some()),
                 ("--top-p", a.top_p.is_some()),
                 ("--no-kv-cache", a.no_kv_cache),
-                ("--timing", a.timing),
+                ("--timing", a.timing && !audio),
             ],
             &format!(
                 "to model '{}': it is not a language model (the flag applies to {} runs)",

@@ -9,11 +9,14 @@
 //!
 //! **spoken-digits** (`<data>/spoken-digits/`, see its MANIFEST entry): 1120 training and 280 test clips of the
 //! words "zero" … "nine" at 8 kHz, 16-bit mono, at most 1 s, with `labels.csv` (split, file, digit, accent,
-//! voice, …). The test split's voices never occur in training.
+//! voice, …). The test split's voices never occur in training. dgm holds two of the 16 training voices out as
+//! its validation split ([`VALIDATION_VOICES`]: 140 clips), so training sees 980 clips of 14 voices. As a
+//! [`Dataset`] ([`dataset`]) each clip is its [`CLIP_SAMPLES`] μ-law codes (as f32 values 0 … 255), the clip
+//! followed by silence up to 1 s, labelled with its digit.
 
 use std::path::{Path, PathBuf};
 
-use super::Split;
+use super::{Dataset, Split, Storage};
 use crate::{Error, Result};
 
 /// μ of the 8-bit μ-law.
@@ -22,6 +25,14 @@ pub const MU: f32 = 255.0;
 pub const MU_LAW_SILENCE: u8 = 128;
 /// The sample rate of `spoken-digits`, Hz.
 pub const DIGITS_RATE: u32 = 8000;
+/// Samples in one `spoken-digits` example: 1 s (clips are padded with silence to this length).
+pub const CLIP_SAMPLES: usize = DIGITS_RATE as usize;
+/// The class names of `spoken-digits`, in label order.
+pub const DIGIT_NAMES: [&str; 10] = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
+/// The training voices held out as the validation split (one female, one male voice of espeak-ng).
+pub const VALIDATION_VOICES: [&str; 2] = ["f4", "m6"];
 
 /// The 8-bit μ-law code of a sample in [−1, 1] (values outside are clipped).
 pub fn mu_law_encode(x: f32) -> u8 {
@@ -100,18 +111,12 @@ pub struct Clip {
     pub accent: String,
 }
 
-/// The clips of one split of `spoken-digits` under `data_dir`, in `labels.csv` order. The validation split is
-/// refused: the data set has none (hold out training voices yourself if you need one).
+/// The clips of one split of `spoken-digits` under `data_dir`, in `labels.csv` order: the test split is the
+/// files' own; train and validation divide the files' training split by voice ([`VALIDATION_VOICES`]).
 pub fn load_spoken_digits(data_dir: &Path, split: Split) -> Result<Vec<Clip>> {
     let name = match split {
-        Split::Train => "train",
+        Split::Train | Split::Validation => "train",
         Split::Test => "test",
-        Split::Validation => {
-            return Err(Error::invalid(
-                "split",
-                "spoken-digits has a train and a test split only",
-            ))
-        }
     };
     let root = data_dir.join("spoken-digits");
     let labels = root.join("labels.csv");
@@ -155,6 +160,10 @@ pub fn load_spoken_digits(data_dir: &Path, split: Split) -> Result<Vec<Clip>> {
         if field(cs)? != name {
             continue;
         }
+        let held_out = VALIDATION_VOICES.contains(&field(cv)?);
+        if (split == Split::Validation) != held_out && split != Split::Test {
+            continue;
+        }
         let digit: u32 =
             field(cd)?
                 .parse()
@@ -173,10 +182,13 @@ pub fn load_spoken_digits(data_dir: &Path, split: Split) -> Result<Vec<Clip>> {
         }
         let path: PathBuf = root.join(name).join(file);
         let (samples, rate) = read_wav(&path)?;
-        if rate != DIGITS_RATE {
+        if rate != DIGITS_RATE || samples.len() > CLIP_SAMPLES {
             return Err(Error::CorruptData {
                 path,
-                msg: format!("{rate} Hz; spoken-digits clips are {DIGITS_RATE} Hz"),
+                msg: format!(
+                    "{} samples at {rate} Hz; spoken-digits clips are at most {CLIP_SAMPLES} samples at {DIGITS_RATE} Hz",
+                    samples.len()
+                ),
             });
         }
         clips.push(Clip {
@@ -187,6 +199,225 @@ pub fn load_spoken_digits(data_dir: &Path, split: Split) -> Result<Vec<Clip>> {
         });
     }
     Ok(clips)
+}
+
+/// A split of `spoken-digits` as a data set: per clip its μ-law codes padded with silence to [`CLIP_SAMPLES`]
+/// (f32 values 0 … 255, example shape `[CLIP_SAMPLES]`), labelled with its digit (10 classes).
+pub fn dataset(data_dir: &Path, split: Split) -> Result<Dataset> {
+    let clips = load_spoken_digits(data_dir, split)?;
+    let mut codes = Vec::with_capacity(clips.len() * CLIP_SAMPLES);
+    for c in &clips {
+        codes.extend(c.samples.iter().map(|&x| mu_law_encode(x) as f32));
+        codes.extend(std::iter::repeat_n(
+            MU_LAW_SILENCE as f32,
+            CLIP_SAMPLES - c.samples.len(),
+        ));
+    }
+    Ok(Dataset {
+        name: "spoken-digits".into(),
+        example_shape: vec![CLIP_SAMPLES],
+        storage: Storage::F32(codes),
+        labels: Some(clips.iter().map(|c| c.digit).collect()),
+        num_classes: Some(10),
+        class_names: Some(DIGIT_NAMES.iter().map(|s| s.to_string()).collect()),
+        captions: None,
+    })
+}
+
+/// A WAV file as a model's input: its μ-law codes padded with silence to `length` samples (f32 values
+/// 0 … 255), and the number of samples the file has. Refused with one line naming the file: anything
+/// [`read_wav`] refuses, another sample rate than `rate`, an empty file, more than `length` samples.
+pub fn clip_codes(path: &Path, rate: u32, length: usize) -> Result<(Vec<f32>, usize)> {
+    let (samples, r) = read_wav(path)?;
+    let bad = |msg: String| Error::CorruptData {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if r != rate {
+        return Err(bad(format!(
+            "{r} Hz; the model was trained on {rate} Hz audio (resample it first, e.g. sox in.wav -r {rate} out.wav)"
+        )));
+    }
+    if samples.is_empty() || samples.len() > length {
+        return Err(bad(format!(
+            "{} samples; the model takes clips of 1 to {length} samples ({:.2} s)",
+            samples.len(),
+            length as f64 / rate as f64
+        )));
+    }
+    let mut codes: Vec<f32> = samples.iter().map(|&x| mu_law_encode(x) as f32).collect();
+    codes.resize(length, MU_LAW_SILENCE as f32);
+    Ok((codes, samples.len()))
+}
+
+/// μ-law codes (values 0 … 255, rounded and clipped) decoded to samples in [−1, 1].
+pub fn decode_codes(codes: &[f32]) -> Vec<f32> {
+    codes
+        .iter()
+        .map(|&q| mu_law_decode(q.round().clamp(0.0, 255.0) as u8))
+        .collect()
+}
+
+/// Silence between clips in a WAV of several clips, in samples (0.25 s at 8 kHz).
+pub const CLIP_GAP: usize = 2000;
+
+/// Clips of μ-law codes (`(n, len)` f32 values 0 … 255) decoded and joined, [`CLIP_GAP`] samples of silence
+/// between them.
+pub fn join_clips(codes: &candle_core::Tensor) -> Result<Vec<f32>> {
+    let (n, len) = codes.dims2()?;
+    let v = codes
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut out = Vec::with_capacity(n * (len + CLIP_GAP));
+    for (i, clip) in v.chunks(len.max(1)).enumerate() {
+        if i > 0 {
+            out.extend(std::iter::repeat_n(0.0, CLIP_GAP));
+        }
+        out.extend(decode_codes(clip));
+    }
+    Ok(out)
+}
+
+/// Samples of a short-time Fourier transform frame (a Hann window of 32 ms at 8 kHz).
+pub const STFT_WINDOW: usize = 256;
+/// Samples between STFT frames (8 ms at 8 kHz).
+pub const STFT_HOP: usize = 64;
+
+/// The log-power spectrogram of `samples`: one row per frame (a Hann window of [`STFT_WINDOW`] samples every
+/// [`STFT_HOP`], the signal padded with zeros at the end), [`STFT_WINDOW`]/2 + 1 frequency bins per row from
+/// 0 Hz up, in dB (10·log₁₀ of the power, floored at −100 dB).
+///
+/// The transform is a direct DFT with precomputed cos/sin tables (33 k multiply-adds per frame): small and
+/// run once per clip, so no FFT crate is pulled in for it.
+pub fn spectrogram(samples: &[f32]) -> Vec<Vec<f32>> {
+    let n = STFT_WINDOW;
+    let bins = n / 2 + 1;
+    let hann: Vec<f32> = (0..n)
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos())
+        .collect();
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..bins * n)
+        .map(|i| {
+            let a = 2.0 * std::f64::consts::PI * ((i / n) * (i % n) % n) as f64 / n as f64;
+            (a.cos() as f32, a.sin() as f32)
+        })
+        .unzip();
+    let frames = samples.len().div_ceil(STFT_HOP).max(1);
+    let mut frame = vec![0f32; n];
+    (0..frames)
+        .map(|f| {
+            for (i, v) in frame.iter_mut().enumerate() {
+                *v = samples.get(f * STFT_HOP + i).copied().unwrap_or(0.0) * hann[i];
+            }
+            (0..bins)
+                .map(|k| {
+                    let (c, s) = (&cos[k * n..(k + 1) * n], &sin[k * n..(k + 1) * n]);
+                    let re: f32 = frame.iter().zip(c).map(|(x, c)| x * c).sum();
+                    let im: f32 = frame.iter().zip(s).map(|(x, s)| x * s).sum();
+                    10.0 * (re * re + im * im).max(1e-10).log10()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The spectrogram of `samples` as a PNG: time left to right (one column per frame), frequency bottom to top
+/// (0 to 4 kHz at 8 kHz), the top 80 dB of its power from black through red to yellow.
+pub fn spectrogram_png(samples: &[f32]) -> Result<Vec<u8>> {
+    let spec = spectrogram(samples);
+    let bins = STFT_WINDOW / 2 + 1;
+    let top = spec
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut img = image::RgbImage::new(spec.len() as u32, bins as u32);
+    for (x, col) in spec.iter().enumerate() {
+        for (k, &db) in col.iter().enumerate() {
+            let v = ((db - top + 80.0) / 80.0).clamp(0.0, 1.0);
+            let rgb = [
+                (v * 2.0).min(1.0),
+                (v * 2.0 - 0.6).clamp(0.0, 1.0),
+                (v * 3.0 - 2.0).clamp(0.0, 1.0),
+            ]
+            .map(|c| (c * 255.0).round() as u8);
+            img.put_pixel(x as u32, (bins - 1 - k) as u32, image::Rgb(rgb));
+        }
+    }
+    crate::image_io::png_bytes(&img)
+}
+
+/// Side of the spectrogram images a digit classifier reads ([`spectrogram_image`]).
+pub const SPEC_IMAGE: usize = 32;
+
+/// A clip's spectrogram as an 8-bit image of 1 × [`SPEC_IMAGE`] × [`SPEC_IMAGE`] values (the input of a
+/// digit classifier, e.g. dgm's feature network): the frames averaged into 32 columns over the whole clip,
+/// the lowest 128 frequency bins (0 … 3.97 kHz at 8 kHz) averaged into 32 bands of 4, low frequencies at
+/// the bottom row; −40 … +40 dB mapped linearly to 0 … 255 (clipped).
+pub fn spectrogram_image(samples: &[f32]) -> Vec<u8> {
+    let spec = spectrogram(samples);
+    let frames = spec.len();
+    let side = SPEC_IMAGE;
+    let band = (STFT_WINDOW / 2) / side;
+    let mut img = vec![0u8; side * side];
+    for col in 0..side {
+        let (f0, f1) = (
+            col * frames / side,
+            ((col + 1) * frames / side).max(col * frames / side + 1),
+        );
+        let f1 = f1.min(frames);
+        for row in 0..side {
+            let mut acc = 0.0;
+            for frame in &spec[f0..f1] {
+                acc += frame[row * band..(row + 1) * band].iter().sum::<f32>();
+            }
+            let db = acc / ((f1 - f0) * band) as f32;
+            let v = ((db + 40.0) / 80.0 * 255.0).round().clamp(0.0, 255.0);
+            img[(side - 1 - row) * side + col] = v as u8;
+        }
+    }
+    img
+}
+
+/// Clips of μ-law codes (`n` rows of `len` values 0 … 255) as spectrogram images (`n` × 1 × 32 × 32 values,
+/// [`spectrogram_image`]).
+pub fn spectrogram_images(codes: &[f32], len: usize) -> Vec<u8> {
+    use rayon::prelude::*;
+    codes
+        .par_chunks(len.max(1))
+        .flat_map_iter(|c| spectrogram_image(&decode_codes(c)))
+        .collect()
+}
+
+/// A data set of clips of codes ([`dataset`]) as a labelled image data set of their spectrograms
+/// ([`spectrogram_images`]), for training and applying a digit classifier.
+pub fn spectrogram_dataset(ds: &Dataset) -> Result<Dataset> {
+    let Storage::F32(codes) = &ds.storage else {
+        return Err(Error::invalid(
+            "data",
+            format!("{} is not a data set of audio clips", ds.name),
+        ));
+    };
+    let len = ds.example_dim();
+    Ok(Dataset {
+        name: format!("{}-spectrograms", ds.name),
+        example_shape: vec![1, SPEC_IMAGE, SPEC_IMAGE],
+        storage: Storage::U8(spectrogram_images(codes, len)),
+        labels: ds.labels.clone(),
+        num_classes: ds.num_classes,
+        class_names: ds.class_names.clone(),
+        captions: None,
+    })
+}
+
+/// Writes clips of μ-law codes (`(n, len)`) as one WAV at `rate` ([`join_clips`]) and the spectrogram of that
+/// WAV as a PNG beside it (the same name with `.png`); returns the PNG's path.
+pub fn write_clips(path: &Path, codes: &candle_core::Tensor, rate: u32) -> Result<PathBuf> {
+    let samples = join_clips(codes)?;
+    write_wav(path, &samples, rate)?;
+    let png = path.with_extension("png");
+    crate::checkpoint::write_atomic(&png, &spectrogram_png(&samples)?)?;
+    Ok(png)
 }
 
 #[cfg(test)]
@@ -260,8 +491,94 @@ mod tests {
         Ok(())
     }
 
-    /// The real data (when `DGM_DATA` holds it; required in CI): 1120 training and 280 test clips of 8 kHz at
-    /// most 1 s, every digit in both, and no test voice among the training voices.
+    /// A pure tone puts its power in its own frequency bin (1 kHz at 8 kHz → bin 32 of 129), 60 dB above the
+    /// bins far from it; the PNG is one column per frame and one row per bin.
+    #[test]
+    fn spectrogram_finds_a_tone() -> TestResult {
+        let tone: Vec<f32> = (0..1024)
+            .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 8000.0).sin() * 0.5)
+            .collect();
+        let spec = spectrogram(&tone);
+        assert_eq!(spec.len(), 16);
+        let col = &spec[4];
+        assert_eq!(col.len(), 129);
+        let peak = (0..129)
+            .max_by(|&a, &b| col[a].total_cmp(&col[b]))
+            .unwrap_or(0);
+        assert_eq!(peak, 32);
+        assert!(col[32] - col[80] > 60.0, "{} vs {}", col[32], col[80]);
+        let png = image::load_from_memory(&spectrogram_png(&tone)?)?;
+        assert_eq!((png.width(), png.height()), (16, 129));
+        // as a classifier's image: the tone's band (bins 32…35 → row 8 from the bottom) is the brightest row
+        let img = spectrogram_image(&tone);
+        assert_eq!(img.len(), SPEC_IMAGE * SPEC_IMAGE);
+        let row_sum = |r: usize| -> u32 {
+            img[(SPEC_IMAGE - 1 - r) * SPEC_IMAGE..][..SPEC_IMAGE]
+                .iter()
+                .map(|&v| v as u32)
+                .sum()
+        };
+        let brightest = (0..SPEC_IMAGE).max_by_key(|&r| row_sum(r)).unwrap_or(0);
+        assert_eq!(brightest, 8);
+        let silence = spectrogram_image(&[0.0; 1024]);
+        assert!(silence.iter().all(|&v| v == 0));
+        Ok(())
+    }
+
+    /// A user's WAV becomes codes padded with silence; another rate, an empty or too long clip and a file
+    /// that is not WAV are refused with one line naming the file.
+    #[test]
+    fn clip_codes_pads_and_refuses() -> TestResult {
+        let d = std::env::temp_dir().join(format!("dgm-clipcodes-{}", std::process::id()));
+        std::fs::create_dir_all(&d)?;
+        let p = d.join("a.wav");
+        write_wav(&p, &[0.5, -0.5, 0.0], 8000)?;
+        let (codes, n) = clip_codes(&p, 8000, 5)?;
+        assert_eq!(n, 3);
+        assert_eq!(codes[3..], [128.0, 128.0]);
+        assert_eq!(codes[0], mu_law_encode(0.5) as f32);
+        for (rate, len, needle) in [(16000, 5, "8000 Hz"), (8000, 2, "1 to 2 samples")] {
+            let e = clip_codes(&p, rate, len).unwrap_err().to_string();
+            assert!(
+                e.contains("a.wav") && e.contains(needle) && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        write_wav(&d.join("e.wav"), &[], 8000)?;
+        assert!(clip_codes(&d.join("e.wav"), 8000, 5).is_err());
+        std::fs::write(d.join("t.wav"), "text")?;
+        let e = clip_codes(&d.join("t.wav"), 8000, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.wav") && e.contains("WAV"), "{e}");
+        std::fs::remove_dir_all(&d)?;
+        Ok(())
+    }
+
+    /// Clips written as one WAV come back as their decoded codes with silence between them.
+    #[test]
+    fn clips_are_joined_with_silence() -> TestResult {
+        let d = std::env::temp_dir().join(format!("dgm-clips-{}", std::process::id()));
+        std::fs::create_dir_all(&d)?;
+        let codes = candle_core::Tensor::new(
+            &[[0f32, 255.0, 128.0], [200.0, 10.0, 128.0]],
+            &candle_core::Device::Cpu,
+        )?;
+        let p = d.join("two.wav");
+        let png = write_clips(&p, &codes, 8000)?;
+        assert!(png.ends_with("two.png") && png.is_file());
+        let (y, rate) = read_wav(&p)?;
+        assert_eq!((rate, y.len()), (8000, 6 + CLIP_GAP));
+        assert!((y[0] + 1.0).abs() < 1e-3 && (y[1] - 1.0).abs() < 1e-3);
+        assert!(y[3..3 + CLIP_GAP].iter().all(|&v| v == 0.0));
+        assert!((y[3 + CLIP_GAP] - mu_law_decode(200)).abs() < 1e-4);
+        std::fs::remove_dir_all(&d)?;
+        Ok(())
+    }
+
+    /// The real data (when `DGM_DATA` holds it; required in CI): 980 training, 140 validation and 280 test
+    /// clips of 8 kHz at most 1 s, every digit in each, and no voice in two splits; as a data set, codes padded
+    /// with silence.
     #[test]
     fn spoken_digits_splits_by_voice() -> TestResult {
         let Some(dir) = crate::data::test_data_dir() else {
@@ -269,9 +586,10 @@ mod tests {
             return Ok(());
         };
         let train = load_spoken_digits(&dir, Split::Train)?;
+        let val = load_spoken_digits(&dir, Split::Validation)?;
         let test = load_spoken_digits(&dir, Split::Test)?;
-        assert_eq!((train.len(), test.len()), (1120, 280));
-        for set in [&train, &test] {
+        assert_eq!((train.len(), val.len(), test.len()), (980, 140, 280));
+        for set in [&train, &val, &test] {
             for d in 0..10 {
                 assert!(set.iter().any(|c| c.digit == d), "digit {d} missing");
             }
@@ -279,10 +597,25 @@ mod tests {
                 .iter()
                 .all(|c| !c.samples.is_empty() && c.samples.len() <= DIGITS_RATE as usize));
         }
-        let voices: std::collections::BTreeSet<&str> =
-            train.iter().map(|c| c.voice.as_str()).collect();
-        assert!(test.iter().all(|c| !voices.contains(c.voice.as_str())));
-        assert!(load_spoken_digits(&dir, Split::Validation).is_err());
+        let voices = |s: &[Clip]| -> std::collections::BTreeSet<String> {
+            s.iter().map(|c| c.voice.clone()).collect()
+        };
+        let (vt, vv, vs) = (voices(&train), voices(&val), voices(&test));
+        assert_eq!((vt.len(), vv.len(), vs.len()), (14, 2, 4));
+        assert!(vt.is_disjoint(&vv) && vt.is_disjoint(&vs) && vv.is_disjoint(&vs));
+        let ds = dataset(&dir, Split::Validation)?;
+        assert_eq!(
+            (ds.len(), ds.example_shape.clone()),
+            (140, vec![CLIP_SAMPLES])
+        );
+        let crate::data::Storage::F32(codes) = &ds.storage else {
+            panic!("codes are f32 values");
+        };
+        let first = &codes[..CLIP_SAMPLES];
+        let n = val[0].samples.len();
+        assert_eq!(first[0], mu_law_encode(val[0].samples[0]) as f32);
+        assert!(first[n..].iter().all(|&q| q == MU_LAW_SILENCE as f32));
+        assert_eq!(ds.labels.as_ref().map(|l| l[0]), Some(val[0].digit));
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Data sets and the batches drawn from them.
 //!
-//! Names used everywhere (CLI, configs, docs): `mnist`, `shapes`, `toy2d:<name>`, `text:<name or path>`.
+//! Names used everywhere (CLI, configs, docs): `mnist`, `shapes`, `toy2d:<name>`, `text:<name or path>`,
+//! `spoken-digits`.
 //! Image data sets keep raw 8-bit pixels in memory; the [`Preprocessing`] chosen for a run turns them into
 //! model inputs each time a batch is drawn (so dynamic binarisation and dequantisation noise are fresh every
 //! time, and drawn from dgm's seeded [`Rng`]).
@@ -9,6 +10,7 @@ pub mod audio;
 pub mod batch;
 pub mod captions;
 pub mod mnist;
+pub mod numbers;
 pub mod ood;
 pub mod shapes;
 pub mod text;
@@ -248,6 +250,9 @@ pub enum DataSpec {
     Toy2d(String),
     /// A byte-level text corpus: a name under the data directory (`tinyshakespeare`) or a file path.
     Text(String),
+    /// Spoken digits "zero" … "nine" as 8-bit μ-law codes, 8 kHz, padded with silence to 1 s
+    /// ([`audio::dataset`]).
+    SpokenDigits,
 }
 
 /// What a data set's examples are, for matching models to data ([`crate::models::check_data`]).
@@ -259,6 +264,8 @@ pub enum DataKind {
     Points,
     /// Token windows of a text corpus (`text:<name or path>`).
     Text,
+    /// Audio clips as μ-law codes (`spoken-digits`).
+    Audio,
 }
 
 impl DataKind {
@@ -268,6 +275,7 @@ impl DataKind {
             DataKind::Images => "images",
             DataKind::Points => "points",
             DataKind::Text => "text",
+            DataKind::Audio => "audio",
         }
     }
 
@@ -277,12 +285,19 @@ impl DataKind {
             DataKind::Images => "images (mnist, shapes)".into(),
             DataKind::Points => "2-D points (toy2d:<name>)".into(),
             DataKind::Text => "text (text:<name or path>)".into(),
+            DataKind::Audio => "audio (spoken-digits)".into(),
         }
     }
 }
 
 /// The data set names `--help` lists.
-pub const DATASET_NAMES: &[&str] = &["mnist", "shapes", "toy2d:<name>", "text:<name or path>"];
+pub const DATASET_NAMES: &[&str] = &[
+    "mnist",
+    "shapes",
+    "toy2d:<name>",
+    "text:<name or path>",
+    "spoken-digits",
+];
 
 impl DataSpec {
     /// Parses a data set name such as `mnist`, `shapes`, `toy2d:moons`, `text:tinyshakespeare`.
@@ -290,6 +305,7 @@ impl DataSpec {
         match s {
             "mnist" => return Ok(DataSpec::Mnist),
             "shapes" => return Ok(DataSpec::Shapes),
+            "spoken-digits" => return Ok(DataSpec::SpokenDigits),
             _ => {}
         }
         if let Some(name) = s.strip_prefix("toy2d:") {
@@ -311,6 +327,7 @@ impl DataSpec {
         let mut opts: Vec<&str> = vec!["mnist", "shapes"];
         opts.extend(toys.iter().map(|s| s.as_str()));
         opts.push("text:<name or path>");
+        opts.push("spoken-digits");
         Err(Error::unknown("data set", s, &opts))
     }
 
@@ -320,6 +337,7 @@ impl DataSpec {
             DataSpec::Mnist | DataSpec::Shapes => DataKind::Images,
             DataSpec::Toy2d(_) => DataKind::Points,
             DataSpec::Text(_) => DataKind::Text,
+            DataSpec::SpokenDigits => DataKind::Audio,
         }
     }
 
@@ -329,7 +347,7 @@ impl DataSpec {
         match self {
             DataSpec::Shapes => Some(shapes::example_bytes(&shapes::ShapesConfig::default())),
             DataSpec::Toy2d(_) => Some(toy2d::EXAMPLE_BYTES),
-            DataSpec::Mnist | DataSpec::Text(_) => None,
+            DataSpec::Mnist | DataSpec::Text(_) | DataSpec::SpokenDigits => None,
         }
     }
 
@@ -340,6 +358,7 @@ impl DataSpec {
             DataSpec::Shapes => "shapes".into(),
             DataSpec::Toy2d(n) => format!("toy2d:{n}"),
             DataSpec::Text(n) => format!("text:{n}"),
+            DataSpec::SpokenDigits => "spoken-digits".into(),
         }
     }
 
@@ -353,7 +372,9 @@ impl DataSpec {
                 range: Range::ZeroOne,
                 dequantize: false,
             },
-            DataSpec::Toy2d(_) | DataSpec::Text(_) => Preprocessing::Identity,
+            DataSpec::Toy2d(_) | DataSpec::Text(_) | DataSpec::SpokenDigits => {
+                Preprocessing::Identity
+            }
         }
     }
 }
@@ -444,6 +465,7 @@ pub fn load_holding_out(
             holdout,
         )),
         DataSpec::Toy2d(name) => toy2d::generate(name, n, 0x70E2D_u64.wrapping_add(split_seed)),
+        DataSpec::SpokenDigits => audio::dataset(dir, split),
         DataSpec::Text(_) => Err(Error::Unsupported(format!(
             "data set '{}' is a text corpus; image and 2-D models need mnist, shapes or toy2d:<name>",
             spec.name()

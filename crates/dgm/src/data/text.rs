@@ -59,10 +59,15 @@ fn candidates(name_or_path: &str, dir: &Path) -> Vec<PathBuf> {
 /// Loads a corpus: a name such as `tinyshakespeare` is read from `<dir>/tinyshakespeare/input.txt` (or
 /// `<dir>/<name>`, `<dir>/<name>.txt`); anything else is a file path, or a directory whose `.rs` and `.txt`
 /// files are concatenated (see [`DIR_EXTENSIONS`]). An existing file at `name_or_path` is
-/// used first. Missing → [`Error::DataNotFound`] listing where it looked; an empty file is an error.
+/// used first; otherwise the generated parallel corpora of [`super::numbers`] (`numbers-en-de`,
+/// `numbers-en-fr`) are made in memory. Missing → [`Error::DataNotFound`] listing where it looked; an empty file
+/// is an error.
 pub fn load(name_or_path: &str, dir: &Path) -> Result<TextCorpus> {
     let tried = candidates(name_or_path, dir);
     let found = tried.iter().find(|p| p.is_file() || p.is_dir());
+    if found.is_none() && super::numbers::CORPORA.contains(&name_or_path) {
+        return super::numbers::corpus(name_or_path);
+    }
     if let Some(dir) = found.filter(|p| p.is_dir()) {
         return load_dir(name_or_path, dir);
     }

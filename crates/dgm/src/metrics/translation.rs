@@ -157,9 +157,72 @@ pub fn chrf(hyps: &[&str], refs: &[&str]) -> Result<f64> {
     })
 }
 
+/// Translation scores of a system on held-out pairs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TranslationScores {
+    /// Pairs scored.
+    pub pairs: usize,
+    /// Fraction of translations equal to their reference (after trimming whitespace).
+    pub exact: f64,
+    /// Corpus BLEU, 0–100.
+    pub bleu: Bleu,
+    /// Corpus chrF (β = 2), 0–100.
+    pub chrf: f64,
+}
+
+/// Translates each source of `pairs` (source, reference) with `translate` and scores the translations:
+/// exact match, corpus BLEU and chrF.
+pub fn score_translations(
+    pairs: &[(String, String)],
+    mut translate: impl FnMut(&str) -> Result<String>,
+) -> Result<TranslationScores> {
+    let hyps = pairs
+        .iter()
+        .map(|(s, _)| translate(s).map(|h| h.trim().to_string()))
+        .collect::<Result<Vec<String>>>()?;
+    let h: Vec<&str> = hyps.iter().map(String::as_str).collect();
+    let r: Vec<&str> = pairs.iter().map(|(_, t)| t.trim()).collect();
+    let exact = h.iter().zip(&r).filter(|(a, b)| a == b).count();
+    Ok(TranslationScores {
+        pairs: pairs.len(),
+        exact: exact as f64 / pairs.len().max(1) as f64,
+        bleu: bleu(&h, &r)?,
+        chrf: chrf(&h, &r)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Exact match counts whole translations; a perfect system scores 100 on both corpus scores.
+    #[test]
+    fn translations_are_scored_against_their_references() -> Result<()> {
+        let pairs: Vec<(String, String)> = [("a", "x y z w"), ("b", "u v w x y"), ("c", "p q r s")]
+            .iter()
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+            .collect();
+        let perfect = score_translations(&pairs, |s| {
+            Ok(pairs
+                .iter()
+                .find(|p| p.0 == s)
+                .map(|p| p.1.clone())
+                .unwrap_or_default())
+        })?;
+        assert_eq!((perfect.pairs, perfect.exact), (3, 1.0));
+        assert!((perfect.bleu.score - 100.0).abs() < 1e-9 && (perfect.chrf - 100.0).abs() < 1e-9);
+        let one_wrong = score_translations(&pairs, |s| {
+            Ok(match s {
+                "a" => " x y z w ".to_string(),
+                "b" => "u v w x q".to_string(),
+                _ => "p q r s".to_string(),
+            })
+        })?;
+        assert!((one_wrong.exact - 2.0 / 3.0).abs() < 1e-12);
+        assert!(one_wrong.bleu.score < 100.0 && one_wrong.chrf < 100.0);
+        assert!(score_translations(&pairs, |_| Err(Error::invalid("x", "y"))).is_err());
+        Ok(())
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9

@@ -362,6 +362,31 @@ pub const REGISTRY: &[ModelEntry] = &[
         },
     },
     ModelEntry {
+        name: "wavenet",
+        family: "autoregressive",
+        about: "WaveNet audio model over 8-bit μ-law codes, dilated causal convolutions (van den Oord et al. 2016)",
+        data_kinds: &[DataKind::Audio],
+        default_data: "spoken-digits",
+        abilities: Abilities {
+            density: true,
+            class_conditional: true,
+            ..Abilities::NONE
+        },
+        defaults: || to_table(&autoregressive::wavenet::WaveNetConfig::default()),
+        normalize: |t| to_table(&from_table::<autoregressive::wavenet::WaveNetConfig>(t)?),
+        preprocessing: DataSpec::default_preprocessing,
+        prepare: |t, d| with_config(t, |c| autoregressive::wavenet::prepare(c, d)),
+        footprint: |t| Ok(autoregressive::wavenet::footprint(&from_table(t)?)),
+        example_shape: |t| Ok(vec![from_table::<autoregressive::wavenet::WaveNetConfig>(t)?.length]),
+        check_train: any_batch,
+        build: |_, t, vb| {
+            Ok(Box::new(autoregressive::wavenet::WaveNet::new(
+                from_table(t)?,
+                vb,
+            )?))
+        },
+    },
+    ModelEntry {
         name: "gpt",
         family: "autoregressive",
         about: "decoder-only transformer language model over characters or bytes (nanoGPT layout)",
@@ -620,7 +645,16 @@ pub fn names_with(has: impl Fn(&Abilities) -> bool) -> Vec<&'static str> {
         .collect()
 }
 
-/// The kinds of data model `name` trains on: images (mnist, shapes), 2-D points (toy2d) or text.
+/// The names of the models that train on data of `kind`.
+pub fn names_with_data(kind: DataKind) -> Vec<&'static str> {
+    REGISTRY
+        .iter()
+        .filter(|e| e.data_kinds.contains(&kind))
+        .map(|e| e.name)
+        .collect()
+}
+
+/// The kinds of data model `name` trains on: images (mnist, shapes), 2-D points (toy2d), text or audio.
 pub fn data_kinds(name: &str) -> Result<&'static [DataKind]> {
     Ok(entry(name)?.data_kinds)
 }
@@ -842,6 +876,7 @@ mod tests {
             DataKind::Points => ("toy2d:moons", vec![2], None),
             DataKind::Images => ("mnist", vec![1, 28, 28], None),
             DataKind::Text => ("text:x", vec![16], Some(Tokenizer::Bytes)),
+            DataKind::Audio => ("spoken-digits", vec![64], None),
         }
     }
 

@@ -182,7 +182,8 @@ impl Session {
         }
     }
 
-    /// Writes samples as `samples/<stem>.png` (images, points) or `samples/<stem>.txt` (language models).
+    /// Writes samples as `samples/<stem>.png` (images, points), `samples/<stem>.txt` (language models) or
+    /// `samples/<stem>.wav` with its spectrogram `samples/<stem>.png` (audio: a clip per class).
     fn write_samples(&self, stem: &str) -> Result<PathBuf> {
         let dir = self.dir.samples_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -195,6 +196,19 @@ impl Session {
             let ids = lm.generate(&[], &opts, &mut |_| Ok(true))?;
             let path = dir.join(format!("{stem}.txt"));
             write_atomic(&path, &lm.tokenizer().decode(&ids)?)?;
+            return Ok(path);
+        }
+        if crate::data::DataSpec::parse(&self.cfg.data.name)?.kind() == crate::data::DataKind::Audio
+        {
+            // one clip per class (10 when unconditional), as a WAV and its spectrogram
+            let k = self.ema_model.num_classes().unwrap_or(10);
+            let mut opts = SampleOptions::seeded(SAMPLE_SEED);
+            if self.ema_model.num_classes().is_some() {
+                opts.condition = crate::model::Condition::Class((0..k as u32).collect());
+            }
+            let x = self.ema_model.sample(k, &opts)?;
+            let path = dir.join(format!("{stem}.wav"));
+            crate::data::audio::write_clips(&path, &x, crate::data::audio::DIGITS_RATE)?;
             return Ok(path);
         }
         let name = format!("{stem}.png");

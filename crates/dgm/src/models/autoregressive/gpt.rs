@@ -524,6 +524,35 @@ impl Sequence for Gpt {
         Ok(out)
     }
 
+    /// Prefixes of one length in one pass: [BOS, the last T − 1 tokens] each.
+    fn next_log_probs(&self, prefixes: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); prefixes.len()];
+        let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        for len in lengths {
+            let rows: Vec<usize> = (0..prefixes.len())
+                .filter(|&i| prefixes[i].len() == len)
+                .collect();
+            let keep = len.min(self.cfg.block_size - 1);
+            let mut input = Vec::with_capacity(rows.len() * (keep + 1));
+            for &i in &rows {
+                self.check_ids(&prefixes[i], false)?;
+                input.push(self.bos());
+                input.extend_from_slice(&prefixes[i][len - keep..]);
+            }
+            let input = Tensor::from_vec(input, (rows.len(), keep + 1), &self.device)?;
+            let logits = self.last_logits(&input, None)?.to_dtype(DType::F64)?; // (rows, V)
+            let lp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
+                .to_dtype(DType::F32)?
+                .to_vec2::<f32>()?;
+            for (&i, row) in rows.iter().zip(lp) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+
     fn generate(
         &self,
         prompt: &[u32],

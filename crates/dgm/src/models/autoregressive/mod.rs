@@ -3,20 +3,24 @@
 //! * [`made`]: MADE, a masked MLP over binary vectors (Germain et al. 2015).
 //! * [`pixelcnn`]: Gated PixelCNN with vertical and horizontal stacks (van den Oord et al. 2016).
 //! * [`gpt`]: a decoder-only transformer language model over characters or bytes (GPT-2 / nanoGPT).
+//! * [`wavenet`]: WaveNet, dilated causal convolutions over μ-law audio codes (van den Oord et al. 2016).
+//! * [`beam`]: beam search over a language model (greedy decoding is beam 1).
 //! * [`sampling`]: temperature, top-k and top-p token sampling, shared by the language models.
 //!
 //! [`exact_log_likelihood`] is the [`Density::log_likelihood`](crate::model::Density::log_likelihood) body
-//! MADE and PixelCNN share.
+//! MADE, PixelCNN and WaveNet share.
 
+pub mod beam;
 pub mod gpt;
 pub mod made;
 pub mod pixelcnn;
 pub mod sampling;
+pub mod wavenet;
 
 use crate::model::{LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
 use crate::{Error, Result};
 
-/// The likelihood estimators of the image models here (MADE, PixelCNN): the exact likelihood only.
+/// The likelihood estimators of the models here (MADE, PixelCNN, WaveNet): the exact likelihood only.
 pub const ESTIMATORS: &[&str] = &["exact"];
 
 /// The exact log p(x) in nats of a model over discrete values, evaluated in chunks: checks the estimator

@@ -69,6 +69,7 @@ impl CustomOp1 for GateOp {
         let mut y = vec![0f32; self.n * half];
         y.par_chunks_mut(half)
             .zip(x.par_chunks(2 * half))
+            .with_min_len(GATE_TASK.div_ceil(half))
             .for_each(|(y, x)| {
                 let (a, g) = x.split_at(half);
                 y.par_chunks_mut(GATE_TASK)
@@ -111,6 +112,7 @@ impl CustomOp2 for GateGrad {
         let mut dx = vec![0f32; op.n * 2 * half];
         dx.par_chunks_mut(2 * half)
             .zip(x.par_chunks(2 * half).zip(dy.par_chunks(half)))
+            .with_min_len(GATE_TASK.div_ceil(half))
             .for_each(|(dx, (x, dy))| {
                 let (a, g) = x.split_at(half);
                 let (da, dg) = dx.split_at_mut(half);
