@@ -145,6 +145,70 @@ fn gpt_trains_samples_scores_and_evaluates() {
     assert!(out.contains("bits/char") && out.contains("exact"), "{out}");
 }
 
+/// A BPE tokenizer learned on the corpus: saved with the run, text streams out of merged tokens, `score`
+/// scores a file with bytes the corpus never had, and `eval` adds bits per byte; a bad vocabulary size is
+/// refused.
+#[test]
+fn gpt_with_bpe_tokens_samples_scores_and_evaluates() {
+    let d = tmp("gpt-bpe");
+    let text = d.join("corpus.txt");
+    std::fs::write(&text, corpus()).unwrap();
+    let r = d.join("run");
+    let o = run(&mut train_cmd(
+        "gpt",
+        &format!("text:{}", text.display()),
+        &r,
+        30,
+        &[
+            "data.text.tokenizer=bpe:270",
+            "model.n_layer=1",
+            "model.n_head=2",
+            "model.n_embd=16",
+            "data.text.context=8",
+            "train.batch_size=8",
+            "train.lr=1e-2",
+            "train.eval_batches=2",
+        ],
+    ));
+    assert!(o.status.success(), "train: {}", stderr(&o));
+    let cfg = std::fs::read_to_string(r.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("kind = \"bpe\"") && cfg.contains("merges"),
+        "{cfg}"
+    );
+    let o = run(dgm().args(["sample", "--run"]).arg(&r).args([
+        "--prompt",
+        "ROMEO:",
+        "--max-tokens",
+        "20",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("ROMEO:"));
+    let other = d.join("other.txt");
+    std::fs::write(&other, "ROMEO: hi\nZ€\n").unwrap();
+    let o = run(dgm()
+        .args(["score", "--run"])
+        .arg(&r)
+        .args(["--summary", "--text"])
+        .arg(&other));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("bits/token (exact,"), "{}", stdout(&o));
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--split", "validation"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("bits/byte"), "{}", stdout(&o));
+    let o = run(&mut train_cmd(
+        "gpt",
+        &format!("text:{}", text.display()),
+        &d.join("bad"),
+        1,
+        &["data.text.tokenizer=bpe:100"],
+    ));
+    assert_bad_input(&o, &["tokenizer", "bpe"]);
+}
+
 #[test]
 fn gpt_bad_inputs_exit_2_with_one_line() {
     let d = tmp("gpt-bad");

@@ -44,7 +44,7 @@ fn translate_decodes_scores_and_refuses_bad_input() {
     ]));
     let sampled = run(dgm().args(["sample", "--run"]).arg(&r).args([
         "--prompt",
-        "twenty-three = ",
+        "\ntwenty-three = ",
         "--top-k",
         "1",
         "--max-tokens",
@@ -53,7 +53,7 @@ fn translate_decodes_scores_and_refuses_bad_input() {
     assert!(greedy.status.success() && sampled.status.success());
     let g = stdout(&greedy).trim_end_matches('\n').to_string();
     let s = stdout(&sampled);
-    let s = s.strip_prefix("twenty-three = ").unwrap_or(&s);
+    let s = s.strip_prefix("\ntwenty-three = ").unwrap_or(&s);
     assert_eq!(
         s.split('\n').next().unwrap_or(""),
         g,

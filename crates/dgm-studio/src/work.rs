@@ -68,13 +68,16 @@ fn condition(class: Option<u32>, caption: &Option<String>) -> dgm::Result<Condit
     })
 }
 
-/// A token shown on the page: its byte as a character (printable ASCII, space, newline, tab), else `\xNN`.
-fn token_text(b: u8) -> String {
-    match b {
-        b'\n' | b'\t' | b' ' => (b as char).to_string(),
-        b if b.is_ascii_graphic() => (b as char).to_string(),
-        b => format!("\\x{b:02x}"),
-    }
+/// A token shown on the page: its bytes as characters (printable ASCII, space, newline, tab), others as `\xNN`.
+fn token_text(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            b'\n' | b'\t' | b' ' => (b as char).to_string(),
+            b if b.is_ascii_graphic() => (b as char).to_string(),
+            b => format!("\\x{b:02x}"),
+        })
+        .collect()
 }
 
 /// `dgm score` for the page: each token with its log p in nats, and the totals.
@@ -103,7 +106,9 @@ fn score(r: &ScoreRequest, run: &run::LoadedRun) -> dgm::Result<serde_json::Valu
     let tokens: Vec<serde_json::Value> = ids
         .iter()
         .zip(&lp)
-        .map(|(&id, &l)| serde_json::json!([token_text(tok.token_byte(id).unwrap_or(b'?')), l]))
+        .map(|(&id, &l)| {
+            serde_json::json!([token_text(&tok.token_bytes(id).unwrap_or_default()), l])
+        })
         .collect();
     let nll: f64 = -lp.iter().sum::<f64>();
     let per = nll / ids.len() as f64;
@@ -304,8 +309,8 @@ fn generate(r: &GenerateRequest, run: &run::LoadedRun, out: &Output) -> dgm::Res
     let push = |text: &str| out.push_text(text);
     push(&stream.push(r.prompt.as_bytes()));
     lm.generate(&ids, &opts, &mut |t| {
-        if let Some(b) = tok.token_byte(t) {
-            push(&stream.push(&[b]));
+        if let Some(b) = tok.token_bytes(t) {
+            push(&stream.push(&b));
         }
         Ok(true)
     })?;

@@ -253,7 +253,8 @@ fn eval_nll(
         }
         reports.push(r);
     }
-    print_nll(a, run, split, &prep, &reports);
+    let bytes = reports.first().and_then(|r| ds.window_bytes(r.n));
+    print_nll(a, run, split, &prep, &reports, bytes);
     let path = a.run.run.join(format!("eval-{}.json", split.name()));
     let text = serde_json::to_string_pretty(&reports)?;
     dgm::checkpoint::write_atomic(&path, text.as_bytes())?;
@@ -339,6 +340,7 @@ fn print_nll(
     split: Split,
     prep: &dgm::data::Preprocessing,
     reports: &[NllReport],
+    window_bytes: Option<usize>,
 ) {
     println!(
         "run {} · model {} · {} weights · step {} · {} split, {} examples",
@@ -358,10 +360,19 @@ fn print_nll(
             lm.tokenizer().name(),
             lm.tokenizer().vocab_size(),
             lm.context_len(),
-            if split == Split::Train {
-                ""
-            } else {
-                " · the last 10 % of the corpus (text has no separate test split)"
+            match (
+                split,
+                run.config.data.text.as_ref().map(|t| t.split.as_str())
+            ) {
+                (Split::Train, _) => "",
+                (_, Some("folders")) => " · whole top-level folders held out from training",
+                _ if dgm::data::numbers::CORPORA
+                    .iter()
+                    .any(|c| run.config.data.name == format!("text:{c}")) =>
+                {
+                    " · numbers held out from training"
+                }
+                _ => " · the last 10 % of the corpus (text has no separate test split)",
             }
         );
         println!(
@@ -379,6 +390,18 @@ fn print_nll(
                 r.bits_per_dim,
                 r.kind_text
             );
+        }
+        if let (Some(bytes), "token") = (window_bytes, unit) {
+            // BPE: the same total in bits per byte of the text, comparable with byte-level models
+            for r in reports {
+                let tokens = (r.n * r.dims) as f64;
+                println!(
+                    "{:.4} bits/byte: {} tokens of the evaluated windows decode to {bytes} bytes ({:.2} bytes/token)",
+                    r.bits_per_dim * tokens / bytes.max(1) as f64,
+                    r.n * r.dims,
+                    bytes as f64 / tokens.max(1.0)
+                );
+            }
         }
     } else {
         println!("data: {} · {}", run.config.data.name, prep.describe());

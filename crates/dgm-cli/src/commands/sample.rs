@@ -183,8 +183,8 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         out.flush()?;
         let tok = lm.tokenizer();
         let new = lm.generate(&ids, &opts, &mut |id| {
-            if let Some(b) = tok.token_byte(id) {
-                let text = stream.push(&[b]);
+            if let Some(b) = tok.token_bytes(id) {
+                let text = stream.push(&b);
                 if !text.is_empty() {
                     let _ = write!(out, "{text}");
                     let _ = out.flush();

@@ -79,8 +79,9 @@ pub(super) fn score_cmd(a: ScoreArgs) -> Result<ExitCode> {
     if !a.summary {
         println!("index\ttoken\tlog_p_nats");
         for (i, (&id, &l)) in ids.iter().zip(&lp).enumerate() {
-            let b = tok.token_byte(id).unwrap_or(b'?');
-            println!("{i}\t{}\t{l:.4}", show_token(b));
+            let b = tok.token_bytes(id).unwrap_or_default();
+            let shown: String = b.iter().map(|&b| show_token(b)).collect();
+            println!("{i}\t{shown}\t{l:.4}");
         }
     }
     let total: f64 = -lp.iter().sum::<f64>();

@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod batch;
+pub mod bpe;
 pub mod captions;
 pub mod mnist;
 pub mod numbers;
@@ -148,6 +149,30 @@ impl Dataset {
             Storage::Tokens { tokenizer, .. } => Some(tokenizer),
             _ => None,
         }
+    }
+
+    /// For token windows (text): the bytes the first `n` windows decode to, in total (with a BPE tokenizer a
+    /// token is several bytes: bits per byte = total bits / this). `None` for other data.
+    pub fn window_bytes(&self, n: usize) -> Option<usize> {
+        let Storage::Tokens {
+            ids,
+            window,
+            stride,
+            tokenizer,
+        } = &self.storage
+        else {
+            return None;
+        };
+        let mut len = vec![0usize; tokenizer.vocab_size()];
+        for (id, l) in len.iter_mut().enumerate() {
+            *l = tokenizer.token_bytes(id as u32).map_or(0, |b| b.len());
+        }
+        Some(
+            (0..n.min(self.len()))
+                .flat_map(|i| &ids[i * stride..i * stride + window])
+                .map(|&id| len.get(id as usize).copied().unwrap_or(0))
+                .sum(),
+        )
     }
 
     /// Builds the batch of examples `indices`, preprocessed by `prep` (randomness from `rng`).

@@ -5,6 +5,9 @@
 //! * [`Tokenizer::Chars`]: the distinct bytes of the training corpus, sorted (nanoGPT's character-level
 //!   vocabulary for ASCII text such as tinyshakespeare: 65 symbols). Bytes outside it cannot be encoded:
 //!   [`Tokenizer::encode`] names the first one, [`Tokenizer::encode_lossy`] skips and reports them.
+//! * [`Tokenizer::Bpe`]: byte-level byte-pair encoding learned on the training split ([`super::bpe`]): the 256
+//!   bytes plus the learned merges (`bpe` = 2048 tokens, `bpe:N` = N tokens). Any file round-trips, as with
+//!   `bytes`, in fewer tokens.
 //!
 //! The tokenizer is saved with a run (`[model.tokenizer]` of its `config.toml`), so sampling and scoring
 //! encode text exactly as training did.
@@ -14,7 +17,30 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The tokenizer names `data.tokenizer` accepts.
-pub const TOKENIZER_NAMES: &[&str] = &["chars", "bytes"];
+pub const TOKENIZER_NAMES: &[&str] = &["chars", "bytes", "bpe", "bpe:<vocab size>"];
+
+/// The vocabulary size of `bpe` without `:N`.
+pub const BPE_DEFAULT_VOCAB: usize = 2048;
+
+/// Checks a tokenizer name (`chars`, `bytes`, `bpe`, `bpe:N` with 257 ≤ N ≤ 65536); for BPE gives its
+/// number of merges.
+pub fn parse_name(name: &str) -> Result<Option<usize>> {
+    let vocab = match name {
+        "chars" | "bytes" => return Ok(None),
+        "bpe" => BPE_DEFAULT_VOCAB,
+        _ => match name.strip_prefix("bpe:").map(str::parse::<usize>) {
+            Some(Ok(n)) if (257..=65536).contains(&n) => n,
+            Some(_) => {
+                return Err(Error::invalid(
+                    "data.text.tokenizer",
+                    format!("{name}: give bpe:N with a vocabulary size N from 257 to 65536"),
+                ))
+            }
+            None => return Err(Error::unknown("tokenizer", name, TOKENIZER_NAMES)),
+        },
+    };
+    Ok(Some(vocab - 256))
+}
 
 /// A byte-level tokenizer (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +52,11 @@ pub enum Tokenizer {
     Chars {
         /// The vocabulary's bytes.
         symbols: Vec<u8>,
+    },
+    /// Byte-level BPE: ids 0 … 255 are the bytes, id 256 + i joins the two tokens of `merges[i]`.
+    Bpe {
+        /// The learned merges, in order.
+        merges: Vec<[u32; 2]>,
     },
 }
 
@@ -42,6 +73,12 @@ impl Tokenizer {
     /// Builds tokenizer `name` (one of [`TOKENIZER_NAMES`]) for `corpus`: `chars` takes the corpus's
     /// distinct bytes, `bytes` ignores it.
     pub fn from_corpus(name: &str, corpus: &[u8]) -> Result<Tokenizer> {
+        if let Some(merges) = parse_name(name)? {
+            let merges = super::bpe::train(corpus, merges);
+            return Ok(Tokenizer::Bpe {
+                merges: merges.into_iter().map(|(a, b)| [a, b]).collect(),
+            });
+        }
         match name {
             "bytes" => Ok(Tokenizer::Bytes),
             "chars" => {
@@ -67,6 +104,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Bytes => "bytes",
             Tokenizer::Chars { .. } => "chars",
+            Tokenizer::Bpe { .. } => "bpe",
         }
     }
 
@@ -75,19 +113,24 @@ impl Tokenizer {
         match self {
             Tokenizer::Bytes => 256,
             Tokenizer::Chars { symbols } => symbols.len(),
+            Tokenizer::Bpe { merges } => 256 + merges.len(),
         }
     }
 
-    /// What one token is, for reports: `byte` or `char`.
+    /// What one token is, for reports: `byte`, `char` or `token`.
     pub fn unit(&self) -> &'static str {
         match self {
             Tokenizer::Bytes => "byte",
             Tokenizer::Chars { .. } => "char",
+            Tokenizer::Bpe { .. } => "token",
         }
     }
 
     /// Checks that a deserialised tokenizer is usable (a sorted, duplicate-free, non-empty vocabulary).
     pub fn validate(&self) -> Result<()> {
+        if let Tokenizer::Bpe { .. } = self {
+            self.bpe()?;
+        }
         if let Tokenizer::Chars { symbols } = self {
             if symbols.is_empty() || !symbols.windows(2).all(|w| w[0] < w[1]) {
                 return Err(Error::invalid(
@@ -119,11 +162,24 @@ impl Tokenizer {
         Ok(t)
     }
 
+    /// The BPE coder of a [`Tokenizer::Bpe`] (`None` for the others).
+    fn bpe(&self) -> Result<Option<super::bpe::Bpe>> {
+        match self {
+            Tokenizer::Bpe { merges } => {
+                let m: Vec<(u32, u32)> = merges.iter().map(|&[a, b]| (a, b)).collect();
+                Ok(Some(super::bpe::Bpe::new(&m)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Byte → token id table (`u32::MAX` for bytes outside the vocabulary).
     fn table(&self) -> [u32; 256] {
         let mut t = [u32::MAX; 256];
         match self {
-            Tokenizer::Bytes => t.iter_mut().enumerate().for_each(|(i, v)| *v = i as u32),
+            Tokenizer::Bytes | Tokenizer::Bpe { .. } => {
+                t.iter_mut().enumerate().for_each(|(i, v)| *v = i as u32)
+            }
             Tokenizer::Chars { symbols } => {
                 for (i, &b) in symbols.iter().enumerate() {
                     t[b as usize] = i as u32;
@@ -156,6 +212,9 @@ impl Tokenizer {
     /// Token ids of the bytes that are in the vocabulary, and `(offset, byte)` of those that are not
     /// (skipped).
     pub fn encode_lossy(&self, bytes: &[u8]) -> (Vec<u32>, Vec<(usize, u8)>) {
+        if let Ok(Some(bpe)) = self.bpe() {
+            return (bpe.encode(bytes), Vec::new());
+        }
         let t = self.table();
         let mut ids = Vec::with_capacity(bytes.len());
         let mut oov = Vec::new();
@@ -170,27 +229,40 @@ impl Tokenizer {
 
     /// The bytes of token ids `ids`; an id outside `0..vocab_size()` is an error.
     pub fn decode(&self, ids: &[u32]) -> Result<Vec<u8>> {
-        ids.iter()
-            .enumerate()
-            .map(|(i, &id)| {
-                self.token_byte(id).ok_or_else(|| {
-                    Error::invalid(
-                        "token id",
-                        format!(
-                            "{id} at position {i} is out of range; the vocabulary has ids 0..{}",
-                            self.vocab_size()
-                        ),
-                    )
-                })
-            })
-            .collect()
+        let bpe = self.bpe()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            let bytes = match &bpe {
+                Some(b) => b.token(id).map(<[u8]>::to_vec),
+                None => self.token_byte(id).map(|b| vec![b]),
+            };
+            out.extend(bytes.ok_or_else(|| {
+                Error::invalid(
+                    "token id",
+                    format!(
+                        "{id} at position {i} is out of range; the vocabulary has ids 0..{}",
+                        self.vocab_size()
+                    ),
+                )
+            })?);
+        }
+        Ok(out)
     }
 
     /// The byte of one token id, `None` when out of range.
-    pub fn token_byte(&self, id: u32) -> Option<u8> {
+    fn token_byte(&self, id: u32) -> Option<u8> {
         match self {
             Tokenizer::Bytes => u8::try_from(id).ok(),
             Tokenizer::Chars { symbols } => symbols.get(id as usize).copied(),
+            Tokenizer::Bpe { .. } => None,
+        }
+    }
+
+    /// The bytes of one token id (one byte except for BPE merges), `None` when out of range.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        match self {
+            Tokenizer::Bpe { .. } => self.decode(&[id]).ok(),
+            _ => self.token_byte(id).map(|b| vec![b]),
         }
     }
 
@@ -200,6 +272,9 @@ impl Tokenizer {
             Tokenizer::Bytes => "all 256 byte values".into(),
             Tokenizer::Chars { symbols } => {
                 format!("\"{}\"", String::from_utf8_lossy(symbols).escape_debug())
+            }
+            Tokenizer::Bpe { merges } => {
+                format!("all 256 byte values and {} learned merges", merges.len())
             }
         }
     }
@@ -296,7 +371,39 @@ mod tests {
         }
         .validate()
         .is_err());
-        assert!(Tokenizer::from_corpus("bpe", b"x").is_err());
+        assert!(Tokenizer::from_corpus("wordpiece", b"x").is_err());
+        assert!(Tokenizer::from_corpus("bpe:100", b"x").is_err());
+        Ok(())
+    }
+
+    /// A BPE tokenizer learned on a corpus: at most the vocabulary asked for, fewer tokens than bytes on the
+    /// corpus, any bytes (invalid UTF-8 included) round-trip, a token can be several bytes, and it survives
+    /// TOML (a run's config) unchanged; merges that use undefined tokens are refused.
+    #[test]
+    fn bpe_learns_merges_and_round_trips() -> Result<()> {
+        let corpus = "impl Iterator for Counter { fn next(&mut self) -> Option<u32> { self.count += 1; None } }\n".repeat(30);
+        let t = Tokenizer::from_corpus("bpe:300", corpus.as_bytes())?;
+        assert_eq!((t.name(), t.unit()), ("bpe", "token"));
+        assert!(t.vocab_size() > 256 && t.vocab_size() <= 300);
+        let ids = t.encode(corpus.as_bytes())?;
+        assert!(ids.len() * 2 < corpus.len());
+        assert_eq!(t.decode(&ids)?, corpus.as_bytes());
+        assert!(ids
+            .iter()
+            .any(|&i| t.token_bytes(i).is_some_and(|b| b.len() > 2)));
+        let odd = [0xffu8, 0xfe, b'f', b'n', 0xc3];
+        assert_eq!(t.decode(&t.encode(&odd)?)?, odd);
+        let s = toml::to_string(&t).map_err(|e| Error::invalid("toml", e.to_string()))?;
+        let back = Tokenizer::from_toml_value(&toml::Value::Table(
+            toml::from_str(&s).map_err(|e| Error::invalid("toml", e.to_string()))?,
+        ))?;
+        assert_eq!(back, t);
+        assert!(Tokenizer::Bpe {
+            merges: vec![[1, 300]]
+        }
+        .validate()
+        .is_err());
+        assert!(t.decode(&[t.vocab_size() as u32]).is_err());
         Ok(())
     }
 

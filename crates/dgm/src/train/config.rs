@@ -362,13 +362,13 @@ impl RunConfig {
                 if t.context == 0 {
                     return Err(Error::invalid("data.text.context", "0 must be positive"));
                 }
-                if !crate::data::tokenizer::TOKENIZER_NAMES.contains(&t.tokenizer.as_str()) {
-                    return Err(Error::unknown(
+                crate::data::tokenizer::parse_name(&t.tokenizer).map_err(|_| {
+                    Error::unknown(
                         "data.text.tokenizer",
                         t.tokenizer.clone(),
                         crate::data::tokenizer::TOKENIZER_NAMES,
-                    ));
-                }
+                    )
+                })?;
             }
             (DataSpec::Text(_), None) => {
                 return Err(Error::invalid(

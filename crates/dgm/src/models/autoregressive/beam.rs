@@ -114,8 +114,8 @@ pub fn beam_search(
 }
 
 /// Translates `source` with a language model trained on lines `source = target` (the prefix-LM form of
-/// translation, e.g. on [`crate::data::numbers`]): the prompt `source = `, beam search until the newline, the
-/// best continuation decoded (invalid UTF-8 replaced). Refused: an empty source, one with a newline or the
+/// translation, e.g. on [`crate::data::numbers`]): the prompt `\nsource = ` (the newline marks the start of a
+/// line), beam search until the next newline, the best continuation decoded (invalid UTF-8 replaced). Refused: an empty source, one with a newline or the
 /// separator, or with characters outside the model's vocabulary.
 pub fn translate(
     lm: &dyn Sequence,
@@ -141,7 +141,8 @@ pub fn translate(
         ));
     }
     let tok = lm.tokenizer();
-    let prompt = tok.encode(format!("{src}{SEPARATOR}").as_bytes())?;
+    // the newline first: training windows start anywhere, so a line start must be marked as one
+    let prompt = tok.encode(format!("\n{src}{SEPARATOR}").as_bytes())?;
     let stop = tok.encode(b"\n").ok().and_then(|v| v.first().copied());
     let opts = BeamOptions {
         beam,

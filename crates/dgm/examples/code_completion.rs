@@ -1,0 +1,190 @@
+//! Code completion by a GPT run trained on `text:rust-code` split by crate (the numbers of `bench/code_lm`):
+//! on N places of the held-out test crates, drawn with a fixed seed, greedy decoding (top-k 1, KV cache) from
+//! the 1024 bytes before the place:
+//!
+//! * **next line**: the place is a line start whose line is 2 … 80 bytes after trimming; exact match of the
+//!   generated line (up to its newline, trimmed) with the true one;
+//! * **identifier**: the place is the start of an identifier of ≥ 4 bytes that is not a Rust keyword; exact
+//!   match of the identifier the model writes there (the longest identifier prefix of its output);
+//!
+//! and the speed of generation: time to the first token (the prompt's pass) and tokens/s after it.
+//!
+//! `cargo run --release --example code_completion -- RUN [N]` with `DGM_DATA` set. Prints JSON lines.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use dgm::data::{text, Split};
+use dgm::model::GenerateOptions;
+use dgm::rng::Rng;
+use dgm::train::run::{self, Weights};
+
+/// Errors of this example.
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const KEYWORDS: &[&str] = &[
+    "self", "Self", "true", "false", "else", "impl", "trait", "enum", "struct", "where", "const",
+    "static", "match", "loop", "while", "break", "return", "continue", "crate", "super", "async",
+    "await", "move", "unsafe", "extern", "type", "dyn", "mut", "pub", "use", "mod", "let", "for",
+    "ref",
+];
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// What a run of generation gave: the bytes, seconds to the first token, seconds for the rest, tokens.
+struct Completion {
+    bytes: Vec<u8>,
+    first_s: f64,
+    rest_s: f64,
+    tokens: usize,
+}
+
+/// Greedy continuation of `prompt` until `stop` says so (or 120 tokens).
+fn complete(
+    lm: &dyn dgm::model::Sequence,
+    prompt: &[u8],
+    stop: impl Fn(&[u8]) -> bool,
+) -> Res<Completion> {
+    let ids = lm.tokenizer().encode(prompt)?;
+    let opts = GenerateOptions {
+        max_tokens: 120,
+        top_k: Some(1),
+        ..GenerateOptions::default()
+    };
+    let tok = lm.tokenizer().clone();
+    let started = Instant::now();
+    let mut first = None;
+    let mut bytes = Vec::new();
+    let mut tokens = 0;
+    lm.generate(&ids, &opts, &mut |id| {
+        first.get_or_insert_with(|| started.elapsed().as_secs_f64());
+        tokens += 1;
+        bytes.extend(tok.token_bytes(id).unwrap_or_default());
+        Ok(!stop(&bytes))
+    })?;
+    let total = started.elapsed().as_secs_f64();
+    let first_s = first.unwrap_or(total);
+    Ok(Completion {
+        bytes,
+        first_s,
+        rest_s: total - first_s,
+        tokens,
+    })
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run_dir = PathBuf::from(args.first().ok_or("usage: code_completion RUN [N]")?);
+    let n: usize = args.get(1).map_or(Ok(200), |s| s.parse())?;
+    let loaded = run::load(&run_dir, Weights::Ema, &Device::Cpu)?;
+    let lm = loaded
+        .model
+        .as_sequence()
+        .ok_or("the run is not a language model")?;
+    let data = loaded
+        .config
+        .data
+        .name
+        .strip_prefix("text:")
+        .ok_or("not a text run")?;
+    let split = loaded
+        .config
+        .data
+        .text
+        .as_ref()
+        .map_or("tail".to_string(), |t| t.split.clone());
+    let corpus = text::load_split(data, &dgm::data::data_dir(None), &split)?;
+    let test = corpus.split(Split::Test);
+    let ctx = 1024;
+
+    // places: line starts and identifier starts past the first `ctx` bytes
+    let mut lines = Vec::new();
+    let mut idents = Vec::new();
+    for i in ctx..test.len() {
+        if test[i - 1] == b'\n' {
+            let end = test[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(test.len(), |p| i + p);
+            let line = String::from_utf8_lossy(&test[i..end]);
+            let t = line.trim();
+            if (2..=80).contains(&t.len()) {
+                lines.push(i);
+            }
+        }
+        if !is_ident(test[i - 1]) && (test[i].is_ascii_alphabetic() || test[i] == b'_') {
+            let end = test[i..]
+                .iter()
+                .position(|&b| !is_ident(b))
+                .map_or(test.len(), |p| i + p);
+            let word = std::str::from_utf8(&test[i..end]).unwrap_or("");
+            if word.len() >= 4 && !KEYWORDS.contains(&word) {
+                idents.push(i);
+            }
+        }
+    }
+    let mut rng = Rng::new(7);
+    rng.shuffle(&mut lines);
+    rng.shuffle(&mut idents);
+    lines.truncate(n);
+    idents.truncate(n);
+
+    let (mut first, mut rest, mut toks) = (Vec::new(), 0.0, 0usize);
+    let mut line_hits = 0;
+    for &i in &lines {
+        let c = complete(lm, &test[i - ctx..i], |b| b.contains(&b'\n'))?;
+        let got = c.bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let end = test[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(test.len(), |p| i + p);
+        let want = &test[i..end];
+        if String::from_utf8_lossy(got).trim() == String::from_utf8_lossy(want).trim() {
+            line_hits += 1;
+        }
+        first.push(c.first_s);
+        rest += c.rest_s;
+        toks += c.tokens.saturating_sub(1);
+    }
+    let mut ident_hits = 0;
+    for &i in &idents {
+        let c = complete(lm, &test[i - ctx..i], |b| b.iter().any(|&x| !is_ident(x)))?;
+        let got: Vec<u8> = c
+            .bytes
+            .iter()
+            .copied()
+            .take_while(|&b| is_ident(b))
+            .collect();
+        let end = test[i..]
+            .iter()
+            .position(|&b| !is_ident(b))
+            .map_or(test.len(), |p| i + p);
+        if got == test[i..end] {
+            ident_hits += 1;
+        }
+    }
+    first.sort_by(f64::total_cmp);
+    let median_first = first.get(first.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "{{\"run\":\"{}\",\"tokenizer\":\"{}\",\"vocab\":{},\"test_bytes\":{},\"next_line_exact\":{:.4},\"lines\":{},\"identifier_exact\":{:.4},\"identifiers\":{},\"first_token_ms_median\":{:.1},\"tokens_per_s\":{},\"threads\":{}}}",
+        run_dir.display(),
+        lm.tokenizer().name(),
+        lm.tokenizer().vocab_size(),
+        test.len(),
+        line_hits as f64 / lines.len().max(1) as f64,
+        lines.len(),
+        ident_hits as f64 / idents.len().max(1) as f64,
+        idents.len(),
+        median_first * 1000.0,
+        if toks > 0 {
+            format!("{:.1}", toks as f64 / rest.max(1e-9))
+        } else {
+            "null".to_string()
+        },
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
