@@ -44,8 +44,9 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         sel.accuracy &= run.model.as_energy_based().is_some_and(|e| e.classifies());
         match data::DataSpec::parse(&run.config.data.name)? {
             data::DataSpec::Toy2d(_) => sel.quality.retain(|m| !m.needs_images()),
-            // sample-quality metrics compare images or points; text has only its likelihood
-            data::DataSpec::Text(_) => sel.quality.clear(),
+            // sample-quality metrics compare images or points; text and audio have their likelihood here
+            // (audio's classifier scores: bench/wavenet_digits)
+            data::DataSpec::Text(_) | data::DataSpec::SpokenDigits => sel.quality.clear(),
             _ => {}
         }
     }

@@ -57,8 +57,24 @@ pub enum Tokenizer {
     Bpe {
         /// The learned merges, in order.
         merges: Vec<[u32; 2]>,
+        /// The coder built from `merges` on first use (not saved; equal for equal merges).
+        #[serde(skip)]
+        coder: BpeCoder,
     },
 }
+
+/// The [`super::bpe::Bpe`] of a [`Tokenizer::Bpe`], built once on first use: encoding and decoding a token
+/// then cost no rebuilding of the vocabulary. Compares equal to any other (the merges decide equality).
+#[derive(Clone, Debug, Default)]
+pub struct BpeCoder(std::sync::OnceLock<std::sync::Arc<super::bpe::Bpe>>);
+
+impl PartialEq for BpeCoder {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for BpeCoder {}
 
 /// Makes a printable form of one byte for messages.
 pub fn show_byte(b: u8) -> String {
@@ -77,6 +93,7 @@ impl Tokenizer {
             let merges = super::bpe::train(corpus, merges);
             return Ok(Tokenizer::Bpe {
                 merges: merges.into_iter().map(|(a, b)| [a, b]).collect(),
+                coder: BpeCoder::default(),
             });
         }
         match name {
@@ -113,7 +130,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Bytes => 256,
             Tokenizer::Chars { symbols } => symbols.len(),
-            Tokenizer::Bpe { merges } => 256 + merges.len(),
+            Tokenizer::Bpe { merges, .. } => 256 + merges.len(),
         }
     }
 
@@ -162,12 +179,16 @@ impl Tokenizer {
         Ok(t)
     }
 
-    /// The BPE coder of a [`Tokenizer::Bpe`] (`None` for the others).
-    fn bpe(&self) -> Result<Option<super::bpe::Bpe>> {
+    /// The BPE coder of a [`Tokenizer::Bpe`], built on first use (`None` for the others).
+    fn bpe(&self) -> Result<Option<std::sync::Arc<super::bpe::Bpe>>> {
         match self {
-            Tokenizer::Bpe { merges } => {
+            Tokenizer::Bpe { merges, coder } => {
+                if let Some(c) = coder.0.get() {
+                    return Ok(Some(c.clone()));
+                }
                 let m: Vec<(u32, u32)> = merges.iter().map(|&[a, b]| (a, b)).collect();
-                Ok(Some(super::bpe::Bpe::new(&m)?))
+                let built = std::sync::Arc::new(super::bpe::Bpe::new(&m)?);
+                Ok(Some(coder.0.get_or_init(|| built).clone()))
             }
             _ => Ok(None),
         }
@@ -261,7 +282,10 @@ impl Tokenizer {
     /// The bytes of one token id (one byte except for BPE merges), `None` when out of range.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
         match self {
-            Tokenizer::Bpe { .. } => self.decode(&[id]).ok(),
+            Tokenizer::Bpe { .. } => match self.bpe() {
+                Ok(Some(b)) => b.token(id).map(<[u8]>::to_vec),
+                _ => None,
+            },
             _ => self.token_byte(id).map(|b| vec![b]),
         }
     }
@@ -273,7 +297,7 @@ impl Tokenizer {
             Tokenizer::Chars { symbols } => {
                 format!("\"{}\"", String::from_utf8_lossy(symbols).escape_debug())
             }
-            Tokenizer::Bpe { merges } => {
+            Tokenizer::Bpe { merges, .. } => {
                 format!("all 256 byte values and {} learned merges", merges.len())
             }
         }
@@ -399,7 +423,8 @@ mod tests {
         ))?;
         assert_eq!(back, t);
         assert!(Tokenizer::Bpe {
-            merges: vec![[1, 300]]
+            merges: vec![[1, 300]],
+            coder: BpeCoder::default(),
         }
         .validate()
         .is_err());

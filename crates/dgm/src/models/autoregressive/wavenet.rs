@@ -20,8 +20,9 @@
 //!
 //! **Training on windows.** A step scores W = `train_window` consecutive codes per clip starting at a random
 //! s, running the network on the R − 1 codes before them as well: with that context every scored output is
-//! exactly the one of a forward pass over the whole clip, so the loss is an unbiased estimate of the clip
-//! NLL's per-sample average (over the word and up to R samples of the silence after it).
+//! exactly the one of a forward pass over the whole clip. The start is uniform over the word and up to R
+//! samples of the silence after it, so the loss estimates the per-sample NLL there (positions near the ends
+//! of that range are scored less often than the middle).
 //!
 //! **Generation** keeps, per layer, the last d_l inputs in a queue (Paine et al. 2016, "Fast WaveNet"): each
 //! new code costs one column of every layer instead of a pass over the receptive field.
