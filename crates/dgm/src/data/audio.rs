@@ -76,7 +76,8 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
     Ok((samples, spec.sample_rate))
 }
 
-/// Writes samples in [−1, 1] (clipped) as a mono 16-bit PCM WAV file at `rate` Hz.
+/// Writes samples in [−1, 1] (clipped) as a mono 16-bit PCM WAV file at `rate` Hz, atomically (the file is
+/// made in memory and renamed into place, so a reader never sees half of it).
 pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
     let spec = hound::WavSpec {
         channels: 1,
@@ -88,14 +89,16 @@ pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
         hound::Error::IoError(io) => Error::io(path, io),
         other => Error::io(path, std::io::Error::other(other.to_string())),
     };
-    let mut w = hound::WavWriter::create(path, spec).map_err(io)?;
+    let mut bytes = std::io::Cursor::new(Vec::with_capacity(44 + 2 * samples.len()));
+    let mut w = hound::WavWriter::new(&mut bytes, spec).map_err(io)?;
     for &s in samples {
         let v = (s.clamp(-1.0, 1.0) * 32768.0)
             .round()
             .clamp(-32768.0, 32767.0) as i16;
         w.write_sample(v).map_err(io)?;
     }
-    w.finalize().map_err(io)
+    w.finalize().map_err(io)?;
+    crate::checkpoint::write_atomic(path, bytes.get_ref())
 }
 
 /// One clip of `spoken-digits`.

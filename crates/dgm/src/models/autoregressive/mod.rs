@@ -20,6 +20,23 @@ pub mod wavenet;
 use crate::model::{LikelihoodKind, LikelihoodOptions, LikelihoodSpace, LogLikelihood};
 use crate::{Error, Result};
 
+/// The number of classes a model conditions on: 0 when `class_conditional` is off, the data set's when on;
+/// an error when it is on and the data set has no labels (`model` names the model in the message).
+pub fn classes_for(
+    class_conditional: bool,
+    data_classes: Option<usize>,
+    model: &str,
+) -> Result<usize> {
+    match (class_conditional, data_classes) {
+        (false, _) => Ok(0),
+        (true, Some(n)) if n > 0 => Ok(n),
+        (true, _) => Err(Error::invalid(
+            "model.class_conditional",
+            format!("a class-conditional {model} needs class labels, and this data set has none"),
+        )),
+    }
+}
+
 /// The likelihood estimators of the models here (MADE, PixelCNN, WaveNet): the exact likelihood only.
 pub const ESTIMATORS: &[&str] = &["exact"];
 

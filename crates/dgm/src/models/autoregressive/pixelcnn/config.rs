@@ -202,16 +202,11 @@ pub fn prepare(cfg: &mut PixelCnnConfig, data: &crate::models::DataInfo) -> Resu
                 "pixelcnn needs binarize or scale (dequantize = false) preprocessing, not identity",
             )),
         };
-    cfg.num_classes = match (cfg.class_conditional, data.num_classes) {
-        (false, _) => 0,
-        (true, Some(n)) if n > 0 => n,
-        (true, _) => {
-            return Err(Error::invalid(
-                "model.class_conditional",
-                "a class-conditional pixelcnn needs class labels, and this data set has none",
-            ))
-        }
-    };
+    cfg.num_classes = crate::models::autoregressive::classes_for(
+        cfg.class_conditional,
+        data.num_classes,
+        "pixelcnn",
+    )?;
     if cfg.output == "auto" {
         cfg.output = cfg.resolved_output().to_string();
     }
