@@ -98,6 +98,11 @@ pub(crate) fn summary_json(s: &RunSummary) -> Value {
             "bits_per_dim": finite(e.result.bits_per_dim),
         })
     };
+    let audio = s
+        .data
+        .as_deref()
+        .and_then(|d| dgm::data::DataSpec::parse(d).ok())
+        .is_some_and(|d| d.kind() == dgm::data::DataKind::Audio);
     let abilities = s
         .model
         .as_deref()
@@ -111,7 +116,8 @@ pub(crate) fn summary_json(s: &RunSummary) -> Value {
                 "text": a.sequence,
                 "denoiser": a.denoiser,
                 "class_conditional": a.class_conditional,
-                "images": !a.sequence,
+                // audio runs have no page here yet (their samples are WAV files: `dgm sample`)
+                "images": !a.sequence && !audio,
             })
         });
     json!({

@@ -262,6 +262,13 @@ fn sample(r: &SampleRequest, run: &run::LoadedRun, out: &Output) -> dgm::Result<
             model.name()
         )));
     }
+    if dgm::data::DataSpec::parse(&run.config.data.name)?.kind() == dgm::data::DataKind::Audio {
+        return Err(dgm::Error::Unsupported(format!(
+            "run '{}' is an audio model ({}): the studio has no audio page yet; use `dgm sample --run RUN --class K --out clip.wav`",
+            r.run,
+            model.name()
+        )));
+    }
     let mut opts = SampleOptions::seeded(r.seed);
     opts.temperature = r.temperature;
     opts.mean = !r.draw;
