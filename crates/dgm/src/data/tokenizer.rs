@@ -16,8 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The tokenizer names `data.tokenizer` accepts.
-pub const TOKENIZER_NAMES: &[&str] = &["chars", "bytes", "bpe", "bpe:<vocab size>"];
+/// The tokenizer names `data.text.tokenizer` accepts, besides `bpe:N` (N the vocabulary size; see
+/// [`TOKENIZER_OPTIONS`]).
+pub const TOKENIZER_NAMES: &[&str] = &["chars", "bytes", "bpe"];
+
+/// The tokenizer settings as messages list them.
+pub const TOKENIZER_OPTIONS: &[&str] = &["chars", "bytes", "bpe", "bpe:N (N = vocabulary size)"];
 
 /// The vocabulary size of `bpe` without `:N`.
 pub const BPE_DEFAULT_VOCAB: usize = 2048;
@@ -36,7 +40,13 @@ pub fn parse_name(name: &str) -> Result<Option<usize>> {
                     format!("{name}: give bpe:N with a vocabulary size N from 257 to 65536"),
                 ))
             }
-            None => return Err(Error::unknown("tokenizer", name, TOKENIZER_NAMES)),
+            None => {
+                return Err(Error::unknown(
+                    "data.text.tokenizer",
+                    name,
+                    TOKENIZER_OPTIONS,
+                ))
+            }
         },
     };
     Ok(Some(vocab - 256))
@@ -112,7 +122,11 @@ impl Tokenizer {
                 }
                 Ok(Tokenizer::Chars { symbols })
             }
-            _ => Err(Error::unknown("tokenizer", name, TOKENIZER_NAMES)),
+            _ => Err(Error::unknown(
+                "data.text.tokenizer",
+                name,
+                TOKENIZER_OPTIONS,
+            )),
         }
     }
 

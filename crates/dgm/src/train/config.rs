@@ -362,13 +362,7 @@ impl RunConfig {
                 if t.context == 0 {
                     return Err(Error::invalid("data.text.context", "0 must be positive"));
                 }
-                crate::data::tokenizer::parse_name(&t.tokenizer).map_err(|_| {
-                    Error::unknown(
-                        "data.text.tokenizer",
-                        t.tokenizer.clone(),
-                        crate::data::tokenizer::TOKENIZER_NAMES,
-                    )
-                })?;
+                crate::data::tokenizer::parse_name(&t.tokenizer)?;
             }
             (DataSpec::Text(_), None) => {
                 return Err(Error::invalid(
