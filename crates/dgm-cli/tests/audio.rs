@@ -146,6 +146,12 @@ fn wavenet_samples_and_scores_clips_and_refuses_bad_input() {
         .args(["--class", "12", "--audio"])
         .arg(&clip));
     assert_bad_input(&o, &["--class", "12"]);
+    let o = run(dgm()
+        .args(["score", "--run"])
+        .arg(&r)
+        .args(["--summary", "--audio"])
+        .arg(&clip));
+    assert_bad_input(&o, &["--summary"]);
     for (args, needles) in [
         (
             vec!["--class", "7", "--out", "x.png"],

@@ -24,6 +24,10 @@ pub(super) fn score_cmd(a: ScoreArgs) -> Result<ExitCode> {
     let audio =
         dgm::data::DataSpec::parse(&run.config.data.name)?.kind() == dgm::data::DataKind::Audio;
     if let (true, Some(wav)) = (audio, &a.audio) {
+        super::refuse_given(
+            &[("--summary", a.summary)],
+            "to audio models: their score is one line per class already",
+        )?;
         return score_audio(&a, wav, &run);
     }
     if audio {
