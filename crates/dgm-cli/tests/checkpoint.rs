@@ -720,6 +720,60 @@ fn assert_resume_is_exact(name: &str, train: &dyn Fn(&Path) -> Command, stop_aft
     );
 }
 
+/// WaveNet draws a random window per clip each step from the run's RNG: a resumed run draws the same windows
+/// and ends bit for bit where the uninterrupted one does (needs spoken-digits; required in CI).
+#[test]
+fn resume_is_bit_exact_for_wavenet() {
+    let Some(data) = common::find_data(
+        std::env::var_os("CI"),
+        std::env::var_os("DGM_DATA"),
+        "spoken-digits",
+    ) else {
+        return;
+    };
+    let d = tmp("exact-wavenet");
+    let train = |out: &Path| {
+        let mut c = dgm();
+        c.args(["train", "wavenet", "--out"])
+            .arg(out)
+            .args(["--steps", "6", "--seed", "5", "--quiet"])
+            .args([
+                "--set",
+                "model.channels=4",
+                "--set",
+                "model.skip_channels=4",
+            ])
+            .args([
+                "--set",
+                "model.dilations=[1, 2]",
+                "--set",
+                "model.train_window=32",
+            ])
+            .args([
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "train.eval_batches=1",
+            ])
+            .arg("--data-dir")
+            .arg(&data);
+        c
+    };
+    let (full, part) = (d.join("full"), d.join("part"));
+    let o = run(&mut train(&full));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(train(&part).args(["--stop-after", "3"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(manifest(&part)["state"]["step"].as_u64(), Some(3));
+    let o = run(dgm()
+        .args(["train", "--quiet", "--resume"])
+        .arg(&part)
+        .arg("--data-dir")
+        .arg(&data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(snapshot(&full) == snapshot(&part), "resumed run differs");
+}
+
 /// Glow's ActNorm is initialised from data once, at the start of a new run: a resumed run restores it from
 /// the checkpoint and continues bit for bit.
 #[test]
