@@ -254,7 +254,12 @@ fn eval_nll(
         }
         reports.push(r);
     }
-    let bytes = reports.first().and_then(|r| ds.window_bytes(r.n));
+    // bits per byte: for BPE tokens only (a byte or char token is one byte)
+    let bpe = ds.tokenizer().is_some_and(|t| t.unit() == "token");
+    let bytes = reports
+        .first()
+        .filter(|_| bpe)
+        .and_then(|r| ds.window_bytes(r.n));
     print_nll(a, run, split, &prep, &reports, bytes);
     let path = a.run.run.join(format!("eval-{}.json", split.name()));
     let text = serde_json::to_string_pretty(&reports)?;
@@ -367,10 +372,7 @@ fn print_nll(
             ) {
                 (Split::Train, _) => "",
                 (_, Some("folders")) => " · whole top-level folders held out from training",
-                _ if dgm::data::numbers::CORPORA
-                    .iter()
-                    .any(|c| run.config.data.name == format!("text:{c}")) =>
-                {
+                _ if dgm::data::numbers::corpus_of(&run.config.data.name).is_some() => {
                     " · numbers held out from training"
                 }
                 _ => " · the last 10 % of the corpus (text has no separate test split)",

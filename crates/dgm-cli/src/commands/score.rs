@@ -155,20 +155,22 @@ fn score_audio(
         }),
         (None, None) => vec![],
     };
-    let x = candle_core::Tensor::from_vec(codes, (1, length), &candle_core::Device::Cpu)?;
-    let mut rows = Vec::new();
-    for c in classes
-        .iter()
-        .map(Some)
-        .chain(classes.is_empty().then_some(None))
-    {
-        let mut batch = dgm::data::Batch::new(x.clone());
-        if let Some(&c) = c {
-            batch.labels = Some(candle_core::Tensor::new(&[c], &candle_core::Device::Cpu)?);
-        }
-        let ll = density.log_likelihood(&batch, &dgm::model::LikelihoodOptions::default())?;
-        rows.push((c.copied(), -ll.nats[0], ll.kind));
+    // the clip once per class (once for an unconditional model), scored in one call
+    let copies = classes.len().max(1);
+    let dev = candle_core::Device::Cpu;
+    let mut batch = dgm::data::Batch::new(
+        candle_core::Tensor::from_vec(codes, (1, length), &dev)?.repeat((copies, 1))?,
+    );
+    if !classes.is_empty() {
+        batch.labels = Some(candle_core::Tensor::new(classes.as_slice(), &dev)?);
     }
+    let ll = density.log_likelihood(&batch, &dgm::model::LikelihoodOptions::default())?;
+    let labels = classes
+        .iter()
+        .map(|&c| Some(c))
+        .chain(classes.is_empty().then_some(None));
+    let rows: Vec<(Option<u32>, f64)> = labels.zip(ll.nats.iter().map(|v| -v)).collect();
+    let kind = ll.kind.short_name();
     println!(
         "{}: {own} samples ({:.2} s at {rate} Hz), padded with silence to {length}; scored as 8-bit μ-law codes under run {}",
         wav.display(),
@@ -176,18 +178,18 @@ fn score_audio(
         a.run.run.display()
     );
     let names = dgm::data::audio::DIGIT_NAMES;
-    for (c, nll, kind) in &rows {
+    for (c, nll) in &rows {
         let label = c.map_or("unconditional".to_string(), |c| {
             format!("class {c} ({})", names.get(c as usize).unwrap_or(&"?"))
         });
         println!(
             "  {label}: NLL {nll:.1} nats · {:.4} bits/sample ({})",
             nll / (length as f64 * std::f64::consts::LN_2),
-            kind.short_name()
+            kind
         );
     }
     if rows.len() > 1 {
-        if let Some((Some(c), _, _)) = rows.iter().min_by(|x, y| x.1.total_cmp(&y.1)) {
+        if let Some((Some(c), _)) = rows.iter().min_by(|x, y| x.1.total_cmp(&y.1)) {
             println!(
                 "most likely class: {c} ({}) — the class under which the clip is most probable",
                 names.get(*c as usize).unwrap_or(&"?")

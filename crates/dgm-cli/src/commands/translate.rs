@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use dgm::data::{numbers, DataSpec, Split};
+use dgm::data::{numbers, Split};
 use dgm::metrics::translation::score_translations;
 use dgm::models::autoregressive::beam::translate;
 
@@ -35,9 +35,9 @@ pub(super) fn translate_cmd(a: TranslateArgs) -> Result<ExitCode> {
         println!("{}", translate(lm, text, a.beam, a.max_tokens)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let corpus = match DataSpec::parse(&run.config.data.name)? {
-        DataSpec::Text(name) if numbers::CORPORA.contains(&name.as_str()) => name,
-        _ => bail!(dgm::Error::invalid(
+    let corpus = match numbers::corpus_of(&run.config.data.name) {
+        Some(name) => name,
+        None => bail!(dgm::Error::invalid(
             "--eval",
             format!(
                 "the run was trained on {}; --eval scores the test pairs of a parallel corpus (text:{})",
@@ -46,7 +46,7 @@ pub(super) fn translate_cmd(a: TranslateArgs) -> Result<ExitCode> {
             )
         )),
     };
-    let mut pairs = numbers::pairs(&corpus, Split::Test)?;
+    let mut pairs = numbers::pairs(corpus, Split::Test)?;
     pairs.truncate(a.limit.unwrap_or(pairs.len()));
     println!(
         "{} held-out pairs of {corpus} (numbers never seen in training), run {}:",

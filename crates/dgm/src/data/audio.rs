@@ -296,15 +296,7 @@ pub const STFT_HOP: usize = 64;
 pub fn spectrogram(samples: &[f32]) -> Vec<Vec<f32>> {
     let n = STFT_WINDOW;
     let bins = n / 2 + 1;
-    let hann: Vec<f32> = (0..n)
-        .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos())
-        .collect();
-    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..bins * n)
-        .map(|i| {
-            let a = 2.0 * std::f64::consts::PI * ((i / n) * (i % n) % n) as f64 / n as f64;
-            (a.cos() as f32, a.sin() as f32)
-        })
-        .unzip();
+    let (hann, cos, sin) = dft_tables();
     let frames = samples.len().div_ceil(STFT_HOP).max(1);
     let mut frame = vec![0f32; n];
     (0..frames)
@@ -322,6 +314,24 @@ pub fn spectrogram(samples: &[f32]) -> Vec<Vec<f32>> {
                 .collect()
         })
         .collect()
+}
+
+/// The Hann window and the DFT's cos / sin tables (bin-major) of [`spectrogram`], computed once per process.
+fn dft_tables() -> &'static (Vec<f32>, Vec<f32>, Vec<f32>) {
+    static TABLES: std::sync::OnceLock<(Vec<f32>, Vec<f32>, Vec<f32>)> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let n = STFT_WINDOW;
+        let hann = (0..n)
+            .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos())
+            .collect();
+        let (cos, sin) = (0..(n / 2 + 1) * n)
+            .map(|i| {
+                let a = 2.0 * std::f64::consts::PI * ((i / n) * (i % n) % n) as f64 / n as f64;
+                (a.cos() as f32, a.sin() as f32)
+            })
+            .unzip();
+        (hann, cos, sin)
+    })
 }
 
 /// The spectrogram of `samples` as a PNG: time left to right (one column per frame), frequency bottom to top

@@ -185,6 +185,12 @@ pub fn french(n: u32) -> String {
     parts.join(" ")
 }
 
+/// The corpus of a run's data set name (`text:numbers-en-de` → `numbers-en-de`), `None` for other data.
+pub fn corpus_of(data: &str) -> Option<&'static str> {
+    let name = data.strip_prefix("text:")?;
+    CORPORA.iter().copied().find(|c| *c == name)
+}
+
 /// The target language of corpus `name` (one of [`CORPORA`]) as a function of the number.
 fn target_of(name: &str) -> Result<fn(u32) -> String> {
     match name {
