@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 /// A tiny WaveNet trained for two steps on spoken-digits into `d/run` (`None` without DGM_DATA).
-fn train_tiny(d: &std::path::Path) -> Option<std::path::PathBuf> {
+fn train_tiny(d: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let data = find_data(
         std::env::var_os("CI"),
         std::env::var_os("DGM_DATA"),
@@ -35,16 +35,16 @@ fn train_tiny(d: &std::path::Path) -> Option<std::path::PathBuf> {
     let (clips, rate) = dgm::data::audio::read_wav(&r.join("samples/samples.wav")).unwrap();
     assert_eq!((clips.len(), rate), (10 * 8000 + 9 * 2000, 8000));
     assert!(r.join("samples/samples.png").is_file());
-    Some(r)
+    Some((r, data))
 }
 
 #[test]
 fn wavenet_samples_and_scores_clips_and_refuses_bad_input() {
     let d = tmp("wavenet");
-    let Some(r) = train_tiny(&d) else {
+    // `data` is DGM_DATA resolved against the workspace root (CI passes a relative path)
+    let Some((r, data)) = train_tiny(&d) else {
         return;
     };
-    let data = std::env::var_os("DGM_DATA").map(std::path::PathBuf::from);
 
     // one clip, its spectrogram beside it, the same bits for the same seed
     let seven = d.join("seven.wav");
@@ -105,15 +105,13 @@ fn wavenet_samples_and_scores_clips_and_refuses_bad_input() {
     assert!(out.contains("most likely class"), "{out}");
 
     // the test split's exact NLL through `dgm eval`
-    if let Some(data) = &data {
-        let o = run(dgm()
-            .args(["eval", "--run"])
-            .arg(&r)
-            .args(["--split", "test", "--limit", "4", "--data-dir"])
-            .arg(data));
-        assert!(o.status.success(), "{}", stderr(&o));
-        assert!(stdout(&o).contains("exact"), "{}", stdout(&o));
-    }
+    let o = run(dgm()
+        .args(["eval", "--run"])
+        .arg(&r)
+        .args(["--split", "test", "--limit", "4", "--data-dir"])
+        .arg(&data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("exact"), "{}", stdout(&o));
 
     // bad input: one line, exit 2
     let text = d.join("notes.wav");
