@@ -311,7 +311,14 @@ pub struct SampleArgs {
     /// Language models: read the prompt from this file (e.g. a function signature for a code model).
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
-    /// Language models: tokens to generate [default: 500].
+    /// Language models trained to fill in the middle (model.fim > 0): the text after the gap. The model writes
+    /// what goes between the prompt (or the start of the text) and this, until it ends the middle.
+    #[arg(long, conflicts_with = "suffix_file")]
+    pub suffix: Option<String>,
+    /// Like --suffix, read from this file (e.g. the rest of a source file below the gap).
+    #[arg(long)]
+    pub suffix_file: Option<PathBuf>,
+    /// Language models: tokens to generate [default: 500; a middle: at most half the context].
     #[arg(long)]
     pub max_tokens: Option<usize>,
     /// Language models: sample only from the K most likely tokens.

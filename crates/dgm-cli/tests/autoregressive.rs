@@ -209,6 +209,74 @@ fn gpt_with_bpe_tokens_samples_scores_and_evaluates() {
     assert_bad_input(&o, &["tokenizer", "bpe"]);
 }
 
+/// A tiny GPT trained with fill-in-the-middle writes a middle between a prompt and a suffix: stdout is the
+/// prompt, the middle and the suffix, and `--out` holds the same.
+#[test]
+fn gpt_fills_the_middle() {
+    let d = tmp("gpt-fim");
+    let text = d.join("corpus.txt");
+    std::fs::write(&text, corpus()).unwrap();
+    let r = d.join("run");
+    let o = run(&mut train_cmd(
+        "gpt",
+        &format!("text:{}", text.display()),
+        &r,
+        30,
+        &[
+            "model.fim=0.5",
+            "model.n_layer=1",
+            "model.n_head=2",
+            "model.n_embd=16",
+            "data.text.context=24",
+            "train.batch_size=8",
+            "train.lr=1e-2",
+            "train.eval_batches=2",
+        ],
+    ));
+    assert!(o.status.success(), "train: {}", stderr(&o));
+    let out = d.join("filled.txt");
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args([
+            "--prompt",
+            "ROMEO: hi\nME",
+            "--suffix",
+            "ho\nROMEO: hi\n",
+            "--max-tokens",
+            "6",
+            "--out",
+        ])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = stdout(&o);
+    assert!(
+        got.starts_with("ROMEO: hi\nME") && got.ends_with("ho\nROMEO: hi\n\n"),
+        "{got:?}"
+    );
+    let middle = got.len() - "ROMEO: hi\nME".len() - "ho\nROMEO: hi\n\n".len();
+    assert!(middle <= 6, "{got:?}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), got);
+    // the suffix from a file; no prompt: the gap starts the text
+    let suffix = d.join("suffix.txt");
+    std::fs::write(&suffix, "MEME: ho\n").unwrap();
+    let o = run(dgm()
+        .args(["sample", "--run"])
+        .arg(&r)
+        .args(["--max-tokens", "4", "--suffix-file"])
+        .arg(&suffix));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with("MEME: ho\n\n"), "{}", stdout(&o));
+    let o = run(&mut train_cmd(
+        "gpt",
+        &format!("text:{}", text.display()),
+        &d.join("bad"),
+        1,
+        &["model.fim=2"],
+    ));
+    assert_bad_input(&o, &["model.fim", "[0, 1]"]);
+}
+
 #[test]
 fn gpt_bad_inputs_exit_2_with_one_line() {
     let d = tmp("gpt-bad");
@@ -227,6 +295,14 @@ fn gpt_bad_inputs_exit_2_with_one_line() {
         &["--prompt-file", "0xff", "offset 0"],
     );
     bad(&["--max-tokens", "0"], &["max-tokens"]);
+    // fill-in-the-middle needs a model trained for it; a suffix outside the vocabulary is named by its flag
+    bad(&["--suffix", "hi\n"], &["fill in the middle", "model.fim"]);
+    let suffix = d.join("suffix.rs");
+    std::fs::write(&suffix, b"MEME\xff").unwrap();
+    bad(
+        &["--suffix-file", suffix.to_str().unwrap()],
+        &["--suffix-file", "0xff", "offset 4"],
+    );
     bad(&["--temperature", "0"], &["temperature"]);
     bad(&["--temperature=-1"], &["temperature"]);
     bad(&["--top-k", "0"], &["top-k"]);

@@ -7,6 +7,11 @@
 //! * **identifier**: the place is the start of an identifier of ≥ 4 bytes that is not a Rust keyword; exact
 //!   match of the identifier the model writes there (the longest identifier prefix of its output);
 //!
+//! * for a run trained to fill in the middle (`model.fim` > 0), the same places as gaps with the 1024 bytes
+//!   after them as the suffix (the model keeps what fits its context around the gap): **line (FIM)**, the
+//!   middle written up to the model's end of middle (at most 64 tokens) equals the line (trimmed); and
+//!   **identifier (FIM)**: the middle (at most 24 tokens) is exactly the identifier;
+//!
 //! and the speed of generation: time to the first token (the prompt's pass) and tokens/s after it.
 //!
 //! `cargo run --release --example code_completion -- RUN [N]` with `DGM_DATA` set. Prints JSON lines.
@@ -73,6 +78,28 @@ fn complete(
         rest_s: total - first_s,
         tokens,
     })
+}
+
+/// The greedy middle between `prefix` and `suffix`, at most `max_tokens` tokens.
+fn fill(
+    lm: &dyn dgm::model::Sequence,
+    prefix: &[u8],
+    suffix: &[u8],
+    max_tokens: usize,
+) -> Res<Vec<u8>> {
+    let opts = GenerateOptions {
+        max_tokens,
+        top_k: Some(1),
+        ..GenerateOptions::default()
+    };
+    let tok = lm.tokenizer();
+    let middle = lm.fill_middle(
+        &tok.encode(prefix)?,
+        &tok.encode(suffix)?,
+        &opts,
+        &mut |_| Ok(true),
+    )?;
+    Ok(tok.decode(&middle)?)
 }
 
 fn main() -> Res<()> {
@@ -149,6 +176,47 @@ fn main() -> Res<()> {
         rest += c.rest_s;
         toks += c.tokens.saturating_sub(1);
     }
+    // fill-in-the-middle, for a run trained for it
+    let fim = loaded
+        .config
+        .model
+        .config
+        .get("fim")
+        .and_then(|v| v.as_float())
+        .is_some_and(|r| r > 0.0);
+    let (mut fim_lines, mut fim_idents) = (0, 0);
+    if fim {
+        for &i in &lines {
+            let end = test[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(test.len(), |p| i + p);
+            let suffix = &test[end..(end + ctx).min(test.len())];
+            let got = fill(lm, &test[i - ctx..i], suffix, 64)?;
+            if String::from_utf8_lossy(&got).trim() == String::from_utf8_lossy(&test[i..end]).trim()
+            {
+                fim_lines += 1;
+            }
+        }
+        for &i in &idents {
+            let end = test[i..]
+                .iter()
+                .position(|&b| !is_ident(b))
+                .map_or(test.len(), |p| i + p);
+            let suffix = &test[end..(end + ctx).min(test.len())];
+            if fill(lm, &test[i - ctx..i], suffix, 24)? == test[i..end] {
+                fim_idents += 1;
+            }
+        }
+    }
+    let share = |hits: usize, of: usize| {
+        if fim {
+            format!("{:.4}", hits as f64 / of.max(1) as f64)
+        } else {
+            "null".to_string()
+        }
+    };
+
     let mut ident_hits = 0;
     for &i in &idents {
         let c = complete(lm, &test[i - ctx..i], |b| b.iter().any(|&x| !is_ident(x)))?;
@@ -169,7 +237,7 @@ fn main() -> Res<()> {
     first.sort_by(f64::total_cmp);
     let median_first = first.get(first.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
-        "{{\"run\":\"{}\",\"tokenizer\":\"{}\",\"vocab\":{},\"test_bytes\":{},\"next_line_exact\":{:.4},\"lines\":{},\"identifier_exact\":{:.4},\"identifiers\":{},\"first_token_ms_median\":{:.1},\"tokens_per_s\":{},\"threads\":{}}}",
+        "{{\"run\":\"{}\",\"tokenizer\":\"{}\",\"vocab\":{},\"test_bytes\":{},\"next_line_exact\":{:.4},\"lines\":{},\"identifier_exact\":{:.4},\"identifiers\":{},\"fim_line_exact\":{},\"fim_identifier_exact\":{},\"first_token_ms_median\":{:.1},\"tokens_per_s\":{},\"threads\":{}}}",
         run_dir.display(),
         lm.tokenizer().name(),
         lm.tokenizer().vocab_size(),
@@ -178,6 +246,8 @@ fn main() -> Res<()> {
         lines.len(),
         ident_hits as f64 / idents.len().max(1) as f64,
         idents.len(),
+        share(fim_lines, lines.len()),
+        share(fim_idents, idents.len()),
         median_first * 1000.0,
         if toks > 0 {
             format!("{:.1}", toks as f64 / rest.max(1e-9))

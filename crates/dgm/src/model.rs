@@ -577,6 +577,23 @@ pub trait Sequence: Model {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> Result<bool>,
     ) -> Result<Vec<u32>>;
+
+    /// Fill-in-the-middle: writes the tokens between `prefix` and `suffix` (either may be empty) until the
+    /// model ends the middle or `opts.max_tokens` are written, calling `on_token` with each (return `false`
+    /// to stop early). Returns the middle. Models not trained for it refuse (the default).
+    fn fill_middle(
+        &self,
+        prefix: &[u32],
+        suffix: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<Vec<u32>> {
+        let _ = (prefix, suffix, opts, on_token);
+        Err(crate::Error::invalid(
+            "model",
+            format!("'{}' does not fill in the middle", self.name()),
+        ))
+    }
 }
 
 /// Models that sample the rest of an example given its first part (autoregressive image models, which

@@ -159,6 +159,23 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         .tokenizer()
         .encode(&prompt)
         .map_err(|e| dgm::Error::invalid(flag, e.to_string()))?;
+    // fill-in-the-middle: the text after the gap
+    let suffix: Option<(Vec<u8>, &str)> = match (&a.suffix, &a.suffix_file) {
+        (Some(s), _) => Some((s.as_bytes().to_vec(), "--suffix")),
+        (None, Some(f)) => Some((
+            std::fs::read(f).map_err(|e| dgm::Error::io(f, e))?,
+            "--suffix-file",
+        )),
+        (None, None) => None,
+    };
+    let suffix_ids = match &suffix {
+        Some((s, flag)) => Some(
+            lm.tokenizer()
+                .encode(s)
+                .map_err(|e| dgm::Error::invalid(*flag, e.to_string()))?,
+        ),
+        None => None,
+    };
     let n = a.n.unwrap_or(1);
     let mut all = Vec::new();
     let stdout = std::io::stdout();
@@ -182,7 +199,7 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         write!(out, "{}", stream.push(&prompt))?;
         out.flush()?;
         let tok = lm.tokenizer();
-        let new = lm.generate(&ids, &opts, &mut |id| {
+        let mut on_token = |id| {
             if let Some(b) = tok.token_bytes(id) {
                 let text = stream.push(&b);
                 if !text.is_empty() {
@@ -191,11 +208,21 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
                 }
             }
             Ok(true)
-        })?;
+        };
+        let new = match &suffix_ids {
+            Some(s) => lm.fill_middle(&ids, s, &opts, &mut on_token)?,
+            None => lm.generate(&ids, &opts, &mut on_token)?,
+        };
+        if let Some((s, _)) = &suffix {
+            write!(out, "{}", stream.push(s))?;
+        }
         writeln!(out, "{}", stream.finish())?;
         generated += new.len();
         all.extend_from_slice(&prompt);
         all.extend(tok.decode(&new)?);
+        if let Some((s, _)) = &suffix {
+            all.extend_from_slice(s);
+        }
         all.push(b'\n');
     }
     if a.timing {
@@ -262,6 +289,8 @@ fn refuse_sample_flags(a: &SampleArgs, model: &dyn dgm::model::Model, audio: boo
             &[
                 ("--prompt", a.prompt.is_some()),
                 ("--prompt-file", a.prompt_file.is_some()),
+                ("--suffix", a.suffix.is_some()),
+                ("--suffix-file", a.suffix_file.is_some()),
                 ("--max-tokens", a.max_tokens.is_some()),
                 ("--top-k", a.top_k.is_some()),
                 ("--top-p", a.top_p.is_some()),

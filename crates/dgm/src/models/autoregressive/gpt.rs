@@ -18,12 +18,18 @@
 //! Generation ([`Sequence::generate`]) feeds [BOS] + the most recent tokens, at most `block_size` positions;
 //! when a new token would overflow the window, only the last `block_size / 2` tokens are kept and (with the
 //! KV cache) the cache is refilled from them. The same policy with and without the cache gives the same tokens.
+//!
+//! With `fim` > 0 the model is also trained to fill in the middle ([`super::fim`]): four sentinel ids follow
+//! the tokenizer's, some training windows are rearranged to PRE prefix SUF suffix MID middle EOT, and
+//! [`Sequence::fill_middle`] writes the text between a prefix and a suffix. Ordinary generation never draws
+//! a sentinel.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::init::Init;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::fim::{self, Sentinels};
 use super::sampling::pick_token;
 use crate::data::Batch;
 use crate::data::Tokenizer;
@@ -63,6 +69,9 @@ pub struct GptConfig {
     pub bias: bool,
     /// The tokenizer of the training text (filled by `prepare` from the data).
     pub tokenizer: Tokenizer,
+    /// Fill-in-the-middle: the share of training windows rearranged to prefix–suffix–middle order (0 = off;
+    /// 0.5 as in Bavarian et al. 2022). A model trained with it has 4 sentinel tokens after the tokenizer's.
+    pub fim: f64,
 }
 
 impl Default for GptConfig {
@@ -76,6 +85,7 @@ impl Default for GptConfig {
             dropout: 0.0,
             bias: true,
             tokenizer: Tokenizer::Bytes,
+            fim: 0.0,
         }
     }
 }
@@ -111,7 +121,13 @@ impl GptConfig {
                 format!("{} must be in [0, 1)", self.dropout),
             ));
         }
+        fim::validate_rate(self.fim)?;
         self.tokenizer.validate()
+    }
+
+    /// The ids the model predicts: the tokenizer's, plus the FIM sentinels when `fim` > 0.
+    pub fn n_vocab(&self) -> usize {
+        self.tokenizer.vocab_size() + if self.fim > 0.0 { fim::SENTINELS } else { 0 }
     }
 
     fn block(&self) -> BlockConfig {
@@ -137,7 +153,7 @@ pub fn footprint(cfg: &GptConfig) -> crate::models::Footprint {
     let per_token = sat_sum([
         sat_mul(cfg.n_layer as u64, block),
         sat_mul(3, c),
-        sat_mul(2, cfg.tokenizer.vocab_size() as u64),
+        sat_mul(2, cfg.n_vocab() as u64),
     ]);
     crate::models::Footprint {
         buffers: 0,
@@ -180,7 +196,8 @@ pub fn prepare(cfg: &mut GptConfig, data: &DataInfo) -> Result<()> {
 /// A GPT language model (see the module docs).
 pub struct Gpt {
     cfg: GptConfig,
-    /// Token embedding (V + 1, C), the last row BOS; its first V rows are the output head.
+    /// Token embedding (V + 1, C), the last row BOS; its first V rows are the output head (V counts the FIM
+    /// sentinels of a model trained with them).
     wte: Tensor,
     /// Position embedding (T, C).
     wpe: Tensor,
@@ -203,7 +220,7 @@ impl Gpt {
                 "0 (automatic) was not filled in; prepare the config with the data first or set it",
             ));
         }
-        let vocab = cfg.tokenizer.vocab_size();
+        let vocab = cfg.n_vocab();
         let (c, t) = (cfg.n_embd, cfg.block_size);
         let vt = vb.pp("transformer");
         let init = Init::Randn {
@@ -237,7 +254,8 @@ impl Gpt {
         &self.cfg
     }
 
-    /// Number of real tokens V (the logits' width); the BOS id is V.
+    /// Number of predicted ids V (the logits' width: the tokenizer's ids and any FIM sentinels); the BOS id
+    /// is V.
     pub fn vocab_size(&self) -> usize {
         self.vocab
     }
@@ -385,6 +403,74 @@ impl Gpt {
     fn row(logits: &Tensor, i: usize) -> Result<Vec<f32>> {
         Ok(logits.get(i)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
     }
+
+    /// The FIM sentinels, when the model was trained with them.
+    fn sentinels(&self) -> Option<Sentinels> {
+        (self.cfg.fim > 0.0).then(|| Sentinels::after(self.cfg.tokenizer.vocab_size()))
+    }
+
+    /// Draws the next token from one row of logits among the tokenizer's ids and `end` (a FIM model's
+    /// other sentinels are never drawn).
+    fn pick(&self, mut row: Vec<f32>, opts: &GenerateOptions, u: f64, end: Option<u32>) -> u32 {
+        let v = self.cfg.tokenizer.vocab_size();
+        for (i, l) in row.iter_mut().enumerate().skip(v) {
+            if end != Some(i as u32) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        pick_token(&row, opts, u)
+    }
+
+    /// Continues `ctx` (the tokens after BOS) by at most `opts.max_tokens` tokens, stopping early at `end`
+    /// (not returned or passed on) or when `on_token` says so; see the module docs for the window policy.
+    fn continue_tokens(
+        &self,
+        mut ctx: Vec<u32>,
+        opts: &GenerateOptions,
+        end: Option<u32>,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<Vec<u32>> {
+        let t = self.cfg.block_size;
+        let keep = t / 2;
+        let mut rng = Rng::new(opts.seed);
+        let mut cache = opts.kv_cache.then(|| KvCache::new(self.cfg.n_layer));
+        let mut refill = true;
+        let mut out = Vec::with_capacity(opts.max_tokens);
+        for _ in 0..opts.max_tokens {
+            let logits = match cache.as_mut() {
+                Some(cache) if !refill => {
+                    let last = ctx[ctx.len() - 1];
+                    self.last_logits(&Tensor::full(last, (1, 1), &self.device)?, Some(cache))?
+                }
+                cache => {
+                    let mut input = vec![self.bos()];
+                    input.extend_from_slice(&ctx);
+                    let input = Tensor::from_vec(input, (1, ctx.len() + 1), &self.device)?;
+                    match cache {
+                        Some(cache) => {
+                            cache.clear();
+                            self.last_logits(&input, Some(cache))?
+                        }
+                        None => self.last_logits(&input, None)?,
+                    }
+                }
+            }; // (1, V)
+            let tok = self.pick(Self::row(&logits, 0)?, opts, rng.uniform_f64(), end);
+            if Some(tok) == end {
+                break;
+            }
+            out.push(tok);
+            if !on_token(tok)? {
+                break;
+            }
+            ctx.push(tok);
+            refill = ctx.len() > t - 1;
+            if refill {
+                ctx.drain(..ctx.len() - keep);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Model for Gpt {
@@ -392,9 +478,16 @@ impl Model for Gpt {
         "gpt"
     }
 
-    /// Mean cross-entropy per token, −(1/(bT)) Σ log p(x_t | BOS, x_<t), with part `nll_per_token`.
+    /// Mean cross-entropy per token, −(1/(bT)) Σ log p(x_t | BOS, x_<t), with part `nll_per_token`; with
+    /// `fim` > 0 a share of the windows is first rearranged for fill-in-the-middle ([`fim::augment`]).
     fn loss(&self, batch: &Batch, rng: &mut Rng) -> Result<LossOutput> {
-        let x = self.windows(batch)?;
+        let mut x = self.windows(batch)?;
+        if let Some(s) = self.sentinels() {
+            let (b, t) = x.dims2()?;
+            let mut ids = x.flatten_all()?.to_vec1::<u32>()?;
+            fim::augment(&mut ids, t, self.cfg.fim, s, rng);
+            x = Tensor::from_vec(ids, (b, t), &self.device)?;
+        }
         let loss = self.token_nlls(&x, Some(rng))?.mean_all()?;
         let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         Ok(LossOutput {
@@ -431,7 +524,7 @@ impl Model for Gpt {
             let logits = self.last_logits(&ids, Some(&mut cache))?; // (n, V)
             let mut next = Vec::with_capacity(n);
             for (i, row) in out.iter_mut().enumerate() {
-                let tok = pick_token(&Self::row(&logits, i)?, &gopts, rng.uniform_f64());
+                let tok = self.pick(Self::row(&logits, i)?, &gopts, rng.uniform_f64(), None);
                 row.push(tok);
                 next.push(tok);
             }
@@ -524,7 +617,8 @@ impl Sequence for Gpt {
         Ok(out)
     }
 
-    /// Prefixes of one length in one pass: [BOS, the last T − 1 tokens] each.
+    /// Prefixes of one length in one pass: [BOS, the last T − 1 tokens] each. The rows hold the tokenizer's
+    /// ids only (a FIM model's sentinels are left out).
     fn next_log_probs(&self, prefixes: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); prefixes.len()];
         let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
@@ -544,6 +638,7 @@ impl Sequence for Gpt {
             let input = Tensor::from_vec(input, (rows.len(), keep + 1), &self.device)?;
             let logits = self.last_logits(&input, None)?.to_dtype(DType::F64)?; // (rows, V)
             let lp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
+                .narrow(1, 0, self.cfg.tokenizer.vocab_size())?
                 .to_dtype(DType::F32)?
                 .to_vec2::<f32>()?;
             for (&i, row) in rows.iter().zip(lp) {
@@ -561,45 +656,42 @@ impl Sequence for Gpt {
     ) -> Result<Vec<u32>> {
         opts.validate()?;
         self.check_ids(prompt, false)?;
-        let t = self.cfg.block_size;
-        let keep = t / 2;
         // the tokens after BOS in the window: at most T − 1
-        let mut ctx: Vec<u32> = prompt[prompt.len().saturating_sub(t - 1)..].to_vec();
-        let mut rng = Rng::new(opts.seed);
-        let mut cache = opts.kv_cache.then(|| KvCache::new(self.cfg.n_layer));
-        let mut refill = true;
-        let mut out = Vec::with_capacity(opts.max_tokens);
-        for _ in 0..opts.max_tokens {
-            let logits = match cache.as_mut() {
-                Some(cache) if !refill => {
-                    let last = ctx[ctx.len() - 1];
-                    self.last_logits(&Tensor::full(last, (1, 1), &self.device)?, Some(cache))?
-                }
-                cache => {
-                    let mut input = vec![self.bos()];
-                    input.extend_from_slice(&ctx);
-                    let input = Tensor::from_vec(input, (1, ctx.len() + 1), &self.device)?;
-                    match cache {
-                        Some(cache) => {
-                            cache.clear();
-                            self.last_logits(&input, Some(cache))?
-                        }
-                        None => self.last_logits(&input, None)?,
-                    }
-                }
-            }; // (1, V)
-            let tok = pick_token(&Self::row(&logits, 0)?, opts, rng.uniform_f64());
-            out.push(tok);
-            if !on_token(tok)? {
-                break;
-            }
-            ctx.push(tok);
-            refill = ctx.len() > t - 1;
-            if refill {
-                ctx.drain(..ctx.len() - keep);
+        let t = self.cfg.block_size;
+        let ctx = prompt[prompt.len().saturating_sub(t - 1)..].to_vec();
+        self.continue_tokens(ctx, opts, None, on_token)
+    }
+
+    /// Continues [PRE prefix SUF suffix MID] until EOT: at most `opts.max_tokens` tokens and at most half the
+    /// context (the prefix keeps its end and the suffix its start, [`fim::prompt`]).
+    fn fill_middle(
+        &self,
+        prefix: &[u32],
+        suffix: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<Vec<u32>> {
+        let Some(s) = self.sentinels() else {
+            return Err(fim::not_trained("gpt"));
+        };
+        opts.validate()?;
+        let v = self.cfg.tokenizer.vocab_size();
+        for (ids, what) in [(prefix, "prefix"), (suffix, "suffix")] {
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
+                return Err(Error::invalid(
+                    what,
+                    format!("token id {id} is not a text token (the tokenizer has ids 0..{v})"),
+                ));
             }
         }
-        Ok(out)
+        let t = self.cfg.block_size;
+        let middle = opts.max_tokens.min(t / 2);
+        let ctx = fim::prompt(prefix, suffix, middle, t, s)?;
+        let opts = GenerateOptions {
+            max_tokens: middle,
+            ..opts.clone()
+        };
+        self.continue_tokens(ctx, &opts, Some(s.eot), on_token)
     }
 }
 
@@ -883,6 +975,131 @@ mod tests {
         };
         let got = m.generate(&[2, 3], &opts, &mut |_| Ok(true))?;
         let want: Vec<u32> = (0..40).map(|i| ((4 + i) % period) as u32).collect();
+        assert_eq!(got, want);
+        Ok(())
+    }
+
+    #[test]
+    fn fim_generation_draws_no_sentinel_and_follows_the_logits() -> Result<()> {
+        let (v, t) = (5usize, 24usize);
+        let (m, _p) = random_model(
+            GptConfig {
+                fim: 0.5,
+                ..config(v, t)
+            },
+            6,
+        )?;
+        assert_eq!((m.vocab_size(), m.bos()), (v + 4, (v + 4) as u32));
+        let s = Sentinels::after(v);
+        // plain generation at a high temperature never draws a sentinel
+        let hot = GenerateOptions {
+            max_tokens: 300,
+            temperature: 3.0,
+            seed: 1,
+            ..GenerateOptions::default()
+        };
+        let got = m.generate(&[1, 2], &hot, &mut |_| Ok(true))?;
+        assert_eq!(got.len(), 300);
+        assert!(got.iter().all(|&x| (x as usize) < v), "{got:?}");
+        // a middle holds text tokens only, the same with and without the KV cache
+        let mut lengths = Vec::new();
+        for seed in 0..20 {
+            let opts = GenerateOptions {
+                max_tokens: 8,
+                temperature: 2.0,
+                seed,
+                ..GenerateOptions::default()
+            };
+            let a = m.fill_middle(&[0, 1, 2], &[3, 4], &opts, &mut |_| Ok(true))?;
+            let no_cache = GenerateOptions {
+                kv_cache: false,
+                ..opts.clone()
+            };
+            let b = m.fill_middle(&[0, 1, 2], &[3, 4], &no_cache, &mut |_| Ok(true))?;
+            assert_eq!(a, b);
+            assert!(a.iter().all(|&x| (x as usize) < v) && a.len() <= 8, "{a:?}");
+            lengths.push(a.len());
+        }
+        // EOT ends some middles early; others run to max_tokens
+        assert!(lengths.iter().any(|&l| l < 8), "{lengths:?}");
+        // greedy: the first token is the argmax of the prompt's last logits over the text ids and EOT
+        let greedy = GenerateOptions {
+            max_tokens: 1,
+            top_k: Some(1),
+            ..GenerateOptions::default()
+        };
+        let first = m.fill_middle(&[0, 1, 2], &[3, 4], &greedy, &mut |_| Ok(true))?;
+        let input = [m.bos(), s.pre, 0, 1, 2, s.suf, 3, 4, s.mid];
+        let x = Tensor::from_slice(&input, (1, input.len()), &Device::Cpu)?;
+        let last = m
+            .forward(&x)?
+            .squeeze(0)?
+            .get(input.len() - 1)?
+            .to_vec1::<f32>()?;
+        let allowed = (0..v as u32).chain([s.eot]);
+        let best = allowed
+            .max_by(|&a, &b| last[a as usize].total_cmp(&last[b as usize]))
+            .unwrap();
+        assert_eq!(first, if best == s.eot { vec![] } else { vec![best] });
+        // a model trained without FIM refuses, as does a sentinel in the prefix
+        let (plain, _q) = random_model(config(v, t), 6)?;
+        let e = plain
+            .fill_middle(&[0], &[1], &greedy, &mut |_| Ok(true))
+            .unwrap_err();
+        assert!(e.to_string().contains("model.fim"), "{e}");
+        assert!(m
+            .fill_middle(&[s.pre], &[1], &greedy, &mut |_| Ok(true))
+            .is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn learns_to_fill_the_middle_of_a_repeating_text() -> Result<()> {
+        // the text 0 1 … 12 repeated; windows of 16 tokens (D = 12 < 13, so a gap's length is determined by
+        // the symbols around it); half the windows rearranged
+        let (period, t) = (13usize, 16usize);
+        let cfg = GptConfig {
+            n_embd: 48,
+            fim: 0.5,
+            ..config(period, t)
+        };
+        let p = Params::new(0, &Device::Cpu);
+        let m = Gpt::new(cfg, p.var_builder())?;
+        let vars = p.vars();
+        let mut opt = AdamW::new(
+            vars.clone(),
+            AdamWParams {
+                beta2: 0.99,
+                ..Default::default()
+            },
+        )?;
+        let window = |o: usize| -> Vec<u32> { (0..t).map(|i| ((o + i) % period) as u32).collect() };
+        let mut rng = Rng::new(1);
+        // (800 steps are not enough for the empty middle below; 2000 take about 10 s)
+        for step in 0..2000 {
+            let rows: Vec<Vec<u32>> = (0..32).map(|_| window(rng.below(period))).collect();
+            let out = m.loss(&batch(&rows)?, &mut rng)?;
+            let grads = collect_grads(&vars, &out.loss.backward()?);
+            opt.step(&grads, if step < 1500 { 1e-2 } else { 2e-3 }, 1.0)?;
+        }
+        let greedy = GenerateOptions {
+            max_tokens: 12,
+            top_k: Some(1),
+            ..GenerateOptions::default()
+        };
+        let fill = |pre: &[u32], suf: &[u32]| m.fill_middle(pre, suf, &greedy, &mut |_| Ok(true));
+        assert_eq!(fill(&[0, 1, 2], &[5, 6, 7])?, vec![3, 4]);
+        assert_eq!(fill(&[10, 11], &[3, 4])?, vec![12, 0, 1, 2]);
+        assert_eq!(fill(&[6], &[7, 8])?, Vec::<u32>::new());
+        // with no prefix, any run of symbols that leads up to the suffix
+        let m0 = fill(&[], &[4, 5])?;
+        assert_eq!(m0.last(), Some(&3), "{m0:?}");
+        assert!(m0
+            .windows(2)
+            .all(|w| w[1] as usize == (w[0] as usize + 1) % period));
+        // and it still continues text left to right
+        let got = m.generate(&[7, 8], &greedy, &mut |_| Ok(true))?;
+        let want: Vec<u32> = (0..12).map(|i| ((9 + i) % period) as u32).collect();
         assert_eq!(got, want);
         Ok(())
     }

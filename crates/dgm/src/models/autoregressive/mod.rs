@@ -5,12 +5,14 @@
 //! * [`gpt`]: a decoder-only transformer language model over characters or bytes (GPT-2 / nanoGPT).
 //! * [`wavenet`]: WaveNet, dilated causal convolutions over μ-law audio codes (van den Oord et al. 2016).
 //! * [`beam`]: beam search over a language model (greedy decoding is beam 1).
+//! * [`fim`]: fill-in-the-middle training and prompts for the GPT (Bavarian et al. 2022).
 //! * [`sampling`]: temperature, top-k and top-p token sampling, shared by the language models.
 //!
 //! [`exact_log_likelihood`] is the [`Density::log_likelihood`](crate::model::Density::log_likelihood) body
 //! MADE, PixelCNN and WaveNet share.
 
 pub mod beam;
+pub mod fim;
 pub mod gpt;
 pub mod made;
 pub mod pixelcnn;
