@@ -926,4 +926,27 @@ fn resume_is_bit_exact_for_a_conv_vae_a_ddpm_and_the_gpt() {
         },
         4,
     );
+    // fill-in-the-middle draws its cuts from the run's RNG too
+    assert_resume_is_exact(
+        "gpt-fim",
+        &|out| {
+            let mut c = dgm();
+            c.args(["train", "gpt", "--data"])
+                .arg(format!("text:{}", text.display()))
+                .arg("--out")
+                .arg(out)
+                .args(["--steps", "6", "--seed", "5", "--quiet"])
+                .args(["--set", "model.n_layer=1", "--set", "model.n_head=2"])
+                .args(["--set", "model.n_embd=16", "--set", "model.fim=0.5"])
+                .args([
+                    "--set",
+                    "data.text.context=16",
+                    "--set",
+                    "train.batch_size=4",
+                ])
+                .args(["--set", "train.eval_batches=1"]);
+            c
+        },
+        3,
+    );
 }

@@ -8,9 +8,13 @@
 //!   match of the identifier the model writes there (the longest identifier prefix of its output);
 //!
 //! * for a run trained to fill in the middle (`model.fim` > 0), the same places as gaps with the 1024 bytes
-//!   after them as the suffix (the model keeps what fits its context around the gap): **line (FIM)**, the
-//!   middle written up to the model's end of middle (at most 64 tokens) equals the line (trimmed); and
-//!   **identifier (FIM)**: the middle (at most 24 tokens) is exactly the identifier;
+//!   after them as the suffix (the model keeps what fits its context around the gap), judged as the
+//!   left-to-right tasks are: **line (FIM)**, the middle's first line (at most 64 tokens) equals the line
+//!   (trimmed); **identifier (FIM)**, the middle's leading identifier (at most 24 tokens) is the identifier;
+//!   **ended**, the share of those identifier gaps where the middle is exactly the identifier followed by the
+//!   model's end of middle; and, exactly, the identifier's **bits per byte given the prefix and the suffix**
+//!   (the FIM layout) against **given the same prefix only** (left to right), and the bits of the end of
+//!   middle after it;
 //!
 //! and the speed of generation: time to the first token (the prompt's pass) and tokens/s after it.
 //!
@@ -22,6 +26,7 @@ use std::time::Instant;
 use candle_core::Device;
 use dgm::data::{text, Split};
 use dgm::model::GenerateOptions;
+use dgm::models::autoregressive::fim;
 use dgm::rng::Rng;
 use dgm::train::run::{self, Weights};
 
@@ -80,13 +85,14 @@ fn complete(
     })
 }
 
-/// The greedy middle between `prefix` and `suffix`, at most `max_tokens` tokens.
+/// The greedy middle between `prefix` and `suffix`, at most `max_tokens` tokens, and whether the model
+/// ended it (wrote its end of middle) before `max_tokens`.
 fn fill(
     lm: &dyn dgm::model::Sequence,
     prefix: &[u8],
     suffix: &[u8],
     max_tokens: usize,
-) -> Res<Vec<u8>> {
+) -> Res<(Vec<u8>, bool)> {
     let opts = GenerateOptions {
         max_tokens,
         top_k: Some(1),
@@ -99,7 +105,43 @@ fn fill(
         &opts,
         &mut |_| Ok(true),
     )?;
-    Ok(tok.decode(&middle)?)
+    let ended = middle.len() < max_tokens.min(lm.context_len() / 2);
+    Ok((tok.decode(&middle)?, ended))
+}
+
+/// Exact nats of `middle` between `prefix` and `suffix` in the FIM layout (the prompt as `fill_middle`
+/// builds it for a 24-token middle), of the end of middle after it, and of `middle` after the same kept
+/// prefix left to right.
+fn middle_nats(
+    lm: &dyn dgm::model::Sequence,
+    prefix: &[u8],
+    middle: &[u8],
+    suffix: &[u8],
+) -> Res<(f64, f64, f64)> {
+    let tok = lm.tokenizer();
+    let s = fim::Sentinels::after(tok.vocab_size());
+    let mid = tok.encode(middle)?;
+    let t = lm.context_len();
+    let prompt = fim::prompt(
+        &tok.encode(prefix)?,
+        &tok.encode(suffix)?,
+        24.min(t / 2).max(mid.len() + 1),
+        t,
+        s,
+    )?;
+    let mut seq = prompt.clone();
+    seq.extend_from_slice(&mid);
+    seq.push(s.eot);
+    let lp = lm.token_log_probs(&seq)?;
+    let n = prompt.len();
+    let fim_nats = -lp[n..n + mid.len()].iter().sum::<f64>();
+    let eot_nats = -lp[n + mid.len()];
+    let suf = prompt.iter().position(|&x| x == s.suf).unwrap_or(1);
+    let mut plain = prompt[1..suf].to_vec();
+    let k = plain.len();
+    plain.extend_from_slice(&mid);
+    let lp = lm.token_log_probs(&plain)?;
+    Ok((fim_nats, eot_nats, -lp[k..].iter().sum::<f64>()))
 }
 
 fn main() -> Res<()> {
@@ -184,7 +226,8 @@ fn main() -> Res<()> {
         .get("fim")
         .and_then(|v| v.as_float())
         .is_some_and(|r| r > 0.0);
-    let (mut fim_lines, mut fim_idents) = (0, 0);
+    let (mut fim_lines, mut fim_idents, mut fim_ended) = (0, 0, 0);
+    let (mut nats_fim, mut nats_eot, mut nats_plain, mut ident_bytes) = (0.0, 0.0, 0.0, 0usize);
     if fim {
         for &i in &lines {
             let end = test[i..]
@@ -192,8 +235,9 @@ fn main() -> Res<()> {
                 .position(|&b| b == b'\n')
                 .map_or(test.len(), |p| i + p);
             let suffix = &test[end..(end + ctx).min(test.len())];
-            let got = fill(lm, &test[i - ctx..i], suffix, 64)?;
-            if String::from_utf8_lossy(&got).trim() == String::from_utf8_lossy(&test[i..end]).trim()
+            let (got, _) = fill(lm, &test[i - ctx..i], suffix, 64)?;
+            let got = got.split(|&b| b == b'\n').next().unwrap_or(&[]);
+            if String::from_utf8_lossy(got).trim() == String::from_utf8_lossy(&test[i..end]).trim()
             {
                 fim_lines += 1;
             }
@@ -204,18 +248,29 @@ fn main() -> Res<()> {
                 .position(|&b| !is_ident(b))
                 .map_or(test.len(), |p| i + p);
             let suffix = &test[end..(end + ctx).min(test.len())];
-            if fill(lm, &test[i - ctx..i], suffix, 24)? == test[i..end] {
+            let (got, ended) = fill(lm, &test[i - ctx..i], suffix, 24)?;
+            let word: Vec<u8> = got.iter().copied().take_while(|&b| is_ident(b)).collect();
+            if word == test[i..end] {
                 fim_idents += 1;
+                if ended && got.len() == word.len() {
+                    fim_ended += 1;
+                }
             }
+            let (f, e, p) = middle_nats(lm, &test[i - ctx..i], &test[i..end], suffix)?;
+            nats_fim += f;
+            nats_eot += e;
+            nats_plain += p;
+            ident_bytes += end - i;
         }
     }
-    let share = |hits: usize, of: usize| {
+    let share = |x: f64| {
         if fim {
-            format!("{:.4}", hits as f64 / of.max(1) as f64)
+            format!("{x:.4}")
         } else {
             "null".to_string()
         }
     };
+    let bits = |nats: f64| nats / std::f64::consts::LN_2 / ident_bytes.max(1) as f64;
 
     let mut ident_hits = 0;
     for &i in &idents {
@@ -237,7 +292,7 @@ fn main() -> Res<()> {
     first.sort_by(f64::total_cmp);
     let median_first = first.get(first.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
-        "{{\"run\":\"{}\",\"tokenizer\":\"{}\",\"vocab\":{},\"test_bytes\":{},\"next_line_exact\":{:.4},\"lines\":{},\"identifier_exact\":{:.4},\"identifiers\":{},\"fim_line_exact\":{},\"fim_identifier_exact\":{},\"first_token_ms_median\":{:.1},\"tokens_per_s\":{},\"threads\":{}}}",
+        "{{\"run\":\"{}\",\"tokenizer\":\"{}\",\"vocab\":{},\"test_bytes\":{},\"next_line_exact\":{:.4},\"lines\":{},\"identifier_exact\":{:.4},\"identifiers\":{},\"fim_line_exact\":{},\"fim_identifier_exact\":{},\"fim_identifier_ended\":{},\"identifier_bits_per_byte_fim\":{},\"identifier_bits_per_byte_prefix_only\":{},\"end_of_middle_bits\":{},\"first_token_ms_median\":{:.1},\"tokens_per_s\":{},\"threads\":{}}}",
         run_dir.display(),
         lm.tokenizer().name(),
         lm.tokenizer().vocab_size(),
@@ -246,8 +301,12 @@ fn main() -> Res<()> {
         lines.len(),
         ident_hits as f64 / idents.len().max(1) as f64,
         idents.len(),
-        share(fim_lines, lines.len()),
-        share(fim_idents, idents.len()),
+        share(fim_lines as f64 / lines.len().max(1) as f64),
+        share(fim_idents as f64 / idents.len().max(1) as f64),
+        share(fim_ended as f64 / idents.len().max(1) as f64),
+        share(bits(nats_fim)),
+        share(bits(nats_plain)),
+        share(nats_eot / std::f64::consts::LN_2 / idents.len().max(1) as f64),
         median_first * 1000.0,
         if toks > 0 {
             format!("{:.1}", toks as f64 / rest.max(1e-9))
