@@ -904,49 +904,25 @@ fn resume_is_bit_exact_for_a_conv_vae_a_ddpm_and_the_gpt() {
         })
         .collect();
     std::fs::write(&text, corpus).unwrap();
-    assert_resume_is_exact(
-        "gpt",
-        &|out| {
-            let mut c = dgm();
-            c.args(["train", "gpt", "--data"])
-                .arg(format!("text:{}", text.display()))
-                .arg("--out")
-                .arg(out)
-                .args(["--steps", "6", "--seed", "5", "--quiet"])
-                .args(["--set", "model.n_layer=1", "--set", "model.n_head=2"])
-                .args(["--set", "model.n_embd=16", "--set", "model.dropout=0.1"])
-                .args([
-                    "--set",
-                    "data.text.context=16",
-                    "--set",
-                    "train.batch_size=4",
-                ])
-                .args(["--set", "train.eval_batches=1"]);
-            c
-        },
-        4,
-    );
-    // fill-in-the-middle draws its cuts from the run's RNG too
-    assert_resume_is_exact(
-        "gpt-fim",
-        &|out| {
-            let mut c = dgm();
-            c.args(["train", "gpt", "--data"])
-                .arg(format!("text:{}", text.display()))
-                .arg("--out")
-                .arg(out)
-                .args(["--steps", "6", "--seed", "5", "--quiet"])
-                .args(["--set", "model.n_layer=1", "--set", "model.n_head=2"])
-                .args(["--set", "model.n_embd=16", "--set", "model.fim=0.5"])
-                .args([
-                    "--set",
-                    "data.text.context=16",
-                    "--set",
-                    "train.batch_size=4",
-                ])
-                .args(["--set", "train.eval_batches=1"]);
-            c
-        },
-        3,
-    );
+    // a tiny GPT with dropout, and one trained to fill in the middle (its cuts come from the run's RNG too)
+    let gpt = |out: &Path, extra: &str| {
+        let mut c = dgm();
+        c.args(["train", "gpt", "--data"])
+            .arg(format!("text:{}", text.display()))
+            .arg("--out")
+            .arg(out)
+            .args(["--steps", "6", "--seed", "5", "--quiet"])
+            .args(["--set", "model.n_layer=1", "--set", "model.n_head=2"])
+            .args(["--set", "model.n_embd=16", "--set", extra])
+            .args([
+                "--set",
+                "data.text.context=16",
+                "--set",
+                "train.batch_size=4",
+            ])
+            .args(["--set", "train.eval_batches=1"]);
+        c
+    };
+    assert_resume_is_exact("gpt", &|out| gpt(out, "model.dropout=0.1"), 4);
+    assert_resume_is_exact("gpt-fim", &|out| gpt(out, "model.fim=0.5"), 3);
 }

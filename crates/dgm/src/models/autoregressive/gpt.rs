@@ -925,15 +925,21 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn learns_a_repeating_text_and_samples_it_back() -> Result<()> {
-        // the text "abcde" repeated; windows start at every offset, so x_0 is uniform over 5 symbols and the
-        // rest is determined: the best per-token loss is ln 5 / T
-        let (period, t) = (5usize, 16usize);
-        let cfg = GptConfig {
-            n_embd: 32,
-            ..config(period, t)
-        };
+    /// The window of `t` symbols of the text 0 1 … period−1 repeated, starting at offset `o`.
+    fn cycle(period: usize, t: usize, o: usize) -> Vec<u32> {
+        (0..t).map(|i| ((o + i) % period) as u32).collect()
+    }
+
+    /// A model of `cfg` (vocabulary `period`) trained with AdamW for `steps` steps of `rows` windows of
+    /// [`cycle`] at random offsets, learning rate `lr(step)`; the draws come from `rng`.
+    fn train_on_cycle(
+        cfg: GptConfig,
+        steps: usize,
+        rows: usize,
+        lr: impl Fn(usize) -> f64,
+        rng: &mut Rng,
+    ) -> Result<(Gpt, Params)> {
+        let (period, t) = (cfg.tokenizer.vocab_size(), cfg.block_size);
         let p = Params::new(0, &Device::Cpu);
         let m = Gpt::new(cfg, p.var_builder())?;
         let vars = p.vars();
@@ -944,15 +950,29 @@ mod tests {
                 ..Default::default()
             },
         )?;
-        let window = |o: usize| -> Vec<u32> { (0..t).map(|i| ((o + i) % period) as u32).collect() };
-        let all: Vec<Vec<u32>> = (0..period).map(window).collect();
-        let mut rng = Rng::new(1);
-        for _ in 0..300 {
-            let rows: Vec<Vec<u32>> = (0..16).map(|_| window(rng.below(period))).collect();
-            let out = m.loss(&batch(&rows)?, &mut rng)?;
+        for step in 0..steps {
+            let b: Vec<Vec<u32>> = (0..rows)
+                .map(|_| cycle(period, t, rng.below(period)))
+                .collect();
+            let out = m.loss(&batch(&b)?, rng)?;
             let grads = collect_grads(&vars, &out.loss.backward()?);
-            opt.step(&grads, 1e-2, 1.0)?;
+            opt.step(&grads, lr(step), 1.0)?;
         }
+        Ok((m, p))
+    }
+
+    #[test]
+    fn learns_a_repeating_text_and_samples_it_back() -> Result<()> {
+        // the text "abcde" repeated; windows start at every offset, so x_0 is uniform over 5 symbols and the
+        // rest is determined: the best per-token loss is ln 5 / T
+        let (period, t) = (5usize, 16usize);
+        let cfg = GptConfig {
+            n_embd: 32,
+            ..config(period, t)
+        };
+        let mut rng = Rng::new(1);
+        let (m, _p) = train_on_cycle(cfg, 300, 16, |_| 1e-2, &mut rng)?;
+        let all: Vec<Vec<u32>> = (0..period).map(|o| cycle(period, t, o)).collect();
         let out = m.loss(&batch(&all)?, &mut rng)?;
         let best = (period as f64).ln() / t as f64;
         let per_token = out.parts[0].1;
@@ -1063,25 +1083,9 @@ mod tests {
             fim: 0.5,
             ..config(period, t)
         };
-        let p = Params::new(0, &Device::Cpu);
-        let m = Gpt::new(cfg, p.var_builder())?;
-        let vars = p.vars();
-        let mut opt = AdamW::new(
-            vars.clone(),
-            AdamWParams {
-                beta2: 0.99,
-                ..Default::default()
-            },
-        )?;
-        let window = |o: usize| -> Vec<u32> { (0..t).map(|i| ((o + i) % period) as u32).collect() };
-        let mut rng = Rng::new(1);
         // (800 steps are not enough for the empty middle below; 2000 take about 10 s)
-        for step in 0..2000 {
-            let rows: Vec<Vec<u32>> = (0..32).map(|_| window(rng.below(period))).collect();
-            let out = m.loss(&batch(&rows)?, &mut rng)?;
-            let grads = collect_grads(&vars, &out.loss.backward()?);
-            opt.step(&grads, if step < 1500 { 1e-2 } else { 2e-3 }, 1.0)?;
-        }
+        let lr = |step| if step < 1500 { 1e-2 } else { 2e-3 };
+        let (m, _p) = train_on_cycle(cfg, 2000, 32, lr, &mut Rng::new(1))?;
         let greedy = GenerateOptions {
             max_tokens: 12,
             top_k: Some(1),
