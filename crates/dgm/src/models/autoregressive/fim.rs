@@ -18,9 +18,11 @@
 //! running to the end of the window, prefix + suffix + middle would always be D tokens, and a small model
 //! learns to count — it then writes middles of the length that completes D, whatever the text says
 //! (observed: a test model trained that way continued "0 1 2 ▢ 5 6 7" with six symbols). With a random
-//! end of the suffix (the rest following EOT continues the text after it), the count says nothing. The paper's joint PSM + SPM training and its
-//! character-level cuts are left out: cuts fall between tokens, so with BPE a gap should start and end at
-//! token boundaries of the joint text (with bytes every position is one).
+//! end of the suffix (the rest following EOT continues the text after it), the count says nothing.
+//!
+//! The paper's joint PSM + SPM training and its character-level cuts are left out: cuts fall between
+//! tokens, so with BPE a gap should start and end at token boundaries of the joint text (with bytes every
+//! position is one).
 
 use crate::rng::Rng;
 use crate::{Error, Result};
