@@ -169,7 +169,7 @@ fn main() -> Res<()> {
     let test = corpus.split(Split::Test);
     let ctx = 1024;
 
-    // places: line starts and identifier starts past the first `ctx` bytes
+    // places, as (start, end): lines (end at their newline) and identifiers past the first `ctx` bytes
     let mut lines = Vec::new();
     let mut idents = Vec::new();
     for i in ctx..test.len() {
@@ -181,7 +181,7 @@ fn main() -> Res<()> {
             let line = String::from_utf8_lossy(&test[i..end]);
             let t = line.trim();
             if (2..=80).contains(&t.len()) {
-                lines.push(i);
+                lines.push((i, end));
             }
         }
         if !is_ident(test[i - 1]) && (test[i].is_ascii_alphabetic() || test[i] == b'_') {
@@ -191,7 +191,7 @@ fn main() -> Res<()> {
                 .map_or(test.len(), |p| i + p);
             let word = std::str::from_utf8(&test[i..end]).unwrap_or("");
             if word.len() >= 4 && !KEYWORDS.contains(&word) {
-                idents.push(i);
+                idents.push((i, end));
             }
         }
     }
@@ -203,13 +203,9 @@ fn main() -> Res<()> {
 
     let (mut first, mut rest, mut toks) = (Vec::new(), 0.0, 0usize);
     let mut line_hits = 0;
-    for &i in &lines {
+    for &(i, end) in &lines {
         let c = complete(lm, &test[i - ctx..i], |b| b.contains(&b'\n'))?;
         let got = c.bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
-        let end = test[i..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(test.len(), |p| i + p);
         let want = &test[i..end];
         if String::from_utf8_lossy(got).trim() == String::from_utf8_lossy(want).trim() {
             line_hits += 1;
@@ -229,11 +225,7 @@ fn main() -> Res<()> {
     let (mut fim_lines, mut fim_idents, mut fim_ended) = (0, 0, 0);
     let (mut nats_fim, mut nats_eot, mut nats_plain, mut ident_bytes) = (0.0, 0.0, 0.0, 0usize);
     if fim {
-        for &i in &lines {
-            let end = test[i..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(test.len(), |p| i + p);
+        for &(i, end) in &lines {
             let suffix = &test[end..(end + ctx).min(test.len())];
             let (got, _) = fill(lm, &test[i - ctx..i], suffix, 64)?;
             let got = got.split(|&b| b == b'\n').next().unwrap_or(&[]);
@@ -242,11 +234,7 @@ fn main() -> Res<()> {
                 fim_lines += 1;
             }
         }
-        for &i in &idents {
-            let end = test[i..]
-                .iter()
-                .position(|&b| !is_ident(b))
-                .map_or(test.len(), |p| i + p);
+        for &(i, end) in &idents {
             let suffix = &test[end..(end + ctx).min(test.len())];
             let (got, ended) = fill(lm, &test[i - ctx..i], suffix, 24)?;
             let word: Vec<u8> = got.iter().copied().take_while(|&b| is_ident(b)).collect();
@@ -273,7 +261,7 @@ fn main() -> Res<()> {
     let bits = |nats: f64| nats / std::f64::consts::LN_2 / ident_bytes.max(1) as f64;
 
     let mut ident_hits = 0;
-    for &i in &idents {
+    for &(i, end) in &idents {
         let c = complete(lm, &test[i - ctx..i], |b| b.iter().any(|&x| !is_ident(x)))?;
         let got: Vec<u8> = c
             .bytes
@@ -281,10 +269,6 @@ fn main() -> Res<()> {
             .copied()
             .take_while(|&b| is_ident(b))
             .collect();
-        let end = test[i..]
-            .iter()
-            .position(|&b| !is_ident(b))
-            .map_or(test.len(), |p| i + p);
         if got == test[i..end] {
             ident_hits += 1;
         }
