@@ -138,44 +138,27 @@ const SAMPLE_BATCH_POINTS: usize = 4096;
 /// `dgm sample` for a language model: streams each sample to stdout as it is generated.
 fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode> {
     use std::io::Write;
-    let prompt: Option<Vec<u8>> = match (&a.prompt, &a.prompt_file) {
-        (Some(p), _) => Some(p.as_bytes().to_vec()),
-        (None, Some(f)) => Some(std::fs::read(f).map_err(|e| dgm::Error::io(f, e))?),
-        (None, None) => None,
-    };
-    if prompt.as_ref().is_some_and(|p| p.is_empty()) {
+    let tok = lm.tokenizer();
+    let prompt = text_arg(
+        a.prompt.as_deref(),
+        a.prompt_file.as_deref(),
+        "--prompt",
+        tok,
+    )?;
+    if prompt.as_ref().is_some_and(|(p, _)| p.is_empty()) {
         bail!(dgm::Error::invalid(
             "--prompt",
             "the prompt is empty; give some text to continue, or leave --prompt out to start from the beginning of a text"
         ));
     }
-    let prompt = prompt.unwrap_or_default();
-    let flag = if a.prompt.is_some() {
-        "--prompt"
-    } else {
-        "--prompt-file"
-    };
-    let ids = lm
-        .tokenizer()
-        .encode(&prompt)
-        .map_err(|e| dgm::Error::invalid(flag, e.to_string()))?;
+    let (prompt, ids) = prompt.unwrap_or_default();
     // fill-in-the-middle: the text after the gap
-    let suffix: Option<(Vec<u8>, &str)> = match (&a.suffix, &a.suffix_file) {
-        (Some(s), _) => Some((s.as_bytes().to_vec(), "--suffix")),
-        (None, Some(f)) => Some((
-            std::fs::read(f).map_err(|e| dgm::Error::io(f, e))?,
-            "--suffix-file",
-        )),
-        (None, None) => None,
-    };
-    let suffix_ids = match &suffix {
-        Some((s, flag)) => Some(
-            lm.tokenizer()
-                .encode(s)
-                .map_err(|e| dgm::Error::invalid(*flag, e.to_string()))?,
-        ),
-        None => None,
-    };
+    let suffix = text_arg(
+        a.suffix.as_deref(),
+        a.suffix_file.as_deref(),
+        "--suffix",
+        tok,
+    )?;
     let n = a.n.unwrap_or(1);
     let mut all = Vec::new();
     let stdout = std::io::stdout();
@@ -198,7 +181,6 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         let mut out = stdout.lock();
         write!(out, "{}", stream.push(&prompt))?;
         out.flush()?;
-        let tok = lm.tokenizer();
         let mut on_token = |id| {
             if let Some(b) = tok.token_bytes(id) {
                 let text = stream.push(&b);
@@ -209,8 +191,8 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
             }
             Ok(true)
         };
-        let new = match &suffix_ids {
-            Some(s) => lm.fill_middle(&ids, s, &opts, &mut on_token)?,
+        let new = match &suffix {
+            Some((_, s)) => lm.fill_middle(&ids, s, &opts, &mut on_token)?,
             None => lm.generate(&ids, &opts, &mut on_token)?,
         };
         if let Some((s, _)) = &suffix {
@@ -242,6 +224,28 @@ fn sample_text(a: &SampleArgs, lm: &dyn dgm::model::Sequence) -> Result<ExitCode
         eprintln!("wrote {n} sample(s) to {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bytes of a text given inline (`--NAME`) or as a file (`--NAME-file`) and their token ids; a byte the
+/// tokenizer cannot encode is an error naming the flag it came from.
+fn text_arg(
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+    flag: &str,
+    tok: &dgm::data::Tokenizer,
+) -> Result<Option<(Vec<u8>, Vec<u32>)>> {
+    let (bytes, flag) = match (inline, file) {
+        (Some(t), _) => (t.as_bytes().to_vec(), flag.to_string()),
+        (None, Some(f)) => (
+            std::fs::read(f).map_err(|e| dgm::Error::io(f, e))?,
+            format!("{flag}-file"),
+        ),
+        (None, None) => return Ok(None),
+    };
+    let ids = tok
+        .encode(&bytes)
+        .map_err(|e| dgm::Error::invalid(flag, e.to_string()))?;
+    Ok(Some((bytes, ids)))
 }
 
 /// The condition `--class` or `--caption` asks for (the classes as listed).
