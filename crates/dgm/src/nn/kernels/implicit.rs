@@ -19,7 +19,7 @@
 //! image and one image's (or stack's) output, reused from call to call.
 //!
 //! Builds: AVX-512 (MR 8 × NR 48: 24 accumulators in zmm registers, fused multiply-adds), AVX2 + FMA
-//! (MR 4 × NR 24 in ymm registers) and the baseline (plain multiply and add, MR 4 × NR 16). Each output sums
+//! (MR 6 × NR 16 in ymm registers) and the baseline (plain multiply and add, MR 4 × NR 16). Each output sums
 //! its k terms in the same order on every build; the FMA builds round each step once instead of twice, so
 //! the builds agree to rounding, not bit for bit. Results do not depend on the thread count (one thread
 //! computes each output position, summing in a fixed order).
@@ -45,7 +45,7 @@ pub(super) struct Tile {
 pub(super) fn tile_of(isa: Isa) -> Tile {
     match isa {
         Isa::Avx512 => Tile { mr: 8, nr: 48 },
-        Isa::Avx2 => Tile { mr: 4, nr: 24 },
+        Isa::Avx2 => Tile { mr: 6, nr: 16 },
         Isa::Baseline => Tile { mr: 4, nr: 16 },
     }
 }
@@ -415,7 +415,8 @@ mod x86 {
         }
     }
 
-    /// 4 channels × 24 positions (3 ymm per channel).
+    /// 6 channels × 16 positions (2 ymm per channel): 12 accumulators, 2 inputs and a broadcast weight in
+    /// 15 of the 16 ymm registers (4 × 24 needs all 16, and LLVM then shuffles and spills every iteration).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile_avx2(
         w: *const f32,
@@ -424,29 +425,24 @@ mod x86 {
         out: *mut f32,
         ld: usize,
     ) {
-        const MR: usize = 4;
-        let mut a = [[_mm256_setzero_ps(); 3]; MR];
+        const MR: usize = 6;
+        let mut a = [[_mm256_setzero_ps(); 2]; MR];
         for (k, &off) in offs.iter().enumerate() {
-            // SAFETY (whole block): the caller keeps x[off .. off + 24] and w[k·4 .. k·4 + 4] in bounds.
+            // SAFETY (whole block): the caller keeps x[off .. off + 16] and w[k·6 .. k·6 + 6] in bounds.
             unsafe {
                 let p = x.add(off);
-                let (x0, x1, x2) = (
-                    _mm256_loadu_ps(p),
-                    _mm256_loadu_ps(p.add(8)),
-                    _mm256_loadu_ps(p.add(16)),
-                );
+                let (x0, x1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
                 let wk = w.add(k * MR);
                 for (m, am) in a.iter_mut().enumerate() {
-                    let wv = _mm256_set1_ps(*wk.add(m));
+                    let wv = _mm256_broadcast_ss(&*wk.add(m));
                     am[0] = _mm256_fmadd_ps(wv, x0, am[0]);
                     am[1] = _mm256_fmadd_ps(wv, x1, am[1]);
-                    am[2] = _mm256_fmadd_ps(wv, x2, am[2]);
                 }
             }
         }
         for (m, am) in a.iter().enumerate() {
             for (j, v) in am.iter().enumerate() {
-                // SAFETY: the caller's out holds rows m·ld .. m·ld + 24 for m < 4.
+                // SAFETY: the caller's out holds rows m·ld .. m·ld + 16 for m < 6.
                 unsafe { _mm256_storeu_ps(out.add(m * ld + j * 8), *v) };
             }
         }
@@ -700,5 +696,56 @@ pub(super) mod tests {
             pack_weights(&w, 3, 2, 2),
             [1.0, 3.0, 2.0, 4.0, 5.0, 0.0, 6.0, 0.0]
         );
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::nn::kernels::testing::min_ms;
+    use crate::rng::Rng;
+
+    /// Not a test: prints the forward's rate on the UNet's and the conv denoiser's stride-1 layers (and the
+    /// transposed convolution's phase layer, 128 → 256 channels 2 × 2), with Winograd's time where it
+    /// applies (`RAYON_NUM_THREADS=2 cargo test --release -p dgm --lib forward_rates -- --ignored
+    /// --nocapture`; `DGM_ISA=avx2|baseline` for the slower builds).
+    #[test]
+    #[ignore]
+    fn forward_rates() {
+        for (ci, h, co, k, p) in [
+            (128, 14, 256, 2, 1),
+            (64, 28, 64, 3, 1),
+            (128, 14, 128, 3, 1),
+            (32, 28, 32, 3, 1),
+        ] {
+            let n = 128;
+            let oh = h + 2 * p - k + 1;
+            let g = Geom {
+                n,
+                ci,
+                h,
+                w: h,
+                co,
+                k,
+                s: 1,
+                p,
+                oh,
+                ow: oh,
+            };
+            let mut rng = Rng::new(1);
+            let x = rng.normal_vec(n * ci * h * h);
+            let w = rng.normal_vec(co * ci * k * k);
+            let ms = min_ms(5, || conv_forward(&g, &x, &w, None, None)[0]);
+            let gflops = 2.0 * (n * co * oh * oh * ci * k * k) as f64 / ms / 1e6;
+            let wino = super::super::winograd::applies(&g).then(|| {
+                min_ms(5, || {
+                    super::super::winograd::conv_forward(&g, &x, &w, None, None)[0]
+                })
+            });
+            eprintln!(
+                "{:?}: {ci} → {co} ch, {h}², {k}×{k}: implicit {ms:.1} ms ({gflops:.1} GFLOP/s), Winograd {wino:?} ms",
+                isa()
+            );
+        }
     }
 }
