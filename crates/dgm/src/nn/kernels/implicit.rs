@@ -120,14 +120,40 @@ pub(super) fn conv_forward(
     b: Option<&[f32]>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
+    let (pp, ow) = (g.oh * g.ow, g.ow);
+    // the valid positions (ox < ow) of each row, plus the residual's
+    let planes = |i: usize, o: usize, src: &[f32], wp: usize, yi: &mut [f32]| {
+        let yo = &mut yi[o * pp..(o + 1) * pp];
+        for (dst, src) in yo.chunks_exact_mut(ow).zip(src.chunks(wp)) {
+            add(dst, &src[..ow]);
+        }
+        if let Some(r) = residual {
+            add(yo, &r[(i * g.co + o) * pp..(i * g.co + o + 1) * pp]);
+        }
+    };
+    let bias = super::im2col::plane_bias(b, g.co);
+    forward_placed(g, (x, w), (g.co, pp), bias, planes)
+}
+
+/// The forward's products, each output channel placed by `place(image, o, rows, wp, image's output)` (`rows`:
+/// its `oh` rows of `wp` positions, the first `ow` of each valid) into an output of `planes` planes of `plane`
+/// floats per image, which starts as `bias(image, plane)`: [`conv_forward`] places them as `y`'s planes, a
+/// phase decomposition ([`super::phases`]) straight where its scatter would.
+pub(super) fn forward_placed(
+    g: &Geom,
+    (x, w): (&[f32], &[f32]),
+    (planes, plane): (usize, usize),
+    bias: impl Fn(usize, usize) -> f32 + Sync,
+    place: impl Fn(usize, usize, &[f32], usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
     let isa = isa();
     let t = tile_of(isa);
     let kd = g.ci * g.k * g.k;
-    let (plane, wp) = padded(g);
+    let (xplane, wp) = padded(g);
     let pstride = (g.h + g.p) * wp; // from one image of a stack to the next
     let most = g.n.div_ceil(4 * rayon::current_num_threads()).max(1);
     let stack = FORWARD_POSITIONS.div_ceil(pstride.max(1)).clamp(1, most);
-    let span = (stack - 1) * pstride + plane; // one channel of a stack
+    let span = (stack - 1) * pstride + xplane; // one channel of a stack
     let offs = offsets(g, span);
     // output positions on the padded width: image b's row oy at b·pstride + oy·wp
     let q_len = (stack - 1) * pstride + g.oh * wp;
@@ -136,12 +162,12 @@ pub(super) fn conv_forward(
     let xlen = offs.last().map_or(0, |&o| o) + q_blocks * t.nr;
     let xlen = xlen.max(g.ci * span);
     let packed = pack_weights(w, g.co, kd, t.mr);
-    let (in_len, pp) = (g.ci * g.h * g.w, g.oh * g.ow);
+    let in_len = g.ci * g.h * g.w;
     // y' of one stack: (co rounded up to mr) × (q_len rounded up to nr), written tile by tile
     let (co_pad, q_pad) = (g.co.div_ceil(t.mr) * t.mr, q_blocks * t.nr);
-    let bias = super::im2col::plane_bias(b, g.co);
-    par_stacks_from_planes(g.n, stack, g.co, pp, bias, |i0, ys| {
-        let m = ys.len() / (g.co * pp).max(1); // images in this stack
+    let image = planes * plane;
+    par_stacks_from_planes(g.n, stack, planes, plane, bias, |i0, ys| {
+        let m = ys.len() / image.max(1); // images in this stack
         with_scratch(xlen + co_pad * q_pad, |buf| {
             let (xpad, yp) = buf.split_at_mut(xlen);
             // a short stack leaves slots unwritten: zero them (stale scratch could be non-finite)
@@ -162,19 +188,17 @@ pub(super) fn conv_forward(
                     tile(isa, wblk, &xpad[q0..], &offs, &mut yblk[q0..], q_pad);
                 }
             }
-            // add the valid positions (ox < ow) into y, which holds the bias, and the residual
-            for (bi, yi) in ys.chunks_exact_mut(g.co * pp).enumerate() {
-                for (yo, yrow) in yi.chunks_exact_mut(pp).zip(yp.chunks_exact(q_pad)) {
-                    let src = &yrow[bi * pstride..];
-                    for (dst, src) in yo.chunks_exact_mut(g.ow).zip(src.chunks(wp)) {
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            *d += v;
-                        }
-                    }
+            // add the valid positions (ox < ow) into the output, which holds the bias
+            for (bi, yi) in ys.chunks_exact_mut(image.max(1)).enumerate() {
+                for (o, yrow) in yp.chunks_exact(q_pad).take(g.co).enumerate() {
+                    place(
+                        i0 + bi,
+                        o,
+                        &yrow[bi * pstride..bi * pstride + g.oh * wp],
+                        wp,
+                        yi,
+                    );
                 }
-            }
-            if let Some(r) = residual {
-                add(ys, &r[i0 * g.co * pp..(i0 + m) * g.co * pp]);
             }
         });
     })

@@ -17,6 +17,7 @@
 //! back (the adjoint of the gather), and the weight gradient is the phase convolution's, permuted back.
 
 use super::im2col::{self, plane_bias, Geom};
+use super::{implicit, winograd};
 use super::{par_chunks_from_planes, par_filled};
 
 /// Whether this module serves the convolution: stride ≥ 2, a kernel size that is a multiple of it, and
@@ -139,10 +140,34 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
 }
 
 /// Input gradient `dx = Wᵀ ⋆ dy [+ b]` (with `b`, a transposed convolution's forward): the phase
-/// convolution's input gradient — a stride-1 convolution of dy with its flipped kernel — scattered back.
+/// convolution's input gradient — a stride-1 convolution of dy with its flipped kernel — scattered back
+/// (on the implicit GEMM, each row is written straight to its place: 15–20 % faster than a scatter pass
+/// over the phase planes for the conv denoiser's 128 → 64 4×4 layer, 14 → 28, batch 128).
 pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let pg = phase_geom(g);
     let wp = phase_weights(g, w);
+    if let Some(fg) = pg
+        .flipped()
+        .filter(|f| implicit::applies(f) && !winograd::applies(f))
+    {
+        // the implicit GEMM puts each phase-plane row straight where `scatter` would
+        let hw = g.h * g.w;
+        let place = |_: usize, pc: usize, rows: &[f32], wpad: usize, dxi: &mut [f32]| {
+            let (ry, rx, c) = (pc / g.ci / g.s, pc / g.ci % g.s, pc % g.ci);
+            let (cols, ix0) = columns(g, rx, pg.w);
+            for (j, src) in rows.chunks(wpad).enumerate() {
+                let Some(iy) = source(g, ry, j, g.h) else {
+                    continue;
+                };
+                let row = &mut dxi[c * hw + iy * g.w..c * hw + (iy + 1) * g.w];
+                for (v, &d) in row[ix0..].iter_mut().step_by(g.s).zip(&src[cols.clone()]) {
+                    *v += d;
+                }
+            }
+        };
+        let wf = pg.flip_weights(&wp);
+        return implicit::forward_placed(&fg, (dy, &wf), (g.ci, hw), plane_bias(b, g.ci), place);
+    }
     let dp = match pg.flipped() {
         Some(fg) => im2col::conv_forward(&fg, dy, &pg.flip_weights(&wp), None),
         None => im2col::conv_input_grad(&pg, dy, &wp, None), // not reached: pg has p = 0 < kk
