@@ -43,6 +43,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("operator", "--operator"),
     ("factor", "--factor"),
     ("blur_sigma", "--blur-sigma"),
+    ("device", "--device"),
 ];
 
 /// The flag that sets library option `option`, if the CLI has one.

@@ -115,6 +115,22 @@ fn bad_input_is_one_line_and_exit_2() {
         .args(["train", "vae", "--data", "toy2d:blobs", "--out"])
         .arg(&out));
     assert_bad_input(&o, &["blobs", "checkerboard"]);
+    // a device this build cannot use: one line naming it, and no run folder left behind
+    if !cfg!(feature = "cuda") {
+        let o = run(dgm()
+            .args([
+                "train", "vae", "--data", "shapes", "--device", "cuda", "--out",
+            ])
+            .arg(&out));
+        assert_bad_input(&o, &["--device", "cuda is not available"]);
+        assert!(!out.exists(), "a refused device left {}", out.display());
+    }
+    let o = run(dgm()
+        .args([
+            "train", "vae", "--data", "shapes", "--device", "tpu", "--out",
+        ])
+        .arg(&out));
+    assert_bad_input(&o, &["tpu", "cpu", "cuda"]);
     let o = run(dgm()
         .args([
             "train",

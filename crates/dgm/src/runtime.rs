@@ -31,3 +31,59 @@ pub fn init_cpu_runtime() {
         );
     }
 }
+
+/// The device a `--device` name asks for: `cpu`, or `cuda` (GPU 0). CUDA needs a build with dgm's `cuda`
+/// feature, the NVIDIA driver and cuBLAS, cuRAND and NVRTC on the library path (they are loaded when first
+/// used, `vendor/README.md`); each missing piece is an error naming it, never a panic inside cudarc.
+pub fn device(name: &str) -> crate::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => cuda_device(0),
+        other => Err(crate::Error::unknown("device", other, &["cpu", "cuda"])),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(ordinal: usize) -> crate::Result<candle_core::Device> {
+    use candle_core::cuda_backend::cudarc;
+    // SAFETY: each call only tries to open the shared library (libloading) and keeps it if found.
+    let libraries = unsafe {
+        [
+            (
+                "the NVIDIA driver (libcuda)",
+                cudarc::driver::sys::is_culib_present(),
+            ),
+            (
+                "cuBLAS (libcublas)",
+                cudarc::cublas::sys::is_culib_present(),
+            ),
+            (
+                "cuBLASLt (libcublasLt)",
+                cudarc::cublaslt::sys::is_culib_present(),
+            ),
+            (
+                "cuRAND (libcurand)",
+                cudarc::curand::sys::is_culib_present(),
+            ),
+            ("NVRTC (libnvrtc)", cudarc::nvrtc::sys::is_culib_present()),
+        ]
+    };
+    if let Some((what, _)) = libraries.iter().find(|(_, found)| !found) {
+        return Err(crate::Error::invalid(
+            "device",
+            format!(
+                "cuda is not available: {what} was not found on the library path (LD_LIBRARY_PATH)"
+            ),
+        ));
+    }
+    candle_core::Device::new_cuda(ordinal)
+        .map_err(|e| crate::Error::invalid("device", format!("cuda is not available: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_ordinal: usize) -> crate::Result<candle_core::Device> {
+    Err(crate::Error::invalid(
+        "device",
+        "cuda is not available: this dgm was built without the `cuda` feature (scripts/build-cuda.sh builds one)",
+    ))
+}

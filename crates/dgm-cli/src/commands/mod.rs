@@ -59,16 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| {
-            anyhow::Error::new(dgm::Error::invalid(
-                "--device",
-                format!("cuda is not available: {e}"),
-            ))
-        }),
-        other => Err(dgm::Error::unknown("device", other, &["cpu", "cuda"]).into()),
-    }
+    Ok(dgm::runtime::device(name)?)
 }
 
 fn load(r: &RunArg) -> Result<run::LoadedRun> {
