@@ -137,7 +137,7 @@ pub(super) fn conv_forward(
 
 /// The forward's products, each output channel placed by `place(image, o, rows, wp, image's output)` (`rows`:
 /// its `oh` rows of `wp` positions, the first `ow` of each valid) into an output of `planes` planes of `plane`
-/// floats per image, which starts as `bias(image, plane)`: [`conv_forward`] places them as `y`'s planes, a
+/// floats per image, plane p starting as `bias(image, p)`: [`conv_forward`] places them as `y`'s planes, a
 /// phase decomposition ([`super::phases`]) straight where its scatter would.
 pub(super) fn forward_placed(
     g: &Geom,
