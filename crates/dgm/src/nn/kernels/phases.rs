@@ -95,23 +95,28 @@ fn scatter(g: &Geom, pg: &Geom, dp: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let (hw, plane) = (g.h * g.w, pg.h * pg.w);
     par_chunks_from_planes(g.n, g.ci, hw, plane_bias(b, g.ci), |i, dxi| {
         let dpi = &dp[i * pg.ci * plane..(i + 1) * pg.ci * plane];
-        for (c, dxc) in dxi.chunks_exact_mut(hw.max(1)).enumerate() {
-            for (iy, row) in dxc.chunks_exact_mut(g.w.max(1)).enumerate() {
-                let (j, ry) = ((iy + g.p) / g.s, (iy + g.p) % g.s);
-                if j >= pg.h {
-                    continue;
-                }
-                for rx in 0..g.s {
-                    let (cols, ix0) = columns(g, rx, pg.w);
-                    let at = ((ry * g.s + rx) * g.ci + c) * plane + j * pg.w;
-                    let src = &dpi[at + cols.start..at + cols.end];
-                    for (v, &d) in row[ix0..].iter_mut().step_by(g.s).zip(src) {
-                        *v += d;
-                    }
-                }
-            }
+        for (pc, rows) in dpi.chunks_exact(plane.max(1)).enumerate() {
+            scatter_plane(g, pg, pc, rows, pg.w, dxi);
         }
     })
+}
+
+/// Adds phase plane `pc` = (ry, rx, c) of one image — its rows `row_len` apart in `rows`, the first `pg.w`
+/// of each used — into that image's `dx (ci, h, w)`: row j, column i to `dx[c, s·j + ry − p, s·i + rx − p]`
+/// where that is inside the image. Each input pixel has exactly one place, so the additions commute.
+fn scatter_plane(g: &Geom, pg: &Geom, pc: usize, rows: &[f32], row_len: usize, dxi: &mut [f32]) {
+    let (ry, rx, c) = (pc / g.ci / g.s, pc / g.ci % g.s, pc % g.ci);
+    let (cols, ix0) = columns(g, rx, pg.w);
+    let dxc = &mut dxi[c * g.h * g.w..(c + 1) * g.h * g.w];
+    for (j, src) in rows.chunks(row_len.max(1)).take(pg.h).enumerate() {
+        let Some(iy) = source(g, ry, j, g.h) else {
+            continue;
+        };
+        let row = &mut dxc[iy * g.w..(iy + 1) * g.w];
+        for (v, &d) in row[ix0..].iter_mut().step_by(g.s).zip(&src[cols.clone()]) {
+            *v += d;
+        }
+    }
 }
 
 /// `(index in W (co, ci, k, k), index in W' (co, s²·ci, kk, kk))` for every weight.
@@ -146,33 +151,20 @@ pub(super) fn conv_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>) ->
 pub(super) fn conv_input_grad(g: &Geom, dy: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let pg = phase_geom(g);
     let wp = phase_weights(g, w);
-    if let Some(fg) = pg
-        .flipped()
-        .filter(|f| implicit::applies(f) && !winograd::applies(f))
-    {
-        // the implicit GEMM puts each phase-plane row straight where `scatter` would
-        let hw = g.h * g.w;
-        let place = |_: usize, pc: usize, rows: &[f32], wpad: usize, dxi: &mut [f32]| {
-            let (ry, rx, c) = (pc / g.ci / g.s, pc / g.ci % g.s, pc % g.ci);
-            let (cols, ix0) = columns(g, rx, pg.w);
-            for (j, src) in rows.chunks(wpad).enumerate() {
-                let Some(iy) = source(g, ry, j, g.h) else {
-                    continue;
-                };
-                let row = &mut dxi[c * hw + iy * g.w..c * hw + (iy + 1) * g.w];
-                for (v, &d) in row[ix0..].iter_mut().step_by(g.s).zip(&src[cols.clone()]) {
-                    *v += d;
-                }
-            }
-        };
-        let wf = pg.flip_weights(&wp);
-        return implicit::forward_placed(&fg, (dy, &wf), (g.ci, hw), plane_bias(b, g.ci), place);
-    }
-    let dp = match pg.flipped() {
-        Some(fg) => im2col::conv_forward(&fg, dy, &pg.flip_weights(&wp), None),
-        None => im2col::conv_input_grad(&pg, dy, &wp, None), // not reached: pg has p = 0 < kk
+    let Some(fg) = pg.flipped() else {
+        // not reached: pg has p = 0 < kk
+        return scatter(g, &pg, &im2col::conv_input_grad(&pg, dy, &wp, None), b);
     };
-    scatter(g, &pg, &dp, b)
+    let wf = pg.flip_weights(&wp);
+    if implicit::applies(&fg) && !winograd::applies(&fg) {
+        // the implicit GEMM puts each phase-plane row straight where `scatter` would
+        let place = |_: usize, pc: usize, rows: &[f32], wpad: usize, dxi: &mut [f32]| {
+            scatter_plane(g, &pg, pc, rows, wpad, dxi)
+        };
+        let planes = (g.ci, g.h * g.w);
+        return implicit::forward_placed(&fg, (dy, &wf), planes, plane_bias(b, g.ci), place);
+    }
+    scatter(g, &pg, &im2col::conv_forward(&fg, dy, &wf, None), b)
 }
 
 /// Weight gradient `(co, ci·k·k)`: the phase convolution's, permuted back to W's layout.
