@@ -16,8 +16,11 @@
 #  1. the machine: nvidia-smi, the CUDA libraries found, the binary's `--version`;
 #  2. one model per family on embedded data (shapes, toy2d, generated text; an image autoregressive model is
 #     left out: PixelCNN's sampling of a 32 × 32 RGB image is 3072 passes), STEPS steps with the same seed
-#     on the CPU and on the GPU: the first logged losses side by side (tolerance below), then samples from the
-#     GPU-trained run drawn on the CPU and from the CPU-trained run on the GPU (a checkpoint crosses devices);
+#     on the CPU and on the GPU, every step logged: step 1's loss and global gradient norm side by side (the
+#     same parameters and batch on both devices, so this checks the forward and the gradients; tolerance
+#     below), the last step's loss with a looser one (the updates compound the rounding), then samples from
+#     the GPU-trained run drawn on the CPU and from the CPU-trained run on the GPU (a checkpoint crosses
+#     devices);
 #  3. speed: steps/s of the same runs on each device, from the trainer's own log (`it_s`, first steps
 #     included: a smoke number, not a benchmark);
 #  4. `--device cuda` with the GPU hidden (CUDA_VISIBLE_DEVICES="") must fail with one line and exit 2.
@@ -72,12 +75,16 @@ families=(
   "dcgan|dcgan --data shapes|-n 16 --out samples.png"
   "ebm|ebm --data toy2d:moons|-n 64 --out samples.png"
 )
-# first logged loss: within this relative difference CPU vs GPU (f32 sums in other orders; cuDNN-free convs)
+# step 1 (loss, gradient norm): within this relative difference CPU vs GPU (f32 sums in other orders);
+# the last step's loss within last_tol
 tol=1e-3
-first_loss() { "$py" -c 'import json,sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if "loss" in r and "step" in r: print(r["loss"]); break' "$1/metrics.jsonl" 2>/dev/null; }
+last_tol=2e-2
+# `logged DIR KEY first|last`: KEY of the first or last per-step record of a run's metrics.jsonl
+logged() { "$py" -c 'import json,sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+rs = [r for r in rs if sys.argv[2] in r and "step" in r]
+if rs: print(rs[0 if sys.argv[3] == "first" else -1][sys.argv[2]])' "$1/metrics.jsonl" "$2" "$3" 2>/dev/null; }
+close() { "$py" -c 'import sys; c, g, t = map(float, sys.argv[1:]); print("ok" if abs(c - g) <= t * max(abs(c), 1e-6) else "FAIL")' "$@"; }
 rate() { "$py" -c 'import json,sys
 rs = [json.loads(l) for l in open(sys.argv[1])]
 rs = [r for r in rs if "it_s" in r]
@@ -90,18 +97,22 @@ for fam in "${families[@]}"; do
     read -r tag d <<<"$pair"
     rm -rf "$out/$name-$tag"
     # shellcheck disable=SC2086
-    timeout 240 "$bin" train $targs --steps "$steps" --seed 1 --device "$d" --out "$out/$name-$tag" --quiet \
+    timeout 240 "$bin" train $targs --steps "$steps" --seed 1 --device "$d" --out "$out/$name-$tag" \
+      --set train.log_every=1 --quiet \
       >"$out/$name-$tag.train.txt" 2>&1
     echo $? >"$out/$name-$tag.rc"
   done
   rc_c=$(cat "$out/$name-cpu.rc") rc_g=$(cat "$out/$name-gpu.rc")
-  c=$(first_loss "$out/$name-cpu") g=$(first_loss "$out/$name-gpu")
-  if [ "$rc_c" != 0 ] || [ "$rc_g" != 0 ] || [ -z "$c" ] || [ -z "$g" ]; then
+  c=$(logged "$out/$name-cpu" loss first) g=$(logged "$out/$name-gpu" loss first)
+  cn=$(logged "$out/$name-cpu" grad_norm first) gn=$(logged "$out/$name-gpu" grad_norm first)
+  cl=$(logged "$out/$name-cpu" loss last) gl=$(logged "$out/$name-gpu" loss last)
+  if [ "$rc_c" != 0 ] || [ "$rc_g" != 0 ] || [ -z "$c" ] || [ -z "$g" ] || [ -z "$cn" ] || [ -z "$gn" ]; then
     note "$name	FAIL	train: cpu exit $rc_c, $dev exit $rc_g: $(tail -c 300 "$out/$name-gpu.train.txt")"
     continue
   fi
-  verdict=$("$py" -c 'import sys; c, g, t = map(float, sys.argv[1:]); print("ok" if abs(c - g) <= t * max(abs(c), 1e-6) else "FAIL")' "$c" "$g" "$tol")
-  note "$name	$verdict	first loss cpu $c $dev $g (rel tol $tol); steps/s cpu $(rate "$out/$name-cpu") $dev $(rate "$out/$name-gpu")"
+  note "$name	$(close "$c" "$g" "$tol")	step 1 loss cpu $c $dev $g (rel tol $tol)"
+  note "$name	$(close "$cn" "$gn" "$tol")	step 1 gradient norm cpu $cn $dev $gn (rel tol $tol)"
+  note "$name	$(close "$cl" "$gl" "$last_tol")	step $steps loss cpu $cl $dev $gl (rel tol $last_tol); steps/s cpu $(rate "$out/$name-cpu") $dev $(rate "$out/$name-gpu")"
   # a checkpoint crosses devices: the GPU-trained run sampled on the CPU, the CPU-trained run on the GPU
   for pair in "gpu cpu" "cpu $dev"; do
     read -r from on <<<"$pair"
