@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::gemm::sgemm;
 use super::isa::simd_dispatch;
 use super::linear::{fill_rows, linear, row_split_input_grad, row_split_param_grads, Activation};
-use super::math::exp_approx;
+use super::math::{exp_approx, mul};
 use super::{cpu_f32, par_rows, to_candle, with_data};
 use crate::Result;
 
@@ -71,17 +71,18 @@ fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// d ⊙= GELU′(z) elementwise.
+/// a = GELU(z) and d = GELU′(z) elementwise, from one evaluation of Φ and φ (the same bits as
+/// [`gelu_chunk`] and the factor in [`gelu_grad_chunk`]).
 #[inline(always)]
-fn scale_by_gelu_grad(z: &[f32], d: &mut [f32]) {
-    for (d, &z) in d.iter_mut().zip(z) {
-        *d *= gelu_and_grad_f32(z).1;
+fn gelu_and_grad_chunk(z: &[f32], a: &mut [f32], d: &mut [f32]) {
+    for ((a, d), &z) in a.iter_mut().zip(d.iter_mut()).zip(z) {
+        (*a, *d) = gelu_and_grad_f32(z);
     }
 }
 
 simd_dispatch! {
-    /// [`scale_by_gelu_grad`], on the widest vectors [`super::isa::isa`] allows.
-    fn scale_by_gelu_grad_fast(z: &[f32], d: &mut [f32]) = scale_by_gelu_grad;
+    /// [`gelu_and_grad_chunk`], on the widest vectors [`super::isa::isa`] allows.
+    fn gelu_and_grad_chunk_fast(z: &[f32], a: &mut [f32], d: &mut [f32]) = gelu_and_grad_chunk;
 }
 
 simd_dispatch! {
@@ -130,8 +131,8 @@ impl CustomOp1 for GeluOp {
 }
 
 /// `GELU(z) Wᵀ + b` for `z: (m, in)`, `W: (out, in)`, `b: (out,)` — the MLP's second projection with the
-/// activation folded in: one dgm kernel on f32 CPU tensors (GELU(z) is not kept: the backward recomputes it,
-/// and GELU′(z) where it scales dz), [`gelu`] then [`linear`] elsewhere.
+/// activation folded in: one dgm kernel on f32 CPU tensors (GELU(z) is not kept: the backward recomputes it
+/// together with GELU′(z), which scales dz, in one pass), [`gelu`] then [`linear`] elsewhere.
 pub fn gelu_linear(z: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if crate::nn::use_cpu_kernel(z) && z.rank() == 2 {
         return Ok(z
@@ -199,14 +200,17 @@ impl CustomOp3 for GeluLinearOp {
         let (dz, dw, db) = with_data(name, z, |z| {
             with_data(name, w, |w| {
                 with_data(name, grad, |g| {
-                    // a = GELU(z)
-                    let a = par_rows(m, k, |r0, blk| {
-                        gelu_chunk_fast(&z[r0 * k..r0 * k + blk.len()], blk)
-                    });
+                    // a = GELU(z) and GELU′(z) in one pass (the forward kept neither: only z is saved)
+                    let (mut a, mut slope) = (vec![0f32; m * k], vec![0f32; m * k]);
+                    a.par_chunks_mut(ELEM_TASK)
+                        .zip(slope.par_chunks_mut(ELEM_TASK))
+                        .zip(z.par_chunks(ELEM_TASK))
+                        .for_each(|((a, d), z)| gelu_and_grad_chunk_fast(z, a, d));
                     let (dw, db) = row_split_param_grads(&a, g, (m, n, k));
+                    drop(a);
                     // dz (m × k) = (g (m × n) · W (n × k)) ⊙ GELU′(z)
                     let dz = row_split_input_grad(g, w, (m, n, k), |r0, d| {
-                        scale_by_gelu_grad_fast(&z[r0 * k..r0 * k + d.len()], d)
+                        mul(d, &slope[r0 * k..r0 * k + d.len()])
                     });
                     (dz, dw, db)
                 })
@@ -241,11 +245,16 @@ mod tests {
         let x: Vec<f32> = rng.normal_vec(101).iter().map(|v| v * 4.0).collect();
         let g = rng.normal_vec(101);
         crate::nn::kernels::testing::assert_same_bits_on_every_isa("gelu", || {
-            let (mut y, mut dx, mut d) = (vec![0f32; 101], vec![0f32; 101], g.clone());
+            let (mut y, mut dx) = (vec![0f32; 101], vec![0f32; 101]);
             gelu_chunk_fast(&x, &mut y);
             gelu_grad_chunk_fast(&x, &g, &mut dx);
-            scale_by_gelu_grad_fast(&x, &mut d);
-            [y, dx, d].concat()
+            let (mut a, mut slope) = (vec![0f32; 101], vec![0f32; 101]);
+            gelu_and_grad_chunk_fast(&x, &mut a, &mut slope);
+            // the fused pass gives the separate passes' bits
+            assert_eq!(a, y);
+            let scaled: Vec<f32> = g.iter().zip(&slope).map(|(g, s)| g * s).collect();
+            assert_eq!(scaled, dx);
+            [y, dx, slope].concat()
         });
     }
 

@@ -50,6 +50,14 @@ pub(crate) fn add(y: &mut [f32], x: &[f32]) {
     }
 }
 
+/// y ⊙= x.
+#[inline(always)]
+pub(crate) fn mul(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y *= x;
+    }
+}
+
 /// y += a·x.
 #[inline(always)]
 pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
