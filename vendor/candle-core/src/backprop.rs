@@ -735,8 +735,11 @@ impl GradStore {
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
-                entry.insert(sum);
+                // in place when no other tensor shares the stored sum (the same bits as `add`)
+                if !entry.get().add_assign_if_unique(grad)? {
+                    let sum = entry.get().add(grad)?;
+                    entry.insert(sum);
+                }
             }
             Entry::Vacant(entry) => {
                 // stored gradients are contiguous, as the sums with zeros were (the backward steps rely on

@@ -94,4 +94,39 @@ mod tests {
         }
         Ok(())
     }
+
+    /// The gradient store's in-place sums (vendored candle-core: a stored gradient no other tensor holds gets
+    /// the next one added in place; this graph takes that path for x, p and q) give the hand gradient, and a
+    /// gradient that two entries share is never changed through one of them: `a = p + q` hands the same
+    /// tensor to p and q, so an in-place add into p's would change q's. With p = 2x, q = 3x, a = 5x and
+    /// L = Σa² + Σp (both orders of the sum): dL/dx = 2(2a + 1) + 3·2a = 50x + 2 (50x + 5 had q's gradient
+    /// been changed).
+    #[test]
+    fn in_place_accumulation_never_changes_a_shared_gradient() -> Result<()> {
+        let x = Var::from_tensor(&Rng::new(5).randn((64, 300), &Device::Cpu)?)?;
+        for p_first in [false, true] {
+            let p = (x.as_tensor() * 2.0)?;
+            let q = (x.as_tensor() * 3.0)?;
+            let a = (&p + &q)?;
+            let (sq, sp) = (a.sqr()?.sum_all()?, p.sum_all()?);
+            let loss = if p_first { (sp + sq)? } else { (sq + sp)? };
+            let grads = loss.backward()?;
+            let Some(g) = grads.get(&x) else {
+                panic!("no gradient for x");
+            };
+            for (g, x) in g
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .zip(x.flatten_all()?.to_vec1::<f32>()?)
+            {
+                let want = 50.0 * x + 2.0;
+                assert!(
+                    (g - want).abs() < 1e-4 * want.abs().max(1.0),
+                    "{g} vs {want}"
+                );
+            }
+        }
+        Ok(())
+    }
 }
