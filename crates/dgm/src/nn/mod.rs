@@ -96,11 +96,12 @@ mod tests {
     }
 
     /// The gradient store's in-place sums (vendored candle-core: a stored gradient no other tensor holds gets
-    /// the next one added in place; this graph takes that path for x, p and q) give the hand gradient, and a
-    /// gradient that two entries share is never changed through one of them: `a = p + q` hands the same
-    /// tensor to p and q, so an in-place add into p's would change q's. With p = 2x, q = 3x, a = 5x and
-    /// L = Σa² + Σp (both orders of the sum): dL/dx = 2(2a + 1) + 3·2a = 50x + 2 (50x + 5 had q's gradient
-    /// been changed).
+    /// the next one added in place; this graph takes that path twice per order, seen by hand with a print)
+    /// give the hand gradient. The graph also hands one gradient tensor to two entries (`a = p + q` gives
+    /// the same one to p and q), which the in-place path must never change; with p = 2x, q = 3x, a = 5x and
+    /// L = Σa² + Σp (both orders of the sum), dL/dx = 2(2a + 1) + 3·2a = 50x + 2 (50x + 5 had q's been
+    /// changed). Candle's order here happens not to bring the shared one to the in-place path (the test also
+    /// passed with the `Tensor_` count guard removed), so that guard rests on its `Arc` counts.
     #[test]
     fn in_place_accumulation_never_changes_a_shared_gradient() -> Result<()> {
         let x = Var::from_tensor(&Rng::new(5).randn((64, 300), &Device::Cpu)?)?;
