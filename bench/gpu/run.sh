@@ -85,10 +85,8 @@ rs = [json.loads(l) for l in open(sys.argv[1])]
 rs = [r for r in rs if sys.argv[2] in r and "step" in r]
 if rs: print(rs[0 if sys.argv[3] == "first" else -1][sys.argv[2]])' "$1/metrics.jsonl" "$2" "$3" 2>/dev/null; }
 close() { "$py" -c 'import sys; c, g, t = map(float, sys.argv[1:]); print("ok" if abs(c - g) <= t * max(abs(c), 1e-6) else "FAIL")' "$@"; }
-rate() { "$py" -c 'import json,sys
-rs = [json.loads(l) for l in open(sys.argv[1])]
-rs = [r for r in rs if "it_s" in r]
-print("%.2f" % rs[-1]["it_s"] if rs else "n/a")' "$1/metrics.jsonl" 2>/dev/null; }
+# the trainer's last steps/s of a run
+rate() { local r; r=$(logged "$1" it_s last); if [ -n "$r" ]; then printf '%.2f' "$r"; else echo n/a; fi; }
 for fam in "${families[@]}"; do
   IFS='|' read -r name targs sargs <<<"$fam"
   left || { note "$name	skipped	deadline"; continue; }
