@@ -102,18 +102,43 @@ pub(crate) fn par_filled(
         v.spare_capacity_mut()[..len]
             .par_chunks_mut(chunk.max(1))
             .enumerate()
-            .for_each(|(i, c)| {
-                for e in c.iter_mut() {
-                    e.write(0.0);
-                }
-                // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
-                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-                work(i, c);
-            });
+            .for_each(|(i, c)| work(i, zeroed(c)));
     }
     // SAFETY: the loop above wrote all `len` elements (none when `len` is 0).
     unsafe { v.set_len(len) };
     v
+}
+
+/// Two vectors of `len` floats built as [`par_filled`] builds one: `work(i, a, b)` gets the i-th zeroed chunk
+/// (`chunk` elements, the last may be shorter) of each.
+pub(crate) fn par_filled_pair(
+    len: usize,
+    chunk: usize,
+    work: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut a, mut b): (Vec<f32>, Vec<f32>) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    if len > 0 {
+        a.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk.max(1))
+            .zip(b.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)))
+            .enumerate()
+            .for_each(|(i, (ca, cb))| work(i, zeroed(ca), zeroed(cb)));
+    }
+    // SAFETY: the loop above wrote all `len` elements of both (none when `len` is 0).
+    unsafe {
+        a.set_len(len);
+        b.set_len(len);
+    }
+    (a, b)
+}
+
+/// Zeroes `c` and returns it as the initialised floats it now holds.
+fn zeroed(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    for e in c.iter_mut() {
+        e.write(0.0);
+    }
+    // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
+    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// A new `(m × n)` matrix computed in blocks of rows, one per thread (at least [`GEMM_MIN_ROWS`] rows each):
