@@ -180,8 +180,9 @@ impl CustomOp3 for GeluLinearOp {
             let r = y.len() / n;
             let mut a = vec![0f32; r * k];
             gelu_chunk_fast(&z[r0 * k..(r0 + r) * k], &mut a);
-            fill_rows(y, b);
+            let y = fill_rows(y, b);
             sgemm((r, n, k), y, n, true, &a, (k, 1), w, (1, k), false);
+            y
         });
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }

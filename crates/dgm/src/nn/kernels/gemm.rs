@@ -1,6 +1,8 @@
 //! The one matrix-multiply entry point of dgm's CPU kernels: a checked wrapper around the `gemm` crate
 //! (the same crate candle's CPU matmul uses).
 
+use std::mem::MaybeUninit;
+
 /// `dst (m × n) = [dst +] a (m × k) · b (k × n)`, strides in elements (row, column);
 /// `parallel` splits the work over rayon's threads (gemm splits rows / columns of `dst`, never the inner
 /// dimension, so each element is computed the same way whatever the thread count).
@@ -60,5 +62,117 @@ pub(crate) fn sgemm(
                 gemm::Parallelism::None
             },
         );
+    }
+}
+
+/// `dst (m × n) = a (m × k) · b (k × n)` into the uninitialised, contiguous `dst` (`m · n` elements, rows `n`
+/// apart), returned as the initialised floats it then holds. The `gemm` crate with `read_dst = false` stores
+/// every element of `dst` without loading any: its micro-kernels, its small-matrix (horizontal) kernels and
+/// its matrix-vector paths all branch on `alpha = 0` to plain stores (gemm-common 0.19, `microkernel.rs`,
+/// `horizontal_microkernel.rs`, `gemv.rs`, `gevv.rs`), which the test
+/// `overwriting_products_never_read_the_destination` checks on memory filled with NaN.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_overwrite<'a>(
+    (m, n, k): (usize, usize, usize),
+    dst: &'a mut [MaybeUninit<f32>],
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    parallel: bool,
+) -> &'a mut [f32] {
+    assert_eq!(dst.len(), m * n, "sgemm_overwrite: dst is not m × n");
+    if k == 0 || m == 0 || n == 0 {
+        dst.iter_mut().for_each(|e| {
+            e.write(0.0);
+        });
+    } else {
+        // SAFETY: gemm stores all m × n elements (see above) before anything reads them; storing through the
+        // pointer into uninitialised memory is allowed, and no `&[f32]` to it exists until after the call.
+        let d = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        sgemm((m, n, k), d, n, false, a, a_strides, b, b_strides, parallel);
+    }
+    // SAFETY: every element was written above.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// A new `(m × n)` matrix `a (m × k) · b (k × n)`, written by [`sgemm_overwrite`] (no zero pass first).
+pub(crate) fn sgemm_new(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    parallel: bool,
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(m * n);
+    let dst = &mut v.spare_capacity_mut()[..m * n];
+    sgemm_overwrite((m, n, k), dst, a, a_strides, b, b_strides, parallel);
+    // SAFETY: sgemm_overwrite initialised all m · n elements.
+    unsafe { v.set_len(m * n) };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overwriting_products_never_read_the_destination() {
+        // shapes through each of gemm's paths: matrix-vector (m, n or k = 1), the small-matrix kernels
+        // (m · n ≤ 256), full and ragged register tiles, several blocks of the inner dimension (k > 1024)
+        let shapes = [
+            (1, 1, 1),
+            (1, 37, 5),
+            (37, 1, 5),
+            (9, 7, 1),
+            (12, 16, 33),
+            (16, 6, 64),
+            (70, 33, 129),
+            (128, 512, 64),
+            (33, 65, 2100),
+        ];
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            pool.install(|| {
+                for &(m, n, k) in &shapes {
+                    let a: Vec<f32> = (0..m * k)
+                        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.25)
+                        .collect();
+                    let b: Vec<f32> = (0..k * n)
+                        .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.5)
+                        .collect();
+                    for transposed_b in [false, true] {
+                        let bs = if transposed_b { (1, k) } else { (n, 1) };
+                        let mut want = vec![0f32; m * n];
+                        sgemm(
+                            (m, n, k),
+                            &mut want,
+                            n,
+                            false,
+                            &a,
+                            (k, 1),
+                            &b,
+                            bs,
+                            threads > 1,
+                        );
+                        let mut dst = vec![MaybeUninit::new(f32::NAN); m * n];
+                        let got =
+                            sgemm_overwrite((m, n, k), &mut dst, &a, (k, 1), &b, bs, threads > 1);
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(g, w)| g.to_bits() == w.to_bits());
+                        assert!(
+                            same,
+                            "({m}, {n}, {k}), transposed b {transposed_b}, {threads} threads"
+                        );
+                    }
+                }
+            });
+        }
     }
 }

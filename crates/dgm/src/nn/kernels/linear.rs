@@ -16,8 +16,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use super::gemm::sgemm;
+use super::gemm::{sgemm, sgemm_new, sgemm_overwrite};
 use super::math::axpy;
 use super::{cpu_f32, par_rows, to_candle, with_data};
 use crate::{Error, Result};
@@ -156,36 +157,14 @@ impl CustomOp3 for LinearOp {
             }
         }
         // dW (out × in) = dzᵀ (out × m) · x (m × in)
-        let mut dw = vec![0f32; d_out * d_in];
-        with_data(name, x, |x| {
-            sgemm(
-                (d_out, d_in, m),
-                &mut dw,
-                d_in,
-                false,
-                &dz,
-                (1, d_out),
-                x,
-                (d_in, 1),
-                true,
-            )
+        let dw = with_data(name, x, |x| {
+            sgemm_new((d_out, d_in, m), &dz, (1, d_out), x, (d_in, 1), true)
         })
         .map_err(to_candle)?;
         let dx = if x.track_op() {
             // dx (m × in) = dz (m × out) · W (out × in)
-            let mut dx = vec![0f32; m * d_in];
-            with_data(name, w, |w| {
-                sgemm(
-                    (m, d_in, d_out),
-                    &mut dx,
-                    d_in,
-                    false,
-                    &dz,
-                    (d_out, 1),
-                    w,
-                    (d_in, 1),
-                    true,
-                )
+            let dx = with_data(name, w, |w| {
+                sgemm_new((m, d_in, d_out), &dz, (d_out, 1), w, (d_in, 1), true)
             })
             .map_err(to_candle)?;
             Some(Tensor::from_vec(dx, (m, d_in), x.device())?)
@@ -212,11 +191,23 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Activation) -> Result<Ten
     act.forward(&x.matmul(&w.t()?)?.broadcast_add(b)?)
 }
 
-/// Sets every row (`b.len()` long) of `y` to `b`.
-pub(crate) fn fill_rows(y: &mut [f32], b: &[f32]) {
-    for row in y.chunks_exact_mut(b.len().max(1)) {
-        row.copy_from_slice(b);
+/// Sets every row (`b.len()` long) of the uninitialised `y` to `b` (`y.len()` a multiple of it) and returns
+/// `y` as the initialised floats it then holds.
+pub(crate) fn fill_rows<'a>(y: &'a mut [MaybeUninit<f32>], b: &[f32]) -> &'a mut [f32] {
+    assert!(y.len().is_multiple_of(b.len().max(1)), "fill_rows: ragged rows");
+    if !b.is_empty() {
+        for row in y.chunks_exact_mut(b.len()) {
+            for (e, v) in row.iter_mut().zip(b) {
+                e.write(*v);
+            }
+        }
     }
+    assert!(
+        !b.is_empty() || y.is_empty(),
+        "fill_rows: no row for the elements"
+    );
+    // SAFETY: every element of `y` was written above (the asserts rule out a remainder).
+    unsafe { &mut *(y as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Rows per block of [`column_sums`].
@@ -289,9 +280,10 @@ impl CustomOp3 for DenseOp {
         }
         // y (m × n) = b + x (m × k) · Wᵀ (k × n)
         let y = par_rows(m, n, |r0, y| {
-            fill_rows(y, b);
+            let y = fill_rows(y, b);
             let a = &x[r0 * k..];
             sgemm((y.len() / n, n, k), y, n, true, a, (k, 1), w, (1, k), false);
+            y
         });
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
@@ -338,17 +330,7 @@ pub(crate) fn row_split_param_grads(
 ) -> (Vec<f32>, Vec<f32>) {
     let db = column_sums(g, n);
     let dw = par_rows(n, k, |r0, d| {
-        sgemm(
-            (d.len() / k, k, m),
-            d,
-            k,
-            false,
-            &g[r0..],
-            (1, n),
-            x,
-            (k, 1),
-            false,
-        )
+        sgemm_overwrite((d.len() / k, k, m), d, &g[r0..], (1, n), x, (k, 1), false)
     });
     (dw, db)
 }
@@ -364,18 +346,9 @@ pub(crate) fn row_split_input_grad(
 ) -> Vec<f32> {
     par_rows(m, k, |r0, d| {
         let a = &g[r0 * n..];
-        sgemm(
-            (d.len() / k, k, n),
-            d,
-            k,
-            false,
-            a,
-            (n, 1),
-            w,
-            (k, 1),
-            false,
-        );
+        let d = sgemm_overwrite((d.len() / k, k, n), d, a, (n, 1), w, (k, 1), false);
         then(r0, d);
+        d
     })
 }
 

@@ -23,6 +23,7 @@
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::{Error, Result};
 
@@ -133,24 +134,50 @@ pub(crate) fn par_filled_pair(
 }
 
 /// Zeroes `c` and returns it as the initialised floats it now holds.
-fn zeroed(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+fn zeroed(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     for e in c.iter_mut() {
         e.write(0.0);
     }
     // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
-    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+    unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// A new `(m × n)` matrix computed in blocks of rows, one per thread (at least [`GEMM_MIN_ROWS`] rows each):
-/// `f(r0, block)` fills the zeroed `block`, rows `r0 .. r0 + block.len() / n`. With a single-threaded gemm per
-/// block this splits matrix products evenly over the threads — gemm's own threading splits these small shapes
-/// poorly (768 × 128 → 512 gets no speed-up at all from a second thread on this project's 2-core machine,
-/// where MKL gets 2×) — and every output element is computed the same way whatever the split, so results do
-/// not depend on the thread count.
-pub(crate) fn par_rows(m: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+/// `f(r0, block)` fills the uninitialised `block`, rows `r0 .. r0 + block.len() / n`, and returns it as the
+/// initialised floats it now holds (from [`gemm::sgemm_overwrite`] or [`linear::fill_rows`]; no zero pass
+/// first). With a single-threaded gemm per block this splits matrix products evenly over the threads —
+/// gemm's own threading splits these small shapes poorly (768 × 128 → 512 gets no speed-up at all from a
+/// second thread on this project's 2-core machine, where MKL gets 2×) — and every output element is computed
+/// the same way whatever the split, so results do not depend on the thread count.
+///
+/// Panics if `f` returns a slice other than the block it was given (a bug in the caller).
+pub(crate) fn par_rows(
+    m: usize,
+    n: usize,
+    f: impl for<'a> Fn(usize, &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] + Sync,
+) -> Vec<f32> {
     let parts = rayon::current_num_threads().min(m / GEMM_MIN_ROWS).max(1);
     let rows = m.div_ceil(parts).max(1);
-    par_filled(m * n, rows * n, |i, block| f(i * rows, block))
+    let len = m * n;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    if len > 0 {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let (at, size) = (block.as_ptr() as usize, block.len());
+                let done = f(i * rows, block);
+                // safe code can only turn the block into initialised floats by writing every element
+                assert!(
+                    done.as_ptr() as usize == at && done.len() == size,
+                    "par_rows: the work returned another slice than its block"
+                );
+            });
+    }
+    // SAFETY: every block was returned as an initialised `&mut [f32]` of the same place and length (asserted),
+    // and the blocks cover all `len` elements (none when `len` is 0).
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// `i` is filled plane by plane with `value(i, p)` (a bias, or 0) while it is hot in cache, then handed to
@@ -191,7 +218,7 @@ pub(crate) fn par_stacks_from_planes(
                     }
                 }
                 // SAFETY: every element of `c` was written just above, so it is an initialised [f32].
-                let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
                 work(s * stack, c);
             });
     }
