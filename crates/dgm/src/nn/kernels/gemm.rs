@@ -1,5 +1,5 @@
-//! The one matrix-multiply entry point of dgm's CPU kernels: a checked wrapper around the `gemm` crate
-//! (the same crate candle's CPU matmul uses).
+//! dgm's CPU kernels multiply matrices only through here: checked wrappers around one call of the `gemm`
+//! crate (the same crate candle's CPU matmul uses).
 
 use std::mem::MaybeUninit;
 
@@ -8,9 +8,72 @@ use std::mem::MaybeUninit;
 /// dimension, so each element is computed the same way whatever the thread count).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    parallel: bool,
+) {
+    let place = (dst.as_mut_ptr(), dst.len(), dst_rs);
+    // SAFETY: `dst` is borrowed mutably for the call, so it is valid for writes (and reads) of its length and
+    // does not alias `a` or `b`.
+    unsafe {
+        gemm_into(
+            dims, place, accumulate, a, a_strides, b, b_strides, parallel,
+        )
+    }
+}
+
+/// `dst (m × n) = a (m × k) · b (k × n)` into the uninitialised, contiguous `dst` (`m · n` elements, rows `n`
+/// apart), returned as the initialised floats it then holds. The `gemm` crate with `read_dst = false` stores
+/// every element of `dst` without loading any: its micro-kernels, its small-matrix (horizontal) kernels and
+/// its matrix-vector paths all branch on `alpha = 0` to plain stores (gemm-common 0.19, `microkernel.rs`,
+/// `horizontal_microkernel.rs`, `gemv.rs`, `gevv.rs`), which the test
+/// `overwriting_products_never_read_the_destination` checks on memory filled with NaN.
+pub(crate) fn sgemm_overwrite<'a>(
+    (m, n, k): (usize, usize, usize),
+    dst: &'a mut [MaybeUninit<f32>],
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    parallel: bool,
+) -> &'a mut [f32] {
+    assert_eq!(dst.len(), m * n, "sgemm_overwrite: dst is not m × n");
+    let place = (dst.as_mut_ptr().cast::<f32>(), dst.len(), n);
+    // SAFETY: `dst` is borrowed mutably, so valid for writes of its length and not aliasing `a` or `b`; with
+    // `accumulate = false` every one of its m · n elements is stored and none is read (see above).
+    unsafe {
+        gemm_into(
+            (m, n, k),
+            place,
+            false,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            parallel,
+        )
+    };
+    // SAFETY: all m · n elements were written by the call above.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// The one call of the `gemm` crate: `dst (m × n) = [dst +] a (m × k) · b (k × n)` with `dst` given as
+/// (pointer, length, row stride). With `accumulate = false` the destination is only stored to (also when k
+/// is 0), so it may be uninitialised.
+///
+/// # Safety
+/// The pointer must be valid for writes of `len` floats (and for reads when `accumulate`), and the memory
+/// must not overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    (dst, len, dst_rs): (*mut f32, usize, usize),
     accumulate: bool,
     a: &[f32],
     (a_rs, a_cs): (usize, usize),
@@ -23,25 +86,28 @@ pub(crate) fn sgemm(
     }
     // Bounds the pointer arithmetic below: the last element each matrix touches lies inside its slice.
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(last(m, n, dst_rs, 1) < dst.len(), "sgemm: dst too short");
+    assert!(last(m, n, dst_rs, 1) < len, "sgemm: dst too short");
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+                for c in 0..n {
+                    // SAFETY: r · dst_rs + c ≤ the last element, inside `len` (asserted above).
+                    unsafe { dst.add(r * dst_rs + c).write(0.0) };
+                }
             }
         }
         return;
     }
     assert!(last(m, k, a_rs, a_cs) < a.len(), "sgemm: lhs too short");
     assert!(last(k, n, b_rs, b_cs) < b.len(), "sgemm: rhs too short");
-    // SAFETY: the asserts above keep every element gemm reads or writes inside the three slices, and `dst`
-    // is borrowed mutably, so it does not alias `a` or `b`.
+    // SAFETY: the asserts above keep every element gemm reads or writes inside the three buffers, which do
+    // not overlap (the caller's contract).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -63,37 +129,6 @@ pub(crate) fn sgemm(
             },
         );
     }
-}
-
-/// `dst (m × n) = a (m × k) · b (k × n)` into the uninitialised, contiguous `dst` (`m · n` elements, rows `n`
-/// apart), returned as the initialised floats it then holds. The `gemm` crate with `read_dst = false` stores
-/// every element of `dst` without loading any: its micro-kernels, its small-matrix (horizontal) kernels and
-/// its matrix-vector paths all branch on `alpha = 0` to plain stores (gemm-common 0.19, `microkernel.rs`,
-/// `horizontal_microkernel.rs`, `gemv.rs`, `gevv.rs`), which the test
-/// `overwriting_products_never_read_the_destination` checks on memory filled with NaN.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm_overwrite<'a>(
-    (m, n, k): (usize, usize, usize),
-    dst: &'a mut [MaybeUninit<f32>],
-    a: &[f32],
-    a_strides: (usize, usize),
-    b: &[f32],
-    b_strides: (usize, usize),
-    parallel: bool,
-) -> &'a mut [f32] {
-    assert_eq!(dst.len(), m * n, "sgemm_overwrite: dst is not m × n");
-    if k == 0 || m == 0 || n == 0 {
-        dst.iter_mut().for_each(|e| {
-            e.write(0.0);
-        });
-    } else {
-        // SAFETY: gemm stores all m × n elements (see above) before anything reads them; storing through the
-        // pointer into uninitialised memory is allowed, and no `&[f32]` to it exists until after the call.
-        let d = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        sgemm((m, n, k), d, n, false, a, a_strides, b, b_strides, parallel);
-    }
-    // SAFETY: every element was written above.
-    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// A new `(m × n)` matrix `a (m × k) · b (k × n)`, written by [`sgemm_overwrite`] (no zero pass first).

@@ -194,7 +194,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Activation) -> Result<Ten
 /// Sets every row (`b.len()` long) of the uninitialised `y` to `b` (`y.len()` a multiple of it) and returns
 /// `y` as the initialised floats it then holds.
 pub(crate) fn fill_rows<'a>(y: &'a mut [MaybeUninit<f32>], b: &[f32]) -> &'a mut [f32] {
-    assert!(y.len().is_multiple_of(b.len().max(1)), "fill_rows: ragged rows");
+    assert!(
+        y.len().is_multiple_of(b.len().max(1)),
+        "fill_rows: ragged rows"
+    );
     if !b.is_empty() {
         for row in y.chunks_exact_mut(b.len()) {
             for (e, v) in row.iter_mut().zip(b) {
