@@ -95,6 +95,41 @@ mod tests {
         Ok(())
     }
 
+    /// Vendored candle-core computes no gradient for a constant operand of a product or quotient (one that
+    /// tracks no gradient), and the variables' gradients are the hand ones: L = Σ(v⊙c) + Σ(v/c) + Σ(c/w)
+    /// + Σ(v⊙w) gives ∂L/∂v = c + 1/c + w and ∂L/∂w = −c/w² + v, and c gets no gradient at all.
+    #[test]
+    fn constant_operands_get_no_gradient_and_variables_the_hand_one() -> Result<()> {
+        let mut rng = Rng::new(3);
+        let dev = Device::Cpu;
+        let v = Var::from_tensor(&rng.randn((5, 7), &dev)?)?;
+        let w = Var::from_tensor(&(rng.randn((5, 7), &dev)?.abs()? + 0.5)?)?;
+        let c = (rng.randn((5, 7), &dev)?.abs()? + 0.5)?;
+        let (vt, wt) = (v.as_tensor(), w.as_tensor());
+        let loss = (((vt * &c)?.sum_all()? + (vt / &c)?.sum_all()?)?
+            + ((&c / wt)?.sum_all()? + (vt * wt)?.sum_all()?)?)?;
+        let grads = loss.backward()?;
+        assert!(grads.get(&c).is_none(), "the constant got a gradient");
+        let flat = |t: &candle_core::Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (vs, ws, cs) = (flat(vt)?, flat(wt)?, flat(&c)?);
+        let (Some(gv), Some(gw)) = (grads.get(vt), grads.get(wt)) else {
+            panic!("a variable got no gradient");
+        };
+        for (i, (gv, gw)) in flat(gv)?.iter().zip(flat(gw)?).enumerate() {
+            let want_v = cs[i] + 1.0 / cs[i] + ws[i];
+            let want_w = -cs[i] / (ws[i] * ws[i]) + vs[i];
+            assert!(
+                (gv - want_v).abs() < 1e-5 * want_v.abs().max(1.0),
+                "{gv} vs {want_v}"
+            );
+            assert!(
+                (gw - want_w).abs() < 1e-5 * want_w.abs().max(1.0),
+                "{gw} vs {want_w}"
+            );
+        }
+        Ok(())
+    }
+
     /// The gradient store's in-place sums (vendored candle-core: a stored gradient no other tensor holds gets
     /// the next one added in place; this graph takes that path twice per order, seen by hand with a print)
     /// give the hand gradient. The graph also hands one gradient tensor to two entries (`a = p + q` gives
