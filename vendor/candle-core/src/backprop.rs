@@ -186,12 +186,14 @@ impl Tensor {
                         grads.accumulate(lhs, &grad)?;
                         grads.accumulate(rhs, &grad)?;
                     }
+                    // (an operand that tracks no gradient, a constant, gets none computed)
                     Op::Binary(lhs, rhs, BinaryOp::Sub) => {
                         grads.accumulate(lhs, &grad)?;
-                        let rhs_sum_grad = grads.or_insert(rhs)?;
-                        *rhs_sum_grad = rhs_sum_grad.sub(&grad)?;
+                        if rhs.track_op() {
+                            let rhs_sum_grad = grads.or_insert(rhs)?;
+                            *rhs_sum_grad = rhs_sum_grad.sub(&grad)?;
+                        }
                     }
-                    // (an operand that tracks no gradient, a constant, gets none computed)
                     Op::Binary(lhs, rhs, BinaryOp::Mul) => {
                         if lhs.track_op() {
                             let lhs_grad = grad.mul(rhs)?;

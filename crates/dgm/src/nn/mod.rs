@@ -130,6 +130,24 @@ mod tests {
         Ok(())
     }
 
+    /// A constant subtrahend (a loss's target) gets no gradient either — candle filled zeros and subtracted
+    /// for it — and the variable's is the hand one: L = Σ(v − c)² gives ∂L/∂v = 2(v − c).
+    #[test]
+    fn a_constant_subtrahend_gets_no_gradient() -> Result<()> {
+        let mut rng = Rng::new(4);
+        let v = Var::from_tensor(&rng.randn((6, 5), &Device::Cpu)?)?;
+        let c = rng.randn((6, 5), &Device::Cpu)?;
+        let grads = (v.as_tensor() - &c)?.sqr()?.sum_all()?.backward()?;
+        assert!(grads.get(&c).is_none(), "the constant got a gradient");
+        let Some(g) = grads.get(v.as_tensor()) else {
+            panic!("no gradient for v");
+        };
+        let want = ((v.as_tensor() - &c)? * 2.0)?;
+        let err = (g - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-6, "max error {err}");
+        Ok(())
+    }
+
     /// The gradient store's in-place sums (vendored candle-core: a stored gradient no other tensor holds gets
     /// the next one added in place; this graph takes that path twice per order, seen by hand with a print)
     /// give the hand gradient. The graph also hands one gradient tensor to two entries (`a = p + q` gives
